@@ -1,0 +1,56 @@
+"""Outputs are written to a temporary file beside the target and renamed into place.
+
+Nobody opens half a workbook, and a failed write leaves the previous output untouched.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from pipeline.errors import OutputError
+
+
+def explain(err: OSError, path: Path) -> OutputError:
+    """Turn an OSError into a message an operator can act on."""
+    reasons = {
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is exhausted",
+        errno.EROFS: "the folder is on a read-only file system",
+        errno.EACCES: "permission denied (is the folder read-only, or the file open in Excel?)",
+        errno.EPERM: "permission denied",
+    }
+    reason = reasons.get(err.errno, err.strerror or str(err))
+    return OutputError(f"Cannot write {path}: {reason}.")
+
+
+@contextmanager
+def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path; on success it replaces `target`, on failure it is removed."""
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.stem[:40]}.", suffix=suffix or target.suffix, dir=target.parent)
+        os.close(fd)
+    except OSError as err:
+        raise explain(err, target) from err
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except OSError as err:
+        tmp_path.unlink(missing_ok=True)
+        raise explain(err, target) from err
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_text(target: str | Path, text: str, encoding: str = "utf-8") -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding=encoding)
+    return Path(target)

@@ -1,0 +1,178 @@
+"""The `happyhome` command: each command parses options, calls one library function, prints.
+
+Exit codes: 0 done (rejected returns included); 1 an error; 2 a usage or config error;
+3 an unusable input; 4 an output that cannot be written; 5 the workspace is busy;
+6 `collect --strict` saw a rejection.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipeline import __version__
+from pipeline.config import Workspace, check_period
+from pipeline.errors import HappyhomeError, UsageError
+from pipeline.systems import BUILTIN, load_system
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+class HappyhomeGroup(click.Group):
+    """Turns library errors into one-line messages and exit codes; tracebacks only with --debug."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except HappyhomeError as err:
+            if ctx.meta.get("debug"):
+                raise
+            err_console.print(f"[bold red]Error:[/] {err}", markup=True, soft_wrap=True)
+            sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            err_console.print("Interrupted: finished files are kept; run the command again to continue.")
+            sys.exit(130)
+
+
+@click.group(cls=HappyhomeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="happyhome")
+@click.option("-w", "--workspace", "workspace", type=click.Path(file_okay=False, path_type=Path),
+              default=".", show_default=True, envvar="HAPPYHOME_WORKSPACE",
+              help="The workspace folder (holds happyhome.toml, input/, output/).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.pass_context
+def main(ctx: click.Context, workspace: Path, debug: bool) -> None:
+    """happyhome — scoring rounds of the 社区高质量发展幸福家园行动.
+
+    Send forms to assessors, collect and validate their returns, rank and grade the
+    subjects, and roll the monthly supervision rounds up into trends.
+    """
+    ctx.meta["debug"] = debug
+    ctx.obj = workspace
+
+
+def open_workspace(ctx: click.Context) -> Workspace:
+    return Workspace.open(ctx.obj)
+
+
+def system_option(f):
+    return click.option("--system", "system_ref", required=True, metavar="ID|PATH",
+                        help=f"Indicator system: {' or '.join(BUILTIN)}, or the path of a YAML file in the same schema.")(f)
+
+
+def period_option(f):
+    return click.option("--period", required=True, callback=lambda c, p, v: _period(v), metavar="YYYY-MM",
+                        help="The round, a month such as 2026-11.")(f)
+
+
+def _period(value: str) -> str:
+    try:
+        return check_period(value)
+    except UsageError as err:
+        raise click.BadParameter(str(err)) from err
+
+
+@contextmanager
+def progress_bar(label: str, total: int, enabled: bool = True):
+    """A rich progress bar on stderr; yields a callback that advances it."""
+    if not enabled or total <= 1:
+        yield lambda n=1: None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n=1: bar.advance(task, n)
+
+
+def workers_for(setting: int) -> int:
+    return setting if setting > 0 else (os.cpu_count() or 1)
+
+
+# -- systems ---------------------------------------------------------------------------------
+@main.group(invoke_without_command=True)
+@click.pass_context
+def systems(ctx: click.Context) -> None:
+    """List the indicator systems.
+
+    Example: happyhome systems
+    """
+    if ctx.invoked_subcommand:
+        return
+    table = Table("id", "name", "subject type", "items", "total", "version", "checksum")
+    for sys_id in BUILTIN:
+        s = load_system(sys_id)
+        table.add_row(s.id, s.name, s.subject_type, str(len(s.items)), f"{s.total:g}", s.version, s.checksum)
+    console.print(table)
+
+
+@systems.command("show")
+@click.argument("system_ref", metavar="ID|PATH")
+@click.option("--full", is_flag=True, help="Print each criterion's whole text.")
+def systems_show(system_ref: str, full: bool) -> None:
+    """Print one system's items.
+
+    Example: happyhome systems show community
+    """
+    s = load_system(system_ref)
+    table = Table("编号", "一级指标", "二级指标", "三级指标", "满分", "评价内容", title=f"{s.name} ({s.id} {s.version})")
+    for item in s.items:
+        text = item.criterion if full else (item.criterion[:24] + "…" if len(item.criterion) > 24 else item.criterion)
+        table.add_row(item.code, item.level1, item.level2, item.level3, f"{item.max:g}", text)
+    table.add_row("", "", "", "合计", f"{s.total:g}", "")
+    console.print(table)
+    for decision in s.decisions:
+        console.print(f"• {decision}")
+
+
+# -- init -----------------------------------------------------------------------------------
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
+def init(directory: Path) -> None:
+    """Create a workspace: input/, output/, happyhome.toml and an example roster.
+
+    Example: happyhome init my-round
+    """
+    from pipeline.workspace import init_workspace
+
+    result = init_workspace(directory)
+    for path in result.created:
+        console.print(f"created  {path}")
+    for path in result.kept:
+        console.print(f"kept     {path} (exists)")
+    console.print(f"Next: edit {result.root / 'input' / 'roster.xlsx'}, then "
+                  f"`happyhome -w {directory} forms --system community --period YYYY-MM`.")
+
+
+# -- forms ----------------------------------------------------------------------------------
+@main.command()
+@system_option
+@period_option
+@click.option("--roster", type=click.Path(dir_okay=False, path_type=Path), help="Roster workbook [default: paths.roster].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to write the forms [default: output/forms/<period>/<system>/].")
+@click.option("--force", is_flag=True, help="Replace forms of this round that exist already.")
+@click.pass_context
+def forms(ctx: click.Context, system_ref: str, period: str, roster: Path | None, out_dir: Path | None, force: bool) -> None:
+    """Write one fillable workbook per assessor for a round.
+
+    Example: happyhome forms --system community --period 2026-11
+    """
+    from pipeline.forms import plan_forms, write_forms
+    from pipeline.roster import TYPES, read_roster
+
+    ws = open_workspace(ctx)
+    system = load_system(system_ref)
+    people = read_roster(roster or ws.path("roster"), known_types=tuple(dict.fromkeys((*TYPES, system.subject_type))))
+    specs = plan_forms(ws, system, period, people, out_dir)
+    workers = workers_for(ws["collect"]["workers"]) if len(specs) >= 8 else 1
+    with progress_bar("Writing forms", len(specs)) as advance:
+        result = write_forms(specs, force=force, workers=workers, progress=advance)
+    console.print(f"Wrote {len(result.paths)} form(s) ({result.subjects} subject sheets) to {result.out_dir}")

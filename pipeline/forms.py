@@ -1,0 +1,337 @@
+"""Write the assessors' fillable workbooks (xlsxwriter).
+
+One workbook per assessor: 填表说明, 汇总 (live formulas), one protected sheet per subject with
+per-cell validation on 得分, and a very-hidden metadata sheet so the collector never has to
+trust sheet names or positions. The layout constants below are the contract with collect.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import xlsxwriter
+from xlsxwriter.utility import xl_rowcol_to_cell
+
+from pipeline.config import Workspace, check_period
+from pipeline.errors import UsageError
+from pipeline.names import safe_filename, safe_sheet_name
+from pipeline.roster import Assessor, Roster, Subject
+from pipeline.systems import System
+from pipeline.atomic import atomic_path
+
+META_SHEET = "_happyhome"
+META_VERSION = "1"
+GUIDE_SHEET, SUMMARY_SHEET = "填表说明", "汇总"
+HEADER = ("编号", "一级指标", "二级指标", "三级指标", "评价内容", "满分", "得分", "备注")
+HEADER_ROW = 5  # 0-based: the header is on row 6, items start on row 7
+BLOCK_LABELS = {  # the identity block at the top of every subject sheet: label -> meaning
+    "评估对象": "subject_name", "对象编号": "subject",
+    "评估人": "assessor_name", "评估人编号": "assessor",
+    "期次": "period", "指标体系": "system",
+}
+SCORE_COL, REMARK_COL = HEADER.index("得分"), HEADER.index("备注")
+CRITERION_CHARS_PER_LINE = 34  # column E at width 62 prints about 36 CJK characters a line
+
+
+@dataclass(frozen=True)
+class FormSpec:
+    """Everything one assessor's workbook holds."""
+
+    path: Path
+    system: System
+    period: str
+    assessor: Assessor
+    subjects: tuple[Subject, ...]
+    organiser: str = ""
+    contact: str = ""
+    deadline: str = ""
+
+
+@dataclass
+class FormsResult:
+    out_dir: Path
+    paths: list[Path]
+    subjects: int
+
+
+def form_id(system: System, period: str, assessor: str, subjects: list[str]) -> str:
+    blob = json.dumps([system.id, system.checksum, period, assessor, subjects], ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def meta_rows(spec: FormSpec, sheet_names: list[str]) -> list[list[str]]:
+    """The metadata sheet's rows; the last one signs all the others."""
+    codes = [s.code for s in spec.subjects]
+    rows = [
+        ["happyhome_form", META_VERSION],
+        ["form_id", form_id(spec.system, spec.period, spec.assessor.code, codes)],
+        ["system", spec.system.id],
+        ["system_version", spec.system.version],
+        ["checksum", spec.system.checksum],
+        ["period", spec.period],
+        ["assessor", spec.assessor.code],
+    ]
+    rows += [["subject", code, name] for code, name in zip(codes, sheet_names)]
+    rows.append(["signature", sign(rows)])
+    return rows
+
+
+def sign(rows: list[list[str]]) -> str:
+    """A checksum of the metadata, so that a hand-edited metadata sheet is noticed."""
+    blob = json.dumps([[str(v) for v in row] for row in rows], ensure_ascii=False)
+    return hashlib.sha256(("happyhome:" + blob).encode("utf-8")).hexdigest()[:16]
+
+
+def form_filename(period: str, system: System, assessor: Assessor) -> str:
+    parts = [period, system.id, assessor.code, assessor.name]
+    return safe_filename("_".join(safe_filename(p, 60) for p in parts), 180) + ".xlsx"
+
+
+def subject_sheet_names(subjects: tuple[Subject, ...]) -> list[str]:
+    """编号 plus the name where it fits in 31 characters; always unique."""
+    taken = {GUIDE_SHEET, SUMMARY_SHEET, META_SHEET}
+    names = []
+    for s in subjects:
+        full = safe_sheet_name(f"{s.code} {s.name}", set())
+        names.append(safe_sheet_name(full if len(f"{s.code} {s.name}") <= 31 else s.code, taken))
+    return names
+
+
+def quote_sheet(name: str) -> str:
+    return "'" + name.replace("'", "''") + "'"
+
+
+def criterion_height(text: str) -> float:
+    """Row height in points for the wrapped criterion: neither Excel nor LibreOffice fits it reliably."""
+    lines = max(1, math.ceil(len(text) / CRITERION_CHARS_PER_LINE))
+    return 15.0 * lines + 6
+
+
+def write_form(spec: FormSpec) -> Path:
+    """Write one assessor's workbook atomically; returns its path."""
+    with atomic_path(spec.path) as tmp:
+        book = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False})
+        book.set_properties({"title": f"{spec.system.name} 评分表 {spec.period}", "author": spec.organiser,
+                             "comments": "happyhome"})
+        f = _formats(book)
+        names = subject_sheet_names(spec.subjects)
+        _guide(book, f, spec)
+        summary = book.add_worksheet(SUMMARY_SHEET)
+        ranges = [_subject_sheet(book, f, spec, subject, name) for subject, name in zip(spec.subjects, names)]
+        _summary(summary, f, spec, names, ranges)
+        meta = book.add_worksheet(META_SHEET)
+        for r, row in enumerate(meta_rows(spec, names)):
+            for c, value in enumerate(row):
+                meta.write_string(r, c, str(value))
+        meta.very_hidden()
+        book.close()
+    return spec.path
+
+
+def _formats(book) -> dict:
+    base = {"font_name": "等线", "font_size": 10, "valign": "vcenter", "border": 1}
+    fmt = lambda **kw: book.add_format({**base, **kw})  # noqa: E731
+    return {
+        "title": book.add_format({"bold": True, "font_size": 14, "font_name": "等线", "align": "center", "valign": "vcenter"}),
+        "label": fmt(bold=True, bg_color="#F2F2F2"),
+        "value": fmt(),
+        "head": fmt(bold=True, bg_color="#DDEBF7", align="center", text_wrap=True),
+        "cell": fmt(text_wrap=True),
+        "center": fmt(align="center", text_wrap=True),
+        "max": fmt(align="center", num_format="0.##"),
+        "score": fmt(align="center", num_format="0.##", bg_color="#FFF2CC", locked=False),
+        "remark": fmt(text_wrap=True, bg_color="#FFF2CC", locked=False),
+        "total": fmt(bold=True, align="center", num_format="0.##", bg_color="#E2EFDA"),
+        "total_label": fmt(bold=True, bg_color="#E2EFDA"),
+        "sub": fmt(align="center", num_format="0.##", font_color="#595959"),
+        "sub_label": fmt(font_color="#595959"),
+        "pending": book.add_format({"font_color": "#C00000", "bold": True}),
+        "note": book.add_format({"font_name": "等线", "font_size": 10, "text_wrap": True, "valign": "top"}),
+        "note_bold": book.add_format({"font_name": "等线", "font_size": 11, "bold": True}),
+    }
+
+
+def _guide(book, f, spec: FormSpec) -> None:
+    ws = book.add_worksheet(GUIDE_SHEET)
+    ws.set_column(0, 0, 100)
+    ws.hide_gridlines(2)
+    system = spec.system
+    basic = sum(i.max for i in system.items if i.level1 == "基础指标")
+    lines = [
+        (f"{system.name} · {spec.period} 期评分表", "title"),
+        (f"评估人：{spec.assessor.name}（编号 {spec.assessor.code}）    本表共 {len(spec.subjects)} 个评估对象", "note_bold"),
+    ]
+    if spec.deadline:
+        lines.append((f"请于 {spec.deadline} 前填好并发回。", "note_bold"))
+    if spec.contact:
+        lines.append((f"如有疑问请联系：{spec.contact}", "note_bold"))
+    lines += [
+        ("", "note"),
+        ("填写步骤", "note_bold"),
+        ("1. 每个评估对象一张工作表（表名为对象编号）。请只在黄色的“得分”“备注”两列中填写，其他单元格已锁定。", "note"),
+        ("2. 得分填写 0 到该项满分之间的数字，可以有小数（如 3.5）。超出范围的数字无法输入。", "note"),
+        ("3. 每一项都须打分；得分较低时，请在“备注”中简要说明理由。", "note"),
+        ("4. “汇总”表会显示每个对象已填项数和合计分，全部显示“已完成”后保存并发回本文件。", "note"),
+        ("5. 请不要改动工作表名称、表头、指标编号，也不要把表格复制到新文件中；可以用 Excel、WPS 或 LibreOffice 填写。", "note"),
+        ("", "note"),
+        ("计分规则", "note_bold"),
+        (f"总分 {system.total:g} 分，得分 = 每个单项得分之和。基础指标 {basic:g} 分，进阶指标 {system.total - basic:g} 分：", "note"),
+    ]
+    for level2 in system.level2_names:
+        items = [i for i in system.items if i.level2 == level2]
+        names = "、".join(i.level3 for i in items)
+        lines.append((f"    {items[0].level1} · {level2}：{sum(i.max for i in items):g} 分（{names}）", "note"))
+    if spec.organiser:
+        lines += [("", "note"), (spec.organiser, "note")]
+    for r, (text, style) in enumerate(lines):
+        ws.write_string(r, 0, text, f[style])
+    ws.set_row(0, 24)
+    ws.set_paper(9)
+    ws.fit_to_pages(1, 0)
+    ws.activate()
+
+
+def _subject_sheet(book, f, spec: FormSpec, subject: Subject, name: str) -> tuple[int, int]:
+    """Write one subject's sheet; returns the 0-based first and last item rows."""
+    ws = book.add_worksheet(name)
+    system = spec.system
+    widths = (7, 9, 10, 13, 62, 9, 7, 28)
+    for c, w in enumerate(widths):
+        ws.set_column(c, c, w)
+    ws.merge_range(0, 0, 0, 7, f"{system.name} · 评分表", f["title"])
+    ws.set_row(0, 26)
+    block = [
+        ("评估对象", subject.name, "对象编号", subject.code),
+        ("评估人", spec.assessor.name, "评估人编号", spec.assessor.code),
+        ("期次", spec.period, "指标体系", system.id),
+    ]
+    for r, (l1, v1, l2, v2) in enumerate(block, start=1):
+        ws.write_string(r, 0, l1, f["label"])
+        ws.merge_range(r, 1, r, 4, "", f["value"])
+        ws.write_string(r, 1, v1, f["value"])  # as a string: a name may look like a formula
+        ws.write_string(r, 5, l2, f["label"])
+        ws.merge_range(r, 6, r, 7, "", f["value"])
+        ws.write_string(r, 6, v2, f["value"])
+    ws.merge_range(4, 0, 4, 7, f"请在黄色单元格中填写得分（0 至该项满分）和备注。指标体系 {system.id} · 版本 {system.version}", f["note"])
+    ws.write_row(HEADER_ROW, 0, HEADER, f["head"])
+    first = HEADER_ROW + 1
+    for n, item in enumerate(system.items):
+        r = first + n
+        ws.write_string(r, 0, item.code, f["center"])
+        ws.write_string(r, 1, item.level1, f["center"])
+        ws.write_string(r, 2, item.level2, f["center"])
+        ws.write_string(r, 3, item.level3, f["center"])
+        ws.write_string(r, 4, item.criterion, f["cell"])
+        ws.write_number(r, 5, item.max, f["max"])
+        ws.write_blank(r, SCORE_COL, None, f["score"])
+        ws.write_blank(r, REMARK_COL, None, f["remark"])
+        ws.set_row(r, criterion_height(item.criterion))
+        ws.data_validation(r, SCORE_COL, r, SCORE_COL, {
+            "validate": "decimal", "criteria": "between", "minimum": 0, "maximum": item.max,
+            "input_title": f"{item.code} {item.level3}"[:32],
+            "input_message": f"满分 {item.max:g} 分，请填写 0 到 {item.max:g} 之间的数字。"[:255],
+            "error_type": "stop", "error_title": "得分超出范围",
+            "error_message": f"{item.code} {item.level3}：得分须为 0 到 {item.max:g} 之间的数字。"[:255],
+        })
+    last = first + len(system.items) - 1
+    total = last + 1
+    col_max, col_score = xl_rowcol_to_cell(first, 5), xl_rowcol_to_cell(first, SCORE_COL)
+    ws.write_string(total, 0, "合计", f["total_label"])
+    for c in range(1, 5):
+        ws.write_blank(total, c, None, f["total_label"])
+    ws.write_formula(total, 5, f"=SUM({col_max}:{xl_rowcol_to_cell(last, 5)})", f["total"], system.total)
+    ws.write_formula(total, SCORE_COL, f"=SUM({col_score}:{xl_rowcol_to_cell(last, SCORE_COL)})", f["total"])
+    n_items = len(system.items)
+    ws.write_formula(total, REMARK_COL, f'=IF(COUNT({col_score}:{xl_rowcol_to_cell(last, SCORE_COL)})={n_items},"已完成","还差"&({n_items}-COUNT({col_score}:{xl_rowcol_to_cell(last, SCORE_COL)}))&"项未填")', f["total"])
+    level2_col = f"$C${first + 1}:$C${last + 1}"
+    for n, level2 in enumerate(system.level2_names, start=1):
+        r = total + n
+        items = [i for i in system.items if i.level2 == level2]
+        ws.write_string(r, 2, level2, f["sub_label"])
+        ws.write_string(r, 3, "小计", f["sub_label"])
+        ws.write_number(r, 5, sum(i.max for i in items), f["sub"])
+        ws.write_formula(r, SCORE_COL, f'=SUMIF({level2_col},C{r + 1},$G${first + 1}:$G${last + 1})', f["sub"])
+    ws.freeze_panes(first, 0)
+    ws.protect("", {"select_locked_cells": True, "select_unlocked_cells": True, "format_rows": True, "format_columns": True})
+    ws.set_landscape()
+    ws.set_paper(9)
+    ws.fit_to_pages(1, 0)
+    ws.repeat_rows(HEADER_ROW)
+    ws.set_margins(left=0.4, right=0.4, top=0.5, bottom=0.5)
+    ws.set_footer(f"&L{subject.code} {subject.name[:40]}&C第 &P 页，共 &N 页&R{spec.assessor.name[:20]}")
+    return first, last
+
+
+def _summary(ws, f, spec: FormSpec, names: list[str], ranges: list[tuple[int, int]]) -> None:
+    columns = ("编号", "名称", "已填项数", "指标项数", "合计", "满分", "状态")
+    for c, w in enumerate((10, 30, 10, 10, 10, 8, 16)):
+        ws.set_column(c, c, w)
+    ws.write_row(0, 0, columns, f["head"])
+    n_items = len(spec.system.items)
+    for r, (subject, name, (first, last)) in enumerate(zip(spec.subjects, names, ranges), start=1):
+        scores = f"{quote_sheet(name)}!$G${first + 1}:$G${last + 1}"
+        ws.write_string(r, 0, subject.code, f["center"])
+        ws.write_string(r, 1, subject.name, f["cell"])
+        ws.write_formula(r, 2, f"=COUNT({scores})", f["max"], 0)
+        ws.write_number(r, 3, n_items, f["max"])
+        ws.write_formula(r, 4, f"=SUM({scores})", f["max"], 0)
+        ws.write_number(r, 5, spec.system.total, f["max"])
+        ws.write_formula(r, 6, f'=IF(C{r + 1}=D{r + 1},"已完成","还差"&(D{r + 1}-C{r + 1})&"项")', f["center"], "")
+    ws.freeze_panes(1, 0)
+    ws.autofilter(0, 0, max(len(names), 1), len(columns) - 1)
+    ws.conditional_format(1, 6, len(names), 6, {"type": "text", "criteria": "begins with", "value": "还差",
+                                                 "format": f["pending"]})
+    ws.protect("", {"autofilter": True, "sort": True})
+    ws.set_paper(9)
+    ws.fit_to_pages(1, 0)
+    ws.repeat_rows(0)
+
+
+def plan_forms(ws: Workspace, system: System, period: str, roster: Roster, out_dir: Path | None = None) -> list[FormSpec]:
+    """The forms of one round: one per assessor with subjects of this system assigned."""
+    check_period(period)
+    out_dir = Path(out_dir) if out_dir else ws.forms_dir(period, system.id)
+    rnd = ws["round"]
+    deadline = ws.deadline(period).strftime("%Y-%m-%d")
+    specs = []
+    for code, subject_codes in roster.assignments(system.subject_type).items():
+        assessor = roster.assessors[code]
+        specs.append(FormSpec(
+            path=out_dir / form_filename(period, system, assessor),
+            system=system, period=period, assessor=assessor,
+            subjects=tuple(roster.subjects[s] for s in subject_codes),
+            organiser=rnd["organiser"], contact=rnd["contact"], deadline=deadline,
+        ))
+    if not specs:
+        raise UsageError(f"No subject of type {system.subject_type} is assigned to anyone in the roster.")
+    return specs
+
+
+def write_forms(specs: list[FormSpec], *, force: bool = False, workers: int = 1,
+                progress: Callable[[int], None] | None = None) -> FormsResult:
+    """Write every form; refuse to replace forms that exist unless `force`."""
+    existing = [s.path for s in specs if s.path.exists()]
+    if existing and not force:
+        listing = "\n".join(f"  {p}" for p in existing[:20]) + ("\n  …" if len(existing) > 20 else "")
+        raise UsageError(f"{len(existing)} form(s) of this round exist already and may have gone out; "
+                         f"pass --force to replace them:\n{listing}")
+    paths: list[Path] = []
+    if workers > 1 and len(specs) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            for path in pool.map(write_form, specs, chunksize=max(1, len(specs) // (workers * 4))):
+                paths.append(path)
+                if progress:
+                    progress(1)
+    else:
+        for spec in specs:
+            paths.append(write_form(spec))
+            if progress:
+                progress(1)
+    return FormsResult(specs[0].path.parent, paths, sum(len(s.subjects) for s in specs))

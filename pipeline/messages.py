@@ -1,0 +1,75 @@
+"""The catalogue of problem messages, in the Chinese an office forwards to an assessor verbatim.
+
+Every finding about a returned workbook is a `Problem` record (code, file, sheet, cell, value,
+message); the text of each code is written once, here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ERROR = "error"
+WARNING = "warning"
+
+# code: (severity, template). Templates are formatted with the keyword arguments of `problem()`.
+CATALOGUE: dict[str, tuple[str, str]] = {
+    # the file as a whole
+    "empty_file": (ERROR, "文件是空的（0 字节），请重新发送填好的评分表。"),
+    "not_spreadsheet": (ERROR, "这不是 Excel/WPS 电子表格文件（{detail}），请发送系统下发的评分表（.xlsx）。"),
+    "encrypted": (ERROR, "文件已加密，请取消密码后重新发送。"),
+    "corrupt": (ERROR, "文件已损坏或不完整，无法打开（{detail}），请重新保存后发送。"),
+    "too_large": (ERROR, "文件过大（{detail}），超出上限，未读取。请发送系统下发的评分表。"),
+    "zip_bomb": (ERROR, "文件内容异常（{detail}），为安全起见未读取。请重新保存后发送。"),
+    "too_many_sheets": (ERROR, "文件中工作表过多（{detail}），不是系统下发的评分表。"),
+    "no_identity": (ERROR, "无法识别这份评分表：找不到隐藏的表单信息，各工作表顶部也没有评估对象和评估人信息。请使用系统下发的评分表填写。"),
+    "meta_tampered": (ERROR, "表单信息已被改动（校验不符），无法确认来源。请使用系统下发的原始评分表重新填写。"),
+    "wrong_system": (ERROR, "这是“{found}”的评分表，本轮收取的是“{expected}”。"),
+    "wrong_period": (ERROR, "这是 {found} 期的评分表，本轮收取的是 {expected} 期。"),
+    "old_structure": (ERROR, "评分表所用的指标体系版本已过期（结构校验 {found}，当前为 {expected}），请使用新下发的评分表。"),
+    "unknown_assessor": (ERROR, "评估人编号 {found} 不在名单中。"),
+    "duplicate_file": (WARNING, "与已收取的文件 {detail} 内容完全相同，不重复计入。"),
+    # one subject sheet
+    "sheet_unreadable": (ERROR, "工作表无法读取（{detail}），本表未计入。"),
+    "sheet_too_long": (ERROR, "工作表行数过多（{detail}），不是系统下发的评分表，本表未计入。"),
+    "unknown_subject": (ERROR, "评估对象编号 {found} 不在名单中，本表未计入。"),
+    "not_assigned": (ERROR, "评估对象 {found} 未分配给评估人 {assessor}，本表未计入。"),
+    "duplicate_subject": (ERROR, "评估对象 {found} 在本文件中出现了不止一次（另见工作表“{detail}”），这些表均未计入，请只保留一张后重新发送。"),
+    "identity_mismatch": (ERROR, "工作表顶部的{detail}与表单信息不一致（表中为 {found}，应为 {expected}），本表未计入。"),
+    "no_header": (ERROR, "找不到表头行（编号、得分），本表未计入。请勿修改表头。"),
+    "missing_item": (ERROR, "缺少指标 {found}（{detail}）的评分行，本表未计入。请勿删除指标行。"),
+    "duplicate_item": (ERROR, "指标 {found} 出现了不止一行（另见 {detail}），本表未计入。"),
+    "unknown_item": (WARNING, "“{found}”不是本指标体系的指标编号，该行已忽略。"),
+    "blank_score": (ERROR, "{item} 的得分未填写，本表未计入。"),
+    "not_a_number": (ERROR, "{item} 的得分“{found}”不是数字，本表未计入。请填写 0 到 {max} 之间的数字。"),
+    "error_value": (ERROR, "{item} 的得分是错误值 {found}，本表未计入。请直接填写数字。"),
+    "out_of_range": (ERROR, "{item} 的得分 {found} 超出范围，应在 0 到 {max} 之间，本表未计入。"),
+    "normalised": (WARNING, "{item} 的得分“{found}”已按 {score} 计入（{detail}）。"),
+    "remark_cut": (WARNING, "{item} 的备注过长（{detail} 字），只保留前 {limit} 字。"),
+    "superseded": (WARNING, "{found} 的评分已被较新的文件 {detail} 替换。"),
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding about a returned workbook: where it is, what was found, what it means."""
+
+    code: str
+    severity: str
+    message: str
+    file: str = ""
+    sheet: str = ""
+    cell: str = ""
+    value: str = ""
+
+
+def problem(code: str, *, file: str = "", sheet: str = "", cell: str = "", value: object = "", **fields) -> Problem:
+    """Build a Problem from the catalogue; `fields` fill the template."""
+    severity, template = CATALOGUE[code]
+    shown = "" if value is None else str(value)
+    text = template.format_map(_Defaults(found=shown, **fields))
+    return Problem(code, severity, text, file=file, sheet=sheet, cell=cell, value=shown[:200])
+
+
+class _Defaults(dict):
+    def __missing__(self, key: str) -> str:
+        return ""

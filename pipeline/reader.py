@@ -1,0 +1,183 @@
+"""The one place returned workbooks are opened.
+
+Formats are told apart by their content, never by the file name, sizes are checked in the
+zip directory before anything is parsed, and every cell is converted at once to plain Python
+values. Every failure becomes an `UnreadableFile` with a catalogue code and a plain reason.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import python_calamine as pc
+
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+ZIP_MAGIC = b"PK\x03\x04"
+ENCRYPTED_MARK = "EncryptionInfo".encode("utf-16-le")
+ODS_MIME = b"application/vnd.oasis.opendocument.spreadsheet"
+_MODIFIED = re.compile(rb"<dcterms:modified[^>]*>([^<]{10,40})</dcterms:modified>")
+_ODS_DATE = re.compile(rb"<dc:date>([^<]{10,40})</dc:date>")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_file_mb: float = 50
+    max_unzipped_mb: float = 100
+    max_ratio: float = 200
+    max_sheets: int = 300
+    max_rows: int = 1000
+
+    @classmethod
+    def from_settings(cls, limits: dict) -> "Limits":
+        return cls(**{k: limits[k] for k in cls.__dataclass_fields__ if k in limits})
+
+
+class UnreadableFile(Exception):
+    """A returned file that cannot be read at all; `code` is a messages.CATALOGUE key."""
+
+    def __init__(self, code: str, detail: str = ""):
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+@dataclass
+class Sheet:
+    name: str
+    rows: list[list] = field(default_factory=list)
+    hidden: bool = False
+    error: str = ""  # set when this sheet alone could not be read
+    too_long: int = 0  # the row count, when over Limits.max_rows
+
+
+@dataclass
+class Workbook:
+    format: str  # xlsx, xlsm, xlsb, xls, ods
+    sheets: list[Sheet]
+    modified: datetime | None  # the workbook's own last-saved time, if it records one
+
+    def sheet(self, name: str) -> Sheet | None:
+        return next((s for s in self.sheets if s.name == name), None)
+
+
+def sniff(data: bytes) -> tuple[str, zipfile.ZipFile | None]:
+    """The format from the content: xlsx, xlsm, xlsb, ods or xls (raises UnreadableFile)."""
+    if not data:
+        raise UnreadableFile("empty_file")
+    if data.startswith(OLE_MAGIC):
+        if ENCRYPTED_MARK in data[:1_000_000]:
+            raise UnreadableFile("encrypted")
+        return "xls", None
+    if not data.startswith(ZIP_MAGIC):
+        head = data[:8]
+        kind = "PDF 文档" if head.startswith(b"%PDF") else "文本文件" if _looks_like_text(data) else "未知格式"
+        raise UnreadableFile("not_spreadsheet", kind)
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise UnreadableFile("corrupt", "压缩结构损坏") from err
+    if "xl/workbook.xml" in names:
+        return ("xlsm" if "xl/vbaProject.bin" in names else "xlsx"), archive
+    if "xl/workbook.bin" in names:
+        return "xlsb", archive
+    if "mimetype" in names and archive.read("mimetype").strip() == ODS_MIME:
+        return "ods", archive
+    if "word/document.xml" in names:
+        raise UnreadableFile("not_spreadsheet", "Word 文档")
+    raise UnreadableFile("not_spreadsheet", "压缩包")
+
+
+def _looks_like_text(data: bytes) -> bool:
+    try:
+        data[:4096].decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def check_zip(archive: zipfile.ZipFile, limits: Limits) -> None:
+    """Refuse zip bombs from the zip directory, before a byte is inflated."""
+    total = 0
+    for info in archive.infolist():
+        total += info.file_size
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > 1_000_000 and ratio > limits.max_ratio:
+            raise UnreadableFile("zip_bomb", f"{info.filename} 压缩比 {ratio:.0f} 倍")
+    if total > limits.max_unzipped_mb * 1_000_000:
+        raise UnreadableFile("zip_bomb", f"解压后 {total / 1e6:.0f} MB")
+
+
+def modified_time(fmt: str, archive: zipfile.ZipFile | None) -> datetime | None:
+    """When the workbook says it was last saved (docProps/core.xml or the ODS meta.xml)."""
+    if archive is None:
+        return None
+    part, pattern = ("meta.xml", _ODS_DATE) if fmt == "ods" else ("docProps/core.xml", _MODIFIED)
+    try:
+        with archive.open(part) as handle:
+            head = handle.read(64_000)
+    except (KeyError, zipfile.BadZipFile, OSError, RuntimeError):
+        return None
+    match = pattern.search(head)
+    if not match:
+        return None
+    try:
+        stamp = datetime.fromisoformat(match.group(1).decode("ascii").replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=timezone.utc)
+    return stamp.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def read_workbook(path: str | Path, limits: Limits = Limits(), data: bytes | None = None) -> Workbook:
+    """Read every sheet of a workbook into plain rows (raises UnreadableFile)."""
+    path = Path(path)
+    if data is None:
+        size = path.stat().st_size
+        if size > limits.max_file_mb * 1_000_000:
+            raise UnreadableFile("too_large", f"{size / 1e6:.1f} MB")
+        data = path.read_bytes()
+    elif len(data) > limits.max_file_mb * 1_000_000:
+        raise UnreadableFile("too_large", f"{len(data) / 1e6:.1f} MB")
+    fmt, archive = sniff(data)
+    if archive is not None:
+        check_zip(archive, limits)
+    try:
+        book = pc.CalamineWorkbook.from_filelike(io.BytesIO(data))
+    except pc.PasswordError as err:
+        raise UnreadableFile("encrypted") from err
+    except Exception as err:  # calamine raises several types for broken files
+        raise UnreadableFile("corrupt", _short(err)) from err
+    try:
+        meta = list(book.sheets_metadata)
+        if len(meta) > limits.max_sheets:
+            raise UnreadableFile("too_many_sheets", f"{len(meta)} 张")
+        sheets = [_read_sheet(book, m, limits) for m in meta if m.typ == pc.SheetTypeEnum.WorkSheet]
+    finally:
+        book.close()
+    return Workbook(fmt, sheets, modified_time(fmt, archive))
+
+
+def _read_sheet(book: pc.CalamineWorkbook, meta: pc.SheetMetadata, limits: Limits) -> Sheet:
+    sheet = Sheet(meta.name, hidden=meta.visible != pc.SheetVisibleEnum.Visible)
+    try:
+        data = book.get_sheet_by_name(meta.name)
+        height = data.end[0] + 1 if data.end else 0
+        if height > limits.max_rows:
+            sheet.too_long = height
+            return sheet
+        sheet.rows = data.to_python(skip_empty_area=False)
+    except Exception as err:  # a damaged sheet fails alone; the others still read
+        sheet.error = _short(err)
+    return sheet
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text[:160]

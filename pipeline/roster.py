@@ -1,0 +1,242 @@
+"""The roster workbook: subjects (评估对象), assessors (评估人) and who rates whom (分配).
+
+Every problem in a roster is collected and reported together, each with its sheet and row,
+and nothing is generated from a roster that has any.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import xlsxwriter
+
+from pipeline.errors import InputError
+from pipeline.reader import Limits, UnreadableFile, read_workbook
+from pipeline.messages import CATALOGUE
+
+SUBJECTS, ASSESSORS, ASSIGNMENTS = "评估对象", "评估人", "分配"
+SUBJECT_COLUMNS = ("编号", "名称", "类型", "省份", "城市", "区县")
+ASSESSOR_COLUMNS = ("编号", "姓名", "单位", "联系方式")
+ASSIGNMENT_COLUMNS = ("评估人编号", "评估对象编号")
+REQUIRED = {SUBJECTS: ("编号", "名称", "类型"), ASSESSORS: ("编号", "姓名"), ASSIGNMENTS: ASSIGNMENT_COLUMNS}
+TYPES = ("创新实践区", "创新实践社区")
+
+
+@dataclass(frozen=True)
+class Subject:
+    code: str
+    name: str
+    type: str
+    province: str = ""
+    city: str = ""
+    county: str = ""
+
+
+@dataclass(frozen=True)
+class Assessor:
+    code: str
+    name: str
+    org: str = ""
+    contact: str = ""
+
+
+@dataclass
+class Roster:
+    subjects: dict[str, Subject]
+    assessors: dict[str, Assessor]
+    pairs: list[tuple[str, str]] = field(default_factory=list)  # (assessor, subject) from 分配
+
+    def assignments(self, subject_type: str) -> dict[str, list[str]]:
+        """Assessor code -> subject codes of this type they rate, in roster order.
+
+        With no 分配 rows, every assessor rates every subject of the type.
+        """
+        of_type = [code for code, s in self.subjects.items() if s.type == subject_type]
+        if not self.pairs:
+            return {a: list(of_type) for a in self.assessors} if of_type else {}
+        wanted = set(of_type)
+        out: dict[str, list[str]] = {}
+        for assessor, subject in self.pairs:
+            if subject in wanted:
+                out.setdefault(assessor, []).append(subject)
+        return {a: out[a] for a in self.assessors if a in out}
+
+
+def clean(value: object) -> str:
+    """A cell as text: numbers that are whole lose their '.0', spaces are trimmed."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _table(rows: list[list], sheet: str, problems: list[str]) -> tuple[dict[str, int], list[tuple[int, list[str]]]]:
+    """Header columns by name and the non-blank data rows (with 1-based row numbers)."""
+    for index, row in enumerate(rows):
+        cells = [clean(v) for v in row]
+        if any(cells):
+            header = {name: col for col, name in reversed(list(enumerate(cells))) if name}
+            missing = [c for c in REQUIRED[sheet] if c not in header]
+            if missing:
+                problems.append(f"sheet {sheet} row {index + 1}: missing column(s) {', '.join(missing)}")
+            data = [(n + 1, [clean(v) for v in r]) for n, r in enumerate(rows) if n > index]
+            return header, [(n, r) for n, r in data if any(r)]
+    problems.append(f"sheet {sheet}: no header row")
+    return {}, []
+
+
+def read_roster(path: str | Path, known_types: tuple[str, ...] = TYPES) -> Roster:
+    """Read and check a roster workbook (raises InputError listing every problem)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"Roster not found: {path} (run `happyhome init` to create an example).")
+    try:
+        book = read_workbook(path, Limits(max_rows=200_000))
+    except UnreadableFile as err:
+        raise InputError(f"{path}: cannot read the roster: {CATALOGUE[err.code][1].format(detail=err.detail)}") from err
+    problems: list[str] = []
+    tables = {}
+    for name in (SUBJECTS, ASSESSORS, ASSIGNMENTS):
+        sheet = book.sheet(name)
+        if sheet is None:
+            if name != ASSIGNMENTS:
+                problems.append(f"sheet {name} is missing")
+            continue
+        if sheet.error:
+            problems.append(f"sheet {name}: cannot be read ({sheet.error})")
+            continue
+        tables[name] = _table(sheet.rows, name, problems)
+    if problems:
+        _fail(path, problems)
+
+    def get(row: list[str], header: dict[str, int], column: str) -> str:
+        col = header.get(column)
+        return row[col] if col is not None and col < len(row) else ""
+
+    subjects: dict[str, Subject] = {}
+    header, rows = tables[SUBJECTS]
+    first_seen: dict[str, int] = {}
+    for n, row in rows:
+        values = {c: get(row, header, c) for c in SUBJECT_COLUMNS}
+        where = f"sheet {SUBJECTS} row {n}"
+        if not values["编号"]:
+            problems.append(f"{where}: 编号 is empty")
+            continue
+        if values["编号"] in first_seen:
+            problems.append(f"{where}: duplicate 编号 {values['编号']!r} (first at row {first_seen[values['编号']]})")
+            continue
+        first_seen[values["编号"]] = n
+        if not values["名称"]:
+            problems.append(f"{where}: 名称 is empty")
+        if values["类型"] not in known_types:
+            problems.append(f"{where}: 类型 must be one of {' | '.join(known_types)}, found {values['类型']!r}")
+        subjects[values["编号"]] = Subject(*(values[c] for c in SUBJECT_COLUMNS))
+
+    assessors: dict[str, Assessor] = {}
+    header, rows = tables[ASSESSORS]
+    first_seen = {}
+    for n, row in rows:
+        values = {c: get(row, header, c) for c in ASSESSOR_COLUMNS}
+        where = f"sheet {ASSESSORS} row {n}"
+        if not values["编号"]:
+            problems.append(f"{where}: 编号 is empty")
+            continue
+        if values["编号"] in first_seen:
+            problems.append(f"{where}: duplicate 编号 {values['编号']!r} (first at row {first_seen[values['编号']]})")
+            continue
+        first_seen[values["编号"]] = n
+        if not values["姓名"]:
+            problems.append(f"{where}: 姓名 is empty")
+        assessors[values["编号"]] = Assessor(*(values[c] for c in ASSESSOR_COLUMNS))
+
+    pairs: list[tuple[str, str]] = []
+    if ASSIGNMENTS in tables:
+        header, rows = tables[ASSIGNMENTS]
+        seen_pairs: dict[tuple[str, str], int] = {}
+        for n, row in rows:
+            assessor, subject = get(row, header, "评估人编号"), get(row, header, "评估对象编号")
+            where = f"sheet {ASSIGNMENTS} row {n}"
+            if assessor not in assessors:
+                problems.append(f"{where}: 评估人编号 {assessor!r} is not in sheet {ASSESSORS}")
+            if subject not in subjects:
+                problems.append(f"{where}: 评估对象编号 {subject!r} is not in sheet {SUBJECTS}")
+            if (assessor, subject) in seen_pairs:
+                problems.append(f"{where}: the same assignment is listed twice (first at row {seen_pairs[assessor, subject]})")
+                continue
+            seen_pairs[assessor, subject] = n
+            pairs.append((assessor, subject))
+        if pairs:
+            busy = {a for a, _ in pairs}
+            for code in assessors:
+                if code not in busy:
+                    problems.append(f"sheet {ASSIGNMENTS}: assessor {code} ({assessors[code].name}) has nothing to rate")
+    if not subjects:
+        problems.append(f"sheet {SUBJECTS}: no subjects")
+    if not assessors:
+        problems.append(f"sheet {ASSESSORS}: no assessors")
+    if problems:
+        _fail(path, problems)
+    return Roster(subjects, assessors, pairs)
+
+
+def _fail(path: Path, problems: list[str]) -> None:
+    listing = "\n".join(f"  - {p}" for p in problems)
+    raise InputError(f"{path}: {len(problems)} problem(s) in the roster, nothing was generated:\n{listing}")
+
+
+EXAMPLE_SUBJECTS = [
+    ("Z01", "杭州市上城区", "创新实践区", "浙江省", "杭州市", "上城区"),
+    ("Z02", "成都市武侯区", "创新实践区", "四川省", "成都市", "武侯区"),
+    ("C001", "湖滨街道东坡路社区", "创新实践社区", "浙江省", "杭州市", "上城区"),
+    ("C002", "玉林街道黉门街社区", "创新实践社区", "四川省", "成都市", "武侯区"),
+    ("C003", "南湖街道南湖社区", "创新实践社区", "湖北省", "武汉市", "洪山区"),
+]
+EXAMPLE_ASSESSORS = [
+    ("E01", "张敏", "浙江工业大学", "13800000001"),
+    ("E02", "李强", "四川大学社会发展学院", "13800000002"),
+    ("E03", "王芳", "武汉市社会工作联合会", "wangfang@example.org"),
+]
+EXAMPLE_PAIRS = [(a, s) for a in ("E01", "E02", "E03") for s in ("Z01", "Z02", "C001", "C002", "C003")]
+
+
+def write_roster(
+    path: str | Path,
+    subjects=EXAMPLE_SUBJECTS,
+    assessors=EXAMPLE_ASSESSORS,
+    pairs=EXAMPLE_PAIRS,
+) -> Path:
+    """Write a roster workbook with its own data validation (an example unless rows are given)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    book = xlsxwriter.Workbook(str(path))
+    head = book.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1})
+    text = book.add_format({"num_format": "@"})
+
+    def sheet(name, columns, rows, widths, prompt):
+        ws = book.add_worksheet(name)
+        ws.write_row(0, 0, columns, head)
+        for r, row in enumerate(rows, start=1):
+            for c, value in enumerate(row):
+                ws.write_string(r, c, str(value), text)
+        for c, width in enumerate(widths):
+            ws.set_column(c, c, width, text)
+        ws.freeze_panes(1, 0)
+        ws.autofilter(0, 0, max(len(rows), 1), len(columns) - 1)
+        ws.data_validation(1, 0, 5000, 0, {"validate": "length", "criteria": ">", "value": 0,
+                                           "input_title": "编号", "input_message": prompt})
+        return ws
+
+    ws = sheet(SUBJECTS, SUBJECT_COLUMNS, subjects, (10, 28, 14, 10, 10, 10), "每个评估对象一个唯一编号")
+    ws.data_validation(1, 2, 5000, 2, {"validate": "list", "source": list(TYPES),
+                                       "error_title": "类型", "error_message": "请从下拉列表中选择：创新实践区 或 创新实践社区"})
+    sheet(ASSESSORS, ASSESSOR_COLUMNS, assessors, (10, 12, 28, 24), "每位评估人一个唯一编号")
+    ws = sheet(ASSIGNMENTS, ASSIGNMENT_COLUMNS, pairs, (12, 14), "评估人编号，须在“评估人”表中")
+    n_a, n_s = len(assessors) + 1, len(subjects) + 1
+    for col, (other, n) in enumerate(((ASSESSORS, n_a), (SUBJECTS, n_s))):
+        ws.data_validation(1, col, 50000, col, {"validate": "list", "source": f"='{other}'!$A$2:$A${max(n, 2)}",
+                                                "error_message": f"编号须在“{other}”表中"})
+    ws.write_string(0, 3, "说明：本表为空时，每位评估人评估全部对象。")
+    book.close()
+    return path
