@@ -52,6 +52,9 @@ class FormSpec:
     organiser: str = ""
     contact: str = ""
     deadline: str = ""
+    # Pre-filled answers, subject -> item -> (score, remark): how the demo and the benchmark
+    # make "returned" workbooks fast. A score that is not a number is written as text.
+    answers: dict | None = None
 
 
 @dataclass
@@ -230,8 +233,17 @@ def _subject_sheet(book, f, spec: FormSpec, subject: Subject, name: str) -> tupl
         ws.write_string(r, 3, item.level3, f["center"])
         ws.write_string(r, 4, item.criterion, f["cell"])
         ws.write_number(r, 5, item.max, f["max"])
-        ws.write_blank(r, SCORE_COL, None, f["score"])
-        ws.write_blank(r, REMARK_COL, None, f["remark"])
+        score, remark = ((spec.answers or {}).get(subject.code) or {}).get(item.code, (None, None))
+        if score is None or score == "":
+            ws.write_blank(r, SCORE_COL, None, f["score"])
+        elif isinstance(score, (int, float)) and not isinstance(score, bool):
+            ws.write_number(r, SCORE_COL, score, f["score"])
+        else:
+            ws.write_string(r, SCORE_COL, str(score), f["score"])
+        if remark:
+            ws.write_string(r, REMARK_COL, str(remark), f["remark"])
+        else:
+            ws.write_blank(r, REMARK_COL, None, f["remark"])
         ws.set_row(r, criterion_height(item.criterion))
         ws.data_validation(r, SCORE_COL, r, SCORE_COL, {
             "validate": "decimal", "criteria": "between", "minimum": 0, "maximum": item.max,
