@@ -1,0 +1,89 @@
+"""Shared fixtures: a workspace with a roster, forms filled the way an assessor fills them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import openpyxl
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.forms import HEADER, HEADER_ROW
+from pipeline.roster import write_roster
+
+SUBJECTS = [
+    ("Z01", "杭州市上城区", "创新实践区", "浙江省", "杭州市", "上城区"),
+    ("Z02", "成都市武侯区", "创新实践区", "四川省", "成都市", "武侯区"),
+    ("C001", "湖滨街道东坡路社区", "创新实践社区", "浙江省", "杭州市", "上城区"),
+    ("C002", "玉林街道黉门街社区", "创新实践社区", "四川省", "成都市", "武侯区"),
+    ("C003", "南湖街道南湖社区", "创新实践社区", "湖北省", "武汉市", "洪山区"),
+]
+ASSESSORS = [
+    ("E01", "张敏", "浙江工业大学", "13800000001"),
+    ("E02", "李强", "四川大学", "13800000002"),
+    ("E03", "王芳", "武汉市社工联", "wangfang@example.org"),
+]
+PAIRS = [(a, s) for a, _, _, _ in ASSESSORS for s, *_ in SUBJECTS]
+
+
+def run(workspace: Path, *args: str, expect: int | None = 0):
+    """Run the CLI in a workspace; asserts the exit code unless expect is None."""
+    result = CliRunner().invoke(main, ["-w", str(workspace), *args], catch_exceptions=False)
+    if expect is not None:
+        assert result.exit_code == expect, result.output
+    return result
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """An initialised workspace with the small roster above (3 assessors rate everything)."""
+    root = tmp_path / "ws"
+    run(root, "init", str(root))
+    write_roster(root / "input" / "roster.xlsx", SUBJECTS, ASSESSORS, PAIRS)
+    return root
+
+
+def fill_form(path: Path, scores: dict[str, dict[str, object]], remarks: dict[str, dict[str, str]] | None = None,
+              save_as: Path | None = None) -> Path:
+    """Type scores into a form with openpyxl as an assessor would: subject -> item -> value.
+
+    Rows are found by the item code in column A, sheets by the subject code in the identity
+    block, so the helper works whatever the sheet names are.
+    """
+    book = openpyxl.load_workbook(path)
+    score_col = HEADER.index("得分") + 1
+    remark_col = HEADER.index("备注") + 1
+    for ws in book.worksheets:
+        if ws.sheet_state != "visible":
+            continue
+        subject = ws.cell(3, 7).value if ws.cell(3, 6).value == "对象编号" else None
+        subject = ws.cell(2, 7).value if ws.cell(2, 6).value == "对象编号" else subject
+        if subject not in scores:
+            continue
+        for row in range(HEADER_ROW + 2, ws.max_row + 1):
+            code = ws.cell(row, 1).value
+            if code in scores[subject]:
+                ws.cell(row, score_col).value = scores[subject][code]
+            if remarks and code in remarks.get(subject, {}):
+                ws.cell(row, remark_col).value = remarks[subject][code]
+    target = save_as or path
+    book.save(target)
+    return target
+
+
+def soffice_convert(path: Path, fmt: str, out_dir: Path) -> Path:
+    """Re-save a workbook through LibreOffice headless (xlsx, ods, xls)."""
+    soffice = shutil.which("soffice")
+    if not soffice:
+        pytest.skip("LibreOffice (soffice) is not installed")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    profile = out_dir / ".lo-profile"
+    subprocess.run(
+        [soffice, f"-env:UserInstallation=file://{profile}", "--headless", "--convert-to", fmt,
+         "--outdir", str(out_dir), str(path)],
+        check=True, capture_output=True, timeout=180,
+    )
+    return out_dir / (path.stem + "." + fmt.split(":")[0])
