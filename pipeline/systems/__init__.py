@@ -115,14 +115,15 @@ def parse_system(data: object, path: Path) -> System:
         if not isinstance(raw, dict):
             problems.append(f"{where}: must be a mapping with {', '.join(ITEM_FIELDS)}")
             continue
-        values = {key: need(raw, key, f"{where}.{key}") for key in ITEM_FIELDS}
-        code = values["code"]
+        code = need(raw, "code", f"{where}.code")
         if code is not None:
             code = str(code).strip()
             where = f"items[{n}] ({code})"
             if code in seen:
                 problems.append(f"{where}.code: duplicate code {code!r}")
             seen.add(code)
+        values = {key: need(raw, key, f"{where}.{key}") for key in ITEM_FIELDS if key != "code"}
+        values["code"] = code
         maximum = values["满分"]
         if maximum is not None:
             if isinstance(maximum, bool) or not isinstance(maximum, (int, float)) or not maximum > 0:

@@ -1,0 +1,83 @@
+"""Roster reading: every problem reported together, with sheet and row; nothing generated."""
+
+import pytest
+
+from pipeline.errors import InputError
+from pipeline.roster import read_roster, write_roster
+from conftest import ASSESSORS, PAIRS, SUBJECTS, run
+
+
+def test_example_roster_reads_back(tmp_path):
+    roster = read_roster(write_roster(tmp_path / "r.xlsx"))
+    assert list(roster.subjects) == ["Z01", "Z02", "C001", "C002", "C003"]
+    assert roster.assessors["E03"].contact == "wangfang@example.org"
+    assert roster.assignments("创新实践区") == {a: ["Z01", "Z02"] for a in ("E01", "E02", "E03")}
+
+
+def test_empty_assignment_sheet_means_everyone_rates_everything(tmp_path):
+    roster = read_roster(write_roster(tmp_path / "r.xlsx", SUBJECTS, ASSESSORS, []))
+    assert roster.assignments("创新实践社区") == {a: ["C001", "C002", "C003"] for a in ("E01", "E02", "E03")}
+
+
+def test_explicit_assignments_are_kept_per_type(tmp_path):
+    pairs = [("E01", "C001"), ("E02", "C002"), ("E02", "Z01"), ("E03", "Z02")]
+    roster = read_roster(write_roster(tmp_path / "r.xlsx", SUBJECTS, ASSESSORS, pairs))
+    assert roster.assignments("创新实践社区") == {"E01": ["C001"], "E02": ["C002"]}
+    assert roster.assignments("创新实践区") == {"E02": ["Z01"], "E03": ["Z02"]}
+
+
+def test_numeric_ids_lose_their_decimal_point(tmp_path):
+    import openpyxl
+
+    path = write_roster(tmp_path / "r.xlsx", SUBJECTS, ASSESSORS, [])
+    book = openpyxl.load_workbook(path)
+    book["评估人"]["A2"] = 7  # an office typed a number, not text
+    book.save(path)
+    assert "7" in read_roster(path).assessors
+
+
+def test_all_roster_problems_are_reported_together(tmp_path):
+    subjects = SUBJECTS + [("C001", "重复的社区", "创新实践社区", "", "", ""), ("C009", "", "小区", "", "", "")]
+    assessors = ASSESSORS + [("E04", "赵六", "", "")]
+    pairs = PAIRS + [("E09", "C001"), ("E01", "C404")]
+    path = write_roster(tmp_path / "r.xlsx", subjects, assessors, pairs)
+    with pytest.raises(InputError) as err:
+        read_roster(path)
+    text = str(err.value)
+    assert "sheet 评估对象 row 7: duplicate 编号 'C001' (first at row 4)" in text
+    assert "sheet 评估对象 row 8: 名称 is empty" in text
+    assert "sheet 评估对象 row 8: 类型 must be one of" in text
+    assert "sheet 分配 row 17: 评估人编号 'E09' is not in sheet 评估人" in text
+    assert "sheet 分配 row 18: 评估对象编号 'C404' is not in sheet 评估对象" in text
+    assert "assessor E04 (赵六) has nothing to rate" in text
+    assert "6 problem(s)" in text
+
+
+def test_missing_sheet_and_column_are_reported(tmp_path):
+    import openpyxl
+
+    path = write_roster(tmp_path / "r.xlsx", SUBJECTS, ASSESSORS, PAIRS)
+    book = openpyxl.load_workbook(path)
+    del book["评估人"]
+    book["评估对象"]["C1"] = "种类"
+    book.save(path)
+    with pytest.raises(InputError) as err:
+        read_roster(path)
+    assert "sheet 评估人 is missing" in str(err.value)
+    assert "missing column(s) 类型" in str(err.value)
+
+
+def test_forms_with_a_bad_roster_generate_nothing(workspace):
+    write_roster(workspace / "input" / "roster.xlsx", SUBJECTS, ASSESSORS, PAIRS + [("E09", "C001")])
+    result = run(workspace, "forms", "--system", "community", "--period", "2026-11", expect=3)
+    assert "E09" in result.output
+    assert not (workspace / "output" / "forms").exists()
+
+
+def test_init_writes_config_and_roster_and_keeps_existing(tmp_path):
+    first = run(tmp_path, "init", str(tmp_path / "w")).output
+    assert "happyhome.toml" in first and "roster.xlsx" in first
+    toml = (tmp_path / "w" / "happyhome.toml").read_text(encoding="utf-8")
+    assert 'method = "mean"' in toml and "# " in toml
+    again = run(tmp_path, "init", str(tmp_path / "w")).output
+    assert "kept" in again
