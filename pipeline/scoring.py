@@ -1,0 +1,318 @@
+"""Scores of one round: item aggregates, totals, ranks, grades and disagreement flags.
+
+Pure pandas: `score_round` takes the accepted scores (``Ledger.accepted_scores``), the
+indicator system, the roster and the workspace settings, and returns a `RoundResult`.
+Nothing here reads or writes files, so `report` and `rollup` share the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from pipeline import calibration
+from pipeline.roster import Roster
+from pipeline.systems import LEVEL1, System
+
+METHODS = ("mean", "trimmed")
+BY_COLUMNS = {"省份": "province", "城市": "city", "区县": "county"}
+NOT_RATED = "未评"
+SUBJECT_INFO = ["subject", "name", "type", "province", "city", "county"]
+FLAG_COLUMNS = ["subject", "item", "kind", "value", "message"]
+
+
+@dataclass
+class RoundResult:
+    """Everything computed for one system and round.
+
+    subjects: one row per subject (roster subjects of the system's type, plus any scored
+        subject missing from the roster), ordered by rank then code; columns
+        subject, name, type, province, city, county, n_assessors, n_used, total, rank, grade,
+        one column per 二级指标 subtotal (named as the 二级指标), one per 一级指标
+        (基础指标, 进阶指标), flags (text), and when asked group, group_rank,
+        total_lo, total_hi, rank_lo, rank_hi, rank_label, calibrated_total, calibrated_rank.
+    items: one row per (subject, item) scored: subject, item, level1, level2, level3, max,
+        score (the aggregate), n, low, high, range, share (score / max).
+    totals: one row per accepted sheet: subject, assessor, total, used (kept after trimming).
+    assessors: assessor, name, org, n_subjects, n_shared, deviation (mean of own total
+        minus the other assessors' mean total, over the subjects shared with others).
+    flags: subject, item, kind, value, message (Chinese); kinds are item_range,
+        total_range, few_assessors, decision.
+    """
+
+    system: System
+    method: str
+    method_note: str
+    params: dict
+    subjects: pd.DataFrame
+    items: pd.DataFrame
+    totals: pd.DataFrame
+    assessors: pd.DataFrame
+    flags: pd.DataFrame
+    agreement: dict = field(default_factory=dict)
+    by: str | None = None
+    calibrated: bool = False
+    effects: pd.DataFrame | None = None
+    effects_message: str = ""
+    rank_changes: pd.DataFrame | None = None
+
+    @property
+    def rated(self) -> pd.DataFrame:
+        """The subjects with at least one accepted sheet."""
+        return self.subjects[self.subjects["n_assessors"] > 0]
+
+    @property
+    def n_rated(self) -> int:
+        return int((self.subjects["n_assessors"] > 0).sum())
+
+
+def competition_rank(values: pd.Series, decimals: int = 2) -> pd.Series:
+    """1, 2, 2, 4 ranking, highest first, of values compared at `decimals`; NaN stays NaN."""
+    return values.round(decimals).rank(method="min", ascending=False)
+
+
+def grade(total: float, settings: dict) -> str:
+    """The grade band of a total (未评 for NaN)."""
+    if total is None or (isinstance(total, float) and math.isnan(total)):
+        return NOT_RATED
+    sc = settings["scoring"]
+    # Compare at the ranking precision, so 89.996 shown as 90.00 is 优秀.
+    value = round(float(total), int(sc["rank_decimals"]))
+    for band in sc["grades"]:
+        if value >= band["min"]:
+            return band["name"]
+    return sc["fail"]
+
+
+def method_note(method: str, trim_min: int) -> str:
+    if method == "trimmed":
+        return (f"截尾平均：评估人数不少于{trim_min}人的对象，去掉总分最高和最低的评估人各一名，"
+                f"其余评估人逐项取平均；不足{trim_min}人的对象逐项取平均。总分为各指标得分之和。")
+    return "平均：每个指标取全部有效评分的平均值，总分为各指标平均分之和。"
+
+
+def _roster_frame(roster: Roster | None, system: System, scored: list[str]) -> pd.DataFrame:
+    rows = []
+    seen = set()
+    if roster is not None:
+        for s in roster.subjects.values():
+            if s.type == system.subject_type:
+                rows.append((s.code, s.name, s.type, s.province, s.city, s.county))
+                seen.add(s.code)
+    for code in scored:  # scored but no longer in the roster: shown, never dropped silently
+        if code not in seen:
+            rows.append((code, "（名单中无此对象）", system.subject_type, "", "", ""))
+            seen.add(code)
+    return pd.DataFrame(rows, columns=SUBJECT_INFO)
+
+
+def _select(totals: pd.DataFrame, method: str, trim_min: int) -> pd.Series:
+    """Which sheets count: all, or without the highest and lowest total when trimming."""
+    used = pd.Series(True, index=totals.index)
+    if method != "trimmed":
+        return used
+    for _, group in totals.groupby("subject", sort=False):
+        if len(group) >= max(trim_min, 3):
+            # Ties are broken by assessor code, so the choice is reproducible.
+            order = group.sort_values(["total", "assessor"], kind="mergesort").index
+            used[order[0]] = False
+            used[order[-1]] = False
+    return used
+
+
+def score_round(
+    scores: pd.DataFrame,
+    system: System,
+    roster: Roster | None,
+    settings: dict,
+    method: str | None = None,
+    by: str | None = None,
+    calibrate: bool = False,
+    intervals: bool = True,
+) -> RoundResult:
+    """Aggregate one round's accepted scores of one system into ranks, grades and flags.
+
+    `method` defaults to settings["scoring"]["method"]; `by` is 省份, 城市 or 区县 for a
+    rank within each group; `calibrate` adds assessor-effect calibrated totals and ranks;
+    `intervals` adds bootstrap intervals of totals and ranks (settings["calibration"]).
+    """
+    sc, fl, cal = settings["scoring"], settings["flags"], settings["calibration"]
+    method = method or sc["method"]
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if by is not None and by not in BY_COLUMNS:
+        raise ValueError(f"by must be one of {tuple(BY_COLUMNS)}, got {by!r}")
+    trim_min, decimals = int(sc["trim_min"]), int(sc["rank_decimals"])
+    min_assessors = int(sc["min_assessors"])
+
+    s = scores.loc[scores["item"].isin(system.codes), ["subject", "assessor", "item", "score"]].copy()
+    s["subject"] = s["subject"].astype(str)
+    s["assessor"] = s["assessor"].astype(str)
+    s["score"] = s["score"].astype(float)
+
+    # One total per accepted sheet (subject, assessor).
+    totals = s.groupby(["subject", "assessor"], sort=True)["score"].sum().rename("total").reset_index()
+    totals["used"] = _select(totals, method, trim_min)
+
+    info = _roster_frame(roster, system, sorted(totals["subject"].unique()))
+    codes = list(info["subject"])
+
+    # Item aggregates over the sheets used; spread over all sheets (disagreement is about everyone).
+    used_keys = totals.loc[totals["used"], ["subject", "assessor"]]
+    s_used = s.merge(used_keys, on=["subject", "assessor"])
+    agg = s_used.groupby(["subject", "item"])["score"].agg(score="mean", n="count")
+    spread = s.groupby(["subject", "item"])["score"].agg(low="min", high="max")
+    items = agg.join(spread, how="outer").reset_index()
+    meta = pd.DataFrame(
+        [(i.code, i.level1, i.level2, i.level3, i.max) for i in system.items],
+        columns=["item", "level1", "level2", "level3", "max"],
+    )
+    items = items.merge(meta, on="item", how="left")
+    items["range"] = items["high"] - items["low"]
+    items["share"] = items["score"] / items["max"]
+    order = {c: n for n, c in enumerate(system.codes)}
+    subj_order = {c: n for n, c in enumerate(codes)}
+    items = items.sort_values(["subject", "item"], key=lambda col: col.map(subj_order if col.name == "subject" else order))
+    items = items[["subject", "item", "level1", "level2", "level3", "max", "score", "n", "low", "high", "range", "share"]]
+    items = items.reset_index(drop=True)
+
+    # Subject table.
+    subjects = info.copy()
+    n_all = totals.groupby("subject").size()
+    n_used = totals[totals["used"]].groupby("subject").size()
+    subjects["n_assessors"] = subjects["subject"].map(n_all).fillna(0).astype(int)
+    subjects["n_used"] = subjects["subject"].map(n_used).fillna(0).astype(int)
+    subjects["total"] = subjects["subject"].map(items.groupby("subject")["score"].sum(min_count=1)).astype(float)
+    subjects.loc[subjects["n_assessors"] == 0, "total"] = np.nan
+    subjects["rank"] = competition_rank(subjects["total"], decimals)
+    subjects["grade"] = [grade(t, settings) for t in subjects["total"]]
+    for level, column in (("level2", system.level2_names), ("level1", LEVEL1)):
+        sub = items.pivot_table(index="subject", columns=level, values="score", aggfunc="sum")
+        for name in column:
+            values = subjects["subject"].map(sub[name]) if name in sub else np.nan
+            subjects[name] = np.where(subjects["n_assessors"] > 0, values, np.nan).astype(float)
+    if by is not None:
+        key = BY_COLUMNS[by]
+        subjects["group"] = subjects[key]
+        subjects["group_rank"] = subjects.groupby(key)["total"].transform(lambda t: competition_rank(t, decimals))
+
+    # Flags.
+    flags: list[tuple] = []
+    for r in items.itertuples(index=False):
+        if r.range > fl["item_range_share"] * r.max + 1e-9:
+            flags.append((r.subject, r.item, "item_range", float(r.range),
+                          f"{r.item} {r.level3}：评估人打分相差 {r.range:g} 分（满分 {r.max:g}，"
+                          f"超过满分的 {fl['item_range_share']:.0%}）"))
+    spread_t = totals.groupby("subject")["total"].agg(lambda t: t.max() - t.min())
+    for subject in codes:
+        n = int(n_all.get(subject, 0))
+        if 0 < n < min_assessors:
+            flags.append((subject, "", "few_assessors", float(n),
+                          f"仅 {n} 名评估人评分（少于 {min_assessors} 名），排名仅供参考"))
+        rng = spread_t.get(subject)
+        if rng is not None and rng > fl["total_range_points"] + 1e-9:
+            flags.append((subject, "", "total_range", float(rng),
+                          f"评估人总分相差 {rng:.2f} 分（超过 {fl['total_range_points']:g} 分）"))
+
+    # Bootstrap intervals of totals and ranks; decision lines crossed.
+    rated_totals = totals[["subject", "assessor", "total"]]
+    if intervals:
+        iv = calibration.bootstrap(rated_totals, n=int(cal["bootstrap"]), seed=int(cal["seed"]),
+                                   level=float(cal["level"]), trim_min=trim_min if method == "trimmed" else None)
+        iv["subject"] = iv["subject"].astype(object)
+        subjects = subjects.merge(iv, on="subject", how="left")
+        subjects["rank_label"] = [
+            calibration.rank_label(r, lo, hi) if not math.isnan(r) else NOT_RATED
+            for r, lo, hi in zip(subjects["rank"], subjects["rank_lo"].fillna(0), subjects["rank_hi"].fillna(0))
+        ]
+        rated = subjects[subjects["n_assessors"] > 0]
+        top = int(cal["selection_top"]) or None
+        if top is not None and top >= len(rated):
+            top = None  # everyone is selected: no line to cross
+        dec = calibration.decision_flags(rated[["subject", "rank"]], iv, top_n=top, boundaries=tuple(cal["boundaries"]))
+        for r in dec.itertuples(index=False):
+            flags.append((r.subject, "", "decision", math.nan, r.flag))
+    else:
+        subjects["rank_label"] = [f"第{int(r)}名" if not math.isnan(r) else NOT_RATED for r in subjects["rank"]]
+
+    flag_frame = pd.DataFrame(flags, columns=FLAG_COLUMNS)
+    if not flag_frame.empty:
+        kind_order = {"few_assessors": 0, "total_range": 1, "decision": 2, "item_range": 3}
+        flag_frame["_s"] = flag_frame["subject"].map(subj_order)
+        flag_frame["_k"] = flag_frame["kind"].map(kind_order)
+        flag_frame["_i"] = flag_frame["item"].map(order).fillna(-1)
+        flag_frame = flag_frame.sort_values(["_s", "_k", "_i"]).drop(columns=["_s", "_k", "_i"]).reset_index(drop=True)
+    text = flag_frame.groupby("subject")["message"].agg("；".join) if not flag_frame.empty else pd.Series(dtype=str)
+    subjects["flags"] = subjects["subject"].map(text).astype(object).fillna("")
+    subjects.loc[subjects["n_assessors"] == 0, "flags"] = "未收到有效评分"
+
+    # Calibration: assessor effects removed from the totals.
+    effects, effects_message, changes = None, "", None
+    if calibrate:
+        effects = calibration.assessor_effects(rated_totals)
+        effects_message = effects.attrs.get("message", "")
+        ct = calibration.calibrated_totals(rated_totals, effects).set_index("subject")["calibrated_total"]
+        subjects["calibrated_total"] = subjects["subject"].map(ct).astype(float)
+        subjects["calibrated_rank"] = competition_rank(subjects["calibrated_total"], decimals)
+        moved = subjects[(subjects["n_assessors"] > 0) & (subjects["rank"] != subjects["calibrated_rank"])]
+        changes = moved[["subject", "name", "total", "rank", "calibrated_total", "calibrated_rank"]].copy()
+        changes["change"] = changes["rank"] - changes["calibrated_rank"]
+        changes = changes.sort_values(["calibrated_rank", "subject"]).reset_index(drop=True)
+
+    subjects = subjects.sort_values(["rank", "subject"], na_position="last", kind="mergesort").reset_index(drop=True)
+    assessors = _assessor_table(totals, roster, effects)
+    return RoundResult(
+        system=system,
+        method=method,
+        method_note=method_note(method, trim_min),
+        params={
+            "method": method, "trim_min": trim_min, "min_assessors": min_assessors, "rank_decimals": decimals,
+            "grades": [dict(b) for b in sc["grades"]], "fail": sc["fail"],
+            "item_range_share": fl["item_range_share"], "total_range_points": fl["total_range_points"],
+            "bootstrap": int(cal["bootstrap"]) if intervals else 0, "seed": int(cal["seed"]),
+            "level": float(cal["level"]), "selection_top": int(cal["selection_top"]),
+            "boundaries": list(cal["boundaries"]), "official": cal["official"], "by": by,
+        },
+        subjects=subjects,
+        items=items,
+        totals=totals,
+        assessors=assessors,
+        flags=flag_frame,
+        agreement=calibration.agreement(rated_totals),
+        by=by,
+        calibrated=calibrate,
+        effects=effects,
+        effects_message=effects_message,
+        rank_changes=changes,
+    )
+
+
+def _assessor_table(totals: pd.DataFrame, roster: Roster | None, effects: pd.DataFrame | None) -> pd.DataFrame:
+    """Per assessor: subjects scored and mean deviation from the others on shared subjects."""
+    t = totals[["subject", "assessor", "total"]]
+    g = t.groupby("subject")["total"]
+    count = g.transform("size")
+    others_mean = (g.transform("sum") - t["total"]) / (count - 1).where(count > 1)
+    dev = (t["total"] - others_mean).rename("dev")
+    frame = t.assign(dev=dev, shared=count > 1)
+    rows = []
+    names = {a.code: a for a in roster.assessors.values()} if roster is not None else {}
+    codes = list(names) + sorted(set(t["assessor"]) - set(names))
+    for code in codes:
+        mine = frame[frame["assessor"] == code]
+        person = names.get(code)
+        shared = mine[mine["shared"]]
+        rows.append((
+            code, person.name if person else "", person.org if person else "",
+            len(mine), len(shared), float(shared["dev"].mean()) if len(shared) else math.nan,
+        ))
+    out = pd.DataFrame(rows, columns=["assessor", "name", "org", "n_subjects", "n_shared", "deviation"])
+    if effects is not None and not effects.empty:
+        e = effects.set_index("assessor")
+        out["effect"] = out["assessor"].map(e["effect"])
+        out["effect_se"] = out["assessor"].map(e["se"])
+        out["effect_note"] = out["assessor"].map(e["note"]).fillna("")
+    return out
