@@ -120,7 +120,7 @@ def criterion_height(text: str) -> float:
 def write_form(spec: FormSpec) -> Path:
     """Write one assessor's workbook atomically; returns its path."""
     with atomic_path(spec.path) as tmp:
-        book = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False})
+        book = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False, "in_memory": True})
         book.set_properties({"title": f"{spec.system.name} 评分表 {spec.period}", "author": spec.organiser,
                              "comments": "happyhome"})
         f = _formats(book)
