@@ -106,10 +106,12 @@ def systems(ctx: click.Context) -> None:
     """
     if ctx.invoked_subcommand:
         return
-    table = Table("id", "name", "subject type", "items", "total", "version", "checksum")
+    table = Table("id", "name", "subject type", "items", "total", "version")
+    for column in table.columns[:3]:
+        column.no_wrap = True
     for sys_id in BUILTIN:
         s = load_system(sys_id)
-        table.add_row(s.id, s.name, s.subject_type, str(len(s.items)), f"{s.total:g}", s.version, s.checksum)
+        table.add_row(s.id, s.name, s.subject_type, str(len(s.items)), f"{s.total:g}", s.version)
     console.print(table)
 
 
