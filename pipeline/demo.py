@@ -1,0 +1,330 @@
+"""`happyhome demo`: a complete, synthetic, seeded example workspace, run end to end.
+
+The data are invented but shaped like the programme's: 30 创新实践区 and 100 创新实践社区 in real
+province/city/district combinations, 12 assessors, and six monthly rounds. Each subject has a
+latent quality and a trend, each assessor a leniency or severity, so the roll-up has something
+to show; a handful of faulty returns exercise collection. Everything is drawn from one seed,
+and the returned workbooks carry fixed saved times, so two runs produce the same files.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import zipfile
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pipeline.config import CONFIG_NAME, Workspace, check_period
+from pipeline.errors import UsageError
+from pipeline.forms import FormSpec, form_filename, plan_forms, write_form, write_forms
+from pipeline.roster import Roster, read_roster, write_roster
+from pipeline.systems import System, load_system
+
+SEED = 20261129
+DEFAULT_END = "2026-11"
+MARKER = ".happyhome-demo"  # a folder holding this file was built by `happyhome demo` and may be rebuilt
+
+# Stage callback: (label, total) -> advance(n=1). The CLI turns it into progress bars.
+Stage = Callable[[str, int], Callable[..., None]]
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    zones: int = 30
+    communities: int = 100
+    assessors: int = 12
+    months: int = 6
+
+
+FULL = DemoSize()
+SMALL = DemoSize(zones=6, communities=12, assessors=5, months=2)
+
+REGIONS = [  # (province, city, district): real combinations, one 创新实践区 each
+    ("浙江省", "杭州市", "上城区"), ("四川省", "成都市", "武侯区"), ("湖北省", "武汉市", "洪山区"),
+    ("江苏省", "南京市", "鼓楼区"), ("江苏省", "苏州市", "姑苏区"), ("上海市", "上海市", "徐汇区"),
+    ("北京市", "北京市", "朝阳区"), ("北京市", "北京市", "海淀区"), ("天津市", "天津市", "和平区"),
+    ("广东省", "广州市", "越秀区"), ("广东省", "深圳市", "南山区"), ("重庆市", "重庆市", "渝中区"),
+    ("湖南省", "长沙市", "岳麓区"), ("山东省", "青岛市", "市南区"), ("山东省", "济南市", "历下区"),
+    ("福建省", "厦门市", "思明区"), ("福建省", "福州市", "鼓楼区"), ("河南省", "郑州市", "金水区"),
+    ("河北省", "石家庄市", "长安区"), ("陕西省", "西安市", "雁塔区"), ("安徽省", "合肥市", "蜀山区"),
+    ("江西省", "南昌市", "东湖区"), ("辽宁省", "沈阳市", "和平区"), ("吉林省", "长春市", "朝阳区"),
+    ("黑龙江省", "哈尔滨市", "南岗区"), ("云南省", "昆明市", "五华区"), ("贵州省", "贵阳市", "云岩区"),
+    ("广西壮族自治区", "南宁市", "青秀区"), ("甘肃省", "兰州市", "城关区"), ("浙江省", "宁波市", "鄞州区"),
+]
+STREET_WORDS = ["湖滨", "东坡", "玉林", "南湖", "新华", "光明", "长安", "锦绣", "金桥", "翠竹", "柳岸", "桂园",
+                "梅园", "枫林", "滨江", "振兴", "育才", "文昌", "朝阳", "民主", "建设", "团结", "红旗", "丽景",
+                "望江", "春晖", "和平", "安康", "同心", "清河", "白云", "青石", "凤凰", "碧波", "龙井", "石桥"]
+COMMUNITY_WORDS = ["幸福里", "阳光", "和谐", "东苑", "西苑", "南苑", "北苑", "花园", "新村", "康乐", "怡景", "明珠",
+                   "紫荆", "银杏", "海棠", "芙蓉", "桃源", "泉水", "书香", "锦华", "嘉禾", "润泽", "颐和", "星河",
+                   "馨园", "福寿", "民安", "宜居", "晨曦", "兴隆"]
+ASSESSORS = [
+    ("张敏", "浙江工业大学社会工作系"), ("李强", "四川大学社会发展与西部开发研究院"),
+    ("王芳", "武汉市社会工作联合会"), ("刘洋", "中国人民大学社会与人口学院"),
+    ("陈静", "南京大学社会学院"), ("杨帆", "中山大学社会学与人类学学院"),
+    ("赵磊", "华东理工大学社会工作系"), ("黄丽", "北京师范大学社会发展与公共政策学院"),
+    ("周涛", "深圳市社会工作者协会"), ("吴婷", "山东大学哲学与社会发展学院"),
+    ("徐明", "西北大学公共管理学院"), ("孙悦", "民政部培训中心"),
+]
+PINYIN = ["zhangmin", "liqiang", "wangfang", "liuyang", "chenjing", "yangfan", "zhaolei", "huangli",
+          "zhoutao", "wuting", "xuming", "sunyue"]
+LOW_REMARKS = ["台账资料不完整", "活动记录偏少", "居民参与度不高", "制度未落实到位", "缺少年度工作计划",
+               "场地利用率偏低", "志愿者队伍不稳定", "宣传材料不足", "特色不够突出", "成效数据缺失",
+               "经费使用说明不清", "部门协同不够", "服务覆盖面偏窄", "问题整改未闭环"]
+HIGH_REMARKS = ["做法有特色，可推广", "居民评价好", "资料规范齐全"]
+
+
+@dataclass
+class DemoData:
+    """The synthetic programme: roster rows and the latent model the scores are drawn from."""
+
+    subjects: list[tuple[str, str, str, str, str, str]]
+    assessors: list[tuple[str, str, str, str]]
+    pairs: list[tuple[str, str]]
+    periods: list[str]
+    quality: dict[str, float]  # share of 满分 in the first month
+    trend: dict[str, float]  # change of that share per month
+    shock: dict[str, tuple[int, float]]  # subject -> (month index, one-month drop in share)
+    leniency: dict[str, float]  # assessor -> added share (negative: severe)
+    seed: int = SEED
+
+
+def months_ending(end: str, n: int) -> list[str]:
+    """The n months up to and including `end`, oldest first."""
+    year, month = map(int, check_period(end).split("-"))
+    out = []
+    for _ in range(n):
+        out.append(f"{year:04d}-{month:02d}")
+        year, month = (year - 1, 12) if month == 1 else (year, month - 1)
+    return out[::-1]
+
+
+def make_data(size: DemoSize = FULL, end: str = DEFAULT_END, seed: int = SEED) -> DemoData:
+    """Draw the roster and the latent model (deterministic for a seed)."""
+    if not (1 <= size.zones <= len(REGIONS)) or size.communities < 1 or size.months < 1:
+        raise UsageError(f"demo size out of range: {size}")
+    if not 5 <= size.assessors <= len(ASSESSORS):
+        raise UsageError(f"the demo needs 5 to {len(ASSESSORS)} assessors (each zone is rated by 5)")
+    rng = np.random.default_rng([seed, 1])
+    subjects = []
+    for n, (province, city, district) in enumerate(REGIONS[: size.zones], start=1):
+        place = city if province != city else province
+        subjects.append((f"Z{n:02d}", f"{place}{district}", "创新实践区", province, city, district))
+    names: set[str] = set()
+    for n in range(1, size.communities + 1):
+        province, city, district = REGIONS[(n - 1) % size.zones]
+        while True:
+            street, word = rng.choice(STREET_WORDS), rng.choice(COMMUNITY_WORDS)
+            name = f"{street}街道{word}社区"
+            if name not in names:
+                names.add(name)
+                break
+        subjects.append((f"C{n:03d}", name, "创新实践社区", province, city, district))
+    assessors = []
+    for n, ((name, org), pinyin) in enumerate(zip(ASSESSORS[: size.assessors], PINYIN), start=1):
+        contact = f"1380013{n:04d}" if n % 3 else f"{pinyin}@example.org"
+        assessors.append((f"E{n:02d}", name, org, contact))
+    codes = [a[0] for a in assessors]
+    pairs: list[tuple[str, str]] = []
+    load = dict.fromkeys(codes, 0)
+    for i, (code, *_rest) in enumerate(subjects):
+        if code.startswith("Z"):  # every zone by exactly five, rotating so the load is even
+            chosen = [codes[(i * 5 + k) % len(codes)] for k in range(5)]
+        else:  # every community by three to five, the least loaded first (ties broken at random)
+            k = int(rng.integers(3, 6))
+            order = sorted(codes, key=lambda a: (load[a], rng.random()))
+            chosen = order[:k]
+        for a in chosen:
+            load[a] += 1
+        pairs += [(a, code) for a in sorted(set(chosen))]
+    pairs.sort(key=lambda p: (p[0], p[1][0] != "Z", p[1]))
+    quality, trend, shock = {}, {}, {}
+    for code, *_rest in subjects:
+        quality[code] = float(np.clip(rng.normal(0.80, 0.07), 0.55, 0.95))
+        kind = rng.random()
+        trend[code] = float(rng.uniform(0.008, 0.022) if kind < 0.35 else
+                            -rng.uniform(0.008, 0.02) if kind < 0.6 else rng.normal(0, 0.003))
+        if size.months > 1 and rng.random() < 0.08:
+            shock[code] = (int(rng.integers(1, size.months)), float(rng.uniform(0.08, 0.13)))
+    leniency = {a: float(rng.normal(0, 0.03)) for a in codes}
+    leniency[codes[1]] = 0.06  # one clearly lenient assessor and one clearly severe one
+    leniency[codes[2]] = -0.07
+    return DemoData(subjects, assessors, pairs, months_ending(end, size.months), quality, trend, shock, leniency, seed)
+
+
+def answers_for(data: DemoData, system: System, month: int, assessor: str, subjects: list[str]) -> dict:
+    """Scores and remarks one assessor gives in one month: subject -> item -> (score, remark)."""
+    rng = np.random.default_rng([data.seed, 2, month, int(assessor[1:]), len(system.id)])
+    difficulty = np.random.default_rng([data.seed, 3, len(system.id)]).normal(0, 0.05, len(system.items))
+    maxima = np.array([item.max for item in system.items])
+    out = {}
+    for code in subjects:
+        level = data.quality[code] + data.trend[code] * month + data.leniency[assessor]
+        when, drop = data.shock.get(code, (-1, 0.0))
+        level -= drop if month == when else drop / 3 if month > when >= 0 else 0
+        share = np.clip(level + difficulty + rng.normal(0, 0.07, len(maxima)), 0, 1)
+        scores = np.clip(np.round(share * maxima * 2) / 2, 0, maxima)
+        items = {}
+        for item, score, s in zip(system.items, scores, share):
+            remark = ""
+            if s < 0.6 and rng.random() < 0.7:
+                remark = LOW_REMARKS[int(rng.integers(len(LOW_REMARKS)))]
+            elif s > 0.97 and rng.random() < 0.1:
+                remark = HIGH_REMARKS[int(rng.integers(len(HIGH_REMARKS)))]
+            items[item.code] = (float(score), remark)
+        out[code] = items
+    return out
+
+
+# -- the returned workbooks --------------------------------------------------------------------
+@dataclass
+class Return:
+    """One file that lands in input/returned/<period>/, and when."""
+
+    path: Path
+    received: datetime  # its modification time: when it arrived
+    saved: datetime | None = None  # the workbook's own saved time
+    spec: FormSpec | None = None  # a workbook written from a form (with answers)
+    content: bytes | None = None  # or raw bytes (a file that is not ours)
+    copy_of: Path | None = None  # or a copy of another round's return
+    note: str = ""  # what is wrong with it, for the demo's summary ("" = a good return)
+
+
+@dataclass
+class RoundPlan:
+    period: str
+    forms: list[FormSpec]  # the blank forms sent out
+    returns: list[Return]
+    missing: list[tuple[str, str]] = field(default_factory=list)  # (system id, assessor) never returned
+
+
+def _on_time(rng, deadline: datetime) -> datetime:
+    return deadline - timedelta(minutes=int(rng.integers(30, 12 * 24 * 60)))
+
+
+def _late(rng, deadline: datetime) -> datetime:
+    return deadline + timedelta(minutes=int(rng.integers(3 * 60, 4 * 24 * 60)))
+
+
+def _saved_before(rng, received: datetime) -> datetime:
+    return received - timedelta(minutes=int(rng.integers(5, 180)))
+
+
+def _not_ours() -> list[tuple[str, bytes]]:
+    """A Word document and a text file, both named .xlsx: what ends up in a returns folder."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, body in (("[Content_Types].xml", "<Types/>"),
+                           ("word/document.xml", "<w:document><w:body><w:p><w:r><w:t>督导会议纪要</w:t></w:r></w:p></w:body></w:document>")):
+            z.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), body)
+    text = "评分说明：请各位评估老师于本月25日前发回评分表。\n".encode("utf-8")
+    return [("督导会议纪要.xlsx", buf.getvalue()), ("评分说明.xlsx", text)]
+
+
+def plan_round(ws: Workspace, data: DemoData, roster: Roster, systems: list[System], month: int,
+               previous: RoundPlan | None = None) -> RoundPlan:
+    """The blank forms and the returns of one month, faults included (deterministic)."""
+    period = data.periods[month]
+    deadline = ws.deadline(period)
+    rng = np.random.default_rng([data.seed, 4, month])
+    codes = [a[0] for a in data.assessors]
+    order = [str(c) for c in rng.permutation(codes)]
+    last = month == len(data.periods) - 1
+    forms, returns, missing = [], [], []
+    for system in systems:
+        blank = plan_forms(ws, system, period, roster)
+        forms += [replace(s, answers=None) for s in blank]
+        for spec in blank:
+            assessor = spec.assessor.code
+            if system.id == "community" and assessor == order[0]:  # one assessor never returns this round
+                missing.append((system.id, assessor))
+                continue
+            subjects = [s.code for s in spec.subjects]
+            answers = answers_for(data, system, month, assessor, subjects)
+            path = ws.returned(period) / spec.path.name
+            received = _late(rng, deadline) if rng.random() < 0.1 else _on_time(rng, deadline)
+            note = "逾期" if received > deadline else ""
+            faulty = {s: dict(items) for s, items in answers.items()}
+            first_subject, first_item = subjects[0], system.items[-1]
+            if last and system.id == "community" and assessor in (order[1], order[3]):
+                # an out-of-range value typed past the validation: 4.5 meant, 45 typed
+                score = answers[first_subject][first_item.code][0]
+                typed = score * 10 if score * 10 > first_item.max else first_item.max + 1
+                faulty[first_subject][first_item.code] = (typed, "")
+                if assessor == order[1]:
+                    answers, note = faulty, "超出范围的得分"
+                else:  # … and the same assessor sends a corrected file two days later
+                    returns.append(Return(path, received - timedelta(days=2), _saved_before(rng, received - timedelta(days=2)),
+                                          replace(spec, path=path, answers=faulty), note="超出范围的得分（随后更正）"))
+                    path, note = path.with_name(path.stem + "_更正.xlsx"), "更正后重发"
+            if last and assessor == order[2] and (system.id == "community" or len(subjects) > 1):
+                answers = {s: dict(items) for s, items in answers.items()}
+                answers[subjects[-1]][system.items[0].code] = (None, "")  # a score left blank
+                note = "漏填得分"
+            returns.append(Return(path, received, _saved_before(rng, received), replace(spec, path=path, answers=answers), note=note))
+    if last:
+        sent = [r.path for r in (previous.returns if previous else []) if r.spec and not r.note]
+        if sent:  # last month's file dropped into this month's folder
+            returns.append(Return(ws.returned(period) / sent[-1].name, _on_time(rng, deadline),
+                                  copy_of=sent[-1], note="上月的文件"))
+        for name, body in _not_ours():
+            returns.append(Return(ws.returned(period) / name, _on_time(rng, deadline), content=body, note="不是评分表"))
+    return RoundPlan(period, forms, returns, missing)
+
+
+def _write_job(job: tuple[FormSpec, datetime]) -> Path:
+    """Write a form with a fixed saved time (in a pool worker): same seed, same bytes."""
+    import xlsxwriter
+
+    spec, saved = job
+    original = xlsxwriter.Workbook.set_properties
+
+    def set_properties(book, properties):  # write_form sets the title; the time is ours
+        return original(book, {**properties, "created": saved.astimezone(timezone.utc)})
+
+    xlsxwriter.Workbook.set_properties = set_properties
+    try:
+        return write_form(spec)
+    finally:
+        xlsxwriter.Workbook.set_properties = original
+
+
+def plan_rounds(ws: Workspace, data: DemoData, roster: Roster, systems: list[System]) -> list[RoundPlan]:
+    plans: list[RoundPlan] = []
+    for month in range(len(data.periods)):
+        plans.append(plan_round(ws, data, roster, systems, month, plans[-1] if plans else None))
+    return plans
+
+
+def write_round_files(plans: list[RoundPlan], workers: int = 1, advance: Callable[..., None] | None = None) -> int:
+    """Write every blank form and every return of the planned rounds; set receipt times."""
+    jobs = [(spec, datetime.fromisoformat(f"{plan.period}-01T09:00:00")) for plan in plans for spec in plan.forms]
+    jobs += [(r.spec, r.saved) for plan in plans for r in plan.returns if r.spec]
+    for plan in plans:
+        plan.forms and plan.forms[0].path.parent.mkdir(parents=True, exist_ok=True)
+    if workers > 1 and len(jobs) > 8:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers) as pool:
+            for _ in pool.map(_write_job, jobs, chunksize=max(1, len(jobs) // (workers * 8))):
+                advance and advance(1)
+    else:
+        for job in jobs:
+            _write_job(job)
+            advance and advance(1)
+    for plan in plans:  # copies and foreign files last: a copy needs its source written
+        for r in plan.returns:
+            r.path.parent.mkdir(parents=True, exist_ok=True)
+            if r.content is not None:
+                r.path.write_bytes(r.content)
+            elif r.copy_of is not None:
+                shutil.copyfile(r.copy_of, r.path)
+            stamp = r.received.timestamp()
+            os.utime(r.path, (stamp, stamp))
+    return len(jobs)
