@@ -178,3 +178,47 @@ def forms(ctx: click.Context, system_ref: str, period: str, roster: Path | None,
     with progress_bar("Writing forms", len(specs)) as advance:
         result = write_forms(specs, force=force, workers=workers, progress=advance)
     console.print(f"Wrote {len(result.paths)} form(s) ({result.subjects} subject sheets) to {result.out_dir}")
+
+
+# -- status, rollup, demo ---------------------------------------------------------------------
+def _roster_for(ws: Workspace, system):
+    from pipeline.roster import TYPES, read_roster
+
+    return read_roster(ws.path("roster"), known_types=tuple(dict.fromkeys((*TYPES, system.subject_type))))
+
+
+@main.command()
+@system_option
+@period_option
+@click.option("--export", "export", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the chase list (one row per missing assignment) to this .xlsx for mail merge.")
+@click.pass_context
+def status(ctx: click.Context, system_ref: str, period: str, export: Path | None) -> None:
+    """Per assessor: assigned, received and missing for a round, with contacts.
+
+    Example: happyhome status --system community --period 2026-11 --export chase.xlsx
+    """
+    from pipeline.ledger import Ledger
+    from pipeline.status import round_status, write_chase_list
+
+    ws = open_workspace(ctx)
+    system = load_system(system_ref)
+    people = _roster_for(ws, system)
+    with Ledger(ws.path("ledger")) as ledger:
+        result = round_status(ws, system, period, people, ledger)
+    table = Table(title=f"{system.name} {period} 期回收情况（截止 {result.deadline:%Y-%m-%d %H:%M}）")
+    for name in ("编号", "姓名", "联系方式"):
+        table.add_column(name, no_wrap=True)
+    for name in ("应评", "已收", "缺"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("缺的对象")
+    for a in result.assessors:
+        owed = " ".join(m.subject + ("*" if m.reason != "未收到" else "") for m in a.missing)
+        table.add_row(a.code, a.name, a.contact, str(a.assigned), str(a.received),
+                      f"[red]{len(a.missing)}[/]" if a.missing else "0", owed)
+    console.print(table)
+    console.print(f"Assigned {result.assigned}, received {result.received}, missing {result.missing}"
+                  + (" (* came back but failed validation)" if any(m.reason != "未收到" for a in result.assessors for m in a.missing) else ""))
+    if export:
+        write_chase_list(result, export)
+        console.print(f"Chase list: {export} ({result.missing} row(s))")

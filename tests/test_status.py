@@ -1,0 +1,80 @@
+"""`happyhome status`: exactly the missing assignments, and a chase list fit for mail merge."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import openpyxl
+
+from pipeline.config import Workspace
+from pipeline.ledger import FileRecord, Ledger, SheetRecord
+from pipeline.roster import read_roster
+from pipeline.status import CHASE_COLUMNS, NOT_RECEIVED, REJECTED, round_status
+from pipeline.systems import load_system
+from tests.conftest import run
+
+PERIOD = "2026-11"
+
+
+def _file(sha: str, assessor: str, sheets: list[tuple[str, bool]], system: str = "community",
+          saved: datetime = datetime(2026, 11, 20, 9)) -> FileRecord:
+    items = load_system(system).codes
+    return FileRecord(
+        sha256=sha, name=f"{sha}.xlsx", original_path=f"/in/{sha}.xlsx", size=1, received_at=saved,
+        saved_at=saved, archive_path=f"/archive/{sha}", period=PERIOD, system=system, assessor=assessor,
+        format="xlsx", status="accepted" if all(ok for _, ok in sheets) else "partial",
+        sheets=[SheetRecord(subject, assessor, subject, ok,
+                            [(item, "3", 3.0, "", f"G{7 + n}") for n, item in enumerate(items)] if ok else [])
+                for subject, ok in sheets],
+    )
+
+
+def _ledger(workspace) -> None:
+    ws = Workspace.open(workspace)
+    with Ledger(ws.path("ledger")) as ledger:
+        ledger.add_file(_file("a1", "E01", [("C001", True), ("C002", True), ("C003", True)]))
+        # E01 re-sends C001 later: the old sheet is superseded, the assignment stays received
+        ledger.add_file(_file("a2", "E01", [("C001", True)], saved=datetime(2026, 11, 22, 9)))
+        ledger.add_file(_file("b1", "E02", [("C001", True), ("C002", False)]))  # C002 failed validation
+        ledger.add_file(_file("z1", "E03", [("Z01", True), ("Z02", True)], system="zone"))  # another system
+
+
+def test_status_lists_exactly_the_missing_assignments(workspace):
+    _ledger(workspace)
+    ws = Workspace.open(workspace)
+    roster = read_roster(ws.path("roster"))
+    with Ledger(ws.path("ledger")) as ledger:
+        result = round_status(ws, load_system("community"), PERIOD, roster, ledger)
+        zones = round_status(ws, load_system("zone"), PERIOD, roster, ledger)
+    by = {a.code: a for a in result.assessors}
+    assert [(a.code, a.assigned, a.received) for a in result.assessors] == [("E01", 3, 3), ("E02", 3, 1), ("E03", 3, 0)]
+    assert [(m.subject, m.reason) for m in by["E02"].missing] == [("C002", REJECTED), ("C003", NOT_RECEIVED)]
+    assert [m.subject for m in by["E03"].missing] == ["C001", "C002", "C003"]
+    assert (result.assigned, result.received, result.missing) == (9, 4, 5)
+    assert by["E03"].contact == "wangfang@example.org"
+    # the zone round: only E03 returned (both zones); E01 and E02 owe both
+    assert [(a.code, a.received, len(a.missing)) for a in zones.assessors] == [("E01", 0, 2), ("E02", 0, 2), ("E03", 2, 0)]
+
+
+def test_status_cli_and_chase_list_workbook(workspace, tmp_path):
+    _ledger(workspace)
+    out = tmp_path / "chase" / "催收.xlsx"
+    result = run(workspace, "status", "--system", "community", "--period", PERIOD, "--export", str(out))
+    assert "missing 5" in result.output
+    assert "王芳" in result.output and "wangfang@example.org" in result.output
+    book = openpyxl.load_workbook(out)
+    sheet = book.worksheets[0]
+    rows = [tuple(c.value for c in row) for row in sheet.iter_rows()]
+    assert rows[0] == CHASE_COLUMNS
+    assert not sheet.merged_cells.ranges
+    assert [(r[0], r[4]) for r in rows[1:]] == [("E02", "C002"), ("E02", "C003"), ("E03", "C001"), ("E03", "C002"), ("E03", "C003")]
+    first = rows[1]
+    assert first == ("E02", "李强", "四川大学", "13800000002", "C002", "玉林街道黉门街社区", PERIOD, "2026-11-25", REJECTED)
+    assert all(isinstance(v, str) for r in rows for v in r)  # a phone number stays text for mail merge
+    assert not list(out.parent.glob(".*"))  # written atomically: no temporary file left
+
+
+def test_status_with_an_empty_ledger_owes_everything(workspace):
+    result = run(workspace, "status", "--system", "zone", "--period", "2026-10")
+    assert "Assigned 6, received 0, missing 6" in result.output
+    run(workspace, "status", "--system", "zone", "--period", "2026-13", expect=2)
