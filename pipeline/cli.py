@@ -222,3 +222,101 @@ def status(ctx: click.Context, system_ref: str, period: str, export: Path | None
     if export:
         write_chase_list(result, export)
         console.print(f"Chase list: {export} ({result.missing} row(s))")
+
+
+# -- collect --------------------------------------------------------------------------------
+@main.command()
+@system_option
+@period_option
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--roster", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Roster workbook [default: paths.roster].")
+@click.option("--strict", is_flag=True, help="Exit with status 6 when any file or sheet was rejected.")
+@click.pass_context
+def collect(ctx: click.Context, system_ref: str, period: str, paths: tuple[Path, ...], roster: Path | None,
+            strict: bool) -> None:
+    """Take in returned workbooks: validate, record in the ledger, report.
+
+    PATHS are files and folders (searched recursively) [default: input/returned/<period>/].
+    Exit status: 0 when the run completed, rejected files included; 2 usage error;
+    5 another run holds the workspace; 6 with --strict when anything was rejected.
+
+    Example: happyhome collect --system community --period 2026-11
+    """
+    from pipeline.collect import STATUS_ALREADY, STATUS_DUPLICATE, STATUS_UNREADABLE, collect as run_collect, find_files
+    from pipeline.lock import workspace_lock
+    from pipeline.roster import TYPES, read_roster
+
+    ws = open_workspace(ctx)
+    system = load_system(system_ref)
+    people = read_roster(roster or ws.path("roster"), known_types=tuple(dict.fromkeys((*TYPES, system.subject_type))))
+    targets = list(paths) or [ws.returned(period)]
+    with workspace_lock(ws):
+        total = len(find_files(targets))
+        with progress_bar("Collecting", total) as advance:
+            result = run_collect(ws, system, period, targets, people, progress=advance)
+    if not paths and not ws.returned(period).is_dir():
+        err_console.print(f"Nothing to collect: {ws.returned(period)} does not exist.")
+    table = Table(title=f"{system.name} {period}", show_header=True)
+    table.add_column("files")
+    table.add_column("count", justify="right")
+    rows = [
+        ("accepted", result.count("accepted")),
+        ("partly accepted", result.count("partial")),
+        ("rejected", result.count("rejected") + result.count(STATUS_UNREADABLE)),
+        ("duplicates", result.count(STATUS_DUPLICATE)),
+        ("already collected", result.count(STATUS_ALREADY)),
+        ("superseded sheets", result.superseded),
+        ("still missing (assignments)", result.missing),
+    ]
+    for label, n in rows:
+        table.add_row(label, str(n))
+    console.print(table)
+    for f in result.files:
+        if f.status in ("rejected", STATUS_UNREADABLE):
+            console.print(f"rejected  {f.name}: {f.reason}", soft_wrap=True)
+        for earlier, sheet in f.replaced:
+            console.print(f"replaced  {earlier} ({sheet}) by {f.name}", soft_wrap=True)
+    console.print(f"Collection report: {result.report}")
+    if strict and result.rejected_any:
+        ctx.exit(6)
+
+
+# -- report ---------------------------------------------------------------------------------
+@main.command()
+@system_option
+@period_option
+@click.option("--method", type=click.Choice(["mean", "trimmed"]), default=None,
+              help="How assessors' scores combine [default: scoring.method in happyhome.toml].")
+@click.option("--by", type=click.Choice(["省份", "城市", "区县"]), default=None,
+              help="Also rank within each province, city or county.")
+@click.option("--calibrate", is_flag=True, help="Add totals and ranks with assessor leniency removed.")
+@click.option("--top", default=10, show_default=True, help="Ranks to print.")
+@click.pass_context
+def report(ctx: click.Context, system_ref: str, period: str, method: str | None, by: str | None,
+           calibrate: bool, top: int) -> None:
+    """Rank and grade a round: summary workbook, results CSV and HTML digest.
+
+    Example: happyhome report --system community --period 2026-11 --by 省份
+    """
+    from pipeline.report import report as run_report
+
+    ws = open_workspace(ctx)
+    result = run_report(ws, system_ref, period, method=method, by=by, calibrate=calibrate)
+    res = result.scores
+    if result.no_scores:
+        err_console.print(f"No accepted scores for {result.system.id} {period}: every subject is listed as 未评.",
+                          soft_wrap=True)
+    table = Table(title=f"{result.system.name} {period}（{res.method}）")
+    for name, justify in (("排名", "right"), ("编号", "left"), ("名称", "left"), ("总分", "right"),
+                          ("等级", "left"), ("评估人数", "right"), ("区间", "left")):
+        table.add_column(name, justify=justify, no_wrap=True)
+    for r in res.subjects.head(top).to_dict("records"):
+        rated = r["n_assessors"] > 0
+        table.add_row(f"{int(r['rank'])}" if rated else "", r["subject"], r["name"],
+                      f"{r['total']:.2f}" if rated else "", r["grade"], str(r["n_assessors"]), r["rank_label"])
+    console.print(table)
+    console.print(f"Rated {res.n_rated} of {len(res.subjects)}; returns {result.received}/{result.assigned}; "
+                  f"{len(res.flags)} flag(s). {res.agreement.get('reading', '')}", soft_wrap=True)
+    for path in result.paths:
+        console.print(f"wrote    {path}", soft_wrap=True)

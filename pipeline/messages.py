@@ -27,6 +27,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "wrong_period": (ERROR, "这是 {found} 期的评分表，本轮收取的是 {expected} 期。"),
     "old_structure": (ERROR, "评分表所用的指标体系版本已过期（结构校验 {found}，当前为 {expected}），请使用新下发的评分表。"),
     "unknown_assessor": (ERROR, "评估人编号 {found} 不在名单中。"),
+    "no_subject_sheets": (ERROR, "文件中找不到任何评估对象工作表（可能被删除或改名），请使用系统下发的评分表填写。"),
+    "missing_sheet": (WARNING, "表单中评估对象 {found} 的工作表不见了，该对象本次未收到评分。"),
     "duplicate_file": (WARNING, "与已收取的文件 {detail} 内容完全相同，不重复计入。"),
     # one subject sheet
     "sheet_unreadable": (ERROR, "工作表无法读取（{detail}），本表未计入。"),
@@ -42,6 +44,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "blank_score": (ERROR, "{item} 的得分未填写，本表未计入。"),
     "not_a_number": (ERROR, "{item} 的得分“{found}”不是数字，本表未计入。请填写 0 到 {max} 之间的数字。"),
     "error_value": (ERROR, "{item} 的得分是错误值 {found}，本表未计入。请直接填写数字。"),
+    "formula_no_value": (ERROR, "{item} 的得分是公式 {found}，文件里没有它的计算结果，本表未计入。请直接填写数字。"),
     "out_of_range": (ERROR, "{item} 的得分 {found} 超出范围，应在 0 到 {max} 之间，本表未计入。"),
     "normalised": (WARNING, "{item} 的得分“{found}”已按 {score} 计入（{detail}）。"),
     "remark_cut": (WARNING, "{item} 的备注过长（{detail} 字），只保留前 {limit} 字。"),

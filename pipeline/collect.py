@@ -1,0 +1,762 @@
+"""Collect returned workbooks: identify, validate, normalise -> ledger records.
+
+The rules an office can rely on:
+
+- A file is identified by its hidden metadata sheet (`_happyhome`, signed by `forms.sign`);
+  where that is gone (sheets copied into a new workbook), by the identity block at the top of
+  each subject sheet (评估对象/对象编号/评估人/评估人编号/期次/指标体系); where neither
+  identifies it, the file is rejected (`no_identity`).
+- Items are matched by the code in the 编号 column, never by row position, so moved or
+  inserted rows and columns are fine. 合计, 小计 and 汇总 are never read (a re-saved file can
+  carry a false cached 0): totals are recomputed from the item scores later.
+- A subject sheet with any error is not counted; the other sheets of the same file are.
+  A file is `accepted` when all its subject sheets are, `partial` when some are, `rejected`
+  when none are or it cannot be read at all; a rejected file still gets its ledger row and
+  its archived copy.
+- Every file is hashed (sha256) and copied into the archive under its hash before it is
+  parsed. The same bytes again are "already collected": under the same path nothing changes,
+  under another path the path is recorded as an alias (重复 in the report).
+- A resubmission for the same (period, system, assessor, subject) supersedes the earlier
+  sheet, which stays in the ledger marked superseded: the later *saved* one wins — the
+  workbook's own last-saved time (docProps, in UTC), else the file's modification time.
+  `received_at` is the file's modification time: when it was saved into the returned folder.
+
+`examine()` is pure (bytes in, record out) and runs in worker processes; `collect()` does the
+file system and the ledger in the main process, one transaction per file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import numbers
+import os
+import re
+import shutil
+import signal
+import unicodedata
+from collections import Counter
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+from typing import Callable
+
+from xlsxwriter.utility import xl_rowcol_to_cell
+
+from pipeline.atomic import atomic_path, explain
+from pipeline.config import Workspace, check_period
+from pipeline.forms import BLOCK_LABELS, GUIDE_SHEET, META_SHEET, SUMMARY_SHEET, sign
+from pipeline.ledger import FileRecord, Ledger, SheetRecord
+from pipeline.messages import ERROR, Problem, problem
+from pipeline.reader import Limits, Sheet, UnreadableFile, Workbook, read_workbook
+from pipeline.roster import Roster
+from pipeline.systems import Item, System
+
+SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods")
+IGNORED_SHEETS = {GUIDE_SHEET, SUMMARY_SHEET, META_SHEET}
+SUBTOTAL_WORDS = {"合计", "小计", "汇总", "总计", "总分", "得分合计"}
+ERROR_VALUES = {"#DIV/0!", "#VALUE!", "#N/A", "#N/A!", "#REF!", "#NAME?", "#NUM!", "#NULL!", "#SPILL!",
+                "#CALC!", "#GETTING_DATA", "#FIELD!", "#BLOCKED!", "#CONNECT!", "#BUSY!", "#UNKNOWN!", "#NA"}
+_ERROR_LIKE = re.compile(r"^#[A-Z0-9/_]{1,15}[!?]?$|^ERR:\d{3}$")
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,3})?")
+_INVISIBLE = re.compile(r"[\s\u200b-\u200d\u2060\ufeff]+")
+_CODE_LIKE = re.compile(r"^[A-Za-z]{1,4}\d{1,4}$")
+BLOCK_SEARCH_ROWS = 10  # the identity block is on rows 2-4; allow a few inserted rows
+HEADER_SEARCH_ROWS = 40
+
+STATUS_ACCEPTED, STATUS_PARTIAL, STATUS_REJECTED = "accepted", "partial", "rejected"
+STATUS_DUPLICATE, STATUS_ALREADY, STATUS_UNREADABLE = "duplicate", "already", "unreadable"
+
+
+# -- the score normaliser ---------------------------------------------------------------------
+def normalise_score(value: object, maximum: object) -> tuple[float | None, str | None, str | None]:
+    """A 得分 cell -> (score, warning note, error code); never raises.
+
+    Numbers in [0, maximum] are taken as they are. Numbers stored as text, full-width digits,
+    a trailing 分 and stray spaces are normalised, with a note saying what was done. Anything
+    else gives an error code of the message catalogue: blank_score, not_a_number, error_value,
+    out_of_range.
+    """
+    try:
+        return _normalise(value, float(maximum))  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - a normaliser that can raise would stop a run
+        return None, None, "not_a_number"
+
+
+def _normalise(value: object, maximum: float) -> tuple[float | None, str | None, str | None]:
+    if value is None:
+        return None, None, "blank_score"
+    if isinstance(value, (bool, datetime, date, time, timedelta, bytes, bytearray)):
+        return None, None, "not_a_number"
+    if isinstance(value, numbers.Real):
+        return _in_range(float(value), maximum, None)
+    if not isinstance(value, str):
+        return None, None, "not_a_number"
+    notes = []
+    folded = unicodedata.normalize("NFKC", value)
+    if folded != value:
+        notes.append("全角字符已转为半角")
+    text = _INVISIBLE.sub("", folded)
+    if text != folded:
+        notes.append("已去掉空格")
+    if not text:
+        return None, None, "blank_score"
+    upper = text.upper()
+    if upper in ERROR_VALUES or _ERROR_LIKE.match(upper):
+        return None, None, "error_value"
+    if text.endswith("分") and len(text) > 1:
+        text = text[:-1]
+        notes.append("已去掉“分”字")
+    if not _NUMBER.fullmatch(text):
+        return None, None, "not_a_number"
+    notes.insert(0, "文本格式的数字")
+    return _in_range(float(text), maximum, "，".join(notes))
+
+
+def _in_range(score: float, maximum: float, note: str | None) -> tuple[float | None, str | None, str | None]:
+    if not math.isfinite(score) or not math.isfinite(maximum):
+        return None, None, "not_a_number"
+    if score < 0 or score > maximum + 1e-9:
+        return None, None, "out_of_range"
+    return score + 0.0, note, None  # + 0.0 turns -0.0 into 0.0
+
+
+def raw_text(value: object) -> str:
+    """The value as typed, for the ledger and the problem list."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    return str(value)
+
+
+def _text(value: object) -> str:
+    """A label or code cell as comparable text."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, (datetime, date)):
+        return value.strftime("%Y-%m")  # a period retyped in Excel becomes a date
+    return _INVISIBLE.sub("", unicodedata.normalize("NFKC", str(value))).rstrip(":：")
+
+
+# -- what a worker needs and returns ------------------------------------------------------------
+@dataclass(frozen=True)
+class Context:
+    """Everything needed to judge a file, small and picklable (sent once to each worker)."""
+
+    system: System
+    period: str
+    assessors: frozenset[str]
+    subjects: frozenset[str]
+    assigned: dict[str, frozenset[str]]  # assessor -> subjects of this system's type
+    limits: Limits = Limits()
+    max_remark_chars: int = 2000
+
+    @classmethod
+    def build(cls, ws: Workspace, system: System, period: str, roster: Roster) -> "Context":
+        assigned = {a: frozenset(s) for a, s in roster.assignments(system.subject_type).items()}
+        return cls(system, period, frozenset(roster.assessors), frozenset(roster.subjects), assigned,
+                   Limits.from_settings(ws["limits"]), int(ws["limits"]["max_remark_chars"]))
+
+
+@dataclass
+class Examined:
+    """The verdict on one file's content (no paths, no times of the file system)."""
+
+    format: str | None
+    saved_at: datetime | None
+    status: str
+    reason: str = ""
+    assessor: str | None = None
+    sheets: list[SheetRecord] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+@dataclass
+class Identity:
+    """What a metadata sheet or an identity block says, with the cell each value came from."""
+
+    values: dict[str, str] = field(default_factory=dict)  # meaning (forms.BLOCK_LABELS values) -> text
+    cells: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Meta:
+    system: str
+    checksum: str
+    period: str
+    assessor: str
+    sheets: dict[str, str]  # sheet name -> subject code
+
+
+def examine(data: bytes, name: str, ctx: Context) -> Examined:
+    """Read and judge one returned file from its bytes; never raises."""
+    try:
+        book = read_workbook(name, ctx.limits, data=data)
+    except UnreadableFile as err:
+        p = problem(err.code, file=name, detail=err.detail)
+        return Examined(None, None, STATUS_REJECTED, p.message, problems=[p])
+    except Exception as err:  # noqa: BLE001 - no single file may stop the run
+        p = problem("corrupt", file=name, detail=type(err).__name__)
+        return Examined(None, None, STATUS_REJECTED, p.message, problems=[p])
+    probe = CellProbe(data) if book.format in ("xlsx", "xlsm") else None
+    try:
+        return examine_workbook(book, name, ctx, probe)
+    except Exception as err:  # noqa: BLE001
+        p = problem("corrupt", file=name, detail=f"{type(err).__name__}: {str(err)[:80]}")
+        return Examined(book.format, book.modified, STATUS_REJECTED, p.message, problems=[p])
+
+
+def examine_workbook(book: Workbook, name: str, ctx: Context, probe: "CellProbe | None" = None) -> Examined:
+    """Identify and validate a workbook already read into rows."""
+    out = Examined(book.format, book.modified, STATUS_REJECTED)
+    meta_sheet = book.sheet(META_SHEET)
+    meta = None
+    if meta_sheet is not None and not meta_sheet.error:
+        meta, code = parse_meta(meta_sheet.rows)
+        if code:
+            return _reject(out, problem(code, file=name, sheet=META_SHEET))
+    if meta is not None:
+        bad = _check_meta(meta, ctx, name)
+        if bad:
+            return _reject(out, bad)
+        out.assessor = meta.assessor
+
+    candidates: list[tuple[Sheet, str, str, Identity]] = []  # sheet, subject, assessor, block
+    for sheet in book.sheets:
+        if sheet.name in IGNORED_SHEETS:
+            continue
+        meta_subject = meta.sheets.get(sheet.name) if meta else None
+        if sheet.error or sheet.too_long:
+            if meta_subject:  # a known subject sheet that cannot be read: that sheet fails
+                code, detail = ("sheet_unreadable", sheet.error) if sheet.error else ("sheet_too_long", f"{sheet.too_long} 行")
+                out.problems.append(problem(code, file=name, sheet=sheet.name, detail=detail))
+                out.sheets.append(SheetRecord(sheet.name, meta.assessor, meta_subject, False))
+            elif sheet.error:
+                out.problems.append(problem("sheet_unreadable", file=name, sheet=sheet.name, detail=sheet.error))
+            continue
+        block = find_identity(sheet.rows)
+        if meta is not None:
+            subject = block.values.get("subject") or meta_subject
+            if not subject:
+                continue  # not a subject sheet (e.g. the assessor's own notes)
+            candidates.append((sheet, subject, meta.assessor, block))
+        elif block.values.get("subject") and block.values.get("assessor"):
+            candidates.append((sheet, block.values["subject"], block.values["assessor"], block))
+
+    if not candidates:
+        if meta is None:
+            return _reject(out, problem("no_identity", file=name))
+        return _reject(out, problem("no_subject_sheets", file=name))
+    if meta is None:
+        out.assessor = Counter(a for _, _, a, _ in candidates).most_common(1)[0][0]
+    else:
+        found = {s for _, s, _, _ in candidates}
+        for subject in dict.fromkeys(meta.sheets.values()):
+            if subject not in found:
+                out.problems.append(problem("missing_sheet", file=name, value=subject))
+
+    seen = Counter(subject for _, subject, _, _ in candidates)
+    first_sheet: dict[str, str] = {}
+    for sheet, subject, assessor, block in candidates:
+        first_sheet.setdefault(subject, sheet.name)
+    for sheet, subject, assessor, block in candidates:
+        errors = _check_identity(sheet, subject, assessor, block, meta, ctx, name)
+        if seen[subject] > 1:
+            other = next(s.name for s, subj, _, _ in candidates if subj == subject and s.name != sheet.name)
+            errors.append(problem("duplicate_subject", file=name, sheet=sheet.name, value=subject, detail=other))
+        if errors:
+            out.problems += errors
+            out.sheets.append(SheetRecord(sheet.name, assessor, subject, False))
+            continue
+        record, found = validate_sheet(sheet, ctx, name, probe)
+        record.assessor, record.subject = assessor, subject
+        out.problems += found
+        out.sheets.append(record)
+
+    accepted = sum(s.accepted for s in out.sheets)
+    if accepted and accepted == len(out.sheets):
+        out.status = STATUS_ACCEPTED
+    elif accepted:
+        out.status = STATUS_PARTIAL
+    else:
+        out.status = STATUS_REJECTED
+        errors = [p for p in out.problems if p.severity == ERROR]
+        out.reason = (errors[0].message if len(out.sheets) == 1 and errors else
+                      f"全部 {len(out.sheets)} 张评估对象表都有错误，均未计入（详见问题表）。")
+    return out
+
+
+def _reject(out: Examined, p: Problem) -> Examined:
+    out.status, out.reason = STATUS_REJECTED, p.message
+    out.problems.append(p)
+    return out
+
+
+def parse_meta(rows: list[list]) -> tuple[Meta | None, str | None]:
+    """The metadata sheet -> Meta, or (None, "meta_tampered") when its signature does not match."""
+    cleaned = []
+    for row in rows:
+        cells = ["" if v is None else (raw_text(v) if not isinstance(v, str) else v) for v in row]
+        while cells and cells[-1] == "":
+            cells.pop()
+        if cells:
+            cleaned.append(cells)
+    if not cleaned or cleaned[-1][0] != "signature" or len(cleaned[-1]) < 2:
+        return None, "meta_tampered"
+    if sign(cleaned[:-1]) != cleaned[-1][1]:
+        return None, "meta_tampered"
+    values: dict[str, str] = {}
+    sheets: dict[str, str] = {}
+    for row in cleaned[:-1]:
+        if row[0] == "subject" and len(row) >= 3:
+            sheets[row[2]] = row[1]
+        elif len(row) >= 2:
+            values[row[0]] = row[1]
+    try:
+        return Meta(values["system"], values["checksum"], values["period"], values["assessor"], sheets), None
+    except KeyError:
+        return None, "meta_tampered"
+
+
+def _check_meta(meta: Meta, ctx: Context, name: str) -> Problem | None:
+    if meta.system != ctx.system.id:
+        return problem("wrong_system", file=name, sheet=META_SHEET, value=meta.system, expected=ctx.system.id)
+    if meta.checksum != ctx.system.checksum:
+        return problem("old_structure", file=name, sheet=META_SHEET, value=meta.checksum, expected=ctx.system.checksum)
+    if meta.period != ctx.period:
+        return problem("wrong_period", file=name, sheet=META_SHEET, value=meta.period, expected=ctx.period)
+    if meta.assessor not in ctx.assessors:
+        return problem("unknown_assessor", file=name, sheet=META_SHEET, value=meta.assessor)
+    return None
+
+
+def find_identity(rows: list[list]) -> Identity:
+    """The identity block: labels found by their text near the top; each value is the next
+    non-empty cell to the right."""
+    found = Identity()
+    for r, row in enumerate(rows[:BLOCK_SEARCH_ROWS]):
+        for c, cell in enumerate(row):
+            meaning = BLOCK_LABELS.get(_text(cell)) if isinstance(cell, str) else None
+            if not meaning or meaning in found.values:
+                continue
+            for c2 in range(c + 1, len(row)):
+                value = _text(row[c2])
+                if value:
+                    if value not in BLOCK_LABELS:  # an empty value followed by the next label
+                        found.values[meaning] = value
+                        found.cells[meaning] = xl_rowcol_to_cell(r, c2)
+                    break
+    return found
+
+
+_BLOCK_NAMES = {"subject": "对象编号", "assessor": "评估人编号", "period": "期次", "system": "指标体系"}
+
+
+def _check_identity(sheet: Sheet, subject: str, assessor: str, block: Identity, meta: Meta | None,
+                    ctx: Context, name: str) -> list[Problem]:
+    """Identity errors of one subject sheet (empty when it may be validated)."""
+    def mismatch(key: str, expected: str) -> Problem:
+        return problem("identity_mismatch", file=name, sheet=sheet.name, cell=block.cells.get(key, ""),
+                       value=block.values[key], detail=_BLOCK_NAMES[key], expected=expected)
+
+    errors: list[Problem] = []
+    v = block.values
+    if meta is not None:
+        listed = meta.sheets.get(sheet.name)
+        if "subject" in v and listed and v["subject"] != listed:
+            errors.append(mismatch("subject", listed))
+        elif "subject" in v and not listed and v["subject"] not in meta.sheets.values():
+            errors.append(mismatch("subject", "、".join(dict.fromkeys(meta.sheets.values()))))
+        for key, expected in (("assessor", meta.assessor), ("period", meta.period), ("system", meta.system)):
+            if key in v and v[key] != expected:
+                errors.append(mismatch(key, expected))
+        if errors:
+            return errors
+    else:
+        if "system" in v and v["system"] != ctx.system.id:
+            errors.append(problem("wrong_system", file=name, sheet=sheet.name, cell=block.cells["system"],
+                                  value=v["system"], expected=ctx.system.id))
+        if "period" in v and v["period"] != ctx.period:
+            errors.append(problem("wrong_period", file=name, sheet=sheet.name, cell=block.cells["period"],
+                                  value=v["period"], expected=ctx.period))
+        if assessor not in ctx.assessors:
+            errors.append(problem("unknown_assessor", file=name, sheet=sheet.name,
+                                  cell=block.cells.get("assessor", ""), value=assessor))
+    if subject not in ctx.subjects:
+        errors.append(problem("unknown_subject", file=name, sheet=sheet.name, cell=block.cells.get("subject", ""),
+                              value=subject))
+    elif assessor in ctx.assessors and subject not in ctx.assigned.get(assessor, ()):
+        errors.append(problem("not_assigned", file=name, sheet=sheet.name, cell=block.cells.get("subject", ""),
+                              value=subject, assessor=assessor))
+    return errors
+
+
+def find_header(rows: list[list]) -> tuple[int, dict[str, int]] | None:
+    """The header row (the first with 编号 and 得分) and its columns by name."""
+    for r, row in enumerate(rows[:HEADER_SEARCH_ROWS]):
+        names = [_text(v) if isinstance(v, str) else "" for v in row]
+        if "编号" in names and "得分" in names:
+            columns: dict[str, int] = {}
+            for c, n in enumerate(names):
+                if n and n not in columns:
+                    columns[n] = c
+            return r, columns
+    return None
+
+
+def validate_sheet(sheet: Sheet, ctx: Context, name: str, probe: "CellProbe | None" = None) -> tuple[SheetRecord, list[Problem]]:
+    """Check one identified subject sheet; the record is accepted only if nothing is wrong."""
+    found: list[Problem] = []
+    record = SheetRecord(sheet.name, "", "", False)
+    header = find_header(sheet.rows)
+    if header is None:
+        found.append(problem("no_header", file=name, sheet=sheet.name))
+        return record, found
+    head_row, columns = header
+    code_col, score_col, remark_col = columns["编号"], columns["得分"], columns.get("备注")
+    by_code = ctx.system.by_code
+    upper = {code.upper(): code for code in by_code}
+    rows_of: dict[str, int] = {}
+    for r in range(head_row + 1, len(sheet.rows)):
+        row = sheet.rows[r]
+        cell = row[code_col] if code_col < len(row) else None
+        text = _text(cell)
+        if not text or text in SUBTOTAL_WORDS:
+            continue
+        code = text if text in by_code else upper.get(text.upper())
+        if code is None:
+            score = row[score_col] if score_col < len(row) else None
+            if _CODE_LIKE.match(text) or score not in (None, ""):
+                found.append(problem("unknown_item", file=name, sheet=sheet.name,
+                                     cell=xl_rowcol_to_cell(r, code_col), value=raw_text(cell)))
+            continue
+        if code in rows_of:
+            found.append(problem("duplicate_item", file=name, sheet=sheet.name, cell=xl_rowcol_to_cell(r, code_col),
+                                 value=code, detail=xl_rowcol_to_cell(rows_of[code], code_col)))
+            continue
+        rows_of[code] = r
+    for item in ctx.system.items:
+        if item.code not in rows_of:
+            found.append(problem("missing_item", file=name, sheet=sheet.name, value=item.code, detail=item.level3))
+    for item in ctx.system.items:
+        r = rows_of.get(item.code)
+        if r is not None:
+            score = _score_of(sheet, r, score_col, remark_col, item, ctx, name, found, probe)
+            if score is not None:
+                record.scores.append(score)
+    record.accepted = not any(p.severity == ERROR for p in found)
+    if not record.accepted:
+        record.scores = []
+    return record, found
+
+
+def _score_of(sheet: Sheet, r: int, score_col: int, remark_col: int | None, item: Item, ctx: Context, name: str,
+              found: list[Problem], probe: "CellProbe | None" = None) -> tuple[str, str, float, str, str] | None:
+    row = sheet.rows[r]
+    value = row[score_col] if score_col < len(row) else None
+    if value == "":
+        value = None
+    cell = xl_rowcol_to_cell(r, score_col)
+    label = f"{item.code} {item.level3}"
+    if value is None and probe is not None:  # calamine reads error cells and value-less formulas as empty
+        hidden = probe(sheet.name, r, score_col)
+        if isinstance(hidden, str) and hidden.startswith("="):
+            found.append(problem("formula_no_value", file=name, sheet=sheet.name, cell=cell, value=hidden, item=label))
+            return None
+        value = hidden
+    raw = raw_text(value)
+    score, note, error = normalise_score(value, item.max)
+    if error:
+        found.append(problem(error, file=name, sheet=sheet.name, cell=cell, value=raw, item=label, max=f"{item.max:g}"))
+        return None
+    if note:
+        found.append(problem("normalised", file=name, sheet=sheet.name, cell=cell, value=raw, item=label,
+                             score=f"{score:g}", detail=note))
+    remark = ""
+    if remark_col is not None and remark_col < len(row):
+        remark = raw_text(row[remark_col]).strip()
+        if len(remark) > ctx.max_remark_chars:
+            found.append(problem("remark_cut", file=name, sheet=sheet.name, cell=xl_rowcol_to_cell(r, remark_col),
+                                 value=remark[:50] + "…", item=label, detail=str(len(remark)),
+                                 limit=str(ctx.max_remark_chars)))
+            remark = remark[: ctx.max_remark_chars]
+    return item.code, raw, score, remark, cell
+
+
+class CellProbe:
+    """A second look at cells calamine reads as empty (xlsx/xlsm only): an error value such as
+    #DIV/0!, or a formula saved without its result. Opens the workbook with openpyxl lazily,
+    only when a 得分 cell is blank, so well-filled files never pay for it."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.sheets: dict[str, dict[tuple[int, int], str]] = {}
+        self.book = None
+
+    def __call__(self, sheet: str, row: int, col: int) -> str | None:
+        if sheet not in self.sheets:
+            self.sheets[sheet] = self._scan(sheet)
+        return self.sheets[sheet].get((row, col))
+
+    def _scan(self, sheet: str) -> dict[tuple[int, int], str]:
+        import io
+
+        import openpyxl
+
+        found: dict[tuple[int, int], str] = {}
+        try:
+            if self.book is None:
+                self.book = openpyxl.load_workbook(io.BytesIO(self.data), read_only=True, data_only=False)
+            for row in self.book[sheet].iter_rows():
+                for cell in row:
+                    if getattr(cell, "data_type", None) in ("e", "f") and isinstance(cell.value, str):
+                        found[cell.row - 1, cell.column - 1] = cell.value
+        except Exception:  # noqa: BLE001 - the probe only refines a message; blank stays blank
+            pass
+        return found
+
+
+# -- the run ------------------------------------------------------------------------------------
+@dataclass
+class FileOutcome:
+    """What happened to one path in this run."""
+
+    path: str
+    name: str
+    status: str  # accepted | partial | rejected | duplicate | already | unreadable
+    sha256: str = ""
+    assessor: str | None = None
+    accepted_sheets: int = 0
+    sheets: int = 0
+    problems: int = 0
+    reason: str = ""
+    replaced: list[tuple[str, str]] = field(default_factory=list)  # (earlier file, sheet) this one superseded
+
+
+@dataclass
+class CollectResult:
+    period: str
+    system: str
+    files: list[FileOutcome]
+    missing: int = 0          # assignments with no accepted sheet after this run
+    superseded: int = 0       # sheets of earlier files replaced in this run
+    report: Path | None = None
+
+    def count(self, status: str) -> int:
+        return sum(f.status == status for f in self.files)
+
+    @property
+    def rejected_any(self) -> bool:
+        return any(f.status in (STATUS_REJECTED, STATUS_PARTIAL, STATUS_UNREADABLE) for f in self.files)
+
+
+def find_files(paths: list[Path]) -> list[Path]:
+    """Every file under the given files and folders (recursively), without hidden files,
+    hidden folders and office lock files (~$name.xlsx)."""
+    out: list[Path] = []
+    for path in paths:
+        path = Path(path)
+        if path.is_file():
+            out.append(path)
+            continue
+        if not path.is_dir():
+            continue
+        for root, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for f in sorted(files):
+                if not f.startswith((".", "~$")):
+                    out.append(Path(root) / f)
+    return list(dict.fromkeys(p.resolve() for p in out))
+
+
+def _mtime(stat: os.stat_result, utc: bool) -> datetime:
+    if utc:
+        return datetime.fromtimestamp(stat.st_mtime, timezone.utc).replace(tzinfo=None)
+    return datetime.fromtimestamp(stat.st_mtime)
+
+
+def archive_copy(archive: Path, sha: str, suffix: str, data: bytes | None = None, source: Path | None = None) -> Path:
+    """Store the original under its hash (atomically; nothing to do when it is there already)."""
+    suffix = suffix.lower() if re.fullmatch(r"\.[A-Za-z0-9]{1,8}", suffix) else ""
+    target = archive / sha[:2] / f"{sha}{suffix}"
+    if target.exists():
+        return target
+    with atomic_path(target) as tmp:
+        if data is not None:
+            tmp.write_bytes(data)
+        else:
+            shutil.copyfile(source, tmp)
+    return target
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+_WORKER_CTX: Context | None = None
+
+
+def _init_worker(ctx: Context) -> None:
+    global _WORKER_CTX
+    _WORKER_CTX = ctx
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+
+
+def _examine_in_worker(data: bytes, name: str) -> Examined:
+    assert _WORKER_CTX is not None
+    return examine(data, name, _WORKER_CTX)
+
+
+@dataclass
+class _Job:
+    path: Path
+    sha: str
+    size: int
+    received_at: datetime
+    mtime_utc: datetime
+    archive_path: Path
+    result: Future | Examined | None = None
+
+
+def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None, roster: Roster,
+            progress: Callable[[int], None] | None = None, workers: int | None = None) -> CollectResult:
+    """Collect returned files into the ledger and write the collection workbook.
+
+    `paths` are files and folders (default: the period's returned folder). `workers` overrides
+    ws["collect"]["workers"] (0 = one per core); the pool starts at collect.pool_min_files files.
+    """
+    from pipeline.collection import write_collection
+
+    check_period(period)
+    files = find_files(paths if paths else [ws.returned(period)])
+    ctx = Context.build(ws, system, period, roster)
+    advance = progress or (lambda n=1: None)
+    result = CollectResult(period, system.id, [])
+    archive = ws.path("archive")
+    setting = ws["collect"]["workers"] if workers is None else workers
+    n_workers = setting if setting > 0 else (os.cpu_count() or 1)
+    use_pool = n_workers > 1 and len(files) >= ws["collect"]["pool_min_files"]
+
+    # Oldest first: with equal saved times, the later file wins (the ledger breaks ties by order).
+    stamped = []
+    for path in files:
+        try:
+            stamped.append((path.stat(), path))
+        except OSError as err:
+            result.files.append(FileOutcome(str(path), path.name, STATUS_UNREADABLE, reason=str(explain(err, path))))
+            advance(1)
+    stamped.sort(key=lambda sp: (sp[0].st_mtime, str(sp[1])))
+
+    ledger = Ledger(ws.path("ledger"))
+    pool = ProcessPoolExecutor(n_workers, initializer=_init_worker, initargs=(ctx,)) if use_pool else None
+    window = n_workers * 4
+    pending: list[_Job] = []
+    seen_now: dict[str, Path] = {}
+    late_aliases: list[tuple[str, Path, datetime]] = []
+    try:
+        for stat, path in stamped:
+            job = _prepare(path, stat, ledger, archive, ctx, result, seen_now, late_aliases, pool)
+            if job is None:
+                advance(1)
+                continue
+            pending.append(job)
+            while len(pending) > (window if pool else 0):
+                _finish(pending.pop(0), ledger, ctx, result, pool)
+                advance(1)
+        while pending:
+            _finish(pending.pop(0), ledger, ctx, result, pool)
+            advance(1)
+    except BaseException:
+        if pool:
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        if pool:
+            pool.shutdown()
+    try:
+        for sha, path, seen_at in late_aliases:
+            _alias(ledger, sha, path, seen_at, result)
+        result.report, result.missing = write_collection(ws, ledger, system, period, roster)
+    finally:
+        ledger.close()
+    result.superseded = sum(len(f.replaced) for f in result.files)
+    return result
+
+
+def _prepare(path: Path, stat: os.stat_result, ledger: Ledger, archive: Path, ctx: Context, result: CollectResult,
+             seen_now: dict[str, Path], late_aliases: list, pool: ProcessPoolExecutor | None) -> _Job | None:
+    """Hash, deduplicate and archive one file, then start judging it; None when it is done already."""
+    received = _mtime(stat, utc=False)
+    too_large = stat.st_size > ctx.limits.max_file_mb * 1_000_000
+    try:
+        data = None if too_large else path.read_bytes()
+        sha = _hash_file(path) if too_large else hashlib.sha256(data).hexdigest()
+    except OSError as err:
+        result.files.append(FileOutcome(str(path), path.name, STATUS_UNREADABLE, reason=str(explain(err, path))))
+        return None
+    known = ledger.known(sha)
+    if known is not None or sha in seen_now:
+        if known is None:
+            late_aliases.append((sha, path, received))  # its twin is still being ingested
+            result.files.append(FileOutcome(str(path), path.name, STATUS_DUPLICATE, sha, reason=seen_now[sha].name))
+        elif known["original_path"] == str(path):
+            result.files.append(FileOutcome(str(path), path.name, STATUS_ALREADY, sha, known["assessor"]))
+        else:
+            _alias(ledger, sha, path, received, result, known["name"])
+        return None
+    seen_now[sha] = path
+    stored = archive_copy(archive, sha, path.suffix, data=data, source=path)
+    job = _Job(path, sha, stat.st_size, received, _mtime(stat, utc=True), stored)
+    if too_large:
+        p = problem("too_large", file=path.name, detail=f"{stat.st_size / 1e6:.1f} MB")
+        job.result = Examined(None, None, STATUS_REJECTED, p.message, problems=[p])
+    elif pool is not None:
+        job.result = pool.submit(_examine_in_worker, data, path.name)
+    else:
+        job.result = examine(data, path.name, ctx)
+    return job
+
+
+def _alias(ledger: Ledger, sha: str, path: Path, seen_at: datetime, result: CollectResult, same_as: str = "") -> None:
+    new = ledger.add_alias(sha, str(path), seen_at)
+    status = STATUS_DUPLICATE if new else STATUS_ALREADY
+    existing = next((f for f in result.files if f.path == str(path) and f.sha256 == sha), None)
+    if existing is not None:
+        existing.status = status
+        return
+    result.files.append(FileOutcome(str(path), path.name, status, sha, reason=same_as))
+
+
+def _finish(job: _Job, ledger: Ledger, ctx: Context, result: CollectResult, pool: ProcessPoolExecutor | None) -> None:
+    """Wait for a file's verdict and write it to the ledger in one transaction."""
+    examined = job.result
+    if isinstance(examined, Future):
+        try:
+            examined = examined.result()
+        except BrokenProcessPool:
+            examined = examine(job.path.read_bytes(), job.path.name, ctx)
+    assert isinstance(examined, Examined)
+    record = FileRecord(
+        sha256=job.sha, name=job.path.name, original_path=str(job.path), size=job.size,
+        received_at=job.received_at, saved_at=examined.saved_at or job.mtime_utc,
+        archive_path=str(job.archive_path), period=ctx.period, system=ctx.system.id,
+        assessor=examined.assessor, format=examined.format, status=examined.status, reason=examined.reason,
+        sheets=examined.sheets, problems=examined.problems,
+    )
+    replaced = ledger.add_file(record)
+    result.files.append(FileOutcome(
+        str(job.path), job.path.name, examined.status, job.sha, examined.assessor,
+        sum(s.accepted for s in examined.sheets), len(examined.sheets), len(examined.problems),
+        examined.reason, replaced,
+    ))

@@ -1,0 +1,66 @@
+"""The workspace lock: one run at a time writes a workspace's ledger.
+
+An advisory `fcntl.flock` on a lock file beside the ledger. The kernel drops the lock when
+the holder exits, however it exits (even SIGKILL), so a stale lock file never blocks anyone.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from pipeline.atomic import explain
+from pipeline.config import Workspace
+from pipeline.errors import LockedError
+
+
+def lock_path(ws: Workspace) -> Path:
+    ledger = ws.path("ledger")
+    return ledger.with_name(ledger.name + ".lock")
+
+
+@contextmanager
+def workspace_lock(ws: Workspace, wait: float | None = None) -> Iterator[Path]:
+    """Hold the workspace lock; wait up to `wait` seconds (collect.lock_wait) for another run,
+    then raise LockedError."""
+    path = lock_path(ws)
+    wait = float(ws["collect"].get("lock_wait", 5) if wait is None else wait)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise explain(err, path) from err
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = _holder(path)
+                    raise LockedError(
+                        f"Another happyhome run{holder} is using the workspace {ws.root} (lock {path}); "
+                        f"waited {wait:g} s. Run again when it has finished."
+                    ) from None
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            yield path
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _holder(path: Path) -> str:
+    try:
+        pid = path.read_text().strip()
+    except OSError:
+        return ""
+    return f" (process {pid})" if pid.isdigit() else ""
