@@ -22,6 +22,7 @@ BY_COLUMNS = {"省份": "province", "城市": "city", "区县": "county"}
 NOT_RATED = "未评"
 SUBJECT_INFO = ["subject", "name", "type", "province", "city", "county"]
 FLAG_COLUMNS = ["subject", "item", "kind", "value", "message"]
+FLAG_KINDS = {"item_range": "指标分歧", "total_range": "总分分歧", "few_assessors": "评估人数不足", "decision": "临界"}
 
 
 @dataclass

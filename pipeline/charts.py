@@ -1,0 +1,67 @@
+"""Charts as inline SVG (pygal), for HTML that opens offline.
+
+pygal links its tooltip script from a CDN by default and writes its home page into SVG
+comments; both are turned off or stripped here, so the only URL left in a chart is the
+SVG namespace. Chart ids are derived from the caller's name, so output is reproducible.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pygal
+from pygal.style import Style
+
+FONT = "Noto Sans CJK SC, Noto Sans SC, Source Han Sans SC, Microsoft YaHei, PingFang SC, sans-serif"
+BLUE, GREEN, AMBER, RED, GREY = "#2b6cb0", "#2f855a", "#b7791f", "#c53030", "#718096"
+_COMMENT = re.compile(r"<!--.*?-->", re.S)
+# pygal writes its config into a script for its (unused, js=[]) tooltip code: not needed.
+_SCRIPT = re.compile(r"<script\b.*?</script>", re.S)
+_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _style(colors=(BLUE,)) -> Style:
+    return Style(
+        font_family=FONT, background="white", plot_background="white", foreground="#1a202c",
+        foreground_strong="#1a202c", foreground_subtle="#a0aec0", colors=tuple(colors),
+        title_font_size=16, label_font_size=13, major_label_font_size=13, value_font_size=12,
+        value_label_font_size=12, tooltip_font_size=12, legend_font_size=13,
+    )
+
+
+def _finish(chart, chart_id: str) -> str:
+    svg = chart.render(is_unicode=True)
+    svg = _SCRIPT.sub("", _COMMENT.sub("", svg))
+    svg = _ID.sub(chart_id, svg)
+    # Let the page size it: a fixed width would overflow a phone or an A4 page.
+    return svg.replace("<svg ", '<svg role="img" preserveAspectRatio="xMinYMin meet" ', 1)
+
+
+def _config(**extra):
+    return dict(js=[], disable_xml_declaration=True, show_legend=False, print_values=True,
+                print_values_position="top", truncate_label=-1, **extra)
+
+
+def share_bars(labels: list[str], shares: list[float | None], chart_id: str, title: str = "") -> str:
+    """Horizontal bars of percentages (0–100), one per label, e.g. category averages as a share of 满分."""
+    height = 70 + 34 * max(len(labels), 1)
+    chart = pygal.HorizontalBar(style=_style(), width=760, height=height, range=(0, 100),
+                                value_formatter=lambda v: f"{v:.1f}%", title=title or None,
+                                **_config(margin=10, spacing=8))
+    # pygal's horizontal bars list the first label at the bottom; reverse so it reads top-down.
+    chart.x_labels = list(reversed(labels))
+    chart.add("得分率", [None if v is None else round(float(v), 1) for v in reversed(shares)])
+    return _finish(chart, chart_id)
+
+
+def count_bars(labels: list[str], counts: list[int], chart_id: str, colors=(GREEN, BLUE, AMBER, RED, GREY)) -> str:
+    """Vertical bars of counts, one colour per bar (e.g. the grade distribution)."""
+    chart = pygal.Bar(style=_style(colors[: max(len(labels), 1)]), width=520, height=260,
+                      value_formatter=lambda v: f"{v:g}", **_config(margin=10, spacing=10))
+    chart.x_labels = list(labels)
+    top = max(counts) if counts else 0
+    chart.range = (0, max(top, 1) * 1.15)
+    # One series per bar gives each its colour; the others are None so the bars stay in place.
+    for n, (label, count) in enumerate(zip(labels, counts)):
+        chart.add(label, [count if m == n else None for m in range(len(labels))])
+    return _finish(chart, chart_id)

@@ -1,0 +1,206 @@
+"""The round's HTML digest: one self-contained, offline page rendered from templates/.
+
+The jinja2 `Environment` is built in one place (`environment()`), with autoescape on and the
+filters registered beside it; the rollup page reuses it. Templates are looked up in the
+installed package (the wheel ships the top-level templates/ as pipeline/templates) and then
+in the source tree's templates/.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+from markupsafe import Markup
+
+import pipeline
+from pipeline import charts
+from pipeline.atomic import write_text
+from pipeline.scoring import FLAG_KINDS, NOT_RATED, RoundResult
+
+
+
+def template_dirs() -> list[Path]:
+    """Where templates are looked up: the installed package first, then the source tree."""
+    here = Path(pipeline.__file__).resolve().parent
+    candidates = [here / "templates", here.parent / "templates"]
+    return [p for p in candidates if p.is_dir()]
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+
+
+def fmt_num(value, decimals: int = 2, empty: str = "—") -> str:
+    """A number with fixed decimals; — for a missing one."""
+    if _missing(value):
+        return empty
+    return f"{float(value):.{decimals}f}"
+
+
+def fmt_pct(value, decimals: int = 1, empty: str = "—") -> str:
+    """A share 0..1 as a percentage."""
+    if _missing(value):
+        return empty
+    return f"{float(value) * 100:.{decimals}f}%"
+
+
+def fmt_int(value, empty: str = "—") -> str:
+    if _missing(value):
+        return empty
+    return str(int(value))
+
+
+@lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    """The one jinja2 environment for every HTML happyhome writes."""
+    dirs = template_dirs()
+    if not dirs:
+        raise RuntimeError("happyhome's templates are missing: the installation is incomplete")
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(d) for d in dirs]),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(num=fmt_num, pct=fmt_pct, int0=fmt_int)
+    return env
+
+
+def render(template: str, **context) -> str:
+    """Render a template by name with the shared environment."""
+    return environment().get_template(template).render(**context)
+
+
+@dataclass
+class Card:
+    code: str
+    name: str
+    place: str
+    total: float
+    grade: str
+    rank_label: str
+    n_assessors: int
+    strongest: list[tuple[str, float]] = field(default_factory=list)  # (item label, share)
+    weakest: list[tuple[str, float]] = field(default_factory=list)
+    remarks: list[tuple[str, str, str]] = field(default_factory=list)  # (assessor, item label, remark)
+    flags: list[str] = field(default_factory=list)
+
+
+def _place(row) -> str:
+    return " ".join(str(v) for v in (row.get("province", ""), row.get("city", ""), row.get("county", "")) if v)
+
+
+def _cards(result: RoundResult, scores: pd.DataFrame, names: dict[str, str], n_items: int = 3) -> list[Card]:
+    items = result.items
+    labels = {i.code: f"{i.code} {i.level3}" for i in result.system.items}
+    remarks = scores[scores["remark"].fillna("").str.strip() != ""] if len(scores) else scores
+    flags = result.flags
+    cards = []
+    for row in result.rated.to_dict("records"):
+        mine = items[items["subject"] == row["subject"]].sort_values(["share", "item"], ascending=[False, True])
+        strongest = [(labels.get(r.item, r.item), r.share) for r in mine.head(n_items).itertuples()]
+        weakest = [(labels.get(r.item, r.item), r.share)
+                   for r in mine.sort_values(["share", "item"]).head(n_items).itertuples()]
+        said = remarks[remarks["subject"] == row["subject"]] if len(remarks) else remarks
+        cards.append(Card(
+            code=row["subject"], name=row["name"], place=_place(row), total=row["total"], grade=row["grade"],
+            rank_label=row["rank_label"], n_assessors=int(row["n_assessors"]),
+            strongest=strongest, weakest=weakest,
+            remarks=[(names.get(r.assessor, r.assessor), labels.get(r.item, r.item), r.remark) for r in said.itertuples()],
+            flags=list(flags.loc[flags["subject"] == row["subject"], "message"]) if len(flags) else [],
+        ))
+    return cards
+
+
+def category_shares(result: RoundResult) -> list[tuple[str, float, float, float | None]]:
+    """Per 二级指标: (name, 满分, mean subtotal over rated subjects, mean as a share of 满分)."""
+    out = []
+    rated = result.rated
+    for name in result.system.level2_names:
+        full = sum(i.max for i in result.system.items if i.level2 == name)
+        mean = float(rated[name].mean()) if len(rated) else math.nan
+        out.append((name, full, mean, None if math.isnan(mean) else mean / full))
+    return out
+
+
+def digest_context(
+    result: RoundResult,
+    *,
+    period: str,
+    scores: pd.DataFrame,
+    roster,
+    chase: list[dict],
+    assigned: int,
+    received: int,
+    files: list[dict],
+    organiser: str = "",
+    generated: datetime | None = None,
+) -> dict:
+    """Everything the digest template shows, as plain values."""
+    system = result.system
+    names = {a.code: a.name for a in roster.assessors.values()} if roster is not None else {}
+    rated = result.rated
+    grades = [b["name"] for b in result.params["grades"]] + [result.params["fail"]]
+    dist = [(g, int((result.subjects["grade"] == g).sum())) for g in grades]
+    unrated = int((result.subjects["grade"] == NOT_RATED).sum())
+    cats = category_shares(result)
+    rows = result.subjects.to_dict("records")
+    return {
+        "title": f"{system.name} · {period} 评估结果",
+        "system": system,
+        "period": period,
+        "organiser": organiser,
+        "generated": (generated or datetime.now()).strftime("%Y-%m-%d %H:%M"),
+        "headline": {
+            "subjects": len(result.subjects),
+            "rated": len(rated),
+            "unrated": unrated,
+            "assessors": int(scores["assessor"].nunique()) if len(scores) else 0,
+            "received": received,
+            "assigned": assigned,
+            "mean_total": float(rated["total"].mean()) if len(rated) else math.nan,
+            "grades": dist + ([(NOT_RATED, unrated)] if unrated else []),
+        },
+        "rows": rows,
+        "level2": list(system.level2_names),
+        "by": result.by,
+        "calibrated": result.calibrated,
+        "categories": cats,
+        "category_chart": Markup(charts.share_bars([c[0] for c in cats], [None if c[3] is None else c[3] * 100 for c in cats],
+                                                   chart_id="categories")),
+        "grade_chart": Markup(charts.count_bars([g for g, _ in dist], [n for _, n in dist], chart_id="grades")),
+        "cards": _cards(result, scores, names),
+        "unrated": [r for r in rows if r["grade"] == NOT_RATED],
+        "flags": [
+            {"subject": f.subject, "name": next((r["name"] for r in rows if r["subject"] == f.subject), ""),
+             "kind": FLAG_KINDS.get(f.kind, f.kind), "message": f.message}
+            for f in result.flags.itertuples()
+        ],
+        "chase": chase,
+        "method": {
+            "note": result.method_note,
+            "params": result.params,
+            "agreement": result.agreement,
+            "effects_message": result.effects_message,
+            "files": files,
+        },
+        "rank_changes": result.rank_changes.to_dict("records") if result.rank_changes is not None else [],
+        "level_pct": f"{result.params['level']:.0%}",
+    }
+
+
+def render_digest(context: dict) -> str:
+    return render("digest.html", **context)
+
+
+def write_digest(path: str | Path, context: dict) -> Path:
+    """Render and write the digest atomically."""
+    return write_text(path, render_digest(context))

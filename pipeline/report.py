@@ -1,0 +1,443 @@
+"""`happyhome report`: the round's summary workbook, results CSV and HTML digest.
+
+Reads the accepted scores from the ledger, scores them (`pipeline.scoring`), and writes
+output/<period>/summary-<system>.xlsx, results-<system>.csv and digest-<system>.html, each
+atomically. Every text that came from an assessor or the roster is written as text.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import xlsxwriter
+
+from pipeline.atomic import atomic_path
+from pipeline.config import Workspace, check_period
+from pipeline.digest import category_shares, digest_context, write_digest
+from pipeline.errors import UsageError
+from pipeline.ledger import Ledger
+from pipeline.names import inert_csv
+from pipeline.roster import TYPES, Roster, read_roster
+from pipeline.status import NOT_RECEIVED, StatusResult, round_status
+from pipeline.scoring import BY_COLUMNS, FLAG_KINDS, METHODS, RoundResult, score_round
+from pipeline.systems import LEVEL1, System, load_system
+
+RANK_HEAD = ["排名", "编号", "名称", "类型", "省份", "城市", "总分", "等级", "评估人数"]
+NO_SCORES = "本期尚未收到任何有效评分：所有评估对象均为“未评”，没有排名。"
+
+
+@dataclass
+class ReportResult:
+    """What `report` wrote and the numbers behind it."""
+
+    period: str
+    system: System
+    scores: RoundResult
+    summary: Path
+    csv: Path
+    digest: Path
+    n_scores: int
+    n_files: int
+    assigned: int
+    received: int
+
+    @property
+    def no_scores(self) -> bool:
+        return self.scores.n_rated == 0
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.summary, self.csv, self.digest]
+
+
+# -- inputs ---------------------------------------------------------------------------------
+def _inputs(ws: Workspace, period: str, system: System, roster: Roster):
+    """Accepted scores, the round's files and its status (assigned, received, missing)."""
+    path = ws.path("ledger")
+    # No ledger yet: read an empty one in memory rather than create files as a side effect.
+    with Ledger(path if path.is_file() else ":memory:") as ledger:
+        return (ledger.accepted_scores(period, system.id), ledger.files(period, system.id),
+                round_status(ws, system, period, roster, ledger))
+
+
+def chase_list(status: StatusResult) -> list[dict]:
+    """The digest's chase list: per assessor, the assigned subjects without an accepted sheet."""
+    return [
+        {"assessor": a.code, "name": a.name, "contact": a.contact,
+         "missing": [f"{m.name}（{m.subject}）" + ("" if m.reason == NOT_RECEIVED else "，已交但未通过校验")
+                     for m in a.missing]}
+        for a in status.assessors if a.missing
+    ]
+
+
+def _files(scores: pd.DataFrame, files: pd.DataFrame) -> list[dict]:
+    """The files that went into the scores: name, sha256, assessor, received, scores counted."""
+    if not len(scores):
+        return []
+    counted = scores.groupby(["sha256", "file"], sort=False).agg(assessor=("assessor", "first"), n=("item", "size"))
+    received = files.set_index("sha256")["received_at"] if len(files) else pd.Series(dtype=str)
+    return [{"name": name, "sha256": sha, "assessor": r.assessor, "received_at": str(received.get(sha, "")),
+             "n": int(r.n)} for (sha, name), r in counted.iterrows()]
+
+
+# -- the workbook ---------------------------------------------------------------------------
+def _missing(v) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+
+
+class _Sheet:
+    """A worksheet writer that never lets text become a formula."""
+
+    def __init__(self, book, name: str, formats: dict):
+        self.ws = book.add_worksheet(name)
+        self.name = name
+        self.f = formats
+
+    def put(self, row: int, col: int, value, fmt=None) -> None:
+        if _missing(value):
+            self.ws.write_blank(row, col, None, fmt)
+        elif isinstance(value, str):
+            self.ws.write_string(row, col, value, fmt)
+        elif isinstance(value, bool):
+            self.ws.write_string(row, col, "是" if value else "否", fmt)
+        else:
+            self.ws.write_number(row, col, float(value), fmt)
+
+    def table(self, header: list[str], rows: list[list], formats: list | None = None, widths: list | None = None,
+              freeze_cols: int = 0, first: int = 0) -> int:
+        """Header, rows, filter, frozen header, print setup; returns the last row index."""
+        for c, h in enumerate(header):
+            self.ws.write_string(first, c, h, self.f["head"])
+        for r, values in enumerate(rows, start=first + 1):
+            for c, v in enumerate(values):
+                self.put(r, c, v, formats[c] if formats else None)
+        last = first + max(len(rows), 1)
+        self.ws.autofilter(first, 0, last, len(header) - 1)
+        self.ws.freeze_panes(first + 1, freeze_cols)
+        self.ws.set_row(first, 30)
+        for c, w in enumerate(widths or []):
+            self.ws.set_column(c, c, w)
+        self.print_setup(first)
+        return last
+
+    def print_setup(self, header_row: int = 0) -> None:
+        self.ws.set_landscape()
+        self.ws.set_paper(9)  # A4
+        self.ws.fit_to_pages(1, 0)
+        self.ws.repeat_rows(0, header_row)
+        self.ws.set_margins(left=0.4, right=0.4, top=0.6, bottom=0.6)
+        self.ws.set_footer("&C第 &P 页，共 &N 页")
+
+
+def _formats(book) -> dict:
+    base = {"font_name": "Microsoft YaHei", "font_size": 10, "valign": "top"}
+    return {
+        "head": book.add_format({**base, "bold": True, "bg_color": "#DDEBF7", "border": 1, "text_wrap": True,
+                                 "align": "center", "valign": "vcenter"}),
+        "text": book.add_format(base),
+        "wrap": book.add_format({**base, "text_wrap": True}),
+        "num": book.add_format({**base, "num_format": "0.00"}),
+        "int": book.add_format({**base, "num_format": "0"}),
+        "pct": book.add_format({**base, "num_format": "0.0%"}),
+        "bold_num": book.add_format({**base, "num_format": "0.00", "bold": True}),
+        "full": book.add_format({**base, "num_format": "0.##", "bold": True, "bg_color": "#F2F2F2"}),
+        "full_text": book.add_format({**base, "bold": True, "bg_color": "#F2F2F2"}),
+        "bad": book.add_format({"font_color": "#9C0006", "bg_color": "#FFC7CE"}),
+        "title": book.add_format({**base, "bold": True, "font_size": 12}),
+    }
+
+
+def rank_columns(res: RoundResult) -> tuple[list[str], list[list]]:
+    """The 排名 table (sheet and CSV): header and rows."""
+    level2 = list(res.system.level2_names)
+    header = RANK_HEAD + level2 + ["标记"]
+    extra = []
+    if "rank_label" in res.subjects and res.params["bootstrap"]:
+        extra.append((f"排名（{res.params['level']:.0%}区间）", "rank_label"))
+    if res.by:
+        extra.append((f"{res.by}内排名", "group_rank"))
+    if res.calibrated:
+        extra += [("校准总分", "calibrated_total"), ("校准排名", "calibrated_rank")]
+    header += [h for h, _ in extra]
+    rows = []
+    for r in res.subjects.to_dict("records"):
+        rows.append([r["rank"], r["subject"], r["name"], r["type"], r["province"], r["city"], r["total"], r["grade"],
+                     r["n_assessors"], *[r[n] for n in level2], r["flags"], *[r[k] for _, k in extra]])
+    return header, rows
+
+
+def write_summary(path: Path, res: RoundResult, *, period: str, scores: pd.DataFrame, roster: Roster | None,
+                  files: list[dict], generated: datetime) -> Path:
+    """The summary workbook (xlsxwriter), written atomically."""
+    system = res.system
+    with atomic_path(path) as tmp:
+        book = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False})
+        book.set_properties({"title": f"{system.name} {period} 评估汇总", "author": "happyhome", "created": generated})
+        f = _formats(book)
+        _rank_sheet(book, f, res)
+        _chart_sheet(book, f, res)
+        _items_sheet(book, f, res)
+        _scores_sheet(book, f, res, scores, roster)
+        _assessor_sheet(book, f, res)
+        _flags_sheet(book, f, res)
+        if res.calibrated:
+            _changes_sheet(book, f, res)
+        _about_sheet(book, f, res, period=period, files=files, generated=generated)
+        book.close()
+    return path
+
+
+def _rank_sheet(book, f, res: RoundResult) -> None:
+    sh = _Sheet(book, "排名", f)
+    header, rows = rank_columns(res)
+    n_level2 = len(res.system.level2_names)
+    fmts = [f["int"], f["text"], f["text"], f["text"], f["text"], f["text"], f["bold_num"], f["text"], f["int"]]
+    fmts += [f["num"]] * n_level2 + [f["wrap"]]
+    widths = [6, 9, 24, 13, 9, 9, 9, 8, 9] + [10] * n_level2 + [44]
+    for h in header[len(fmts):]:
+        fmts.append(f["num"] if h == "校准总分" else f["int"] if h.endswith("排名") else f["text"])
+        widths.append(15 if "区间" in h else 10)
+    last = sh.table(header, rows, fmts, widths, freeze_cols=3)
+    total_col = header.index("总分")
+    sh.ws.conditional_format(1, total_col, last, total_col, {
+        "type": "data_bar", "bar_color": "#63BE7B", "bar_solid": True,
+        "min_type": "num", "min_value": 0, "max_type": "num", "max_value": res.system.total})
+    grade_col = header.index("等级")
+    sh.ws.conditional_format(1, grade_col, last, grade_col, {
+        "type": "cell", "criteria": "==", "value": f'"{res.params["fail"]}"', "format": f["bad"]})
+    for k, name in enumerate(res.system.level2_names):
+        full = sum(i.max for i in res.system.items if i.level2 == name)
+        col = len(RANK_HEAD) + k
+        sh.ws.conditional_format(1, col, last, col, _scale(full))
+
+
+def _scale(full: float) -> dict:
+    """Red–yellow–green by share of 满分, the same for every column whatever its 满分."""
+    return {"type": "3_color_scale", "min_type": "num", "min_value": 0, "mid_type": "num",
+            "mid_value": 0.6 * full, "max_type": "num", "max_value": full,
+            "min_color": "#F8696B", "mid_color": "#FFEB84", "max_color": "#63BE7B"}
+
+
+def _chart_sheet(book, f, res: RoundResult) -> None:
+    sh = _Sheet(book, "图表", f)
+    cats = category_shares(res)
+    header = ["二级指标", "满分", "平均得分", "得分率"]
+    rows = [[name, full, mean, share] for name, full, mean, share in cats]
+    sh.table(header, rows, [f["text"], f["full"], f["num"], f["pct"]], [14, 8, 10, 10])
+    sh.ws.autofilter(0, 0, 0, 0)  # a four-row helper table needs no filter
+    n_rated = res.n_rated
+    if not n_rated:
+        sh.ws.write_string(len(rows) + 2, 0, NO_SCORES, f["title"])
+        return
+    totals = book.add_chart({"type": "column"})
+    totals.add_series({
+        "name": "总分", "categories": ["排名", 1, 2, n_rated, 2], "values": ["排名", 1, 6, n_rated, 6],
+        "fill": {"color": "#2B6CB0"}, "gap": 40,
+        "data_labels": {"value": True, "num_format": "0.0"} if n_rated <= 30 else {},
+    })
+    totals.set_title({"name": f"{res.system.name}：各评估对象总分"})
+    totals.set_y_axis({"min": 0, "max": res.system.total, "num_format": "0", "major_gridlines": {"visible": True}})
+    totals.set_x_axis({"num_font": {"rotation": -45}})
+    totals.set_legend({"none": True})
+    totals.set_size({"width": max(720, 28 * n_rated), "height": 380})
+    sh.ws.insert_chart(len(rows) + 3, 0, totals)
+    shares = book.add_chart({"type": "bar"})
+    shares.add_series({
+        "name": "得分率", "categories": ["图表", 1, 0, len(rows), 0], "values": ["图表", 1, 3, len(rows), 3],
+        "fill": {"color": "#2F855A"}, "data_labels": {"value": True, "num_format": "0.0%"},
+    })
+    shares.set_title({"name": "二级指标平均得分率（占满分）"})
+    shares.set_x_axis({"min": 0, "max": 1, "num_format": "0%"})
+    shares.set_y_axis({"reverse": True})
+    shares.set_legend({"none": True})
+    shares.set_size({"width": 560, "height": 40 + 34 * len(rows)})
+    sh.ws.insert_chart(0, 5, shares)
+
+
+def _items_sheet(book, f, res: RoundResult) -> None:
+    sh = _Sheet(book, "指标明细", f)
+    items = res.system.items
+    header = ["编号", "名称", "总分"] + [f"{i.code} {i.level3}" for i in items] + list(LEVEL1)
+    full = ["满分", "", res.system.total] + [i.max for i in items] + [
+        sum(i.max for i in items if i.level1 == level) for level in LEVEL1]
+    wide = res.items.pivot_table(index="subject", columns="item", values="score", aggfunc="first")
+    rows = [full]
+    for r in res.subjects.to_dict("records"):
+        got = wide.loc[r["subject"]] if r["subject"] in wide.index else {}
+        rows.append([r["subject"], r["name"], r["total"]] + [got.get(i.code, math.nan) for i in items]
+                    + [r[level] for level in LEVEL1])
+    fmts = [f["text"], f["text"], f["bold_num"]] + [f["num"]] * (len(items) + len(LEVEL1))
+    last = sh.table(header, rows, fmts, [9, 24, 9] + [11] * (len(items) + len(LEVEL1)), freeze_cols=2)
+    for c, value in enumerate(full):  # the 满分 row stands out
+        sh.put(1, c, value, f["full_text"] if isinstance(value, str) else f["full"])
+    sh.ws.freeze_panes(2, 2)
+    for k, item in enumerate(items):
+        sh.ws.conditional_format(2, 3 + k, last, 3 + k, _scale(item.max))
+
+
+def _scores_sheet(book, f, res: RoundResult, scores: pd.DataFrame, roster: Roster | None) -> None:
+    sh = _Sheet(book, "评分明细", f)
+    people = roster.assessors if roster else {}
+    subjects = dict(zip(res.subjects["subject"], res.subjects["name"]))
+    used = set(map(tuple, res.totals.loc[res.totals["used"], ["subject", "assessor"]].to_numpy())) if len(res.totals) else set()
+    level3 = {i.code: i.level3 for i in res.system.items}
+    header = ["期次", "评估人编号", "评估人", "对象编号", "对象名称", "指标编号", "三级指标", "得分", "填写值", "备注",
+              "计入", "来源文件", "工作表", "单元格", "sha256"]
+    rows = []
+    for r in scores.itertuples(index=False):
+        who = people.get(r.assessor)
+        rows.append([r.period, r.assessor, who.name if who else "", r.subject, subjects.get(r.subject, ""), r.item,
+                     level3.get(r.item, ""), r.score, r.raw, r.remark,
+                     "是" if (r.subject, r.assessor) in used else "否（截尾去掉）", r.file, r.sheet, r.cell, r.sha256])
+    fmts = [f["text"]] * 7 + [f["num"]] + [f["text"]] * 7
+    sh.table(header, rows, fmts, [9, 10, 9, 9, 22, 9, 14, 8, 8, 36, 10, 34, 14, 8, 20], freeze_cols=0)
+
+
+def _assessor_sheet(book, f, res: RoundResult) -> None:
+    sh = _Sheet(book, "评估人", f)
+    a = res.assessors
+    header = ["编号", "姓名", "单位", "评估对象数", "共同评估对象数", "平均偏差"]
+    cols = ["assessor", "name", "org", "n_subjects", "n_shared", "deviation"]
+    fmts = [f["text"]] * 3 + [f["int"], f["int"], f["num"]]
+    if "effect" in a:
+        header += ["宽严效应", "标准误", "说明"]
+        cols += ["effect", "effect_se", "effect_note"]
+        fmts += [f["num"], f["num"], f["text"]]
+    sh.table(header, a[cols].values.tolist(), fmts, [9, 10, 26, 11, 14, 10, 10, 10, 40], freeze_cols=2)
+    note = len(a) + 3
+    sh.ws.write_string(note, 0, "平均偏差：该评估人的总分减去同一对象其他评估人平均总分，在其与他人共同评估的对象上取平均；正数偏宽，负数偏严。", f["text"])
+    if "effect" in a:
+        sh.ws.write_string(note + 1, 0, "宽严效应：按“总分 = 对象效应 + 评估人效应 + 误差”最小二乘估计，效应之和为零。" + res.effects_message, f["text"])
+
+
+def _flags_sheet(book, f, res: RoundResult) -> None:
+    sh = _Sheet(book, "争议", f)
+    names = dict(zip(res.subjects["subject"], res.subjects["name"]))
+    level3 = {i.code: i.level3 for i in res.system.items}
+    rows = [[r.subject, names.get(r.subject, ""), r.item, level3.get(r.item, ""), FLAG_KINDS.get(r.kind, r.kind),
+             r.value, r.message] for r in res.flags.itertuples(index=False)]
+    sh.table(["对象编号", "名称", "指标编号", "三级指标", "类别", "数值", "说明"], rows,
+             [f["text"]] * 5 + [f["num"], f["wrap"]], [9, 24, 9, 14, 12, 8, 70], freeze_cols=2)
+
+
+def _changes_sheet(book, f, res: RoundResult) -> None:
+    sh = _Sheet(book, "排名变化", f)
+    c = res.rank_changes
+    rows = c[["subject", "name", "total", "rank", "calibrated_total", "calibrated_rank", "change"]].values.tolist()
+    sh.table(["编号", "名称", "总分", "排名", "校准总分", "校准排名", "名次变化"], rows,
+             [f["text"], f["text"], f["num"], f["int"], f["num"], f["int"], f["int"]], [9, 24, 9, 7, 10, 9, 9], freeze_cols=2)
+    if not rows:
+        sh.ws.write_string(2, 0, "校准后没有对象的名次发生变化。", f["text"])
+
+
+def _about_sheet(book, f, res: RoundResult, *, period: str, files: list[dict], generated: datetime) -> None:
+    sh = _Sheet(book, "说明", f)
+    p, s = res.params, res.system
+    rows = [
+        ["指标体系", f"{s.name}（{s.id}）"],
+        ["指标体系版本", s.version],
+        ["结构校验", s.checksum],
+        ["期次", period],
+        ["生成时间", generated.strftime("%Y-%m-%d %H:%M:%S")],
+        ["计分方法", "截尾平均（trimmed）" if p["method"] == "trimmed" else "平均（mean）"],
+        ["方法说明", res.method_note],
+        ["截尾起点人数 trim_min", p["trim_min"]],
+        ["最少评估人数 min_assessors", p["min_assessors"]],
+        ["排名比较小数位", p["rank_decimals"]],
+        ["等级", "；".join(f"{b['name']} ≥ {b['min']:g}" for b in p["grades"]) + f"；其余为{p['fail']}"],
+        ["单项分歧阈值（占满分）", p["item_range_share"]],
+        ["总分分歧阈值（分）", p["total_range_points"]],
+        ["分组排名", p["by"] or "无"],
+        ["排名区间", f"自助法 {p['bootstrap']} 次，种子 {p['seed']}，{p['level']:.0%} 区间" if p["bootstrap"] else "未计算"],
+        ["决策线", f"前 {p['selection_top']} 名入选线；等级线 " + "、".join(f"{b:g}" for b in p["boundaries"])],
+        ["正式排名", "校准排名" if p["official"] == "calibrated" else "未校准排名（平均分排名）"],
+        ["评估人一致性 α", res.agreement.get("alpha", math.nan)],
+        ["一致性解读", res.agreement.get("reading", "")],
+        ["已评对象 / 全部对象", f"{res.n_rated} / {len(res.subjects)}"],
+        ["计入的文件数", len(files)],
+    ]
+    if res.calibrated:
+        rows.append(["校准", "已计算评估人宽严效应与校准总分。" + res.effects_message])
+    if res.n_rated == 0:
+        rows.insert(0, ["注意", NO_SCORES])
+    sh.ws.set_column(0, 0, 26)
+    sh.ws.set_column(1, 1, 70)
+    sh.ws.set_column(2, 4, 20)
+    sh.ws.write_string(0, 0, "项目", f["head"])
+    sh.ws.write_string(0, 1, "内容", f["head"])
+    for r, (k, v) in enumerate(rows, start=1):
+        sh.put(r, 0, k, f["text"])
+        sh.put(r, 1, v, f["num"] if isinstance(v, float) else f["wrap"])
+    start = len(rows) + 2
+    sh.ws.write_string(start, 0, "计入评分的文件", f["title"])
+    head = ["文件名", "sha256", "评估人", "收到时间", "评分条数"]
+    for c, h in enumerate(head):
+        sh.ws.write_string(start + 1, c, h, f["head"])
+    for r, item in enumerate(files, start=start + 2):
+        for c, key in enumerate(["name", "sha256", "assessor", "received_at", "n"]):
+            sh.put(r, c, item[key], f["int"] if key == "n" else f["text"])
+    sh.ws.freeze_panes(1, 0)
+    sh.print_setup(0)
+
+
+def write_results_csv(path: Path, res: RoundResult) -> Path:
+    """The 排名 table as UTF-8 CSV with a byte-order mark; text cells made inert."""
+    header, rows = rank_columns(res)
+    numeric2 = {"总分", "校准总分", *res.system.level2_names}
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8-sig", newline="") as fh:
+            out = csv.writer(fh)
+            out.writerow(header)
+            for values in rows:
+                line = []
+                for h, v in zip(header, values):
+                    if _missing(v):
+                        line.append("")
+                    elif isinstance(v, str):
+                        line.append(inert_csv(v))
+                    elif h in numeric2:
+                        line.append(f"{float(v):.2f}")
+                    else:
+                        line.append(str(int(v)))
+                out.writerow(line)
+    return path
+
+
+# -- the command ----------------------------------------------------------------------------
+def report(
+    ws: Workspace,
+    system: str | System,
+    period: str,
+    method: str | None = None,
+    by: str | None = None,
+    calibrate: bool = False,
+    *,
+    generated: datetime | None = None,
+) -> ReportResult:
+    """Score a round and write its summary workbook, results CSV and digest."""
+    period = check_period(period)
+    if method is not None and method not in METHODS:
+        raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if by is not None and by not in BY_COLUMNS:
+        raise UsageError(f"--by must be one of {', '.join(BY_COLUMNS)}, got {by!r}")
+    system = system if isinstance(system, System) else load_system(system)
+    roster = read_roster(ws.path("roster"), known_types=tuple(dict.fromkeys((*TYPES, system.subject_type))))
+    scores, file_rows, status = _inputs(ws, period, system, roster)
+    result = score_round(scores, system, roster, ws.settings, method=method, by=by, calibrate=calibrate)
+    chase, assigned, received = chase_list(status), status.assigned, status.received
+    files = _files(scores, file_rows)
+    generated = generated or datetime.now().replace(microsecond=0)
+    out = ws.period_output(period)
+    summary = write_summary(out / f"summary-{system.id}.xlsx", result, period=period, scores=scores, roster=roster,
+                            files=files, generated=generated)
+    results = write_results_csv(out / f"results-{system.id}.csv", result)
+    context = digest_context(result, period=period, scores=scores, roster=roster, chase=chase, assigned=assigned,
+                             received=received, files=files, organiser=ws["round"]["organiser"], generated=generated)
+    digest = write_digest(out / f"digest-{system.id}.html", context)
+    return ReportResult(period=period, system=system, scores=result, summary=summary, csv=results, digest=digest,
+                        n_scores=len(scores), n_files=len(files), assigned=assigned, received=received)

@@ -1,0 +1,196 @@
+"""`happyhome report`: the summary workbook, results CSV and digest, read back and checked."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from datetime import datetime
+from pathlib import Path
+
+import openpyxl
+import pandas as pd
+import pytest
+
+from conftest import run
+from pipeline.config import Workspace
+from pipeline.ledger import FileRecord, Ledger, SheetRecord
+from pipeline.report import RANK_HEAD, report
+from pipeline.systems import load_system
+
+PERIOD = "2026-11"
+COMMUNITY = load_system("community")
+# Each sheet scores every item at the same share of its 满分, so a sheet total is 100 x share
+# and each 二级指标 subtotal is its 满分 x the mean share: easy to compute by hand.
+SHARES = {
+    "C001": {"E01": 0.90, "E02": 0.95, "E03": 0.85},  # 90.00 优秀, rank 1
+    "C002": {"E01": 0.80, "E02": 0.80, "E03": 0.80},  # 80.00 良好, rank 2
+    "C003": {"E01": 0.50, "E02": 0.70},               # 60.00 合格, rank 3; E03 has not returned it
+}
+EXPECTED = {"C001": 90.0, "C002": 80.0, "C003": 60.0}
+REMARKS = {("E01", "C001", "C01"): "<script>alert(1)</script>", ("E02", "C001", "C02"): "=1+1",
+           ("E03", "C002", "C05"): "+86 138 0000 0000 居民反映良好"}
+
+
+def add_returns(root: Path, shares=SHARES, remarks=REMARKS, system=COMMUNITY, period=PERIOD) -> None:
+    """Put accepted sheets in the ledger the way collect does: one FileRecord per assessor."""
+    ws = Workspace.open(root)
+    by_assessor: dict[str, list[SheetRecord]] = {}
+    for subject, people in shares.items():
+        for assessor, share in people.items():
+            scores = []
+            for row, item in enumerate(system.items, start=7):
+                value = round(item.max * share, 4)
+                scores.append((item.code, f"{value:g}", value, remarks.get((assessor, subject, item.code), ""), f"G{row}"))
+            by_assessor.setdefault(assessor, []).append(SheetRecord(f"{subject}表", assessor, subject, True, scores))
+    with Ledger(ws.path("ledger")) as ledger:
+        for assessor, sheets in by_assessor.items():
+            name = f"{period}-{system.id}-{assessor}.xlsx"
+            sha = hashlib.sha256(name.encode()).hexdigest()
+            ledger.add_file(FileRecord(sha, name, f"input/returned/{period}/{name}", 1000, datetime(2026, 11, 20, 9),
+                                       datetime(2026, 11, 20, 8), f"ledger/archive/{sha}", period, system.id, assessor,
+                                       "xlsx", "accepted", sheets=sheets))
+
+
+def sheet(path: Path, name: str) -> pd.DataFrame:
+    return pd.read_excel(path, sheet_name=name, dtype={"编号": str, "对象编号": str})
+
+
+def test_summary_workbook_matches_hand_computed_values(workspace):
+    add_returns(workspace)
+    res = report(Workspace.open(workspace), "community", PERIOD)
+    out = workspace / "output" / PERIOD
+    assert res.summary == out / "summary-community.xlsx" and res.summary.is_file()
+    assert res.csv == out / "results-community.csv" and res.digest == out / "digest-community.html"
+
+    book = openpyxl.load_workbook(res.summary)
+    assert book.sheetnames[:1] == ["排名"]
+    assert {"排名", "指标明细", "评分明细", "评估人", "争议", "说明"} <= set(book.sheetnames)
+    assert "排名变化" not in book.sheetnames
+    head = [c.value for c in book["排名"][1]]
+    level2 = list(COMMUNITY.level2_names)
+    assert head[:9] == RANK_HEAD
+    assert head[9:9 + len(level2)] == level2
+    assert head[9 + len(level2)] == "标记"
+
+    rank = sheet(res.summary, "排名").set_index("编号")
+    assert list(rank.index) == ["C001", "C002", "C003"]
+    for code, total in EXPECTED.items():
+        assert rank.loc[code, "总分"] == pytest.approx(total, abs=0.01)
+    assert rank["排名"].tolist() == [1, 2, 3]
+    assert rank["等级"].tolist() == ["优秀", "良好", "合格"]
+    assert rank["评估人数"].tolist() == [3, 3, 2]
+    # 二级指标 subtotal = its 满分 x the subject's mean share.
+    full = {n: sum(i.max for i in COMMUNITY.items if i.level2 == n) for n in level2}
+    for code, total in EXPECTED.items():
+        for name in level2:
+            assert rank.loc[code, name] == pytest.approx(full[name] * total / 100, abs=0.01)
+    assert "评估人总分相差 20.00 分" in rank.loc["C003", "标记"]
+    assert rank.loc["C003", "排名（90%区间）"].startswith("第3名")
+
+    # Frozen headers, a filter, print setup, number formats.
+    ws = book["排名"]
+    assert ws.freeze_panes == "D2"
+    assert ws.auto_filter.ref.startswith("A1:")
+    assert ws.page_setup.orientation == "landscape" and ws.page_setup.paperSize == 9
+    assert ws.print_title_rows == "$1:$1"
+    assert ws.cell(2, 7).number_format == "0.00"
+    assert ws.conditional_formatting  # data bar, grade highlight, colour scales
+
+    items = sheet(res.summary, "指标明细")
+    assert items.iloc[0]["编号"] == "满分" and items.iloc[0]["总分"] == 100
+    c01 = [c for c in items.columns if c.startswith("C01 ")][0]
+    assert items.iloc[0][c01] == 4
+    assert items.set_index("编号").loc["C001", c01] == pytest.approx(4 * 0.9)
+
+    detail = sheet(res.summary, "评分明细")
+    n_sheets = sum(len(v) for v in SHARES.values())
+    assert len(detail) == n_sheets * len(COMMUNITY.items)
+    row = detail[(detail["评估人编号"] == "E02") & (detail["对象编号"] == "C001") & (detail["指标编号"] == "C02")].iloc[0]
+    assert row["备注"] == "=1+1" and row["单元格"] == "G8" and row["来源文件"] == "2026-11-community-E02.xlsx"
+    assert row["得分"] == pytest.approx(4 * 0.95)
+    # A remark that starts with "=" is stored as text, never as a formula.
+    cells = [c for r in book["评分明细"].iter_rows() for c in r if c.value == "=1+1"]
+    assert cells and all(c.data_type == "s" for c in cells)
+
+    people = sheet(res.summary, "评估人").dropna(subset=["姓名"]).set_index("编号")
+    assert people.loc["E01", "评估对象数"] == 3 and people.loc["E03", "评估对象数"] == 2
+    # E02: C001 95 - 87.5, C002 0, C003 70 - 50 -> (7.5 + 0 + 20) / 3
+    assert people.loc["E02", "平均偏差"] == pytest.approx(27.5 / 3, abs=0.01)
+
+    flags = sheet(res.summary, "争议")
+    assert ("C003", "总分分歧") in set(zip(flags["对象编号"], flags["类别"]))
+
+    about = {r[0].value: r[1].value for r in book["说明"].iter_rows(min_row=2, max_col=2) if r[0].value}
+    assert about["指标体系版本"] == COMMUNITY.version and about["结构校验"] == COMMUNITY.checksum
+    assert about["计分方法"] == "平均（mean）"
+    assert "α" in about["一致性解读"] or "一致" in about["一致性解读"]
+    shas = {c.value for r in book["说明"].iter_rows() for c in r if isinstance(c.value, str) and len(c.value) == 64}
+    assert shas == {hashlib.sha256(f"{PERIOD}-community-{a}.xlsx".encode()).hexdigest() for a in ("E01", "E02", "E03")}
+
+    # Native charts: totals and category averages.
+    charts = book["图表"]._charts
+    assert len(charts) == 2
+
+
+def test_results_csv_has_bom_and_inert_text(workspace):
+    add_returns(workspace)
+    res = report(Workspace.open(workspace), "community", PERIOD)
+    raw = res.csv.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")
+    rows = list(csv.DictReader(raw.decode("utf-8-sig").splitlines()))
+    assert [r["编号"] for r in rows] == ["C001", "C002", "C003"]
+    assert [r["总分"] for r in rows] == ["90.00", "80.00", "60.00"]
+    assert rows[0]["名称"] == "湖滨街道东坡路社区" and rows[0]["排名"] == "1"
+    assert list(rows[0])[:9] == RANK_HEAD
+
+
+def test_csv_neutralises_formula_like_roster_text(workspace):
+    from pipeline.roster import write_roster
+    from conftest import ASSESSORS, PAIRS, SUBJECTS
+    subjects = [s if s[0] != "C002" else (s[0], "=HYPERLINK(1)", *s[2:]) for s in SUBJECTS]
+    write_roster(workspace / "input" / "roster.xlsx", subjects, ASSESSORS, PAIRS)
+    add_returns(workspace)
+    res = report(Workspace.open(workspace), "community", PERIOD)
+    rows = list(csv.DictReader(res.csv.read_text(encoding="utf-8-sig").splitlines()))
+    assert rows[1]["名称"] == "'=HYPERLINK(1)"
+    cell = [c for r in openpyxl.load_workbook(res.summary)["排名"].iter_rows() for c in r if c.value == "=HYPERLINK(1)"]
+    assert cell and cell[0].data_type == "s"
+
+
+def test_trimmed_by_province_and_calibrate(workspace):
+    add_returns(workspace)
+    res = report(Workspace.open(workspace), "community", PERIOD, method="trimmed", by="省份", calibrate=True)
+    book = openpyxl.load_workbook(res.summary)
+    assert "排名变化" in book.sheetnames
+    head = [c.value for c in book["排名"][1]]
+    assert {"省份内排名", "校准总分", "校准排名"} <= set(head)
+    rank = sheet(res.summary, "排名").set_index("编号")
+    # Three assessors at most: fewer than trim_min (5), so trimming changes nothing.
+    assert rank.loc["C001", "总分"] == pytest.approx(90, abs=0.01)
+    assert rank["省份内排名"].tolist() == [1, 1, 1]  # one community per province
+    about = {r[0].value: r[1].value for r in book["说明"].iter_rows(min_row=2, max_col=2) if r[0].value}
+    assert about["计分方法"] == "截尾平均（trimmed）" and about["分组排名"] == "省份"
+    assert "截尾" in res.digest.read_text(encoding="utf-8")
+
+
+def test_no_scores_still_writes_everything(workspace):
+    res = report(Workspace.open(workspace), "community", PERIOD)
+    assert res.no_scores and all(p.is_file() for p in res.paths)
+    assert not (workspace / "ledger" / "happyhome.sqlite").exists()  # report does not create a ledger
+    rank = sheet(res.summary, "排名")
+    assert rank["等级"].tolist() == ["未评"] * 3 and rank["排名"].isna().all()
+    book = openpyxl.load_workbook(res.summary)
+    assert book["说明"]["A2"].value == "注意" and "未评" in book["说明"]["B2"].value
+    html = res.digest.read_text(encoding="utf-8")
+    assert 'id="no-scores"' in html
+
+
+def test_cli_report_prints_paths_and_top_ranks(workspace):
+    add_returns(workspace)
+    result = run(workspace, "report", "--system", "community", "--period", PERIOD)
+    assert "summary-community.xlsx" in result.output and "digest-community.html" in result.output
+    assert "湖滨街道东坡路社区" in result.output and "90.00" in result.output
+    bad = run(workspace, "report", "--system", "community", "--period", PERIOD, "--by", "国家", expect=2)
+    assert "国家" in bad.output
+    empty = run(workspace, "report", "--system", "zone", "--period", "2026-12")
+    assert "未评" in empty.output or "no accepted" in empty.output.lower()
