@@ -284,3 +284,282 @@ def test_an_error_rejects_only_its_sheet_and_strict_makes_it_exit_6(workspace):
     assert chase["E03", "C001"]["情况"].startswith("已交但未通过检查")
     messages = {r["单元格"]: r["问题"] for r in book["问题"] if r["文件"] == "E02.xlsx"}
     assert messages["G23"] == "C17 模式创新 的得分 11 超出范围，应在 0 到 10 之间，本表未计入。"
+
+
+def test_metadata_gone_collects_from_the_identity_block(workspace):
+    forms = make_forms(workspace)
+    folder = returned(workspace)
+    # E01 copies the sheets' values into a new workbook; E02 deletes the hidden sheet
+    fill_form(forms["E01"], answers("E01"), save_as=folder / "filled.xlsx")
+    source = openpyxl.load_workbook(folder / "filled.xlsx")
+    fresh = openpyxl.Workbook()
+    fresh.remove(fresh.active)
+    for ws in source.worksheets:
+        if ws.sheet_state == "visible":
+            copy = fresh.create_sheet("表" + ws.title[:4])
+            for row in ws.iter_rows():
+                for cell in row:
+                    copy.cell(cell.row, cell.column).value = cell.value
+    (folder / "filled.xlsx").unlink()
+    fresh.save(folder / "copied.xlsx")
+    fill_form(forms["E02"], answers("E02"), save_as=folder / "nometa.xlsx")
+    book = openpyxl.load_workbook(folder / "nometa.xlsx")
+    del book[META_SHEET]
+    book.save(folder / "nometa.xlsx")
+    collect(workspace)
+    assert ledger_scores(workspace) == expected_scores("E01", "E02")
+    assert {r["状态"] for r in report(workspace)["文件"]} == {"已接收"}
+
+
+def test_visible_block_disagreeing_with_metadata_rejects_that_sheet(workspace):
+    path = make_forms(workspace)["E01"]
+    target = fill_form(path, answers("E01"), save_as=returned(workspace) / "edited.xlsx")
+    book = openpyxl.load_workbook(target)
+    sheet_of(book, "C002")["G3"].value = "E02"  # someone else's code typed into the block
+    book.save(target)
+    collect(workspace)
+    assert {s for _, s, _ in ledger_scores(workspace)} == {"C001", "C003"}
+    assert problems(workspace) == [("edited.xlsx", "C002 玉林街道黉门街社区", "G3", "E02", "identity_mismatch")]
+    assert report(workspace)["文件"][0]["状态"] == "部分接收"
+
+
+def test_edited_metadata_wrong_period_wrong_system_and_foreign_files_are_rejected(workspace):
+    forms = make_forms(workspace)
+    folder = returned(workspace)
+    target = fill_form(forms["E01"], answers("E01"), save_as=folder / "tampered.xlsx")
+    book = openpyxl.load_workbook(target)
+    book[META_SHEET]["B7"].value = "E02"  # the assessor row, edited by hand
+    book.save(target)
+    old = make_forms(workspace, period="2026-10")["E02"]
+    fill_form(old, answers("E02"), save_as=folder / "october.xlsx")
+    zone = make_forms(workspace, system="zone")["E03"]
+    (folder / "zone.xlsx").write_bytes(zone.read_bytes())
+    foreign = openpyxl.Workbook()
+    foreign.active.append(["编号", "得分"])
+    foreign.active.append(["C01", 3])
+    foreign.save(folder / "foreign.xlsx")
+    fill_form(forms["E03"], answers("E03"), save_as=folder / "good.xlsx")
+    collect(workspace)
+    assert ledger_scores(workspace) == expected_scores("E03")
+    codes = {p[0]: p[4] for p in problems(workspace)}
+    assert codes == {"tampered.xlsx": "meta_tampered", "october.xlsx": "wrong_period", "zone.xlsx": "wrong_system",
+                     "foreign.xlsx": "no_identity"}
+    rows = {r["文件名"]: r for r in report(workspace)["文件"]}
+    assert rows["october.xlsx"]["状态"] == "已拒收"
+    assert rows["october.xlsx"]["说明"] == "这是 2026-10 期的评分表，本轮收取的是 2026-11 期。"
+
+
+def test_broken_files_are_one_rejected_row_each_and_the_run_continues(workspace):
+    from msoffcrypto.format.ooxml import OOXMLFile
+
+    forms = make_forms(workspace)
+    folder = returned(workspace)
+    good = fill_form(forms["E01"], answers("E01"), save_as=folder / "good.xlsx")
+    data = good.read_bytes()
+    (folder / "empty.xlsx").write_bytes(b"")
+    (folder / "truncated.xlsx").write_bytes(data[: len(data) // 2])
+    (folder / "report.pdf").write_bytes(b"%PDF-1.4 not a workbook")
+    (folder / "notes.txt").write_text("评分见附件", encoding="utf-8")
+    with open(good, "rb") as plain, open(folder / "locked.xlsx", "wb") as locked:
+        office = OOXMLFile(plain)
+        office.encrypt("secret", locked)
+    collect(workspace)
+    assert ledger_scores(workspace) == expected_scores("E01")
+    rows = {r["文件名"]: (r["状态"], r["说明"]) for r in report(workspace)["文件"]}
+    assert rows == {
+        "good.xlsx": ("已接收", ""),
+        "empty.xlsx": ("已拒收", "文件是空的（0 字节），请重新发送填好的评分表。"),
+        "truncated.xlsx": ("已拒收", rows["truncated.xlsx"][1]),
+        "report.pdf": ("已拒收", "这不是 Excel/WPS 电子表格文件（PDF 文档），请发送系统下发的评分表（.xlsx）。"),
+        "notes.txt": ("已拒收", "这不是 Excel/WPS 电子表格文件（文本文件），请发送系统下发的评分表（.xlsx）。"),
+        "locked.xlsx": ("已拒收", "文件已加密，请取消密码后重新发送。"),
+    }
+    assert rows["truncated.xlsx"][1].startswith("文件已损坏或不完整")
+    assert counts(workspace)["files"] == 6  # every one is in the ledger ...
+    archived = list((workspace / "ledger" / "archive").rglob("*.*"))
+    assert len(archived) == 6  # ... and archived, rejected ones included
+
+
+def test_running_again_changes_nothing_and_a_copy_under_another_name_is_a_duplicate(workspace):
+    forms = make_forms(workspace)
+    folder = returned(workspace)
+    for a, path in forms.items():
+        fill_form(path, answers(a), save_as=folder / path.name)
+    collect(workspace)
+    before = counts(workspace)
+    again = collect(workspace)
+    assert counts(workspace) == before
+    assert re.search(r"already collected\s*│\s*3", again.output)
+    copy = folder / "resent" / "张敏-再发一次.xlsx"
+    copy.parent.mkdir()
+    copy.write_bytes((folder / forms["E01"].name).read_bytes())
+    third = collect(workspace)
+    assert re.search(r"duplicates\s*│\s*1", third.output)
+    after = counts(workspace)
+    assert after == {**before, "aliases": 1}
+    assert ledger_scores(workspace) == expected_scores("E01", "E02", "E03")
+    rows = [r for r in report(workspace)["文件"] if r["文件名"] == "张敏-再发一次.xlsx"]
+    assert [(r["状态"], r["评估人"], r["说明"]) for r in rows] == [
+        ("重复", "张敏（E01）", f"与已收取的文件 {forms['E01'].name} 内容完全相同，不重复计入。")]
+    collect(workspace)
+    assert counts(workspace) == after
+
+
+def test_a_later_saved_resubmission_supersedes_and_an_earlier_saved_one_does_not(workspace):
+    path = make_forms(workspace)["E01"]
+    folder = returned(workspace)
+    first = fill_form(path, answers("E01"), save_as=folder / "v1.xlsx")
+    set_saved(first, datetime(2026, 11, 20, 9, 0))
+    collect(workspace)
+    changed = answers("E01")
+    changed["C001"]["C01"] = 1.5
+    second = fill_form(path, changed, save_as=folder / "v2.xlsx")
+    set_saved(second, datetime(2026, 11, 22, 9, 0))
+    older = answers("E01")
+    older["C001"]["C01"] = 0.5
+    third = fill_form(path, older, save_as=folder / "v0.xlsx")
+    set_saved(third, datetime(2026, 11, 21, 9, 0))  # arrives last, but was saved before v2
+    result = collect(workspace)
+    assert "replaced  v1.xlsx (C001 湖滨街道东坡路社区) by v2.xlsx" in result.output
+    got = ledger_scores(workspace)
+    assert got["E01", "C001", "C01"] == 1.5
+    assert len(got) == 3 * 19
+    with Ledger(workspace / "ledger" / "happyhome.sqlite") as ledger:
+        sheets = ledger.sheets(PERIOD, "community")
+    status = {(r.file, r.subject): (r.status, r.replaced_by_file) for r in sheets.itertuples()}
+    assert status["v1.xlsx", "C001"] == ("superseded", "v2.xlsx")
+    assert status["v0.xlsx", "C001"] == ("superseded", "v2.xlsx")
+    assert status["v2.xlsx", "C001"][0] == "accepted"
+    assert counts(workspace)["scores"] == 3 * 3 * 19  # the earlier scores stay in the ledger
+    rows = {r["文件名"]: r for r in report(workspace)["文件"]}
+    assert rows["v1.xlsx"]["状态"] == "已被替换" and rows["v0.xlsx"]["状态"] == "已被替换"
+    assert rows["v2.xlsx"]["状态"] == "已接收" and "替换了 v1.xlsx 中的 C001" in rows["v2.xlsx"]["说明"]
+    assert "C001 已由 v2.xlsx（C001 湖滨街道东坡路社区）替换" in rows["v1.xlsx"]["说明"]
+
+
+def test_in_one_run_the_later_saved_wins_whatever_the_order_of_arrival(workspace):
+    path = make_forms(workspace)["E01"]
+    folder = returned(workspace)
+    changed = answers("E01")
+    changed["C002"]["C07"] = 0
+    late = fill_form(path, changed, save_as=folder / "a-late.xlsx")
+    set_saved(late, datetime(2026, 11, 23, 9, 0))
+    early = fill_form(path, answers("E01"), save_as=folder / "b-early.xlsx")
+    set_saved(early, datetime(2026, 11, 21, 9, 0))
+    os.utime(late, (1_700_000_000, 1_700_000_000))  # the later-saved one reached the folder first
+    collect(workspace)
+    assert ledger_scores(workspace)["E01", "C002", "C07"] == 0
+
+
+def test_item_rows_missing_duplicated_or_unknown_and_two_sheets_for_one_subject(workspace):
+    path = make_forms(workspace)["E01"]
+    target = fill_form(path, answers("E01"), save_as=returned(workspace) / "rows.xlsx")
+    book = openpyxl.load_workbook(target)
+    sheet_of(book, "C001")["A9"].value = "C99"  # C03's code overwritten: C03 missing, C99 unknown
+    sheet_of(book, "C002")["A10"].value = "C01"  # C04's row now says C01 again
+    book.copy_worksheet(sheet_of(book, "C003"))  # a second sheet for C003
+    book.save(target)
+    collect(workspace)
+    assert ledger_scores(workspace) == {}
+    found = {(p[1][:4], p[2], p[3], p[4]) for p in problems(workspace)}
+    assert ("C001", "A9", "C99", "unknown_item") in found
+    assert ("C001", "", "C03", "missing_item") in found
+    assert ("C002", "A10", "C01", "duplicate_item") in found
+    assert ("C002", "", "C04", "missing_item") in found
+    assert sum(p[4] == "duplicate_subject" for p in problems(workspace)) == 2
+    assert report(workspace)["文件"][0]["状态"] == "已拒收"
+
+
+def test_subjects_not_assigned_or_unknown_to_the_roster_are_refused(workspace, tmp_path):
+    forms = make_forms(workspace)
+    fill_form(forms["E01"], answers("E01"), save_as=returned(workspace) / "e01.xlsx")
+    narrow = tmp_path / "narrow.xlsx"  # E01 no longer rates C003; C002 has left the programme
+    write_roster(narrow, [s for s in SUBJECTS if s[0] != "C002"], ASSESSORS,
+                 [p for p in PAIRS if p != ("E01", "C003") and p[1] != "C002"])
+    collect(workspace, "--roster", str(narrow))
+    assert {s for _, s, _ in ledger_scores(workspace)} == {"C001"}
+    assert {(p[3], p[4]) for p in problems(workspace)} == {("C002", "unknown_subject"), ("C003", "not_assigned")}
+
+
+def test_remarks_are_kept_and_cut_at_the_limit(workspace):
+    set_setting(workspace, "max_remark_chars = 2000", "max_remark_chars = 10")
+    path = make_forms(workspace)["E01"]
+    fill_form(path, answers("E01"), remarks={"C001": {"C02": "短备注", "C03": "这条备注一共有十六个字是很长的"}},
+              save_as=returned(workspace) / "remarks.xlsx")
+    collect(workspace)
+    with Ledger(workspace / "ledger" / "happyhome.sqlite") as ledger:
+        frame = ledger.accepted_scores(PERIOD, "community")
+    remark = {r.item: r.remark for r in frame.itertuples() if r.subject == "C001"}
+    assert remark["C02"] == "短备注" and remark["C03"] == "这条备注一共有十六个" and remark["C01"] == ""
+    assert [(p[2], p[4]) for p in problems(workspace)] == [("H9", "remark_cut")]
+
+
+def test_the_pool_gives_the_same_result_as_one_process(workspace, tmp_path):
+    forms = make_forms(workspace)
+    folder = returned(workspace)
+    for n in range(3):
+        for a, path in forms.items():
+            scores = answers(a)
+            scores["C001"]["C01"] = n  # later copies differ, so each is a new file
+            fill_form(path, scores, save_as=folder / f"{n}-{path.name}")
+    (folder / "broken.xlsx").write_bytes(b"PK\x03\x04 broken")
+    set_setting(workspace, "pool_min_files = 16", "pool_min_files = 2")
+    set_setting(workspace, "workers = 0", "workers = 2")
+    collect(workspace)
+    pooled = (ledger_scores(workspace), counts(workspace))
+    serial_ws = tmp_path / "serial"
+    serial_ws.mkdir()
+    import shutil
+
+    shutil.copytree(workspace, serial_ws / "ws")
+    shutil.rmtree(serial_ws / "ws" / "ledger")
+    set_setting(serial_ws / "ws", "workers = 2", "workers = 1")
+    collect(serial_ws / "ws")
+    assert (ledger_scores(serial_ws / "ws"), counts(serial_ws / "ws")) == pooled
+    assert pooled[1]["files"] == 10 and pooled[1]["sheets"] == 27
+
+
+def test_a_second_run_on_the_same_workspace_is_refused_while_the_first_holds_the_lock(workspace):
+    set_setting(workspace, "lock_wait = 5", "lock_wait = 0.3")
+    with workspace_lock(Workspace.open(workspace)):
+        result = collect(workspace, expect=5)
+    assert "Another happyhome run" in result.output and "Run again when it has finished" in result.output
+    assert not (workspace / "output" / PERIOD / "collection-community.xlsx").exists()
+    collect(workspace)  # released: the next run goes ahead
+
+
+def test_the_lock_holds_across_processes(workspace):
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pipeline.config import Workspace; from pipeline.lock import workspace_lock\n"
+         f"with workspace_lock(Workspace.open({str(workspace)!r})):\n"
+         "    print('held', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        set_setting(workspace, "lock_wait = 5", "lock_wait = 0.2")
+        result = collect(workspace, expect=5)
+        assert f"(process {holder.pid})" in result.output
+    finally:
+        holder.kill()
+        holder.wait()
+    collect(workspace)  # the kernel released the lock of the killed process
+
+
+@pytest.mark.slow
+@pytest.mark.libreoffice
+@pytest.mark.parametrize("fmt", ["xlsx", "ods", "xls"])
+def test_a_form_resaved_by_libreoffice_collects_the_same_scores(workspace, tmp_path, fmt):
+    path = make_forms(workspace)["E02"]
+    filled = fill_form(path, answers("E02"), remarks={"C003": {"C19": "很好"}}, save_as=tmp_path / "filled.xlsx")
+    converted = soffice_convert(filled, fmt, tmp_path / "lo")
+    target = returned(workspace) / f"resaved.{fmt}"
+    target.write_bytes(converted.read_bytes())
+    collect(workspace)
+    assert ledger_scores(workspace) == expected_scores("E02")
+    assert [p[4] for p in problems(workspace)] == []
+    with Ledger(workspace / "ledger" / "happyhome.sqlite") as ledger:
+        frame = ledger.accepted_scores(PERIOD, "community")
+        files = ledger.files(PERIOD, "community")
+    assert files.format.tolist() == [fmt] and files.assessor.tolist() == ["E02"]
+    assert frame[(frame.subject == "C003") & (frame.item == "C19")].remark.iloc[0] == "很好"
