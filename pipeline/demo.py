@@ -192,7 +192,6 @@ class Return:
     saved: datetime | None = None  # the workbook's own saved time
     spec: FormSpec | None = None  # a workbook written from a form (with answers)
     content: bytes | None = None  # or raw bytes (a file that is not ours)
-    copy_of: Path | None = None  # or a copy of another round's return
     note: str = ""  # what is wrong with it, for the demo's summary ("" = a good return)
 
 
@@ -232,6 +231,7 @@ def plan_round(ws: Workspace, data: DemoData, roster: Roster, systems: list[Syst
     """The blank forms and the returns of one month, faults included (deterministic)."""
     period = data.periods[month]
     deadline = ws.deadline(period)
+    folder = ws.returned(period)  # one folder per system below it: collect takes one system's files
     rng = np.random.default_rng([data.seed, 4, month])
     codes = [a[0] for a in data.assessors]
     order = [str(c) for c in rng.permutation(codes)]
@@ -247,8 +247,9 @@ def plan_round(ws: Workspace, data: DemoData, roster: Roster, systems: list[Syst
                 continue
             subjects = [s.code for s in spec.subjects]
             answers = answers_for(data, system, month, assessor, subjects)
-            path = ws.returned(period) / spec.path.name
-            received = _late(rng, deadline) if rng.random() < 0.1 else _on_time(rng, deadline)
+            path = folder / system.id / spec.path.name
+            late = (system.id, assessor) in (("community", order[-1]), ("zone", order[-2]))  # one late file each
+            received = _late(rng, deadline) if late else _on_time(rng, deadline)
             note = "逾期" if received > deadline else ""
             faulty = {s: dict(items) for s, items in answers.items()}
             first_subject, first_item = subjects[0], system.items[-1]
@@ -269,12 +270,16 @@ def plan_round(ws: Workspace, data: DemoData, roster: Roster, systems: list[Syst
                 note = "漏填得分"
             returns.append(Return(path, received, _saved_before(rng, received), replace(spec, path=path, answers=answers), note=note))
     if last:
-        sent = [r.path for r in (previous.returns if previous else []) if r.spec and not r.note]
-        if sent:  # last month's file dropped into this month's folder
-            returns.append(Return(ws.returned(period) / sent[-1].name, _on_time(rng, deadline),
-                                  copy_of=sent[-1], note="上月的文件"))
+        sent = [f for f in (previous.forms if previous else []) if f.system.id == "community"]
+        if sent:  # this month's scores typed into last month's form
+            spec = sent[-1]
+            when = _on_time(rng, deadline)
+            answers = answers_for(data, spec.system, month, spec.assessor.code, [s.code for s in spec.subjects])
+            returns.append(Return(folder / "community" / spec.path.name, when, _saved_before(rng, when),
+                                  replace(spec, path=folder / "community" / spec.path.name, answers=answers),
+                                  note="用了上月的表"))
         for name, body in _not_ours():
-            returns.append(Return(ws.returned(period) / name, _on_time(rng, deadline), content=body, note="不是评分表"))
+            returns.append(Return(folder / "community" / name, _on_time(rng, deadline), content=body, note="不是评分表"))
     return RoundPlan(period, forms, returns, missing)
 
 
@@ -318,13 +323,112 @@ def write_round_files(plans: list[RoundPlan], workers: int = 1, advance: Callabl
         for job in jobs:
             _write_job(job)
             advance and advance(1)
-    for plan in plans:  # copies and foreign files last: a copy needs its source written
+    for plan in plans:
         for r in plan.returns:
             r.path.parent.mkdir(parents=True, exist_ok=True)
             if r.content is not None:
                 r.path.write_bytes(r.content)
-            elif r.copy_of is not None:
-                shutil.copyfile(r.copy_of, r.path)
             stamp = r.received.timestamp()
             os.utime(r.path, (stamp, stamp))
     return len(jobs)
+
+
+# -- the whole job -----------------------------------------------------------------------------
+@dataclass
+class DemoResult:
+    root: Path
+    periods: list[str]
+    subjects: int
+    assessors: int
+    files: int  # workbooks written (blank forms and returns)
+    faults: list[tuple[str, str, str]]  # (period, file, what is wrong with it)
+    collected: dict[tuple[str, str], object]  # (period, system) -> CollectResult
+    digests: dict[str, Path]  # system -> the latest month's digest
+    summaries: dict[str, Path]
+    rollups: dict[str, tuple[Path, Path]]  # system -> (xlsx, html)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def prepare_folder(root: Path) -> None:
+    """Refuse a non-empty folder that is not a previous demo; empty a previous demo."""
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"{root} exists and is not a folder.")
+    if root.is_dir() and any(root.iterdir()):
+        if not (root / MARKER).is_file():
+            raise UsageError(f"{root} is not empty and was not made by `happyhome demo`; choose another folder.")
+        for child in root.iterdir():
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    root.mkdir(parents=True, exist_ok=True)
+
+
+def build_demo(root: str | Path = "demo", size: DemoSize = FULL, end: str = DEFAULT_END, seed: int = SEED,
+               stage: Stage | None = None, workers: int | None = None) -> DemoResult:
+    """Build the example workspace in `root` and run every round in it: forms, returns,
+    collect and report for both systems, then the roll-ups."""
+    import time
+
+    from pipeline.collect import collect
+    from pipeline.ledger import Ledger
+    from pipeline.lock import workspace_lock
+    from pipeline.report import report
+    from pipeline.rollup import rollup
+    from pipeline.workspace import init_workspace
+
+    clock = time.perf_counter()
+    seconds: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = now - clock
+        clock = now
+
+    stage = stage or (lambda label, total: (lambda n=1: None))
+    root = Path(root).resolve()
+    prepare_folder(root)
+    (root / MARKER).write_text(f"Built by `happyhome demo` (seed {seed}); `happyhome demo` may clear and rebuild this folder.\n",
+                               encoding="utf-8")
+    init_workspace(root)
+    config = root / CONFIG_NAME
+    config.write_text(config.read_text(encoding="utf-8").replace('contact = ""', 'contact = "项目办公室 010-6512 3456"', 1),
+                      encoding="utf-8")
+    data = make_data(size, end, seed)
+    write_roster(root / "input" / "roster.xlsx", data.subjects, data.assessors, data.pairs)
+    ws = Workspace.open(root)
+    roster = read_roster(ws.path("roster"))
+    systems = [load_system("zone"), load_system("community")]
+    plans = plan_rounds(ws, data, roster, systems)
+    lap("plan")
+
+    n_jobs = sum(len(p.forms) + sum(1 for r in p.returns if r.spec) for p in plans)
+    workers = workers if workers is not None else (os.cpu_count() or 1)
+    files = write_round_files(plans, workers=workers, advance=stage("Writing forms and returns", n_jobs))
+    lap("write")
+
+    collected, digests, summaries, rollups = {}, {}, {}, {}
+    with workspace_lock(ws):
+        advance = stage("Collecting", len(plans) * len(systems))
+        for plan in plans:
+            for system in systems:
+                collected[plan.period, system.id] = collect(ws, system, plan.period, [ws.returned(plan.period) / system.id],
+                                                            roster, workers=1)
+                advance(1)
+        lap("collect")
+        advance = stage("Reporting", len(plans) * len(systems))
+        for plan in plans:
+            for system in systems:
+                result = report(ws, system, plan.period)
+                digests[system.id], summaries[system.id] = result.digest, result.summary
+                advance(1)
+        lap("report")
+        advance = stage("Rolling up", len(systems))
+        with Ledger(ws.path("ledger")) as ledger:
+            for system in systems:
+                result = rollup(ws, system, roster, ledger)
+                rollups[system.id] = (result.xlsx, result.html)
+                advance(1)
+        lap("rollup")
+    faults = [(p.period, r.path.relative_to(ws.returned(p.period)).as_posix(), r.note) for p in plans for r in p.returns if r.note]
+    faults += [(p.period, f"{system}/ {a} {roster.assessors[a].name}", "整份未交") for p in plans for system, a in p.missing]
+    return DemoResult(root, data.periods, len(data.subjects), len(data.assessors), files, faults, collected,
+                      digests, summaries, rollups, seconds)
