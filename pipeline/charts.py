@@ -44,10 +44,12 @@ def _config(**extra):
 
 def share_bars(labels: list[str], shares: list[float | None], chart_id: str, title: str = "") -> str:
     """Horizontal bars of percentages (0–100), one per label, e.g. category averages as a share of 满分."""
-    height = 70 + 34 * max(len(labels), 1)
+    height = 80 + 46 * max(len(labels), 1)
+    # pygal sizes the label gutter for Latin glyphs; CJK ones are about twice as wide.
+    gutter = 10 + 7 * max((len(str(label)) for label in labels), default=0)
     chart = pygal.HorizontalBar(style=_style(), width=760, height=height, range=(0, 100),
                                 value_formatter=lambda v: f"{v:.1f}%", title=title or None,
-                                **_config(margin=10, spacing=8))
+                                **_config(margin=10, margin_left=gutter, spacing=8))
     # pygal's horizontal bars list the first label at the bottom; reverse so it reads top-down.
     chart.x_labels = list(reversed(labels))
     chart.add("得分率", [None if v is None else round(float(v), 1) for v in reversed(shares)])

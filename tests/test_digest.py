@@ -1,0 +1,162 @@
+"""The HTML digest: parsed, opened in headless Chromium with the network cut, and installed from a wheel."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import venv
+from pathlib import Path
+
+import pytest
+from bs4 import BeautifulSoup
+
+from chromium import Browser, find_chromium
+from pipeline.config import Workspace
+from pipeline.digest import environment, fmt_num, fmt_pct, render, template_dirs
+from pipeline.report import report
+from test_report import PERIOD, add_returns
+
+ROOT = Path(__file__).resolve().parent.parent
+XSS = "<script>alert(1)</script>"
+EXTERNAL = re.compile(r"""(?:src|href|xlink:href|action|poster|data)\s*=\s*["']?\s*(?!#|data:)[a-z][a-z0-9+.-]*:""", re.I)
+
+
+@pytest.fixture
+def digest(workspace) -> Path:
+    add_returns(workspace)
+    return report(Workspace.open(workspace), "community", PERIOD).digest
+
+
+def soup(path: Path) -> BeautifulSoup:
+    return BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
+
+
+def test_digest_content(digest):
+    page = soup(digest)
+    rows = page.select("tbody#ranking-rows > tr.subject-row")
+    assert [r["data-subject"] for r in rows] == ["C001", "C002", "C003"]
+    first = [td.get_text(strip=True) for td in rows[0].find_all("td")]
+    assert first[:6] == ["1", "C001", "湖滨街道东坡路社区", "浙江省 杭州市", "90.00", "优秀"]
+    tiles = {t.select_one(".label").get_text(strip=True): t.select_one(".value").get_text(" ", strip=True)
+             for t in page.select("#headline .tile")}
+    assert tiles["已评对象"] == "3 / 3"
+    assert tiles["已收评分表 / 应收"] == "8 / 9"  # E03 has not returned C003
+    assert tiles["平均总分"] == "76.67"
+    # Category averages as a share of 满分: every subject scores each item at one share, so the mean share is 76.7%.
+    shares = [tr.find_all("td")[-1].get_text() for tr in page.select("#categories table tbody tr")]
+    assert shares == ["76.7%"] * 7
+    assert page.select_one("#category-chart svg") is not None and page.select_one("#grade-chart svg") is not None
+    # Cards: total, grade, rank, strongest/weakest items and remarks.
+    card = page.select_one("#card-C001")
+    assert "90.00" in card.get_text() and "第1名" in card.get_text() and "90.0%" in card.get_text()
+    # The chase list names the missing return; the method note reads the agreement in Chinese.
+    chase = page.select_one("#chase").get_text()
+    assert "王芳" in chase and "南湖街道南湖社区（C003）" in chase
+    assert "一致性" in page.select_one("#agreement").get_text()
+    assert "平均" in page.select_one("#method").get_text()
+    flags = page.select_one("#flags").get_text()
+    assert "C003" in flags and "总分分歧" in flags
+
+
+def test_digest_escapes_and_is_self_contained(digest):
+    html = digest.read_text(encoding="utf-8")
+    page = BeautifulSoup(html, "html.parser")
+    assert page.find("script") is None  # the remark's script is text, not an element
+    assert XSS in page.select_one("#card-C001").get_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert not page.find_all("link") and not page.find_all("img") and not page.find_all("iframe")
+    assert not EXTERNAL.findall(html), EXTERNAL.findall(html)
+    assert "@import" not in html and not re.search(r"url\(\s*['\"]?(?!#|data:)", html)
+    urls = set(re.findall(r"https?://[^\s\"'<>)]+", html))
+    assert urls <= {"http://www.w3.org/2000/svg"}, urls
+    assert "@media print" in html and "size: A4" in html
+
+
+def test_unrated_digest_says_so(workspace):
+    res = report(Workspace.open(workspace), "community", PERIOD)
+    page = soup(res.digest)
+    assert "未收到任何有效评分" in page.select_one("#no-scores").get_text()
+    assert len(page.select("#ranking-rows tr")) == 3
+    assert all(r.find_all("td")[5].get_text(strip=True) == "未评" for r in page.select("#ranking-rows tr"))
+
+
+def test_environment_is_shared_and_escapes():
+    env = environment()
+    assert env is environment() and env.autoescape is True
+    assert {"num", "pct", "int0"} <= set(env.filters)
+    assert template_dirs()[-1] == ROOT / "templates" or (template_dirs()[0] / "digest.html").is_file()
+    assert fmt_num(float("nan")) == "—" and fmt_num(3.14159) == "3.14" and fmt_pct(0.5) == "50.0%"
+    out = env.from_string("{{ x }}").render(x=XSS)
+    assert out == "&lt;script&gt;alert(1)&lt;/script&gt;"
+
+
+@pytest.mark.browser
+def test_digest_in_headless_chromium(workspace, tmp_path):
+    binary = find_chromium()
+    if not binary:
+        pytest.skip("chromium is not installed")
+    add_returns(workspace)
+    digest = report(Workspace.open(workspace), "community", PERIOD, calibrate=True).digest
+    shot = tmp_path / "digest.png"
+    with Browser(binary, tmp_path / "profile") as browser:
+        browser.offline()  # any request off this machine would fail and be recorded
+        browser.open(digest.as_uri())
+        assert browser.evaluate("document.querySelectorAll('#ranking-rows > tr').length") == 3
+        assert browser.evaluate("document.scripts.length") == 0
+        assert XSS in browser.evaluate("document.getElementById('card-C001').innerText")
+        # The Chinese actually laid out: the page title text has width (a missing font still has
+        # width, so also check the heading uses a CJK font family).
+        assert browser.evaluate("document.querySelector('h1').getBoundingClientRect().width") > 200
+        assert "Noto Sans CJK SC" in browser.evaluate("getComputedStyle(document.body).fontFamily")
+        assert browser.failures() == []
+        assert browser.console_errors() == []
+        assert all(url.startswith("file://") for url in browser.requests()), browser.requests()
+        browser.screenshot(shot)
+        pdf = browser.pdf(tmp_path / "digest.pdf")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+    # Printed on A4 (595 x 842 points) by the page's own @page rule.
+    boxes = re.findall(rb"/MediaBox \[0 0 ([\d.]+) ([\d.]+)\]", pdf.read_bytes())
+    assert boxes and all(abs(float(w) - 595.3) < 1 and abs(float(h) - 841.9) < 1 for w, h in boxes), boxes
+    print(f"screenshot: {shot}")
+
+
+@pytest.mark.slow
+def test_wheel_ships_templates(workspace, tmp_path):
+    """Build the wheel, install it (not editable) into a fresh venv, and render a digest from it."""
+    pytest.importorskip("hatchling")
+    wheels = tmp_path / "wheels"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(wheels), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    wheel = next(wheels.glob("happyhome-*.whl"))
+    import zipfile
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {"pipeline/templates/base.html", "pipeline/templates/digest.html", "pipeline/templates/_partials.html"} <= set(names)
+
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, system_site_packages=True, with_pip=True)
+    python = env_dir / "bin" / "python"
+    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
+                             capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr
+
+    add_returns(workspace)
+    script = textwrap.dedent(f"""
+        import pipeline, pipeline.digest as d
+        from pipeline.config import Workspace
+        from pipeline.report import report
+        assert pipeline.__file__.startswith({str(env_dir)!r}), pipeline.__file__
+        assert d.template_dirs()[0] == __import__('pathlib').Path(pipeline.__file__).parent / 'templates', d.template_dirs()
+        assert len(d.template_dirs()) == 1, d.template_dirs()  # no source tree beside an installed package
+        res = report(Workspace.open({str(workspace)!r}), 'community', '{PERIOD}')
+        print(res.digest)
+    """)
+    # Run away from the source tree, so the checkout cannot be imported by accident.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    ran = subprocess.run([str(python), "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert ran.returncode == 0, ran.stderr
+    html = Path(ran.stdout.strip()).read_text(encoding="utf-8")
+    assert len(BeautifulSoup(html, "html.parser").select("#ranking-rows tr")) == 3
