@@ -65,11 +65,16 @@ class Problem:
     value: str = ""
 
 
+VALUE_QUOTE = 60  # characters of a value quoted in a message
+
+
 def problem(code: str, *, file: str = "", sheet: str = "", cell: str = "", value: object = "", **fields) -> Problem:
     """Build a Problem from the catalogue; `fields` fill the template."""
     severity, template = CATALOGUE[code]
     shown = "" if value is None else str(value)
-    text = template.format_map(_Defaults(found=shown, **fields))
+    # A hostile cell can hold millions of characters: the message quotes only its start.
+    quoted = shown if len(shown) <= VALUE_QUOTE else f"{shown[:VALUE_QUOTE]}…（共 {len(shown)} 字）"
+    text = template.format_map(_Defaults(found=quoted, **fields))
     return Problem(code, severity, text, file=file, sheet=sheet, cell=cell, value=shown[:200])
 
 

@@ -1,0 +1,665 @@
+"""A corpus of broken and hostile returned files, each made from one good filled form.
+
+Every case is a generator `make(out_dir, base) -> Path` that writes one bad file into
+`out_dir` from the good workbook `base` (assessor E09's filled form, subjects C001 and C002)
+and an `Expect`: what `happyhome collect` must make of it. The bad part is always in the C001
+sheet (SHEET1) unless the whole file is bad; the C002 sheet (SHEET2) stays good, so a file
+with one bad sheet is partly accepted.
+
+Files are built the way they arrive: an assessor's edits with openpyxl (load the real form,
+edit, save), or the zip's XML parts rewritten directly where openpyxl cannot express the case
+(hostile XML, cached formula values, NaN cells, a missing part, a zip bomb).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import re
+import shutil
+import string
+import zipfile
+import zlib
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import openpyxl
+
+from pipeline.forms import META_SHEET, FormSpec, sign, write_form
+from pipeline.roster import Assessor, Subject, write_roster
+from pipeline.systems import load_system
+
+PERIOD = "2026-11"
+SYSTEM = "community"
+ASSESSOR = ("E09", "赵六", "测试单位", "e09@example.org")
+SUBJECTS = [
+    ("Z01", "杭州市上城区", "创新实践区", "浙江省", "杭州市", "上城区"),
+    ("Z02", "成都市武侯区", "创新实践区", "四川省", "成都市", "武侯区"),
+    ("C001", "湖滨街道东坡路社区", "创新实践社区", "浙江省", "杭州市", "上城区"),
+    ("C002", "玉林街道黉门街社区", "创新实践社区", "四川省", "成都市", "武侯区"),
+    ("C003", "南湖街道南湖社区", "创新实践社区", "湖北省", "武汉市", "洪山区"),
+]
+ASSESSORS = [
+    ("E01", "张敏", "浙江工业大学", "13800000001"),
+    ("E02", "李强", "四川大学", "13800000002"),
+    ("E03", "王芳", "武汉市社工联", "wangfang@example.org"),
+    ASSESSOR,
+]
+# E01-E03 rate everything (their forms are the good files); E09, whose form every bad file
+# is made from, rates C001 and C002 only.
+PAIRS = [(a, s[0]) for a in ("E01", "E02", "E03") for s in SUBJECTS] + [("E09", "C001"), ("E09", "C002")]
+SHEET1, SHEET2 = "C001 湖滨街道东坡路社区", "C002 玉林街道黉门街社区"
+ITEM_ROW = {code: 7 + n for n, code in enumerate(load_system(SYSTEM).codes)}  # 1-based rows of the items
+
+
+def base_scores(system_id: str = SYSTEM) -> dict[str, float]:
+    """The good answers: 满分 on even items, one point less on odd ones."""
+    return {i.code: (i.max if n % 2 == 0 else i.max - 1) for n, i in enumerate(load_system(system_id).items)}
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What collect must make of a case.
+
+    outcome: "file" (the whole file rejected), "sheet" (sheet `sheet` rejected, the rest of the
+    file counted), "warning" (accepted with a warning), "accepted" (accepted as it is),
+    "duplicate" (not counted again).
+    """
+
+    outcome: str
+    code: str | None = None
+    sheet: str | None = None
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    title: str
+    make: Callable[[Path, Path], Path]
+    expect: Expect
+    hostile: bool = False  # built to exhaust time or memory, or to read local files
+
+
+# -- building blocks ---------------------------------------------------------------------------
+def _edit(base: Path, dst: Path, change: Callable[[openpyxl.Workbook], None]) -> Path:
+    book = openpyxl.load_workbook(base)
+    change(book)
+    book.save(dst)
+    return dst
+
+
+def sheet_part(path: Path, sheet: str) -> str:
+    """The zip part name that holds a sheet, from workbook.xml and its relationships."""
+    with zipfile.ZipFile(path) as z:
+        wb = z.read("xl/workbook.xml").decode("utf-8")
+        rels = z.read("xl/_rels/workbook.xml.rels").decode("utf-8")
+    rid = None
+    for tag in re.findall(r"<(?:\w+:)?sheet\b[^>]*>", wb):
+        if re.search(r'\bname="([^"]*)"', tag).group(1) == sheet:
+            rid = re.search(r'\br:id="([^"]*)"|\bid="([^"]*)"', tag)
+            rid = rid.group(1) or rid.group(2)
+    for tag in re.findall(r"<Relationship\b[^>]*>", rels):
+        if re.search(r'\bId="([^"]*)"', tag).group(1) == rid:
+            target = re.search(r'\bTarget="([^"]*)"', tag).group(1).lstrip("/")
+            return target if target.startswith("xl/") else "xl/" + target
+    raise KeyError(sheet)
+
+
+def _rewrite(src: Path, dst: Path, changes: dict[str, Callable[[str], str] | None],
+             add: dict[str, bytes] | None = None) -> Path:
+    """Copy a zip, rewriting (or, with None, dropping) some parts and adding others."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename in changes:
+                change = changes[info.filename]
+                if change is None:
+                    continue
+                data = change(data.decode("utf-8")).encode("utf-8")
+            zout.writestr(info.filename, data)
+        for name, data in (add or {}).items():
+            zout.writestr(name, data)
+    return dst
+
+
+def _set_cell_xml(xml: str, ref: str, cell: str) -> str:
+    """Replace one <c> element of a sheet's XML."""
+    pattern = re.compile(rf'<c r="{ref}"[^>]*?(?:/>|>.*?</c>)', re.S)
+    assert pattern.search(xml), ref
+    return pattern.sub(lambda _: cell, xml, count=1)
+
+
+def _score_xml(base: Path, dst: Path, cell_xml: str, item: str = "C01", prolog: str = "") -> Path:
+    """The C001 sheet with the 得分 of `item` replaced by raw XML (and an optional DOCTYPE)."""
+    part = sheet_part(base, SHEET1)
+    ref = f"G{ITEM_ROW[item]}"
+
+    def change(xml: str) -> str:
+        xml = _set_cell_xml(xml, ref, cell_xml.format(ref=ref))
+        if prolog:
+            xml = re.sub(r"^(<\?xml[^>]*\?>)?", lambda m: '<?xml version="1.0" encoding="UTF-8"?>' + prolog, xml, count=1)
+        return xml
+
+    return _rewrite(base, dst, {part: change})
+
+
+def _set_score(base: Path, dst: Path, value: object, item: str = "C01", sheet: str = SHEET1) -> Path:
+    def change(book):
+        book[sheet].cell(ITEM_ROW[item], 7).value = value
+    return _edit(base, dst, change)
+
+
+def _meta_rows(book) -> list[list[str]]:
+    return [[str(c) for c in row if c is not None] for row in book[META_SHEET].iter_rows(values_only=True)]
+
+
+def _write_meta(book, rows: list[list[str]]) -> None:
+    ws = book[META_SHEET]
+    ws.delete_rows(1, ws.max_row)
+    for r, row in enumerate(rows, start=1):
+        for c, value in enumerate(row, start=1):
+            ws.cell(r, c).value = value
+
+
+def _spec_form(dst: Path, *, period: str = PERIOD, system_id: str = SYSTEM, assessor=ASSESSOR,
+               subjects: tuple[str, ...] = ("C001",)) -> Path:
+    """A form written by happyhome itself for another round/system/assignment, filled in."""
+    system = load_system(system_id)
+    known = {s[0]: Subject(*s) for s in SUBJECTS}
+    chosen = tuple(known.get(code) or Subject(code, f"未知对象{code}", system.subject_type) for code in subjects)
+    scores = base_scores(system_id)
+    answers = {s.code: {code: (score, "") for code, score in scores.items()} for s in chosen}
+    write_form(FormSpec(dst, system, period, Assessor(*assessor), chosen, answers=answers))
+    return dst
+
+
+# -- the cases -----------------------------------------------------------------------------------
+def text_renamed(out, base):
+    p = out / "text_renamed.xlsx"
+    p.write_text("请查收评分表，谢谢！\n张三\n", encoding="utf-8")
+    return p
+
+
+def empty_file(out, base):
+    p = out / "empty.xlsx"
+    p.write_bytes(b"")
+    return p
+
+
+def truncated_zip(out, base):
+    p = out / "truncated.xlsx"
+    data = base.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    return p
+
+
+def missing_sheet_part(out, base):
+    return _rewrite(base, out / "missing_part.xlsx", {sheet_part(base, SHEET1): None})
+
+
+def encrypted(out, base):
+    from msoffcrypto.format.ooxml import OOXMLFile
+
+    p = out / "encrypted.xlsx"
+    with open(base, "rb") as plain, open(p, "wb") as sealed:
+        OOXMLFile(plain).encrypt("secret", sealed)
+    return p
+
+
+def xlsm_macro(out, base):
+    """A real macro project's file name and content type; it is data to us, never run."""
+    p = out / "macro.xlsm"
+    vba = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504) + b"Attribute VB_Name = \"Module1\"\r\nSub AutoOpen()\r\nShell \"calc\"\r\nEnd Sub\r\n"
+
+    def types(xml: str) -> str:
+        xml = xml.replace("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml",
+                          "application/vnd.ms-excel.sheet.macroEnabled.main+xml")
+        return xml.replace("</Types>", '<Default Extension="bin" ContentType="application/vnd.ms-office.vbaProject"/></Types>')
+
+    def rels(xml: str) -> str:
+        return xml.replace("</Relationships>", '<Relationship Id="rIdVba" Type="http://schemas.microsoft.com/office/2006/'
+                           'relationships/vbaProject" Target="vbaProject.bin"/></Relationships>')
+
+    return _rewrite(base, p, {"[Content_Types].xml": types, "xl/_rels/workbook.xml.rels": rels},
+                    add={"xl/vbaProject.bin": vba})
+
+
+def csv_renamed(out, base):
+    p = out / "csv_renamed.xlsx"
+    p.write_text("编号,得分\nC01,4\nC02,3\n", encoding="utf-8")
+    return p
+
+
+def pdf_renamed(out, base):
+    p = out / "pdf_renamed.xlsx"
+    p.write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n")
+    return p
+
+
+def docx_renamed(out, base):
+    p = out / "docx_renamed.xlsx"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("[Content_Types].xml", "<Types/>")
+        z.writestr("word/document.xml", "<w:document/>")
+    return p
+
+
+def png_renamed(out, base):
+    p = out / "image_renamed.xlsx"
+    p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    return p
+
+
+def same_twice(out, base):
+    """The same bytes under two names (sent by mail and again by chat): counted once."""
+    first, second = out / "twice_first.xlsx", out / "twice_second(1).xlsx"
+    _set_score(base, first, 4, item="C01")
+    shutil.copyfile(first, second)
+    stamp = datetime(2026, 11, 20, 9, 0).timestamp()
+    os.utime(first, (stamp, stamp))
+    os.utime(second, (stamp + 60, stamp + 60))
+    return second
+
+
+_LAUGHS = ('<!DOCTYPE worksheet [<!ENTITY lol "lol">'
+           + "".join(f'<!ENTITY lol{i} "' + (f"&lol{i - 1};" if i > 1 else "&lol;") * 10 + '">' for i in range(1, 10))
+           + "]>")
+
+
+def billion_laughs(out, base):
+    return _score_xml(base, out / "billion_laughs.xlsx", '<c r="{ref}" t="inlineStr"><is><t>&lol9;</t></is></c>',
+                      prolog=_LAUGHS)
+
+
+XXE_TARGET = "/etc/passwd"
+
+
+def xxe(out, base):
+    prolog = f'<!DOCTYPE worksheet [<!ENTITY xxe SYSTEM "file://{XXE_TARGET}">]>'
+    return _score_xml(base, out / "xxe.xlsx", '<c r="{ref}" t="inlineStr"><is><t>&xxe;</t></is></c>', prolog=prolog)
+
+
+def xxe_remark(out, base):
+    """The external entity in a 备注, where a reader that resolved it would store it."""
+    prolog = f'<!DOCTYPE worksheet [<!ENTITY xxe SYSTEM "file://{XXE_TARGET}">]>'
+    part = sheet_part(base, SHEET1)
+
+    def change(xml):
+        xml = _set_cell_xml(xml, "H7", '<c r="H7" t="inlineStr"><is><t>&xxe;</t></is></c>')
+        return '<?xml version="1.0" encoding="UTF-8"?>' + prolog + re.sub(r"^<\?xml[^>]*\?>", "", xml)
+
+    return _rewrite(base, out / "xxe_remark.xlsx", {part: change})
+
+
+BOMB_BYTES = 2 << 30  # the sheet part inflates to 2 GiB
+
+
+class _RepeatCompressor:
+    """Stands in for zipfile's compressor: each full-flushed 16 MiB block of spaces deflates to
+    the same bytes, so a 2 GiB part is built in a fraction of a second."""
+
+    def __init__(self, chunk: bytes):
+        self.chunk = chunk
+        self.block = self._deflate(chunk)
+
+    @staticmethod
+    def _deflate(data: bytes) -> bytes:
+        co = zlib.compressobj(9, zlib.DEFLATED, -15)
+        return co.compress(data) + co.flush(zlib.Z_FULL_FLUSH)
+
+    def compress(self, data: bytes) -> bytes:
+        return self.block if data is self.chunk else self._deflate(data)
+
+    def flush(self) -> bytes:
+        return zlib.compressobj(9, zlib.DEFLATED, -15).flush()
+
+
+def zip_bomb(out, base):
+    """A sheet part that inflates to 2 GiB of spaces; the file is about 2 MB."""
+    p = out / "zip_bomb.xlsx"
+    part = sheet_part(base, SHEET1)
+    chunk = b" " * (16 << 20)
+    with zipfile.ZipFile(base) as zin, zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            if info.filename != part:
+                zout.writestr(info.filename, zin.read(info.filename))
+                continue
+            with zout.open(zipfile.ZipInfo(part, (2026, 11, 20, 9, 0, 0)), "w", force_zip64=True) as handle:
+                handle._compressor = _RepeatCompressor(chunk)  # noqa: SLF001 - see the class
+                handle.write(b'<?xml version="1.0"?><worksheet xmlns="http://schemas.openxmlformats.org/'
+                             b'spreadsheetml/2006/main"><sheetData>')
+                for _ in range(BOMB_BYTES // len(chunk)):
+                    handle.write(chunk)
+                handle.write(b"</sheetData></worksheet>")
+    return p
+
+
+MILLION = 1_000_000
+
+
+def million_rows(out, base):
+    """The C001 sheet with a million more rows after its own: tens of MB inflated, a few MB stored."""
+    p = out / "million_rows.xlsx"
+    part = sheet_part(base, SHEET1)
+    with zipfile.ZipFile(base) as zin, zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename != part:
+                zout.writestr(info.filename, data)
+                continue
+            xml = data.decode("utf-8")
+            head, tail = xml.split("</sheetData>", 1)
+            with zout.open(part, "w", force_zip64=True) as handle:
+                handle.write(head.encode("utf-8"))
+                for start in range(100, 100 + MILLION, 10_000):
+                    handle.write("".join(f'<row r="{r}"><c r="A{r}"><v>{r}</v></c></row>'
+                                         for r in range(start, start + 10_000)).encode("ascii"))
+                handle.write(("</sheetData>" + tail).encode("utf-8"))
+    return p
+
+
+LONG_STRING = 3_000_000
+
+
+def long_string(out, base):
+    """A 得分 of three million (incompressible) characters."""
+    rng = random.Random(7)
+    text = "".join(rng.choices(string.ascii_letters + string.digits, k=LONG_STRING))
+    return _score_xml(base, out / "long_string.xlsx", '<c r="{ref}" t="inlineStr"><is><t>' + text + "</t></is></c>")
+
+
+NESTING = 100_000
+
+
+def deep_nesting(out, base):
+    """100,000 nested elements inside the sheet's data, before the real rows."""
+    part = sheet_part(base, SHEET1)
+    return _rewrite(base, out / "deep_nesting.xlsx",
+                    {part: lambda xml: xml.replace("<sheetData>", "<sheetData>" + "<x>" * NESTING + "</x>" * NESTING, 1)})
+
+
+def other_period(out, base):
+    return _spec_form(out / "other_period.xlsx", period="2026-10")
+
+
+def other_system(out, base):
+    return _spec_form(out / "other_system.xlsx", system_id="zone", subjects=("Z01",))
+
+
+def unknown_assessor(out, base):
+    return _spec_form(out / "unknown_assessor.xlsx", assessor=("E77", "孙七", "", ""))
+
+
+def not_assigned(out, base):
+    """A form listing C003, which the roster does not give E09 (the roster changed since)."""
+    return _spec_form(out / "not_assigned.xlsx", subjects=("C001", "C003"))
+
+
+def unknown_subject(out, base):
+    return _spec_form(out / "unknown_subject.xlsx", subjects=("C001", "C999"))
+
+
+def someone_elses_form(out, base):
+    """E09's form sent in as E01's: the identity block on each sheet says E01 张敏."""
+    def change(book):
+        for name in (SHEET1, SHEET2):
+            book[name]["B3"].value, book[name]["G3"].value = "张敏", "E01"
+    return _edit(base, out / "someone_elses.xlsx", change)
+
+
+def old_checksum(out, base):
+    """A form of an earlier version of the system: another checksum, correctly signed."""
+    def change(book):
+        rows = [r for r in _meta_rows(book) if r[0] != "signature"]
+        rows = [["checksum", "0123456789abcdef"] if r[0] == "checksum" else r for r in rows]
+        _write_meta(book, rows + [["signature", sign(rows)]])
+    return _edit(base, out / "old_checksum.xlsx", change)
+
+
+def meta_edited(out, base):
+    """The metadata sheet edited by hand (the period changed): the signature no longer fits."""
+    def change(book):
+        rows = [["period", "2026-12"] if r[0] == "period" else r for r in _meta_rows(book)]
+        _write_meta(book, rows)
+    return _edit(base, out / "meta_edited.xlsx", change)
+
+
+def meta_gone_block_intact(out, base):
+    """Sheets copied into a new workbook: no metadata, the identity blocks still say who and what."""
+    def change(book):
+        del book[META_SHEET]
+    return _edit(base, out / "meta_gone_block_intact.xlsx", change)
+
+
+def meta_gone_block_edited(out, base):
+    """No metadata, and the 评估人编号 cleared on every sheet: nothing identifies the file."""
+    def change(book):
+        del book[META_SHEET]
+        for name in (SHEET1, SHEET2):
+            book[name]["G3"].value = None
+    return _edit(base, out / "meta_gone_block_edited.xlsx", change)
+
+
+def same_subject_twice(out, base):
+    """Sheets copied into a new workbook, the C001 sheet twice."""
+    def change(book):
+        del book[META_SHEET]
+        copy = book.copy_worksheet(book[SHEET1])
+        copy.title = "C001 副本"
+    return _edit(base, out / "same_subject_twice.xlsx", change)
+
+
+def rows_deleted(out, base):
+    return _edit(base, out / "row_deleted.xlsx", lambda book: book[SHEET1].delete_rows(ITEM_ROW["C05"]))
+
+
+def _copy_row(ws, src: int, dst: int) -> None:
+    for col in range(1, 9):
+        ws.cell(dst, col).value = ws.cell(src, col).value
+
+
+def rows_duplicated(out, base):
+    def change(book):
+        ws = book[SHEET1]
+        ws.insert_rows(ITEM_ROW["C05"] + 1)
+        _copy_row(ws, ITEM_ROW["C05"], ITEM_ROW["C05"] + 1)
+    return _edit(base, out / "row_duplicated.xlsx", change)
+
+
+def rows_reordered(out, base):
+    """C03 and C04 swapped (sorted by hand): matched by code, so accepted as they are."""
+    def change(book):
+        ws = book[SHEET1]
+        a, b = ITEM_ROW["C03"], ITEM_ROW["C04"]
+        for col in range(1, 9):
+            ws.cell(a, col).value, ws.cell(b, col).value = ws.cell(b, col).value, ws.cell(a, col).value
+    return _edit(base, out / "rows_reordered.xlsx", change)
+
+
+def extra_item(out, base):
+    def change(book):
+        ws = book[SHEET1]
+        row = ITEM_ROW["C19"] + 1
+        ws.insert_rows(row)
+        for col, value in enumerate(("C20", "进阶指标", "自加", "自加指标", "评估人自己加的一行", 5, 5, ""), start=1):
+            ws.cell(row, col).value = value
+    return _edit(base, out / "extra_item.xlsx", change)
+
+
+def score_text(out, base):
+    return _set_score(base, out / "score_text.xlsx", "很好")
+
+
+def score_fullwidth(out, base):
+    return _set_score(base, out / "score_fullwidth.xlsx", "４")  # C01: 满分 4, as in the base
+
+
+def score_fen(out, base):
+    return _set_score(base, out / "score_fen.xlsx", "4分")
+
+
+def score_negative(out, base):
+    return _set_score(base, out / "score_negative.xlsx", -1)
+
+
+def score_above_max(out, base):
+    return _set_score(base, out / "score_above_max.xlsx", 5)
+
+
+def score_nan_text(out, base):
+    return _set_score(base, out / "score_nan_text.xlsx", "NaN")
+
+
+def score_nan_cell(out, base):
+    """A number cell holding NaN, which no spreadsheet writes but a hand-made file can."""
+    return _score_xml(base, out / "score_nan_cell.xlsx", '<c r="{ref}"><v>NaN</v></c>')
+
+
+def score_infinite(out, base):
+    return _score_xml(base, out / "score_infinite.xlsx", '<c r="{ref}"><v>1e999</v></c>')
+
+
+def score_error(out, base):
+    """An error value typed or pasted into the cell (t="e"), no formula."""
+    return _score_xml(base, out / "score_error.xlsx", '<c r="{ref}" t="e"><v>#N/A</v></c>')
+
+
+def score_formula_cached(out, base):
+    """=2+2 with its value 4 saved, as Excel and WPS save it: the value is the score."""
+    return _score_xml(base, out / "score_formula_cached.xlsx", '<c r="{ref}"><f>2+2</f><v>4</v></c>')
+
+
+def score_formula_no_value(out, base):
+    """=2+2 typed through openpyxl: a formula with no saved value."""
+    return _set_score(base, out / "score_formula_no_value.xlsx", "=2+2")
+
+
+def score_date(out, base):
+    return _set_score(base, out / "score_date.xlsx", datetime(2026, 11, 4))
+
+
+def score_bool(out, base):
+    return _set_score(base, out / "score_bool.xlsx", True)
+
+
+def score_blank(out, base):
+    return _set_score(base, out / "score_blank.xlsx", None)
+
+
+def score_chinese_numeral(out, base):
+    return _set_score(base, out / "score_chinese_numeral.xlsx", "四")
+
+
+LONG_REMARK = 100_000
+
+
+def long_remark(out, base):
+    def change(book):
+        book[SHEET1].cell(ITEM_ROW["C01"], 8).value = ("情况说明" * (LONG_REMARK // 4))[:LONG_REMARK]
+    return _edit(base, out / "long_remark.xlsx", change)
+
+
+CASES: list[Case] = [
+    # not a (readable) spreadsheet
+    Case("text_renamed", "a text file renamed .xlsx", text_renamed, Expect("file", "not_spreadsheet")),
+    Case("empty", "an empty file (0 bytes)", empty_file, Expect("file", "empty_file")),
+    Case("truncated", "a truncated zip (the first half of a form)", truncated_zip, Expect("file", "corrupt")),
+    Case("missing_part", "a zip with one sheet's part missing", missing_sheet_part, Expect("sheet", "sheet_unreadable", SHEET1)),
+    Case("encrypted", "a password-encrypted workbook", encrypted, Expect("file", "encrypted")),
+    Case("macro", ".xlsm with a macro project (xl/vbaProject.bin)", xlsm_macro, Expect("accepted")),
+    Case("csv_renamed", "a CSV file renamed .xlsx", csv_renamed, Expect("file", "not_spreadsheet")),
+    Case("pdf_renamed", "a PDF renamed .xlsx", pdf_renamed, Expect("file", "not_spreadsheet")),
+    Case("docx_renamed", "a Word document renamed .xlsx", docx_renamed, Expect("file", "not_spreadsheet")),
+    Case("image_renamed", "a PNG image renamed .xlsx", png_renamed, Expect("file", "not_spreadsheet")),
+    Case("twice", "the same workbook twice under two names", same_twice, Expect("duplicate", "duplicate_file")),
+    # hostile XML and sizes
+    Case("billion_laughs", "entity expansion (billion laughs) in a sheet's XML", billion_laughs,
+         Expect("sheet", "sheet_unreadable", SHEET1), hostile=True),
+    Case("xxe", f"an external entity (XXE) reading {XXE_TARGET} into a 得分", xxe,
+         Expect("sheet", "sheet_unreadable", SHEET1), hostile=True),
+    Case("xxe_remark", f"an external entity (XXE) reading {XXE_TARGET} into a 备注", xxe_remark,
+         Expect("sheet", "sheet_unreadable", SHEET1), hostile=True),
+    Case("zip_bomb", "a zip bomb: a sheet part of 2 GiB stored in 2 MB", zip_bomb, Expect("file", "zip_bomb"), hostile=True),
+    Case("million_rows", "a sheet with a million rows", million_rows, Expect("sheet", "sheet_too_long", SHEET1), hostile=True),
+    Case("long_string", "a 得分 of three million characters", long_string, Expect("sheet", "not_a_number", SHEET1), hostile=True),
+    Case("deep_nesting", "100,000 nested XML elements in a sheet", deep_nesting, Expect("accepted"), hostile=True),
+    # identity
+    Case("other_period", "a form of another period", other_period, Expect("file", "wrong_period")),
+    Case("other_system", "a form of another indicator system", other_system, Expect("file", "wrong_system")),
+    Case("unknown_assessor", "a form of an assessor not in the roster", unknown_assessor, Expect("file", "unknown_assessor")),
+    Case("someone_elses", "another assessor's form sent by someone else (identity block edited)", someone_elses_form,
+         Expect("sheet", "identity_mismatch", SHEET1)),
+    Case("old_checksum", "a form with an old structure checksum", old_checksum, Expect("file", "old_structure")),
+    Case("meta_edited", "the metadata sheet edited by hand (signature mismatch)", meta_edited, Expect("file", "meta_tampered")),
+    Case("meta_gone_block_intact", "metadata gone, identity blocks intact (sheets copied to a new workbook)",
+         meta_gone_block_intact, Expect("accepted")),
+    Case("meta_gone_block_edited", "metadata gone and the visible block edited", meta_gone_block_edited,
+         Expect("file", "no_identity")),
+    Case("same_subject_twice", "two sheets for the same subject", same_subject_twice,
+         Expect("sheet", "duplicate_subject", SHEET1)),
+    Case("not_assigned", "a subject not assigned to that assessor", not_assigned, Expect("sheet", "not_assigned", "C003 南湖街道南湖社区")),
+    Case("unknown_subject", "a subject not in the roster", unknown_subject, Expect("sheet", "unknown_subject", "C999 未知对象C999")),
+    # item rows
+    Case("row_deleted", "an item row deleted", rows_deleted, Expect("sheet", "missing_item", SHEET1)),
+    Case("row_duplicated", "an item row duplicated", rows_duplicated, Expect("sheet", "duplicate_item", SHEET1)),
+    Case("rows_reordered", "item rows reordered", rows_reordered, Expect("accepted")),
+    Case("extra_item", "an extra item row (C20)", extra_item, Expect("warning", "unknown_item", SHEET1)),
+    # 得分 and 备注 values
+    Case("score_text", "得分 with text (很好)", score_text, Expect("sheet", "not_a_number", SHEET1)),
+    Case("score_chinese_numeral", "得分 as a Chinese numeral (四)", score_chinese_numeral, Expect("sheet", "not_a_number", SHEET1)),
+    Case("score_fullwidth", "得分 in full-width digits (４)", score_fullwidth, Expect("warning", "normalised", SHEET1)),
+    Case("score_fen", "得分 with a trailing 分 (4分)", score_fen, Expect("warning", "normalised", SHEET1)),
+    Case("score_negative", "得分 negative (-1)", score_negative, Expect("sheet", "out_of_range", SHEET1)),
+    Case("score_above_max", "得分 above 满分 (5 of 4)", score_above_max, Expect("sheet", "out_of_range", SHEET1)),
+    Case("score_nan_text", "得分 the text NaN", score_nan_text, Expect("sheet", "not_a_number", SHEET1)),
+    Case("score_nan_cell", "得分 a number cell holding NaN", score_nan_cell, Expect("sheet", "not_a_number", SHEET1)),
+    Case("score_infinite", "得分 a number cell holding 1e999 (infinity)", score_infinite, Expect("sheet", "not_a_number", SHEET1)),
+    Case("score_error", "得分 an Excel error value (#N/A)", score_error, Expect("sheet", "error_value", SHEET1)),
+    Case("score_formula_cached", "得分 a formula with its cached value (=2+2 → 4)", score_formula_cached, Expect("accepted")),
+    Case("score_formula_no_value", "得分 a formula without a cached value", score_formula_no_value,
+         Expect("sheet", "formula_no_value", SHEET1)),
+    Case("score_date", "得分 a date", score_date, Expect("sheet", "not_a_number", SHEET1)),
+    Case("score_bool", "得分 a logical value (TRUE)", score_bool, Expect("sheet", "not_a_number", SHEET1)),
+    Case("score_blank", "得分 left blank", score_blank, Expect("sheet", "blank_score", SHEET1)),
+    Case("long_remark", "备注 of 100,000 characters", long_remark, Expect("warning", "remark_cut", SHEET1)),
+]
+BY_NAME = {case.name: case for case in CASES}
+
+
+# -- the environment ---------------------------------------------------------------------------------
+def write_corpus_roster(root: Path) -> Path:
+    return write_roster(root / "input" / "roster.xlsx", SUBJECTS, ASSESSORS, PAIRS)
+
+
+def good_scores(assessor: str, subject: str) -> dict[str, float]:
+    """The good files' answers, different per assessor and subject so that mix-ups show."""
+    shift = {"E01": 0, "E02": 0.5, "E03": 1}.get(assessor, 0) + {"C001": 0, "C002": 0.5, "C003": 0}.get(subject, 0)
+    return {code: max(0.0, score - shift) for code, score in base_scores().items()}
+
+
+def build(workspace: Path, out: Path, cases: list[Case] | None = None) -> tuple[list[Path], dict[str, Path], Path]:
+    """Forms for the workspace's round; the good files (E01-E03 filled) and each case's bad
+    file written into `out`. Returns (good files, case name -> bad file, the base form)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import fill_form, run
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_corpus_roster(workspace)
+    run(workspace, "forms", "--system", SYSTEM, "--period", PERIOD)
+    forms = workspace / "output" / "forms" / PERIOD / SYSTEM
+    good = []
+    for code, name, *_ in ASSESSORS[:3]:
+        form = forms / f"{PERIOD}_{SYSTEM}_{code}_{name}.xlsx"
+        scores = {s: good_scores(code, s) for s in ("C001", "C002", "C003")}
+        good.append(fill_form(form, scores, remarks={"C001": {"C02": f"{name}：材料齐全"}}, save_as=out / f"good_{code}.xlsx"))
+    base_dir = out.parent / (out.name + "-base")
+    base_dir.mkdir(exist_ok=True)
+    base = fill_form(forms / f"{PERIOD}_{SYSTEM}_E09_赵六.xlsx", {s: base_scores() for s in ("C001", "C002")},
+                     save_as=base_dir / "base_E09.xlsx")
+    bad = {case.name: case.make(out, base) for case in (CASES if cases is None else cases)}
+    return good, bad, base
