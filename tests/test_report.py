@@ -194,3 +194,34 @@ def test_cli_report_prints_paths_and_top_ranks(workspace):
     assert "国家" in bad.output
     empty = run(workspace, "report", "--system", "zone", "--period", "2026-12")
     assert "未评" in empty.output or "no accepted" in empty.output.lower()
+
+
+def test_full_path_forms_fill_collect_report(workspace):
+    """forms -> assessors fill them -> collect -> report, all through the CLI."""
+    from conftest import fill_form
+
+    run(workspace, "forms", "--system", "community", "--period", PERIOD)
+    forms = {code: next((workspace / "output" / "forms" / PERIOD / "community").glob(f"*{code}*.xlsx"))
+             for code in ("E01", "E02", "E03")}
+    folder = workspace / "input" / "returned" / PERIOD
+    folder.mkdir(parents=True)
+    # Typed into Excel, "=1+1" would become a formula, not a remark: leave it to the ledger tests above.
+    typed = {k: v for k, v in REMARKS.items() if not v.startswith("=")}
+    for assessor, form in forms.items():
+        scores = {s: {i.code: round(i.max * people[assessor], 4) for i in COMMUNITY.items}
+                  for s, people in SHARES.items() if assessor in people}
+        remarks = {s: {c: text for (a, s2, c), text in typed.items() if a == assessor and s2 == s} for s in scores}
+        fill_form(form, scores, remarks, save_as=folder / form.name)
+    run(workspace, "collect", "--system", "community", "--period", PERIOD)
+    result = run(workspace, "report", "--system", "community", "--period", PERIOD, "--calibrate")
+    assert "wrote" in result.output
+    out = workspace / "output" / PERIOD
+    rank = sheet(out / "summary-community.xlsx", "排名").set_index("编号")
+    for code, total in EXPECTED.items():
+        assert rank.loc[code, "总分"] == pytest.approx(total, abs=0.01)
+    assert rank["评估人数"].tolist() == [3, 3, 2]
+    detail = sheet(out / "summary-community.xlsx", "评分明细")
+    assert set(detail["备注"].dropna()) == set(typed.values())
+    assert detail["单元格"].str.match(r"^G\d+$").all()
+    page = (out / "digest-community.html").read_text(encoding="utf-8")
+    assert "南湖街道南湖社区（C003），已交但未通过校验" in page  # E03 sent the form with C003 blank
