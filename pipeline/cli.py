@@ -243,7 +243,8 @@ def collect(ctx: click.Context, system_ref: str, period: str, paths: tuple[Path,
 
     Example: happyhome collect --system community --period 2026-11
     """
-    from pipeline.collect import STATUS_ALREADY, STATUS_DUPLICATE, STATUS_UNREADABLE, collect as run_collect, find_files
+    from pipeline.collect import (STATUS_ALREADY, STATUS_DUPLICATE, STATUS_OTHER_ROUND, STATUS_UNREADABLE,
+                                  collect as run_collect, find_files)
     from pipeline.lock import workspace_lock
     from pipeline.roster import TYPES, read_roster
 
@@ -266,6 +267,7 @@ def collect(ctx: click.Context, system_ref: str, period: str, paths: tuple[Path,
         ("rejected", result.count("rejected") + result.count(STATUS_UNREADABLE)),
         ("duplicates", result.count(STATUS_DUPLICATE)),
         ("already collected", result.count(STATUS_ALREADY)),
+        ("for another round (left alone)", result.count(STATUS_OTHER_ROUND)),
         ("superseded sheets", result.superseded),
         ("still missing (assignments)", result.missing),
     ]
@@ -275,6 +277,8 @@ def collect(ctx: click.Context, system_ref: str, period: str, paths: tuple[Path,
     for f in result.files:
         if f.status in ("rejected", STATUS_UNREADABLE):
             console.print(f"rejected  {f.name}: {f.reason}", soft_wrap=True)
+        elif f.status == STATUS_OTHER_ROUND:
+            console.print(f"skipped   {f.name}: {f.reason}", soft_wrap=True)
         for earlier, sheet in f.replaced:
             console.print(f"replaced  {earlier} ({sheet}) by {f.name}", soft_wrap=True)
     console.print(f"Collection report: {result.report}")

@@ -68,6 +68,7 @@ HEADER_SEARCH_ROWS = 40
 
 STATUS_ACCEPTED, STATUS_PARTIAL, STATUS_REJECTED = "accepted", "partial", "rejected"
 STATUS_DUPLICATE, STATUS_ALREADY, STATUS_UNREADABLE = "duplicate", "already", "unreadable"
+STATUS_OTHER_ROUND = "other_round"  # a form of another system or period: reported, not recorded in this round
 
 
 # -- the score normaliser ---------------------------------------------------------------------
@@ -176,6 +177,7 @@ class Examined:
     assessor: str | None = None
     sheets: list[SheetRecord] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    other_round: bool = False  # the form says it belongs to another system or period
 
 
 @dataclass
@@ -225,6 +227,7 @@ def examine_workbook(book: Workbook, name: str, ctx: Context, probe: "CellProbe 
     if meta is not None:
         bad = _check_meta(meta, ctx, name)
         if bad:
+            out.other_round = bad.code in ("wrong_system", "wrong_period")
             return _reject(out, bad)
         out.assessor = meta.assessor
 
@@ -280,6 +283,11 @@ def examine_workbook(book: Workbook, name: str, ctx: Context, probe: "CellProbe 
         out.problems += found
         out.sheets.append(record)
 
+    round_codes = {"wrong_system", "wrong_period"}
+    sheet_errors = [p for p in out.problems if p.severity == ERROR and p.sheet]
+    if meta is None and sheet_errors and all(p.code in round_codes for p in sheet_errors) and \
+            {p.sheet for p in sheet_errors} == {s.sheet for s in out.sheets}:
+        out.other_round = True  # every sheet's block names another round
     accepted = sum(s.accepted for s in out.sheets)
     if accepted and accepted == len(out.sheets):
         out.status = STATUS_ACCEPTED
@@ -342,8 +350,14 @@ def find_identity(rows: list[list]) -> Identity:
     non-empty cell to the right."""
     found = Identity()
     for r, row in enumerate(rows[:BLOCK_SEARCH_ROWS]):
+        if "得分" in row:  # the header row: the block is above it
+            break
         for c, cell in enumerate(row):
-            meaning = BLOCK_LABELS.get(_text(cell)) if isinstance(cell, str) else None
+            if not cell or not isinstance(cell, str):
+                continue
+            meaning = BLOCK_LABELS.get(cell)
+            if meaning is None and len(cell) <= 12 and cell.lstrip()[:1] in _LABEL_STARTS:
+                meaning = BLOCK_LABELS.get(_text(cell))
             if not meaning or meaning in found.values:
                 continue
             for c2 in range(c + 1, len(row)):
@@ -356,6 +370,7 @@ def find_identity(rows: list[list]) -> Identity:
     return found
 
 
+_LABEL_STARTS = {label[0] for label in BLOCK_LABELS} | {unicodedata.normalize("NFKC", label[0]) for label in BLOCK_LABELS}
 _BLOCK_NAMES = {"subject": "对象编号", "assessor": "评估人编号", "period": "期次", "system": "指标体系"}
 
 
@@ -401,6 +416,8 @@ def _check_identity(sheet: Sheet, subject: str, assessor: str, block: Identity, 
 def find_header(rows: list[list]) -> tuple[int, dict[str, int]] | None:
     """The header row (the first with 编号 and 得分) and its columns by name."""
     for r, row in enumerate(rows[:HEADER_SEARCH_ROWS]):
+        if not any(isinstance(v, str) and "得分" in v for v in row):
+            continue
         names = [_text(v) if isinstance(v, str) else "" for v in row]
         if "编号" in names and "得分" in names:
             columns: dict[str, int] = {}
@@ -427,7 +444,7 @@ def validate_sheet(sheet: Sheet, ctx: Context, name: str, probe: "CellProbe | No
     for r in range(head_row + 1, len(sheet.rows)):
         row = sheet.rows[r]
         cell = row[code_col] if code_col < len(row) else None
-        text = _text(cell)
+        text = cell if isinstance(cell, str) and cell in by_code else _text(cell)
         if not text or text in SUBTOTAL_WORDS:
             continue
         code = text if text in by_code else upper.get(text.upper())
@@ -464,6 +481,11 @@ def _score_of(sheet: Sheet, r: int, score_col: int, remark_col: int | None, item
     if value == "":
         value = None
     cell = xl_rowcol_to_cell(r, score_col)
+    if type(value) is float and 0 <= value <= item.max:  # the common case, kept fast
+        raw = str(int(value)) if value.is_integer() else repr(value)
+        remark = row[remark_col] if remark_col is not None and remark_col < len(row) else ""
+        if not remark:
+            return item.code, raw, value, "", cell
     label = f"{item.code} {item.level3}"
     if value is None and probe is not None:  # calamine reads error cells and value-less formulas as empty
         hidden = probe(sheet.name, r, score_col)
@@ -548,6 +570,7 @@ class CollectResult:
     missing: int = 0          # assignments with no accepted sheet after this run
     superseded: int = 0       # sheets of earlier files replaced in this run
     report: Path | None = None
+    other_round: list[list[Problem]] = field(default_factory=list)  # problems of files left to another round
 
     def count(self, status: str) -> int:
         return sum(f.status == status for f in self.files)
@@ -687,7 +710,8 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
     try:
         for sha, path, seen_at in late_aliases:
             _alias(ledger, sha, path, seen_at, result)
-        result.report, result.missing = write_collection(ws, ledger, system, period, roster)
+        result.report, result.missing = write_collection(ws, ledger, system, period, roster, result.files,
+                                                         [p for ps in result.other_round for p in ps])
     finally:
         ledger.close()
     result.superseded = sum(len(f.replaced) for f in result.files)
@@ -706,6 +730,10 @@ def _prepare(path: Path, stat: os.stat_result, ledger: Ledger, archive: Path, ct
         result.files.append(FileOutcome(str(path), path.name, STATUS_UNREADABLE, reason=str(explain(err, path))))
         return None
     known = ledger.known(sha)
+    if known is not None and (known["period"], known["system"]) != (ctx.period, ctx.system.id):
+        result.files.append(FileOutcome(str(path), path.name, STATUS_OTHER_ROUND, sha, known["assessor"],
+                                        reason=f"已在 {known['system']} {known['period']} 期收取"))
+        return None
     if known is not None or sha in seen_now:
         if known is None:
             late_aliases.append((sha, path, received))  # its twin is still being ingested
@@ -747,6 +775,11 @@ def _finish(job: _Job, ledger: Ledger, ctx: Context, result: CollectResult, pool
         except BrokenProcessPool:
             examined = examine(job.path.read_bytes(), job.path.name, ctx)
     assert isinstance(examined, Examined)
+    if examined.other_round:  # left for its own round's run: the same bytes may be recorded only once
+        result.files.append(FileOutcome(str(job.path), job.path.name, STATUS_OTHER_ROUND, job.sha, examined.assessor,
+                                        problems=len(examined.problems), reason=examined.reason))
+        result.other_round.append(examined.problems)
+        return
     record = FileRecord(
         sha256=job.sha, name=job.path.name, original_path=str(job.path), size=job.size,
         received_at=job.received_at, saved_at=examined.saved_at or job.mtime_utc,

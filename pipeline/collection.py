@@ -31,8 +31,13 @@ def collection_path(ws: Workspace, period: str, system: System) -> Path:
     return ws.period_output(period) / f"collection-{system.id}.xlsx"
 
 
-def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str, roster: Roster) -> tuple[Path, int]:
-    """Write the collection workbook atomically; returns its path and the number of missing assignments."""
+def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str, roster: Roster,
+                     run_files: list | None = None, run_problems: list | None = None) -> tuple[Path, int]:
+    """Write the collection workbook atomically; returns its path and the number of missing assignments.
+
+    `run_files`/`run_problems` add this run's files that belong to another round (another system or
+    period): they are not recorded in this round's ledger, so they are listed for this run only.
+    """
     files = ledger.files(period, system.id)
     sheets = ledger.sheets(period, system.id)
     problems = ledger.frame(
@@ -53,21 +58,29 @@ def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str,
         return f"{person.name}（{code}）" if person else code
 
     counts = problems.groupby("file_id").size().to_dict() if len(problems) else {}
+    by_file: dict[int, list] = {}
+    by_id: dict[int, object] = {}
+    replaced_by: dict[int, list] = {}  # sheet id -> the sheets it superseded
+    for s in sheets.itertuples(index=False):
+        by_file.setdefault(s.file_id, []).append(s)
+        by_id[s.id] = s
+    for s in by_id.values():
+        if s.status == "superseded" and s.superseded_by == s.superseded_by:  # not NaN
+            replaced_by.setdefault(int(s.superseded_by), []).append(s)
     file_rows, problem_rows = [], []
     for f in files.itertuples(index=False):
-        own = sheets[sheets["file_id"] == f.id]
-        active = int((own["status"] == "accepted").sum())
-        gone = own[own["status"] == "superseded"]
+        own = by_file.get(f.id, [])
+        active = sum(s.status == "accepted" for s in own)
+        gone = [s for s in own if s.status == "superseded"]
         status = STATUS_TEXT[f.status]
-        if f.status != "rejected" and active == 0 and len(gone):
+        if f.status != "rejected" and active == 0 and gone:
             status = STATUS_TEXT["superseded"]
         notes = [f.reason] if isinstance(f.reason, str) and f.reason else []
-        for s in gone.itertuples(index=False):
+        for s in gone:
             notes.append(f"{s.subject} 已由 {s.replaced_by_file}（{s.replaced_by_sheet}）替换")
             problem_rows.append((f.name, s.sheet, "", s.subject,
                                  problem("superseded", value=s.subject, detail=s.replaced_by_file).message, "提示"))
-        replaced = sheets[sheets["superseded_by"].isin(own["id"])] if len(own) else own.iloc[0:0]
-        for s in replaced.itertuples(index=False):
+        for s in (r for own_sheet in own for r in replaced_by.get(own_sheet.id, [])):
             notes.append(f"替换了 {s.file} 中的 {s.subject}")
         file_rows.append((f.name, who(f.assessor), status, active, int(counts.get(f.id, 0)),
                           f.received_at or "", f.saved_at or "", "；".join(notes), f.original_path, f.sha256))
@@ -78,10 +91,15 @@ def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str,
         problem_rows.append((name, "", "", "", message, "提示"))
     for p in problems.itertuples(index=False):
         problem_rows.append((p.file, p.sheet, p.cell, p.value, p.message, "错误" if p.severity == ERROR else "提示"))
+    for f in run_files or []:
+        if f.status == "other_round":
+            file_rows.append((f.name, who(f.assessor), STATUS_TEXT["rejected"], 0, f.problems, "", "",
+                              f"{f.reason}（不属于本轮，未记入本轮台账）", f.path, f.sha256))
+    for p in run_problems or []:
+        problem_rows.append((p.file, p.sheet, p.cell, p.value, p.message, "错误" if p.severity == ERROR else "提示"))
 
-    accepted = set(zip(sheets.loc[sheets["status"] == "accepted", "assessor"],
-                       sheets.loc[sheets["status"] == "accepted", "subject"]))
-    tried = set(zip(sheets["assessor"], sheets["subject"]))
+    accepted = {(s.assessor, s.subject) for s in by_id.values() if s.status == "accepted"}
+    tried = {(s.assessor, s.subject) for s in by_id.values()}
     missing_rows = []
     for code, subjects in roster.assignments(system.subject_type).items():
         person = roster.assessors[code]

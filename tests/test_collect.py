@@ -333,20 +333,29 @@ def test_edited_metadata_wrong_period_wrong_system_and_foreign_files_are_rejecte
     old = make_forms(workspace, period="2026-10")["E02"]
     fill_form(old, answers("E02"), save_as=folder / "october.xlsx")
     zone = make_forms(workspace, system="zone")["E03"]
-    (folder / "zone.xlsx").write_bytes(zone.read_bytes())
+    zone_items = load_system("zone").items
+    fill_form(zone, {z: {i.code: i.max for i in zone_items} for z in ("Z01", "Z02")}, save_as=folder / "zone.xlsx")
     foreign = openpyxl.Workbook()
     foreign.active.append(["编号", "得分"])
     foreign.active.append(["C01", 3])
     foreign.save(folder / "foreign.xlsx")
     fill_form(forms["E03"], answers("E03"), save_as=folder / "good.xlsx")
-    collect(workspace)
+    result = collect(workspace)
     assert ledger_scores(workspace) == expected_scores("E03")
     codes = {p[0]: p[4] for p in problems(workspace)}
-    assert codes == {"tampered.xlsx": "meta_tampered", "october.xlsx": "wrong_period", "zone.xlsx": "wrong_system",
-                     "foreign.xlsx": "no_identity"}
-    rows = {r["文件名"]: r for r in report(workspace)["文件"]}
-    assert rows["october.xlsx"]["状态"] == "已拒收"
-    assert rows["october.xlsx"]["说明"] == "这是 2026-10 期的评分表，本轮收取的是 2026-11 期。"
+    assert codes == {"tampered.xlsx": "meta_tampered", "foreign.xlsx": "no_identity"}
+    book = report(workspace)
+    rows = {r["文件名"]: r for r in book["文件"]}
+    assert rows["october.xlsx"]["状态"] == "已拒收" and rows["zone.xlsx"]["状态"] == "已拒收"
+    assert rows["october.xlsx"]["说明"] == "这是 2026-10 期的评分表，本轮收取的是 2026-11 期。（不属于本轮，未记入本轮台账）"
+    assert "这是“zone”的评分表，本轮收取的是“community”。" in {r["问题"] for r in book["问题"]}
+    assert "skipped   zone.xlsx" in result.output
+    # forms of another round are left for that round: the zone run over the same folder takes it
+    zone_run = run(workspace, "collect", "--system", "zone", "--period", PERIOD)
+    assert re.search(r"accepted\s*│\s*1\s", zone_run.output)
+    with Ledger(workspace / "ledger" / "happyhome.sqlite") as ledger:
+        zone_scores = ledger.accepted_scores(PERIOD, "zone")
+    assert len(zone_scores) == 2 * len(zone_items) and set(zone_scores.assessor) == {"E03"}
 
 
 def test_broken_files_are_one_rejected_row_each_and_the_run_continues(workspace):
@@ -563,3 +572,20 @@ def test_a_form_resaved_by_libreoffice_collects_the_same_scores(workspace, tmp_p
         files = ledger.files(PERIOD, "community")
     assert files.format.tolist() == [fmt] and files.assessor.tolist() == ["E02"]
     assert frame[(frame.subject == "C003") & (frame.item == "C19")].remark.iloc[0] == "很好"
+
+
+def test_two_copies_in_one_run_are_one_file_and_one_duplicate(workspace):
+    path = make_forms(workspace)["E01"]
+    folder = returned(workspace)
+    first = fill_form(path, answers("E01"), save_as=folder / "a.xlsx")
+    (folder / "b.xlsx").write_bytes(first.read_bytes())
+    result = collect(workspace)
+    assert re.search(r"accepted\s*│\s*1\s", result.output) and re.search(r"duplicates\s*│\s*1\s", result.output)
+    assert counts(workspace)["files"] == 1 and counts(workspace)["aliases"] == 1
+    assert [r["状态"] for r in report(workspace)["文件"]] == ["已接收", "重复"]
+
+
+def test_collect_help_documents_exit_codes(workspace):
+    text = run(workspace, "collect", "--help").output
+    assert "--strict" in text and "6 with --strict" in text and "Example: happyhome collect" in text
+    assert run(workspace, "collect", "--system", "community", "--period", "2026-13", expect=2).exit_code == 2
