@@ -121,7 +121,8 @@ def _in_range(score: float, maximum: float, note: str | None) -> tuple[float | N
         return None, None, "not_a_number"
     if score < 0 or score > maximum + 1e-9:
         return None, None, "out_of_range"
-    return score + 0.0, note, None  # + 0.0 turns -0.0 into 0.0
+    # Within 1e-9 above 满分 is float noise from a formula: it counts as 满分, never more.
+    return min(score, maximum) + 0.0, note, None  # + 0.0 turns -0.0 into 0.0
 
 
 def raw_text(value: object) -> str:
