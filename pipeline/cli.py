@@ -238,8 +238,15 @@ def collect(ctx: click.Context, system_ref: str, period: str, paths: tuple[Path,
     """Take in returned workbooks: validate, record in the ledger, report.
 
     PATHS are files and folders (searched recursively) [default: input/returned/<period>/].
-    Exit status: 0 when the run completed, rejected files included; 2 usage error;
-    5 another run holds the workspace; 6 with --strict when anything was rejected.
+    A sheet with an error is not counted; the other sheets of its file are. The later-saved
+    of two returns for one assessor and subject wins; the earlier stays in the ledger.
+
+    \b
+    Exit status:
+      0  the run completed (rejected files included)
+      2  usage error
+      5  another run holds the workspace
+      6  --strict and a file or sheet was rejected
 
     Example: happyhome collect --system community --period 2026-11
     """

@@ -587,5 +587,5 @@ def test_two_copies_in_one_run_are_one_file_and_one_duplicate(workspace):
 
 def test_collect_help_documents_exit_codes(workspace):
     text = run(workspace, "collect", "--help").output
-    assert "--strict" in text and "6 with --strict" in text and "Example: happyhome collect" in text
+    assert "--strict" in text and "6  --strict and a file or sheet was rejected" in text and "Example: happyhome collect" in text
     assert run(workspace, "collect", "--system", "community", "--period", "2026-13", expect=2).exit_code == 2
