@@ -267,9 +267,6 @@ def examine_workbook(book: Workbook, name: str, ctx: Context, probe: "CellProbe 
                 out.problems.append(problem("missing_sheet", file=name, value=subject))
 
     seen = Counter(subject for _, subject, _, _ in candidates)
-    first_sheet: dict[str, str] = {}
-    for sheet, subject, assessor, block in candidates:
-        first_sheet.setdefault(subject, sheet.name)
     for sheet, subject, assessor, block in candidates:
         errors = _check_identity(sheet, subject, assessor, block, meta, ctx, name)
         if seen[subject] > 1:
@@ -402,6 +399,8 @@ def _check_identity(sheet: Sheet, subject: str, assessor: str, block: Identity, 
         if "period" in v and v["period"] != ctx.period:
             errors.append(problem("wrong_period", file=name, sheet=sheet.name, cell=block.cells["period"],
                                   value=v["period"], expected=ctx.period))
+        if errors:  # a sheet of another round: who and what it rates is that round's business
+            return errors
         if assessor not in ctx.assessors:
             errors.append(problem("unknown_assessor", file=name, sheet=sheet.name,
                                   cell=block.cells.get("assessor", ""), value=assessor))
@@ -710,7 +709,11 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
             pool.shutdown()
     try:
         for sha, path, seen_at in late_aliases:
-            _alias(ledger, sha, path, seen_at, result)
+            if ledger.known(sha) is not None:
+                _alias(ledger, sha, path, seen_at, result)
+            else:  # its twin was left to another round: so is this copy
+                twin = next(f for f in result.files if f.path == str(path) and f.sha256 == sha)
+                twin.status = STATUS_OTHER_ROUND
         result.report, result.missing = write_collection(ws, ledger, system, period, roster, result.files,
                                                          [p for ps in result.other_round for p in ps])
     finally:

@@ -589,3 +589,18 @@ def test_collect_help_documents_exit_codes(workspace):
     text = run(workspace, "collect", "--help").output
     assert "--strict" in text and "6  --strict and a file or sheet was rejected" in text and "Example: happyhome collect" in text
     assert run(workspace, "collect", "--system", "community", "--period", "2026-13", expect=2).exit_code == 2
+
+
+def test_a_zone_form_without_metadata_in_the_shared_folder_is_left_to_the_zone_round(workspace):
+    zone = make_forms(workspace, system="zone")["E01"]
+    items = load_system("zone").items
+    target = fill_form(zone, {z: {i.code: i.max for i in items} for z in ("Z01", "Z02")},
+                       save_as=returned(workspace) / "zone-nometa.xlsx")
+    book = openpyxl.load_workbook(target)
+    del book[META_SHEET]
+    book.save(target)
+    community = collect(workspace)
+    assert "skipped   zone-nometa.xlsx" in community.output and counts(workspace)["files"] == 0
+    run(workspace, "collect", "--system", "zone", "--period", PERIOD)
+    with Ledger(workspace / "ledger" / "happyhome.sqlite") as ledger:
+        assert len(ledger.accepted_scores(PERIOD, "zone")) == 2 * len(items)
