@@ -240,7 +240,7 @@ def _chart_sheet(book, f, res: RoundResult) -> None:
         "fill": {"color": "#2B6CB0"}, "gap": 40,
         "data_labels": {"value": True, "num_format": "0.0"} if n_rated <= 30 else {},
     })
-    totals.set_title({"name": f"{res.system.name}：各评估对象总分"})
+    totals.set_title({"name": "各评估对象总分"})
     totals.set_y_axis({"min": 0, "max": res.system.total, "num_format": "0", "major_gridlines": {"visible": True}})
     totals.set_x_axis({"num_font": {"rotation": -45}})
     totals.set_legend({"none": True})
@@ -419,13 +419,19 @@ def report(
     *,
     generated: datetime | None = None,
 ) -> ReportResult:
-    """Score a round and write its summary workbook, results CSV and digest."""
+    """Score a round and write its summary workbook, results CSV and digest.
+
+    `calibrate` adds calibrated totals and ranks (implied when calibration.official is
+    "calibrated"); the plain ranking is always shown and stays first.
+    """
     period = check_period(period)
     if method is not None and method not in METHODS:
         raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     if by is not None and by not in BY_COLUMNS:
         raise UsageError(f"--by must be one of {', '.join(BY_COLUMNS)}, got {by!r}")
     system = system if isinstance(system, System) else load_system(system)
+    # When the config makes the calibrated ranking official, it is always computed.
+    calibrate = calibrate or ws["calibration"]["official"] == "calibrated"
     roster = read_roster(ws.path("roster"), known_types=tuple(dict.fromkeys((*TYPES, system.subject_type))))
     scores, file_rows, status = _inputs(ws, period, system, roster)
     result = score_round(scores, system, roster, ws.settings, method=method, by=by, calibrate=calibrate)
