@@ -225,3 +225,28 @@ def test_full_path_forms_fill_collect_report(workspace):
     assert detail["单元格"].str.match(r"^G\d+$").all()
     page = (out / "digest-community.html").read_text(encoding="utf-8")
     assert "南湖街道南湖社区（C003），已交但未通过校验" in page  # E03 sent the form with C003 blank
+
+
+def test_calibrated_official_ranking_and_rank_changes(workspace):
+    # E01 is 10 points lenient; every pair of assessors shares one subject (a connected design).
+    shares = {"C001": {"E01": 0.95, "E02": 0.85}, "C002": {"E02": 0.88, "E03": 0.88}, "C003": {"E01": 0.99, "E03": 0.89}}
+    add_returns(workspace, shares=shares, remarks={})
+    toml = workspace / "happyhome.toml"
+    text = toml.read_text(encoding="utf-8")
+    assert 'official = "plain"' in text
+    toml.write_text(text.replace('official = "plain"', 'official = "calibrated"'), encoding="utf-8")
+    res = report(Workspace.open(workspace), "community", PERIOD)  # no --calibrate: the config implies it
+    rank = sheet(res.summary, "排名").set_index("编号")
+    assert rank["排名"].to_dict() == {"C003": 1, "C001": 2, "C002": 3}  # plain: 94, 90, 88
+    # Effects sum to zero: E01 +20/3, E02 = E03 = -10/3; calibrated 92.33, 88.33, 91.33.
+    assert rank["校准总分"].to_dict() == pytest.approx({"C003": 92 + 1 / 3, "C001": 88 + 1 / 3, "C002": 91 + 1 / 3}, abs=0.01)
+    assert rank["校准排名"].to_dict() == {"C003": 1, "C001": 3, "C002": 2}
+    changes = sheet(res.summary, "排名变化")
+    assert changes[["编号", "排名", "校准排名", "名次变化"]].values.tolist() == [["C002", 3, 2, 1], ["C001", 2, 3, -1]]
+    people = sheet(res.summary, "评估人").dropna(subset=["姓名"]).set_index("编号")
+    assert people.loc["E01", "宽严效应"] == pytest.approx(20 / 3, abs=0.01)
+    book = openpyxl.load_workbook(res.summary)
+    about = {r[0].value: r[1].value for r in book["说明"].iter_rows(min_row=2, max_col=2) if r[0].value}
+    assert about["正式排名"] == "校准排名"
+    page = res.digest.read_text(encoding="utf-8")
+    assert "本期以校准排名为正式排名" in page and 'id="rank-changes"' in page
