@@ -428,5 +428,6 @@ def demo(directory: Path, small: bool, end: str, seed: int) -> None:
     for system, (xlsx, html) in result.rollups.items():
         console.print(f"roll-up         ({system}): {html}", soft_wrap=True)
         console.print(f"                           {xlsx}", soft_wrap=True)
-    console.print(f"Done in {elapsed:.1f} s. Try: happyhome -w {directory} status --system community --period {result.periods[-1]}",
+    steps = ", ".join(f"{name} {sec:.1f} s" for name, sec in result.seconds.items())
+    console.print(f"Done in {elapsed:.1f} s ({steps}). Try: happyhome -w {directory} status --system community --period {result.periods[-1]}",
                   soft_wrap=True)

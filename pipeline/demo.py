@@ -231,7 +231,7 @@ def plan_round(ws: Workspace, data: DemoData, roster: Roster, systems: list[Syst
     """The blank forms and the returns of one month, faults included (deterministic)."""
     period = data.periods[month]
     deadline = ws.deadline(period)
-    folder = ws.returned(period)  # one folder per system below it: collect takes one system's files
+    folder = ws.returned(period)  # both systems' returns in one folder, as an office receives them
     rng = np.random.default_rng([data.seed, 4, month])
     codes = [a[0] for a in data.assessors]
     order = [str(c) for c in rng.permutation(codes)]
@@ -247,7 +247,7 @@ def plan_round(ws: Workspace, data: DemoData, roster: Roster, systems: list[Syst
                 continue
             subjects = [s.code for s in spec.subjects]
             answers = answers_for(data, system, month, assessor, subjects)
-            path = folder / system.id / spec.path.name
+            path = folder / spec.path.name
             late = (system.id, assessor) in (("community", order[-1]), ("zone", order[-2]))  # one late file each
             received = _late(rng, deadline) if late else _on_time(rng, deadline)
             note = "逾期" if received > deadline else ""
@@ -275,11 +275,11 @@ def plan_round(ws: Workspace, data: DemoData, roster: Roster, systems: list[Syst
             spec = sent[-1]
             when = _on_time(rng, deadline)
             answers = answers_for(data, spec.system, month, spec.assessor.code, [s.code for s in spec.subjects])
-            returns.append(Return(folder / "community" / spec.path.name, when, _saved_before(rng, when),
-                                  replace(spec, path=folder / "community" / spec.path.name, answers=answers),
+            returns.append(Return(folder / spec.path.name, when, _saved_before(rng, when),
+                                  replace(spec, path=folder / spec.path.name, answers=answers),
                                   note="用了上月的表"))
         for name, body in _not_ours():
-            returns.append(Return(folder / "community" / name, _on_time(rng, deadline), content=body, note="不是评分表"))
+            returns.append(Return(folder / name, _on_time(rng, deadline), content=body, note="不是评分表"))
     return RoundPlan(period, forms, returns, missing)
 
 
@@ -409,9 +409,9 @@ def build_demo(root: str | Path = "demo", size: DemoSize = FULL, end: str = DEFA
     with workspace_lock(ws):
         advance = stage("Collecting", len(plans) * len(systems))
         for plan in plans:
-            for system in systems:
-                collected[plan.period, system.id] = collect(ws, system, plan.period, [ws.returned(plan.period) / system.id],
-                                                            roster, workers=1)
+            # community first: the files that are nobody's form are reported in its round
+            for system in reversed(systems):
+                collected[plan.period, system.id] = collect(ws, system, plan.period, None, roster, workers=1)
                 advance(1)
         lap("collect")
         advance = stage("Reporting", len(plans) * len(systems))
@@ -429,6 +429,6 @@ def build_demo(root: str | Path = "demo", size: DemoSize = FULL, end: str = DEFA
                 advance(1)
         lap("rollup")
     faults = [(p.period, r.path.relative_to(ws.returned(p.period)).as_posix(), r.note) for p in plans for r in p.returns if r.note]
-    faults += [(p.period, f"{system}/ {a} {roster.assessors[a].name}", "整份未交") for p in plans for system, a in p.missing]
+    faults += [(p.period, f"{a} {roster.assessors[a].name}（{system}）", "整份未交") for p in plans for system, a in p.missing]
     return DemoResult(root, data.periods, len(data.subjects), len(data.assessors), files, faults, collected,
                       digests, summaries, rollups, seconds)

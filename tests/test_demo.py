@@ -1,0 +1,152 @@
+"""`happyhome demo`: the synthetic programme, its faulty returns, and the whole job end to end."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from pathlib import Path
+
+import openpyxl
+import pandas as pd
+import pytest
+
+from pipeline.collect import STATUS_ALREADY, STATUS_OTHER_ROUND, collect
+from pipeline.config import Workspace
+from pipeline.demo import FULL, MARKER, SMALL, build_demo, make_data, months_ending, plan_rounds
+from pipeline.ledger import Ledger
+from pipeline.roster import read_roster
+from pipeline.status import NOT_RECEIVED, REJECTED, round_status
+from pipeline.systems import load_system
+from tests.chromium import Browser, find_chromium
+from tests.conftest import run
+
+
+def test_full_size_programme_shape():
+    data = make_data(FULL)
+    zones = [s for s in data.subjects if s[2] == "创新实践区"]
+    communities = [s for s in data.subjects if s[2] == "创新实践社区"]
+    assert [s[0] for s in zones] == [f"Z{n:02d}" for n in range(1, 31)]
+    assert [s[0] for s in communities] == [f"C{n:03d}" for n in range(1, 101)]
+    assert len({s[1] for s in data.subjects}) == 130  # names unique
+    assert all(s[3] and s[4] and s[5] for s in data.subjects)  # every subject has a province, city and district
+    assert [a[0] for a in data.assessors] == [f"E{n:02d}" for n in range(1, 13)]
+    assert all(a[2] and a[3] for a in data.assessors)  # 单位 and 联系方式
+    raters = Counter(s for _, s in data.pairs)
+    assert all(raters[z[0]] == 5 for z in zones)
+    assert all(3 <= raters[c[0]] <= 5 for c in communities)
+    assert len(set(data.pairs)) == len(data.pairs)
+    assert data.periods == ["2026-06", "2026-07", "2026-08", "2026-09", "2026-10", "2026-11"]
+    assert months_ending("2027-02", 3) == ["2026-12", "2027-01", "2027-02"]
+    assert make_data(FULL) == data  # seeded
+    assert make_data(FULL, seed=1).quality != data.quality
+
+
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("demo") / "demo"
+    out = run(root.parent, "demo", str(root), "--small")
+    assert "latest digest" in out.output and "roll-up" in out.output
+    assert str(root / "output" / "2026-11" / "digest-community.html") in out.output.replace("\n", "")
+    return root
+
+
+def _returned(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((root / "input" / "returned").rglob("*")) if p.is_file()}
+
+
+def test_demo_outputs_exist_and_read_back(small_demo):
+    root = small_demo
+    ws = Workspace.open(root)
+    roster = read_roster(ws.path("roster"))
+    assert len(roster.subjects) == SMALL.zones + SMALL.communities and len(roster.assessors) == SMALL.assessors
+    for period in ("2026-10", "2026-11"):
+        for system in ("zone", "community"):
+            summary = root / "output" / period / f"summary-{system}.xlsx"
+            ranking = pd.read_excel(summary, sheet_name="排名", engine="openpyxl")
+            assert len(ranking) == (SMALL.zones if system == "zone" else SMALL.communities)
+            assert ranking["总分"].between(0, 100).all()
+            assert (root / "output" / period / f"digest-{system}.html").is_file()
+            assert list((root / "output" / "forms" / period / system).glob("*.xlsx"))
+    for system in ("zone", "community"):
+        book = openpyxl.load_workbook(root / "output" / "rollup" / f"rollup-{system}-2026-10_2026-11.xlsx")
+        totals = list(book["总分"].iter_rows(min_row=2, values_only=True))
+        assert len(totals) == (SMALL.zones if system == "zone" else SMALL.communities)
+        assert all(isinstance(r[4], (int, float)) and isinstance(r[5], (int, float)) for r in totals)  # every subject rated both months
+    assert (root / MARKER).is_file()
+
+
+def test_demo_faults_are_caught(small_demo):
+    root = small_demo
+    ws = Workspace.open(root)
+    roster = read_roster(ws.path("roster"))
+    with Ledger(ws.path("ledger")) as ledger:
+        problems = ledger.problems("2026-11", "community")
+        codes = set(problems["code"])
+        assert {"out_of_range", "blank_score", "not_spreadsheet"} <= codes, codes
+        sheets = ledger.sheets("2026-11", "community")
+        assert (sheets["status"] == "superseded").any()  # the corrected resubmission replaced the first file
+        assert set(ledger.periods("community")) == {"2026-10", "2026-11"}
+        status = round_status(ws, load_system("community"), "2026-11", roster, ledger)
+    # exactly what the plan left out: one assessor's whole file, the out-of-range sheet and the blank one
+    plan = plan_rounds(ws, make_data(SMALL), roster, [load_system("zone"), load_system("community")])[-1]
+    [(_, absent)] = plan.missing
+    expected = {(absent, s, NOT_RECEIVED) for s in roster.assignments("创新实践社区")[absent]}
+    for r in plan.returns:
+        if r.note in ("超出范围的得分", "漏填得分") and r.spec.system.id == "community":
+            subject = r.spec.subjects[0 if r.note == "超出范围的得分" else -1].code
+            expected.add((r.spec.assessor.code, subject, REJECTED))
+    got = {(a.code, m.subject, m.reason) for a in status.assessors for m in a.missing}
+    assert got == expected and len(expected) > 2
+    # last month's form filled with this month's scores is left to its own round, and said so
+    again = collect(ws, load_system("community"), "2026-11", None, roster)
+    others = {f.name for f in again.files if f.status == STATUS_OTHER_ROUND}
+    assert [n for n in others if not n.startswith("2026-11_zone_")] == [plan.returns[-3].path.name]
+    assert plan.returns[-3].note == "用了上月的表" and plan.returns[-3].path.name.startswith("2026-10_community_")
+    assert {f.status for f in again.files} == {STATUS_ALREADY, STATUS_OTHER_ROUND}
+
+
+def test_status_export_on_the_demo(small_demo, tmp_path):
+    out = tmp_path / "chase.xlsx"
+    run(small_demo, "status", "--system", "community", "--period", "2026-11", "--export", str(out))
+    rows = list(openpyxl.load_workbook(out).active.iter_rows(values_only=True))
+    assert rows[0][:8] == ("评估人编号", "姓名", "单位", "联系方式", "评估对象编号", "名称", "期次", "截止日期")
+    assert len(rows) > 3 and all(r[6] == "2026-11" for r in rows[1:])
+
+
+@pytest.mark.browser
+def test_demo_html_renders_in_headless_chromium(small_demo, tmp_path):
+    binary = find_chromium()
+    if not binary:
+        pytest.skip("chromium is not installed")
+    pages = {
+        "digest": (small_demo / "output" / "2026-11" / "digest-community.html", "#ranking-rows > tr"),
+        "rollup": (small_demo / "output" / "rollup" / "rollup-community-2026-10_2026-11.html", "#heat-rows > tr"),
+    }
+    with Browser(binary, tmp_path / "profile") as browser:
+        browser.offline()
+        for name, (page, rows) in pages.items():
+            browser.open(page.as_uri())
+            assert browser.evaluate(f"document.querySelectorAll('{rows}').length") == SMALL.communities, name
+            assert browser.evaluate("document.scripts.length") == 0
+            assert browser.failures() == [] and browser.console_errors() == [], name
+            assert all(url.startswith("file://") for url in browser.requests()), browser.requests()
+            shot = browser.screenshot(tmp_path / f"{name}.png")
+            assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+            print(f"screenshot: {shot}")
+        browser.open(pages["rollup"][0].as_uri())
+        assert browser.evaluate("document.querySelectorAll('#trend-chart svg, #level2-chart svg').length") == 2
+
+
+def test_demo_is_deterministic_and_rebuilds_only_its_own_folder(small_demo, tmp_path):
+    before = _returned(small_demo)
+    again = tmp_path / "again"
+    build_demo(again, SMALL)
+    assert _returned(again) == before  # same seed, same bytes
+    build_demo(again, SMALL)  # a previous demo is cleared and rebuilt
+    assert _returned(again) == before
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    out = run(tmp_path, "demo", str(other), "--small", expect=2)
+    assert "not empty" in out.output and (other / "notes.txt").read_text() == "keep me"
