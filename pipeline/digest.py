@@ -99,23 +99,29 @@ def _place(row) -> str:
 
 
 def _cards(result: RoundResult, scores: pd.DataFrame, names: dict[str, str], n_items: int = 3) -> list[Card]:
-    items = result.items
     labels = {i.code: f"{i.code} {i.level3}" for i in result.system.items}
-    remarks = scores[scores["remark"].fillna("").str.strip() != ""] if len(scores) else scores
-    flags = result.flags
+    by_subject: dict[str, list[tuple[str, float]]] = {}
+    for subject, item, share in zip(result.items["subject"], result.items["item"], result.items["share"]):
+        by_subject.setdefault(subject, []).append((item, float(share)))
+    remarks: dict = {}
+    if len(scores):
+        said = scores[scores["remark"].fillna("").str.strip() != ""]
+        remarks = dict(tuple(said.groupby("subject", sort=False)))
+    flags = result.flags.groupby("subject", sort=False)["message"].agg(list).to_dict() if len(result.flags) else {}
     cards = []
     for row in result.rated.to_dict("records"):
-        mine = items[items["subject"] == row["subject"]].sort_values(["share", "item"], ascending=[False, True])
-        strongest = [(labels.get(r.item, r.item), r.share) for r in mine.head(n_items).itertuples()]
-        weakest = [(labels.get(r.item, r.item), r.share)
-                   for r in mine.sort_values(["share", "item"]).head(n_items).itertuples()]
-        said = remarks[remarks["subject"] == row["subject"]] if len(remarks) else remarks
+        mine = by_subject.get(row["subject"], [])
+        best = sorted(mine, key=lambda x: (-x[1], x[0]))[:n_items]
+        worst = sorted(mine, key=lambda x: (x[1], x[0]))[:n_items]
+        said = remarks.get(row["subject"])
         cards.append(Card(
             code=row["subject"], name=row["name"], place=_place(row), total=row["total"], grade=row["grade"],
             rank_label=row["rank_label"], n_assessors=int(row["n_assessors"]),
-            strongest=strongest, weakest=weakest,
-            remarks=[(names.get(r.assessor, r.assessor), labels.get(r.item, r.item), r.remark) for r in said.itertuples()],
-            flags=list(flags.loc[flags["subject"] == row["subject"], "message"]) if len(flags) else [],
+            strongest=[(labels.get(item, item), share) for item, share in best],
+            weakest=[(labels.get(item, item), share) for item, share in worst],
+            remarks=[] if said is None else [(names.get(r.assessor, r.assessor), labels.get(r.item, r.item), r.remark)
+                                             for r in said.itertuples()],
+            flags=flags.get(row["subject"], []),
         ))
     return cards
 
@@ -153,6 +159,7 @@ def digest_context(
     unrated = int((result.subjects["grade"] == NOT_RATED).sum())
     cats = category_shares(result)
     rows = result.subjects.to_dict("records")
+    subject_names = {r["subject"]: r["name"] for r in rows}
     return {
         "title": f"{system.name} · {period} 评估结果",
         "system": system,
@@ -180,7 +187,7 @@ def digest_context(
         "cards": _cards(result, scores, names),
         "unrated": [r for r in rows if r["grade"] == NOT_RATED],
         "flags": [
-            {"subject": f.subject, "name": next((r["name"] for r in rows if r["subject"] == f.subject), ""),
+            {"subject": f.subject, "name": subject_names.get(f.subject, ""),
              "kind": FLAG_KINDS.get(f.kind, f.kind), "message": f.message}
             for f in result.flags.itertuples()
         ],

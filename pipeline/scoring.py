@@ -297,20 +297,20 @@ def _assessor_table(totals: pd.DataFrame, roster: Roster | None, effects: pd.Dat
     g = t.groupby("subject")["total"]
     count = g.transform("size")
     others_mean = (g.transform("sum") - t["total"]) / (count - 1).where(count > 1)
-    dev = (t["total"] - others_mean).rename("dev")
-    frame = t.assign(dev=dev, shared=count > 1)
-    rows = []
-    names = {a.code: a for a in roster.assessors.values()} if roster is not None else {}
-    codes = list(names) + sorted(set(t["assessor"]) - set(names))
-    for code in codes:
-        mine = frame[frame["assessor"] == code]
-        person = names.get(code)
-        shared = mine[mine["shared"]]
-        rows.append((
-            code, person.name if person else "", person.org if person else "",
-            len(mine), len(shared), float(shared["dev"].mean()) if len(shared) else math.nan,
-        ))
-    out = pd.DataFrame(rows, columns=["assessor", "name", "org", "n_subjects", "n_shared", "deviation"])
+    frame = t.assign(dev=t["total"] - others_mean, shared=count > 1)
+    stats = frame.groupby("assessor").agg(n_subjects=("subject", "size"), n_shared=("shared", "sum"),
+                                          deviation=("dev", "mean"))
+    people = roster.assessors if roster is not None else {}
+    codes = list(people) + sorted(set(t["assessor"]) - set(people))
+    out = pd.DataFrame({
+        "assessor": codes,
+        "name": [people[c].name if c in people else "" for c in codes],
+        "org": [people[c].org if c in people else "" for c in codes],
+    })
+    out["n_subjects"] = out["assessor"].map(stats["n_subjects"]).fillna(0).astype(int)
+    out["n_shared"] = out["assessor"].map(stats["n_shared"]).fillna(0).astype(int)
+    # NaN devs (subjects nobody else rated) are skipped by the mean; none shared gives NaN.
+    out["deviation"] = out["assessor"].map(stats["deviation"]).astype(float)
     if effects is not None and not effects.empty:
         e = effects.set_index("assessor")
         out["effect"] = out["assessor"].map(e["effect"])
