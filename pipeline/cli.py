@@ -274,7 +274,7 @@ def collect(ctx: click.Context, system_ref: str, period: str, paths: tuple[Path,
         ("rejected", result.count("rejected") + result.count(STATUS_UNREADABLE)),
         ("duplicates", result.count(STATUS_DUPLICATE)),
         ("already collected", result.count(STATUS_ALREADY)),
-        ("for another round (left alone)", result.count(STATUS_OTHER_ROUND)),
+        ("forms of another round", result.count(STATUS_OTHER_ROUND)),
         ("superseded sheets", result.superseded),
         ("still missing (assignments)", result.missing),
     ]
@@ -285,7 +285,8 @@ def collect(ctx: click.Context, system_ref: str, period: str, paths: tuple[Path,
         if f.status in ("rejected", STATUS_UNREADABLE):
             console.print(f"rejected  {f.name}: {f.reason}", soft_wrap=True)
         elif f.status == STATUS_OTHER_ROUND:
-            console.print(f"skipped   {f.name}: {f.reason}", soft_wrap=True)
+            console.print(f"other round  {f.name}: {f.reason}", soft_wrap=True)
+
         for earlier, sheet in f.replaced:
             console.print(f"replaced  {earlier} ({sheet}) by {f.name}", soft_wrap=True)
     console.print(f"Collection report: {result.report}")

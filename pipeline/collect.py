@@ -45,7 +45,7 @@ from typing import Callable
 
 from xlsxwriter.utility import xl_rowcol_to_cell
 
-from pipeline.atomic import atomic_path, explain
+from pipeline.atomic import atomic_path, check_writable, explain
 from pipeline.config import Workspace, check_period
 from pipeline.forms import BLOCK_LABELS, GUIDE_SHEET, META_SHEET, SUMMARY_SHEET, sign
 from pipeline.ledger import FileRecord, Ledger, SheetRecord
@@ -68,7 +68,10 @@ HEADER_SEARCH_ROWS = 40
 
 STATUS_ACCEPTED, STATUS_PARTIAL, STATUS_REJECTED = "accepted", "partial", "rejected"
 STATUS_DUPLICATE, STATUS_ALREADY, STATUS_UNREADABLE = "duplicate", "already", "unreadable"
-STATUS_OTHER_ROUND = "other_round"  # a form of another system or period: reported, not recorded in this round
+# A form of another system or period (the returned folder is shared by both systems): recorded in
+# this round as rejected, with its reason, and left for its own round's run to take in.
+STATUS_OTHER_ROUND = "other_round"
+ROUND_CODES = ("wrong_system", "wrong_period")
 
 
 # -- the score normaliser ---------------------------------------------------------------------
@@ -178,7 +181,10 @@ class Examined:
     assessor: str | None = None
     sheets: list[SheetRecord] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
-    other_round: bool = False  # the form says it belongs to another system or period
+
+    @property
+    def other_round(self) -> bool:
+        return self.status == STATUS_REJECTED and any(p.code in ROUND_CODES for p in self.problems)
 
 
 @dataclass
@@ -228,7 +234,6 @@ def examine_workbook(book: Workbook, name: str, ctx: Context, probe: "CellProbe 
     if meta is not None:
         bad = _check_meta(meta, ctx, name)
         if bad:
-            out.other_round = bad.code in ("wrong_system", "wrong_period")
             return _reject(out, bad)
         out.assessor = meta.assessor
 
@@ -281,11 +286,6 @@ def examine_workbook(book: Workbook, name: str, ctx: Context, probe: "CellProbe 
         out.problems += found
         out.sheets.append(record)
 
-    round_codes = {"wrong_system", "wrong_period"}
-    sheet_errors = [p for p in out.problems if p.severity == ERROR and p.sheet]
-    if meta is None and sheet_errors and all(p.code in round_codes for p in sheet_errors) and \
-            {p.sheet for p in sheet_errors} == {s.sheet for s in out.sheets}:
-        out.other_round = True  # every sheet's block names another round
     accepted = sum(s.accepted for s in out.sheets)
     if accepted and accepted == len(out.sheets):
         out.status = STATUS_ACCEPTED
@@ -552,7 +552,7 @@ class FileOutcome:
 
     path: str
     name: str
-    status: str  # accepted | partial | rejected | duplicate | already | unreadable
+    status: str  # accepted | partial | rejected | other_round | duplicate | already | unreadable
     sha256: str = ""
     assessor: str | None = None
     accepted_sheets: int = 0
@@ -570,7 +570,6 @@ class CollectResult:
     missing: int = 0          # assignments with no accepted sheet after this run
     superseded: int = 0       # sheets of earlier files replaced in this run
     report: Path | None = None
-    other_round: list[list[Problem]] = field(default_factory=list)  # problems of files left to another round
 
     def count(self, status: str) -> int:
         return sum(f.status == status for f in self.files)
@@ -681,6 +680,10 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
             advance(1)
     stamped.sort(key=lambda sp: (sp[0].st_mtime, str(sp[1])))
 
+    # A read-only or full output, archive or ledger folder stops the run before the ledger changes.
+    incoming = sum(stat.st_size for stat, _ in stamped)
+    for folder, need in ((ws.period_output(period), 1 << 20), (archive, incoming), (ws.path("ledger").parent, 1 << 20)):
+        check_writable(folder, need)
     ledger = Ledger(ws.path("ledger"))
     pool = ProcessPoolExecutor(n_workers, initializer=_init_worker, initargs=(ctx,)) if use_pool else None
     window = n_workers * 4
@@ -709,13 +712,8 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
             pool.shutdown()
     try:
         for sha, path, seen_at in late_aliases:
-            if ledger.known(sha) is not None:
-                _alias(ledger, sha, path, seen_at, result)
-            else:  # its twin was left to another round: so is this copy
-                twin = next(f for f in result.files if f.path == str(path) and f.sha256 == sha)
-                twin.status = STATUS_OTHER_ROUND
-        result.report, result.missing = write_collection(ws, ledger, system, period, roster, result.files,
-                                                         [p for ps in result.other_round for p in ps])
+            _alias(ledger, sha, path, seen_at, result)
+        result.report, result.missing = write_collection(ws, ledger, system, period, roster)
     finally:
         ledger.close()
     result.superseded = sum(len(f.replaced) for f in result.files)
@@ -733,11 +731,16 @@ def _prepare(path: Path, stat: os.stat_result, ledger: Ledger, archive: Path, ct
     except OSError as err:
         result.files.append(FileOutcome(str(path), path.name, STATUS_UNREADABLE, reason=str(explain(err, path))))
         return None
-    known = ledger.known(sha)
-    if known is not None and (known["period"], known["system"]) != (ctx.period, ctx.system.id):
-        result.files.append(FileOutcome(str(path), path.name, STATUS_OTHER_ROUND, sha, known["assessor"],
-                                        reason=f"已在 {known['system']} {known['period']} 期收取"))
-        return None
+    # A file is recorded once per round: the returned folder is shared by both systems, so a zone
+    # form seen (and rejected) by a community run is still new to the zone run.
+    known = ledger.known(sha, ctx.period, ctx.system.id)
+    if known is not None and known["original_path"] == str(path) and known["status"] == STATUS_REJECTED:
+        marks = ",".join("?" * len(ROUND_CODES))
+        if ledger.conn.execute(f"SELECT 1 FROM problems WHERE file_id = ? AND code IN ({marks}) LIMIT 1",
+                               (known["id"], *ROUND_CODES)).fetchone():
+            result.files.append(FileOutcome(str(path), path.name, STATUS_OTHER_ROUND, sha, known["assessor"],
+                                            reason=known["reason"]))
+            return None
     if known is not None or sha in seen_now:
         if known is None:
             late_aliases.append((sha, path, received))  # its twin is still being ingested
@@ -779,11 +782,6 @@ def _finish(job: _Job, ledger: Ledger, ctx: Context, result: CollectResult, pool
         except BrokenProcessPool:
             examined = examine(job.path.read_bytes(), job.path.name, ctx)
     assert isinstance(examined, Examined)
-    if examined.other_round:  # left for its own round's run: the same bytes may be recorded only once
-        result.files.append(FileOutcome(str(job.path), job.path.name, STATUS_OTHER_ROUND, job.sha, examined.assessor,
-                                        problems=len(examined.problems), reason=examined.reason))
-        result.other_round.append(examined.problems)
-        return
     record = FileRecord(
         sha256=job.sha, name=job.path.name, original_path=str(job.path), size=job.size,
         received_at=job.received_at, saved_at=examined.saved_at or job.mtime_utc,
@@ -793,7 +791,8 @@ def _finish(job: _Job, ledger: Ledger, ctx: Context, result: CollectResult, pool
     )
     replaced = ledger.add_file(record)
     result.files.append(FileOutcome(
-        str(job.path), job.path.name, examined.status, job.sha, examined.assessor,
+        str(job.path), job.path.name, STATUS_OTHER_ROUND if examined.other_round else examined.status,
+        job.sha, examined.assessor,
         sum(s.accepted for s in examined.sheets), len(examined.sheets), len(examined.problems),
         examined.reason, replaced,
     ))

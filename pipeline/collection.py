@@ -31,13 +31,8 @@ def collection_path(ws: Workspace, period: str, system: System) -> Path:
     return ws.period_output(period) / f"collection-{system.id}.xlsx"
 
 
-def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str, roster: Roster,
-                     run_files: list | None = None, run_problems: list | None = None) -> tuple[Path, int]:
-    """Write the collection workbook atomically; returns its path and the number of missing assignments.
-
-    `run_files`/`run_problems` add this run's files that belong to another round (another system or
-    period): they are not recorded in this round's ledger, so they are listed for this run only.
-    """
+def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str, roster: Roster) -> tuple[Path, int]:
+    """Write the collection workbook atomically; returns its path and the number of missing assignments."""
     files = ledger.files(period, system.id)
     sheets = ledger.sheets(period, system.id)
     problems = ledger.frame(
@@ -91,12 +86,7 @@ def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str,
         problem_rows.append((name, "", "", "", message, "提示"))
     for p in problems.itertuples(index=False):
         problem_rows.append((p.file, p.sheet, p.cell, p.value, p.message, "错误" if p.severity == ERROR else "提示"))
-    for f in run_files or []:
-        if f.status == "other_round":
-            file_rows.append((f.name, who(f.assessor), STATUS_TEXT["rejected"], 0, f.problems, "", "",
-                              f"{f.reason}（不属于本轮，未记入本轮台账）", f.path, f.sha256))
-    for p in run_problems or []:
-        problem_rows.append((p.file, p.sheet, p.cell, p.value, p.message, "错误" if p.severity == ERROR else "提示"))
+
 
     accepted = {(s.assessor, s.subject) for s in by_id.values() if s.status == "accepted"}
     tried = {(s.assessor, s.subject) for s in by_id.values()}

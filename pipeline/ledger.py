@@ -23,7 +23,7 @@ from pipeline.messages import Problem
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     id            INTEGER PRIMARY KEY,
-    sha256        TEXT NOT NULL UNIQUE,
+    sha256        TEXT NOT NULL,     -- unique per round: one returned folder serves both systems
     name          TEXT NOT NULL,     -- the file name as received
     original_path TEXT NOT NULL,
     size          INTEGER NOT NULL,
@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS files (
     assessor      TEXT,              -- from the form's identity, when known
     format        TEXT,
     status        TEXT NOT NULL CHECK (status IN ('accepted', 'partial', 'rejected')),
-    reason        TEXT               -- why a rejected file was rejected
+    reason        TEXT,              -- why a rejected file was rejected
+    UNIQUE (sha256, period, system)
 );
 CREATE TABLE IF NOT EXISTS aliases (  -- the same bytes seen under another path: a duplicate
     sha256  TEXT NOT NULL,
@@ -162,9 +163,13 @@ class Ledger:
                 raise OutputError(f"Cannot write the ledger {self.path}: {err}") from err
 
     # -- reading -------------------------------------------------------------------------
-    def known(self, sha256: str) -> sqlite3.Row | None:
+    def known(self, sha256: str, period: str | None = None, system: str | None = None) -> sqlite3.Row | None:
+        """The file with these bytes (in this round, when period and system are given)."""
         self.conn.row_factory = sqlite3.Row
         try:
+            if period is not None and system is not None:
+                return self.conn.execute("SELECT * FROM files WHERE sha256 = ? AND period = ? AND system = ?",
+                                         (sha256, period, system)).fetchone()
             return self.conn.execute("SELECT * FROM files WHERE sha256 = ?", (sha256,)).fetchone()
         finally:
             self.conn.row_factory = None

@@ -343,14 +343,16 @@ def test_edited_metadata_wrong_period_wrong_system_and_foreign_files_are_rejecte
     result = collect(workspace)
     assert ledger_scores(workspace) == expected_scores("E03")
     codes = {p[0]: p[4] for p in problems(workspace)}
-    assert codes == {"tampered.xlsx": "meta_tampered", "foreign.xlsx": "no_identity"}
+    assert codes == {"tampered.xlsx": "meta_tampered", "foreign.xlsx": "no_identity", "october.xlsx": "wrong_period",
+                     "zone.xlsx": "wrong_system"}
     book = report(workspace)
     rows = {r["文件名"]: r for r in book["文件"]}
     assert rows["october.xlsx"]["状态"] == "已拒收" and rows["zone.xlsx"]["状态"] == "已拒收"
-    assert rows["october.xlsx"]["说明"] == "这是 2026-10 期的评分表，本轮收取的是 2026-11 期。（不属于本轮，未记入本轮台账）"
+    assert rows["october.xlsx"]["说明"] == "这是 2026-10 期的评分表，本轮收取的是 2026-11 期。"
     assert "这是“zone”的评分表，本轮收取的是“community”。" in {r["问题"] for r in book["问题"]}
-    assert "skipped   zone.xlsx" in result.output
-    # forms of another round are left for that round: the zone run over the same folder takes it
+    assert "other round  zone.xlsx: 这是“zone”的评分表" in result.output
+    assert re.search(r"forms of another round\s*│\s*2\s", result.output)
+    # a file is recorded once per round: the zone run over the same (shared) folder takes the zone form
     zone_run = run(workspace, "collect", "--system", "zone", "--period", PERIOD)
     assert re.search(r"accepted\s*│\s*1\s", zone_run.output)
     with Ledger(workspace / "ledger" / "happyhome.sqlite") as ledger:
@@ -600,7 +602,9 @@ def test_a_zone_form_without_metadata_in_the_shared_folder_is_left_to_the_zone_r
     del book[META_SHEET]
     book.save(target)
     community = collect(workspace)
-    assert "skipped   zone-nometa.xlsx" in community.output and counts(workspace)["files"] == 0
+    assert "other round  zone-nometa.xlsx" in community.output and counts(workspace)["files"] == 1
+    assert "other round  zone-nometa.xlsx" in collect(workspace).output  # and says so again, changing nothing
+    assert counts(workspace)["files"] == 1
     run(workspace, "collect", "--system", "zone", "--period", PERIOD)
     with Ledger(workspace / "ledger" / "happyhome.sqlite") as ledger:
         assert len(ledger.accepted_scores(PERIOD, "zone")) == 2 * len(items)
