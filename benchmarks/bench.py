@@ -110,6 +110,159 @@ def bench_forms(args, work: Path) -> list[dict]:
     return rows
 
 
+# -- the returned month -----------------------------------------------------------------------
+def _write_returns(batch):
+    for spec in batch:
+        write_form(spec)
+    return len(batch)
+
+
+def build_month(args, root: Path) -> Path:
+    """A workspace whose returned folder holds `files` filled workbooks of `subjects_per_file` each."""
+    n_subjects = args.files * args.subjects_per_file // args.raters
+    subjects, assessors, pairs = design(n_subjects, args.files, args.raters)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "input").mkdir(exist_ok=True)
+    write_roster(root / "input" / "roster.xlsx", [(s.code, s.name, s.type, s.province, s.city, s.county) for s in subjects],
+                 [(a.code, a.name, a.org, a.contact) for a in assessors], pairs)
+    system = load_system("community")
+    by_code = {s.code: s for s in subjects}
+    mine: dict[str, list[str]] = {}
+    for a, s in pairs:
+        mine.setdefault(a, []).append(s)
+    rng = random.Random(11)
+    returned = root / "input" / "returned" / PERIOD
+    specs = [FormSpec(returned / f"{PERIOD}_community_{a.code}.xlsx", system, PERIOD, a,
+                      tuple(by_code[c] for c in mine[a.code]), answers=answers_for(system, mine[a.code], rng))
+             for a in assessors]
+    start = time.perf_counter()
+    batches = [specs[i::8] for i in range(8)]
+    with ProcessPoolExecutor(2) as pool:
+        sum(pool.map(_write_returns, batches))
+    print(f"built {len(specs)} returned workbooks ({n_subjects} subjects, {len(pairs)} sheets) "
+          f"in {time.perf_counter() - start:.1f} s")
+    return root
+
+
+def child(code: str, *argv: str) -> dict:
+    """Run `code` in a fresh interpreter; it returns (seconds, peak RSS in MB incl. its children)."""
+    script = f"""
+import json, resource, sys, time
+sys.argv = {["bench-child", *argv]!r}
+start = time.perf_counter()
+{code}
+seconds = time.perf_counter() - start
+peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+print("BENCH", json.dumps({{"seconds": seconds, "peak_mb": peak / 1024}}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if out.returncode != 0:
+        raise SystemExit(f"benchmark child failed:\n{out.stderr[-3000:]}")
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("BENCH ")][-1]
+    return json.loads(line[6:])
+
+
+BARE_CALAMINE = """
+from pathlib import Path
+import python_calamine as pc
+for path in sorted(Path(sys.argv[1]).glob("*.xlsx")):
+    book = pc.CalamineWorkbook.from_path(str(path))
+    for name in book.sheet_names:
+        book.get_sheet_by_name(name).to_python()
+    book.close()
+"""
+
+OPENPYXL_LOOP = """
+from pathlib import Path
+import openpyxl
+n = int(sys.argv[2])
+paths = sorted(Path(sys.argv[1]).glob("*.xlsx"))
+paths = paths[:n] if n else paths
+scores = 0
+for path in paths:
+    book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    for ws in book.worksheets:
+        if ws.title in ("填表说明", "汇总", "_happyhome"):
+            continue
+        for row in ws.iter_rows(min_row=7, max_col=8, values_only=True):
+            if row and isinstance(row[0], str) and row[0][:1] == "C" and row[6] is not None:
+                scores += 1
+    book.close()
+print("SCORES", scores)
+"""
+
+COLLECT = """
+import shutil
+from pathlib import Path
+from pipeline.cli import main
+root = Path(sys.argv[1]); ws = Path(sys.argv[2])
+shutil.rmtree(ws, ignore_errors=True); (ws / "input").mkdir(parents=True)
+shutil.copy(root / "input" / "roster.xlsx", ws / "input" / "roster.xlsx")
+try:
+    main(["-w", str(ws), "collect", "--system", "community", "--period", "2026-11", str(root / "input" / "returned" / "2026-11")])
+except SystemExit as exit:
+    assert not exit.code, exit.code
+"""
+
+REPORT = """
+from pathlib import Path
+from pipeline.cli import main
+try:
+    main(["-w", sys.argv[1], "report", "--system", "community", "--period", "2026-11"])
+except SystemExit as exit:
+    assert not exit.code, exit.code
+"""
+
+
+def bench_collect(args, month: Path) -> list[dict]:
+    returned = str(month / "input" / "returned" / PERIOD)
+    label = f"collect: {args.files} workbooks x {args.subjects_per_file} subjects"
+    bare = [child(BARE_CALAMINE, returned) for _ in range(args.repeat)]
+    runs = [child(COLLECT, str(month), str(month / f"ws{i}")) for i in range(args.repeat)]
+    n_open = args.openpyxl_files or args.files
+    opx = [child(OPENPYXL_LOOP, returned, str(n_open)) for _ in range(max(1, args.repeat - 1))]
+    scale = args.files / n_open
+    opx_scaled = [r["seconds"] * scale for r in opx]
+    bare_t = [r["seconds"] for r in bare]
+    rows = [row(f"{label}, bare python-calamine read", bare_t, peak_mb=max(r["peak_mb"] for r in bare)),
+            row(f"{label}, happyhome collect (ledger, archive, report)", [r["seconds"] for r in runs], bare_t,
+                peak_mb=max(r["peak_mb"] for r in runs))]
+    note = "" if n_open == args.files else f" ({n_open} files, scaled x{scale:g})"
+    rows.append(row(f"{label}, openpyxl read-only loop{note}", opx_scaled, bare_t, peak_mb=max(r["peak_mb"] for r in opx)))
+    collect_med = statistics.median(r["seconds"] for r in runs)
+    rows.append({"stage": f"{label}: openpyxl loop / happyhome collect", "median_s": statistics.median(opx_scaled) / collect_med,
+                 "runs": len(opx), "ratio": None, "peak_mb": 0, "is_ratio": True})
+    return rows
+
+
+def bench_report(args, month: Path) -> list[dict]:
+    ws = month / "ws0"
+    if not (ws / "ledger").exists():
+        child(COLLECT, str(month), str(ws))
+    runs = [child(REPORT, str(ws)) for _ in range(args.repeat)]
+    return [row(f"report: {args.files * args.subjects_per_file} sheets "
+                f"({args.files * args.subjects_per_file // args.raters} subjects x {args.raters} assessors)",
+                [r["seconds"] for r in runs], peak_mb=max(r["peak_mb"] for r in runs))]
+
+
+def bench_calibration(args) -> list[dict]:
+    import numpy as np
+    import pandas as pd
+
+    from pipeline import calibration
+
+    rng = np.random.default_rng(5)
+    rows = [(f"S{s:03d}", f"A{a}", float(np.clip(rng.normal(75, 8), 0, 100))) for s in range(100) for a in range(5)]
+    totals = pd.DataFrame(rows, columns=["subject", "assessor", "total"])
+    effects = timed(lambda: calibration.calibrated_totals(totals, calibration.assessor_effects(totals)), args.repeat)
+    boot = timed(lambda: calibration.bootstrap(totals, n=2000, seed=1), args.repeat)
+    agree = timed(lambda: calibration.agreement(totals), args.repeat)
+    return [row("calibration: assessor effects + calibrated totals, 100 subjects x 5 assessors", effects),
+            row("calibration: bootstrap 2,000 replicates, 100 subjects x 5 assessors", boot),
+            row("calibration: Krippendorff's alpha, 100 subjects x 5 assessors", agree)]
+
+
 def row(name: str, times: list[float], baseline: list[float] | None = None, peak_mb: float | None = None) -> dict:
     med = statistics.median(times)
     return {"stage": name, "median_s": med, "runs": len(times),
@@ -124,6 +277,9 @@ def print_table(rows: list[dict]) -> None:
 
         table = Table("stage", "median (s)", "runs", "x baseline", "peak RSS (MB)")
         for r in rows:
+            if r.get("is_ratio"):
+                table.add_row(r["stage"], f"{r['median_s']:.1f}x faster", "", "", "")
+                continue
             table.add_row(r["stage"], f"{r['median_s']:.3f}", str(r["runs"]),
                           f"{r['ratio']:.2f}" if r["ratio"] is not None else "—", f"{r['peak_mb']:.0f}")
         Console().print(table)
@@ -137,18 +293,37 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="runs per stage (the median is reported)")
     p.add_argument("--form-subjects", type=int, default=100)
     p.add_argument("--form-assessors", type=int, default=10)
+    p.add_argument("--files", type=int, default=200, help="returned workbooks in the collect/report month")
+    p.add_argument("--subjects-per-file", type=int, default=20)
+    p.add_argument("--raters", type=int, default=4, help="assessors per subject in the collect/report month")
+    p.add_argument("--openpyxl-files", type=int, default=0,
+                   help="time the openpyxl baseline on this many of the files and scale per file (0 = all)")
+    p.add_argument("--national", action="store_true",
+                   help="the national month: 2,000 workbooks x 20 subjects, 4 assessors each; openpyxl on 200 files")
     p.add_argument("--only", choices=["forms", "collect", "report", "calibration"], action="append")
     p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work")
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = p.parse_args(argv)
+    if args.national:
+        args.files, args.subjects_per_file, args.raters = 2000, 20, 4
+        args.openpyxl_files = args.openpyxl_files or 200
+        args.repeat = min(args.repeat, 3)
     work = args.work
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    stages = args.only or ["forms"]
+    stages = args.only or ["forms", "collect", "report", "calibration"]
     rows: list[dict] = []
     if "forms" in stages:
         rows += bench_forms(args, work / "forms-bench")
+    if "collect" in stages or "report" in stages:
+        month = build_month(args, work / "month")
+        if "collect" in stages:
+            rows += bench_collect(args, month)
+        if "report" in stages:
+            rows += bench_report(args, month)
+    if "calibration" in stages:
+        rows += bench_calibration(args)
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -247,3 +247,15 @@ def test_agreement_undefined_cases():
     assert math.isnan(apart["alpha"]) and "共同评估" in apart["reading"]
     flat = agreement(frame([("s1", "a", 80.0), ("s1", "b", 80.0), ("s2", "a", 60.0)]))
     assert math.isnan(flat["alpha"]) and "完全相同" in flat["reading"]
+
+
+def test_interval_alpha_equals_the_krippendorff_package_on_incomplete_designs():
+    krippendorff = pytest.importorskip("krippendorff")
+    rng = np.random.default_rng(3)
+    for trial in range(5):
+        data = rng.normal(70, 10, size=(6, 40)).round(1)
+        data[rng.random(data.shape) < 0.4] = np.nan  # incomplete: each subject seen by a few
+        expected = krippendorff.alpha(reliability_data=data, level_of_measurement="interval")
+        units = np.broadcast_to(np.arange(data.shape[1]), data.shape)
+        present = ~np.isnan(data)
+        assert calibration.interval_alpha(data[present], units[present]) == pytest.approx(expected, abs=1e-9)
