@@ -286,7 +286,6 @@ def collect(ctx: click.Context, system_ref: str, period: str, paths: tuple[Path,
             console.print(f"rejected  {f.name}: {f.reason}", soft_wrap=True)
         elif f.status == STATUS_OTHER_ROUND:
             console.print(f"other round  {f.name}: {f.reason}", soft_wrap=True)
-
         for earlier, sheet in f.replaced:
             console.print(f"replaced  {earlier} ({sheet}) by {f.name}", soft_wrap=True)
     console.print(f"Collection report: {result.report}")
