@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +27,26 @@ def explain(err: OSError, path: Path) -> OutputError:
     }
     reason = reasons.get(err.errno, err.strerror or str(err))
     return OutputError(f"Cannot write {path}: {reason}.")
+
+
+def check_writable(folder: str | Path, need: int = 0) -> None:
+    """Fail before anything changes when `folder` cannot take new files (`need` bytes in all):
+    a read-only or missing folder, a file where the folder should be, a full disk."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".happyhome-probe.", dir=folder)
+        try:
+            os.write(fd, b"\0" * 4096)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+        free = shutil.disk_usage(folder).free
+    except OSError as err:
+        raise explain(err, folder) from err
+    if free < need:
+        raise OutputError(f"Cannot write {folder}: the disk is full ({free / 1e6:.1f} MB free, "
+                          f"about {need / 1e6:.1f} MB needed).")
 
 
 @contextmanager
