@@ -192,6 +192,7 @@ def digest_context(
             for f in result.flags.itertuples()
         ],
         "chase": chase,
+        "assessors": result.assessors.to_dict("records"),
         "method": {
             "note": result.method_note,
             "params": result.params,

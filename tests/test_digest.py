@@ -57,6 +57,8 @@ def test_digest_content(digest):
     assert "王芳" in chase and "南湖街道南湖社区（C003）" in chase
     assert "一致性" in page.select_one("#agreement").get_text()
     assert "平均" in page.select_one("#method").get_text()
+    people = {tr.find_all("td")[0].get_text(): [td.get_text() for td in tr.find_all("td")] for tr in page.select("#assessors tbody tr")}
+    assert people["E02"][1:6] == ["李强", "四川大学", "3", "3", "9.17"]  # (7.5 + 0 + 20) / 3
     flags = page.select_one("#flags").get_text()
     assert "C003" in flags and "总分分歧" in flags
 

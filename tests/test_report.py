@@ -250,3 +250,4 @@ def test_calibrated_official_ranking_and_rank_changes(workspace):
     assert about["正式排名"] == "校准排名"
     page = res.digest.read_text(encoding="utf-8")
     assert "本期以校准排名为正式排名" in page and 'id="rank-changes"' in page
+    assert "6.67（" in page  # E01's effect, with its standard error, in the digest's assessor table
