@@ -201,6 +201,7 @@ class RoundPlan:
     forms: list[FormSpec]  # the blank forms sent out
     returns: list[Return]
     missing: list[tuple[str, str]] = field(default_factory=list)  # (system id, assessor) never returned
+    postponed: list[str] = field(default_factory=list)  # subjects every assessor left blank this month
 
 
 def _on_time(rng, deadline: datetime) -> datetime:
@@ -237,6 +238,9 @@ def plan_round(ws: Workspace, data: DemoData, roster: Roster, systems: list[Syst
     order = [str(c) for c in rng.permutation(codes)]
     last = month == len(data.periods) - 1
     forms, returns, missing = [], [], []
+    # the month before the last, one community's visit is postponed: every assessor leaves it blank
+    communities = [s[0] for s in data.subjects if s[2] == "创新实践社区"]
+    postponed = [communities[int(rng.integers(len(communities)))]] if month == len(data.periods) - 2 else []
     for system in systems:
         blank = plan_forms(ws, system, period, roster)
         forms += [replace(s, answers=None) for s in blank]
@@ -247,6 +251,9 @@ def plan_round(ws: Workspace, data: DemoData, roster: Roster, systems: list[Syst
                 continue
             subjects = [s.code for s in spec.subjects]
             answers = answers_for(data, system, month, assessor, subjects)
+            for code in postponed:
+                if code in answers:
+                    answers[code] = {}
             path = folder / spec.path.name
             late = (system.id, assessor) in (("community", order[-1]), ("zone", order[-2]))  # one late file each
             received = _late(rng, deadline) if late else _on_time(rng, deadline)
@@ -280,7 +287,7 @@ def plan_round(ws: Workspace, data: DemoData, roster: Roster, systems: list[Syst
                                   note="用了上月的表"))
         for name, body in _not_ours():
             returns.append(Return(folder / name, _on_time(rng, deadline), content=body, note="不是评分表"))
-    return RoundPlan(period, forms, returns, missing)
+    return RoundPlan(period, forms, returns, missing, postponed)
 
 
 def _write_job(job: tuple[FormSpec, datetime]) -> Path:
@@ -430,5 +437,6 @@ def build_demo(root: str | Path = "demo", size: DemoSize = FULL, end: str = DEFA
         lap("rollup")
     faults = [(p.period, r.path.relative_to(ws.returned(p.period)).as_posix(), r.note) for p in plans for r in p.returns if r.note]
     faults += [(p.period, f"{a} {roster.assessors[a].name}（{system}）", "整份未交") for p in plans for system, a in p.missing]
+    faults += [(p.period, f"{code} {roster.subjects[code].name}", "当月未评估：各评估人均留空") for p in plans for code in p.postponed]
     return DemoResult(root, data.periods, len(data.subjects), len(data.assessors), files, faults, collected,
                       digests, summaries, rollups, seconds)

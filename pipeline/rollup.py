@@ -455,7 +455,7 @@ def trend_chart(result: RollupResult, codes: list[str], chart_id: str, n_up: int
 
     from pipeline import charts
 
-    greens, reds = ("#22543d", "#2f855a", "#48bb78", "#9ae6b4"), ("#742a2a", "#c53030", "#f56565", "#feb2b2")
+    greens, reds = ("#22543d", "#2f855a", "#38a169", "#68d391"), ("#742a2a", "#c53030", "#e53e3e", "#fc8181")
     totals = result.wide("total")
     known = [float(v) for c in codes for v in totals.loc[c] if _num(v) is not None]
     lo = math.floor(min(known) / 5) * 5 if known else 0
