@@ -757,7 +757,10 @@ def _prepare(path: Path, stat: os.stat_result, ledger: Ledger, archive: Path, ct
         p = problem("too_large", file=path.name, detail=f"{stat.st_size / 1e6:.1f} MB")
         job.result = Examined(None, None, STATUS_REJECTED, p.message, problems=[p])
     elif pool is not None:
-        job.result = pool.submit(_examine_in_worker, data, path.name)
+        try:
+            job.result = pool.submit(_examine_in_worker, data, path.name)
+        except BrokenProcessPool:  # a worker died (e.g. out of memory): carry on in this process
+            job.result = examine(data, path.name, ctx)
     else:
         job.result = examine(data, path.name, ctx)
     return job

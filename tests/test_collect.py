@@ -608,3 +608,33 @@ def test_a_zone_form_without_metadata_in_the_shared_folder_is_left_to_the_zone_r
     run(workspace, "collect", "--system", "zone", "--period", PERIOD)
     with Ledger(workspace / "ledger" / "happyhome.sqlite") as ledger:
         assert len(ledger.accepted_scores(PERIOD, "zone")) == 2 * len(items)
+
+
+def test_a_sheet_without_its_identity_block_is_matched_by_the_metadata_sheet_list(workspace):
+    path = make_forms(workspace)["E02"]
+    target = fill_form(path, answers("E02"), save_as=returned(workspace) / "noblock.xlsx")
+    book = openpyxl.load_workbook(target)
+    for ws in book.worksheets:
+        if ws.title.startswith("C002"):
+            ws.delete_rows(1, 5)  # the title, the identity block and the note are gone; the header is row 1
+    book.save(target)
+    collect(workspace)
+    assert ledger_scores(workspace) == expected_scores("E02")
+    with Ledger(workspace / "ledger" / "happyhome.sqlite") as ledger:
+        frame = ledger.accepted_scores(PERIOD, "community")
+    assert frame[(frame.subject == "C002") & (frame.item == "C01")].cell.iloc[0] == "G2"
+
+
+def test_totals_and_the_summary_sheet_are_never_read(workspace):
+    path = make_forms(workspace)["E03"]
+    target = fill_form(path, answers("E03"), save_as=returned(workspace) / "totals.xlsx")
+    book = openpyxl.load_workbook(target)
+    for ws in book.worksheets:
+        if ws.title[:4] in COMMUNITIES:
+            ws["G26"].value = "合计写错了"  # the 合计 row
+            ws["G27"].value = 999  # a 小计 row
+    book["汇总"]["E2"].value = "#REF!"
+    book.save(target)
+    collect(workspace)
+    assert ledger_scores(workspace) == expected_scores("E03")
+    assert problems(workspace) == []
