@@ -162,3 +162,16 @@ def test_wheel_ships_templates(workspace, tmp_path):
     assert ran.returncode == 0, ran.stderr
     html = Path(ran.stdout.strip()).read_text(encoding="utf-8")
     assert len(BeautifulSoup(html, "html.parser").select("#ranking-rows tr")) == 3
+
+
+def test_charts_are_offline_reproducible_svg():
+    from pipeline.charts import count_bars, share_bars
+
+    one = share_bars(["治理体系", "社区环境", "项目运作"], [85.0, 72.5, None], "cats")
+    assert one == share_bars(["治理体系", "社区环境", "项目运作"], [85.0, 72.5, None], "cats")  # no random ids
+    two = count_bars(["优秀", "良好", "合格", "不合格"], [1, 0, 2, 0], "grades")
+    for svg in (one, two):
+        assert svg.startswith("<svg ") and "<?xml" not in svg
+        assert "<script" not in svg and "<!--" not in svg
+        assert set(re.findall(r"https?://[^\s\"'<>)]+", svg)) == {"http://www.w3.org/2000/svg"}
+    assert "治理体系" in one and "85.0%" in one and 'id="chart-cats"' in one
