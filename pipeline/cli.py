@@ -415,8 +415,8 @@ def demo(directory: Path, small: bool, end: str, seed: int) -> None:
                   soft_wrap=True)
     table = Table(title="Faulty returns planted in the demo", show_lines=False)
     table.add_column("期次", no_wrap=True)
-    table.add_column("文件")
-    table.add_column("问题")
+    table.add_column("文件", overflow="fold")
+    table.add_column("问题", overflow="fold")
     for period, name, note in result.faults:
         if note != "逾期":
             table.add_row(period, name, note)
@@ -424,10 +424,10 @@ def demo(directory: Path, small: bool, end: str, seed: int) -> None:
     late = sum(1 for _, _, note in result.faults if note == "逾期")
     console.print(f"…and {late} returns that arrived after the deadline.")
     for system, path in result.digests.items():
-        console.print(f"latest digest   ({system}): {path}", soft_wrap=True)
+        console.print(f"latest digest  {system:<10} {path}", soft_wrap=True)
     for system, (xlsx, html) in result.rollups.items():
-        console.print(f"roll-up         ({system}): {html}", soft_wrap=True)
-        console.print(f"                           {xlsx}", soft_wrap=True)
+        console.print(f"roll-up        {system:<10} {html}", soft_wrap=True)
+        console.print(f"{'':<26}{xlsx}", soft_wrap=True)
     steps = ", ".join(f"{name} {sec:.1f} s" for name, sec in result.seconds.items())
     console.print(f"Done in {elapsed:.1f} s ({steps}). Try: happyhome -w {directory} status --system community --period {result.periods[-1]}",
                   soft_wrap=True)

@@ -438,5 +438,6 @@ def build_demo(root: str | Path = "demo", size: DemoSize = FULL, end: str = DEFA
     faults = [(p.period, r.path.relative_to(ws.returned(p.period)).as_posix(), r.note) for p in plans for r in p.returns if r.note]
     faults += [(p.period, f"{a} {roster.assessors[a].name}（{system}）", "整份未交") for p in plans for system, a in p.missing]
     faults += [(p.period, f"{code} {roster.subjects[code].name}", "当月未评估：各评估人均留空") for p in plans for code in p.postponed]
+    faults.sort(key=lambda f: f[0])  # by month, stable
     return DemoResult(root, data.periods, len(data.subjects), len(data.assessors), files, faults, collected,
                       digests, summaries, rollups, seconds)
