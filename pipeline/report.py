@@ -61,8 +61,13 @@ def _inputs(ws: Workspace, period: str, system: System, roster: Roster):
     path = ws.path("ledger")
     # No ledger yet: read an empty one in memory rather than create files as a side effect.
     with Ledger(path if path.is_file() else ":memory:") as ledger:
-        return (ledger.accepted_scores(period, system.id), ledger.files(period, system.id),
-                round_status(ws, system, period, roster, ledger))
+        # One read transaction: a collect committing meanwhile cannot split the snapshot.
+        ledger.conn.execute("BEGIN")
+        try:
+            return (ledger.accepted_scores(period, system.id), ledger.files(period, system.id),
+                    round_status(ws, system, period, roster, ledger))
+        finally:
+            ledger.conn.execute("COMMIT")
 
 
 def chase_list(status: StatusResult) -> list[dict]:
