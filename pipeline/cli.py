@@ -354,6 +354,8 @@ def rollup(ctx: click.Context, system_ref: str, start: str | None, end: str | No
     Example: happyhome rollup --system community --from 2026-06 --to 2026-11
     """
     from pipeline.ledger import Ledger
+    import pandas as pd
+
     from pipeline.rollup import DROP, UNRATED, rollup as run_rollup
 
     ws = open_workspace(ctx)
@@ -372,7 +374,8 @@ def rollup(ctx: click.Context, system_ref: str, start: str | None, end: str | No
             continue
         month = monthly[monthly["period"] == r.period]
         kinds = flags[flags["period"] == r.period]["kind"]
-        table.add_row(r.period, str(int(month["total"].notna().sum())), f"{month['total'].mean():.2f}",
+        mean = month["total"].mean()
+        table.add_row(r.period, str(int(month["total"].notna().sum())), "—" if pd.isna(mean) else f"{mean:.2f}",
                       str(int(r.on_time)), str(int(r.late)), str(int(r.missing)),
                       str(int((kinds == DROP).sum())), str(int((kinds == UNRATED).sum())))
     console.print(table)
