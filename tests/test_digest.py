@@ -15,7 +15,7 @@ from bs4 import BeautifulSoup
 
 from chromium import Browser, find_chromium
 from pipeline.config import Workspace
-from pipeline.digest import environment, fmt_num, fmt_pct, render, template_dirs
+from pipeline.digest import environment, fmt_num, fmt_pct, template_dirs
 from pipeline.report import report
 from test_report import PERIOD, add_returns
 
