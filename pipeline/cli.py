@@ -246,7 +246,8 @@ def collect(ctx: click.Context, system_ref: str, period: str, paths: tuple[Path,
       0  the run completed (rejected files included)
       2  usage error
       5  another run holds the workspace
-      6  --strict and a file or sheet was rejected
+      6  --strict and a file or sheet taken in by this run was rejected
+         (files collected by earlier runs are not judged again)
 
     Example: happyhome collect --system community --period 2026-11
     """
@@ -284,6 +285,9 @@ def collect(ctx: click.Context, system_ref: str, period: str, paths: tuple[Path,
     for f in result.files:
         if f.status in ("rejected", STATUS_UNREADABLE):
             console.print(f"rejected  {f.name}: {f.reason}", soft_wrap=True)
+        elif f.status == "partial":
+            console.print(f"partly    {f.name}: {f.sheets - f.accepted_sheets} of {f.sheets} subject sheets "
+                          f"rejected (see sheet 问题 of the report)", soft_wrap=True)
         elif f.status == STATUS_OTHER_ROUND:
             console.print(f"other round  {f.name}: {f.reason}", soft_wrap=True)
         for earlier, sheet in f.replaced:

@@ -267,7 +267,8 @@ def test_an_error_rejects_only_its_sheet_and_strict_makes_it_exit_6(workspace):
         for subject, (item, value) in bad[a].items():
             scores[subject][item] = value
         fill_form(path, scores, save_as=folder / f"{a}.xlsx")
-    collect(workspace, "--strict", expect=6)
+    first = collect(workspace, "--strict", expect=6)
+    assert "partly    E01.xlsx: 2 of 3 subject sheets rejected" in first.output
     got = ledger_scores(workspace)
     assert {(a, s) for a, s, _ in got} == {(a, "C003") for a in ("E01", "E02", "E03")}
     assert got == {k: v for k, v in expected_scores("E01", "E02", "E03").items() if k[1] == "C003"}
@@ -589,7 +590,7 @@ def test_two_copies_in_one_run_are_one_file_and_one_duplicate(workspace):
 
 def test_collect_help_documents_exit_codes(workspace):
     text = run(workspace, "collect", "--help").output
-    assert "--strict" in text and "6  --strict and a file or sheet was rejected" in text and "Example: happyhome collect" in text
+    assert "--strict" in text and "6  --strict and a file or sheet taken in by this run was rejected" in text and "Example: happyhome collect" in text
     assert run(workspace, "collect", "--system", "community", "--period", "2026-13", expect=2).exit_code == 2
 
 
