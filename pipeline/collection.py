@@ -78,11 +78,11 @@ def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str,
         for s in (r for own_sheet in own for r in replaced_by.get(own_sheet.id, [])):
             notes.append(f"替换了 {s.file} 中的 {s.subject}")
         file_rows.append((f.name, who(f.assessor), status, active, int(counts.get(f.id, 0)),
-                          f.received_at or "", f.saved_at or "", "；".join(notes), f.original_path, f.sha256))
+                          _when(f.received_at), _when(f.saved_at), "；".join(notes), f.original_path, f.sha256))
     for a in aliases.itertuples(index=False):
         name = Path(a.path).name
         message = problem("duplicate_file", detail=a.same_as).message
-        file_rows.append((name, who(a.assessor), STATUS_TEXT["duplicate"], 0, 1, a.seen_at, "", message, a.path, ""))
+        file_rows.append((name, who(a.assessor), STATUS_TEXT["duplicate"], 0, 1, _when(a.seen_at), "", message, a.path, ""))
         problem_rows.append((name, "", "", "", message, "提示"))
     for p in problems.itertuples(index=False):
         problem_rows.append((p.file, p.sheet, p.cell, p.value, p.message, "错误" if p.severity == ERROR else "提示"))
@@ -107,14 +107,21 @@ def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str,
         book.set_properties({"title": f"{system.name} {period} 回收情况", "comments": "happyhome"})
         head = book.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1, "valign": "vcenter"})
         wrap = book.add_format({"text_wrap": True, "valign": "top"})
-        _table(book, FILES_SHEET, FILES_COLUMNS, file_rows, (34, 16, 10, 10, 8, 20, 20, 50, 50, 20), head, wrap)
+        _table(book, FILES_SHEET, FILES_COLUMNS, file_rows, (34, 16, 10, 10, 8, 20, 20, 50, 50, 66), head, wrap,
+               print_cols=FILES_COLUMNS.index("说明") + 1)
         _table(book, PROBLEMS_SHEET, PROBLEMS_COLUMNS, problem_rows, (34, 24, 8, 16, 70, 6), head, wrap)
         _table(book, MISSING_SHEET, MISSING_COLUMNS, missing_rows, (10, 10, 24, 22, 12, 28, 30), head, wrap)
         book.close()
     return target, len(missing_rows)
 
 
-def _table(book, name: str, columns: tuple[str, ...], rows: list[tuple], widths: tuple[int, ...], head, wrap) -> None:
+def _when(stamp) -> str:
+    """An ISO time as the office reads it: 2026-11-29 10:12:33."""
+    return stamp.replace("T", " ") if isinstance(stamp, str) else ""
+
+
+def _table(book, name: str, columns: tuple[str, ...], rows: list[tuple], widths: tuple[int, ...], head, wrap,
+           print_cols: int | None = None) -> None:
     sheet = book.add_worksheet(name)
     for c, width in enumerate(widths):
         sheet.set_column(c, c, width, wrap if width >= 50 else None)
@@ -128,3 +135,9 @@ def _table(book, name: str, columns: tuple[str, ...], rows: list[tuple], widths:
                 sheet.write_string(r, c, "" if value is None else str(value))  # assessor text stays text
     sheet.freeze_panes(1, 0)
     sheet.autofilter(0, 0, max(len(rows), 1), len(columns) - 1)
+    sheet.set_landscape()
+    sheet.set_paper(9)  # A4
+    sheet.fit_to_pages(1, 0)
+    sheet.repeat_rows(0)
+    if print_cols:  # the audit columns (path, hash) stay on screen, off paper
+        sheet.print_area(0, 0, max(len(rows), 1), print_cols - 1)
