@@ -8,6 +8,7 @@ with no accepted sheet yet, with the assessor's contact).
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import xlsxwriter
@@ -78,7 +79,7 @@ def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str,
         for s in (r for own_sheet in own for r in replaced_by.get(own_sheet.id, [])):
             notes.append(f"替换了 {s.file} 中的 {s.subject}")
         file_rows.append((f.name, who(f.assessor), status, active, int(counts.get(f.id, 0)),
-                          _when(f.received_at), _when(f.saved_at), "；".join(notes), f.original_path, f.sha256))
+                          _when(f.received_at), _when(f.saved_at, utc=True), "；".join(notes), f.original_path, f.sha256))
     for a in aliases.itertuples(index=False):
         name = Path(a.path).name
         message = problem("duplicate_file", detail=a.same_as).message
@@ -115,9 +116,17 @@ def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str,
     return target, len(missing_rows)
 
 
-def _when(stamp) -> str:
-    """An ISO time as the office reads it: 2026-11-29 10:12:33."""
-    return stamp.replace("T", " ") if isinstance(stamp, str) else ""
+def _when(stamp, utc: bool = False) -> str:
+    """An ISO time as the office reads it, in local time: 2026-11-29 10:12:33.
+
+    The ledger keeps saved_at in UTC (as workbooks record it) and received_at in local time.
+    """
+    if not isinstance(stamp, str) or not stamp:
+        return ""
+    when = datetime.fromisoformat(stamp)
+    if utc:
+        when = when.replace(tzinfo=timezone.utc).astimezone().replace(tzinfo=None)
+    return when.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _table(book, name: str, columns: tuple[str, ...], rows: list[tuple], widths: tuple[int, ...], head, wrap,
