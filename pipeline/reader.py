@@ -7,6 +7,7 @@ values. Every failure becomes an `UnreadableFile` with a catalogue code and a pl
 
 from __future__ import annotations
 
+import html
 import io
 import re
 import zipfile
@@ -113,6 +114,109 @@ def check_zip(archive: zipfile.ZipFile, limits: Limits) -> None:
         raise UnreadableFile("zip_bomb", f"解压后 {total / 1e6:.0f} MB")
 
 
+_SHEET_TAG = re.compile(rb"<(?:\w+:)?sheet\b[^>]*>")
+_REL_TAG = re.compile(rb"<Relationship\b[^>]*>")
+_ATTR = re.compile(rb'([\w:.-]+)="([^"]*)"')
+_SHEET_DATA = re.compile(rb"<(\w+:)?sheetData\b")
+SCAN_FROM = 1_000_000  # sheet parts larger than this (inflated) are counted before parsing
+
+
+def long_sheets(archive: zipfile.ZipFile, limits: Limits) -> dict[str, int]:
+    """Sheets of an xlsx/xlsm with more rows than limits.max_rows (name -> rows), counted by
+    streaming the XML, so that calamine never builds a million-row sheet in memory."""
+    big = [i for i in archive.infolist() if i.filename.startswith("xl/worksheets/") and i.file_size > SCAN_FROM]
+    if not big:
+        return {}
+    try:
+        parts = {_attr(tag, b"Id"): _attr(tag, b"Target") for tag in _REL_TAG.findall(
+            archive.read("xl/_rels/workbook.xml.rels"))}
+        names = {}
+        for tag in _SHEET_TAG.findall(archive.read("xl/workbook.xml")):
+            target = parts.get(_attr(tag, b"r:id") or _attr(tag, b"id"), "").lstrip("/")
+            names[target if target.startswith("xl/") else "xl/" + target] = html.unescape(_attr(tag, b"name"))
+    except (KeyError, zipfile.BadZipFile, OSError, RuntimeError):
+        return {}
+    found = {}
+    for info in big:
+        rows, cells = _count_rows(archive, info.filename)
+        if (rows > limits.max_rows or cells > limits.max_rows * MAX_COLUMNS) and info.filename in names:
+            found[names[info.filename]] = max(rows, limits.max_rows + 1)
+    return found
+
+
+def _attr(tag: bytes, key: bytes) -> str:
+    for name, value in _ATTR.findall(tag):
+        if name == key:
+            return value.decode("utf-8", "replace")
+    return ""
+
+
+def _count_rows(archive: zipfile.ZipFile, part: str) -> tuple[int, int]:
+    """Rows and cells in a sheet part, counted while inflating it 1 MB at a time."""
+    rows = cells = 0
+    tail, prefix = b"", None
+    try:
+        with archive.open(part) as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                block = tail + chunk
+                if prefix is None:  # <sheetData> or <x:sheetData>: the namespace prefix of every tag
+                    found = _SHEET_DATA.search(block)
+                    prefix = (found.group(1) if found else None) or b""
+                cut = max(block.rfind(b"<"), 0)  # a tag cut in two is counted with the next chunk
+                block, tail = block[:cut], block[cut:]
+                rows += block.count(b"<" + prefix + b"row")
+                cells += block.count(b"<" + prefix + b"c ") + block.count(b"<" + prefix + b"c>")
+    except (zipfile.BadZipFile, OSError, RuntimeError, EOFError):
+        return 0, 0
+    prefix = prefix or b""
+    return rows + tail.count(b"<" + prefix + b"row"), cells + tail.count(b"<" + prefix + b"c ")
+
+
+_ODS_TAG = re.compile(rb"<table:(table-row|table-cell|covered-table-cell|table)(?=[\s/>])([^>]*)>")
+MAX_COLUMNS = 64  # value cells a sheet may hold per allowed row (a form uses 8 columns)
+
+
+def long_tables(archive: zipfile.ZipFile, limits: Limits) -> dict[str, tuple[int, int]]:
+    """Tables of an ODS whose rows or cells with a value, repeats expanded, exceed the limits
+    (name -> (rows, cells)). A few bytes of table:number-rows-repeated can otherwise make
+    calamine build hundreds of millions of cells when it opens the file."""
+    found: dict[str, tuple[int, int]] = {}
+    name, rows, cells, repeat, tail, row_has_value = "", 0, 0, 1, b"", False
+
+    def close() -> None:
+        if name and (rows > limits.max_rows or cells > limits.max_rows * MAX_COLUMNS):
+            found[name] = (rows, cells)
+
+    try:
+        with archive.open("content.xml") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                block = tail + chunk
+                cut = block.rfind(b"<")
+                cut = len(block) if cut == -1 or block.find(b">", cut) != -1 else cut
+                block, tail = block[:cut], block[cut:]
+                for tag, attrs in _ODS_TAG.findall(block):
+                    if tag == b"table":
+                        close()
+                        name, rows, cells = html.unescape(_attr(attrs, b"table:name")), 0, 0
+                    elif tag == b"table-row":
+                        repeat = _int(_attr(attrs, b"table:number-rows-repeated"))
+                        row_has_value = False
+                    elif b"office:value-type" in attrs:
+                        n = _int(_attr(attrs, b"table:number-columns-repeated"))
+                        cells += repeat * n
+                        if not row_has_value:
+                            rows += repeat
+                            row_has_value = True
+        close()
+    except (KeyError, zipfile.BadZipFile, OSError, RuntimeError, EOFError):
+        return found
+    return found
+
+
+def _int(text: str) -> int:
+    return int(text) if text.isdigit() else 1
+
+
 def modified_time(fmt: str, archive: zipfile.ZipFile | None) -> datetime | None:
     """When the workbook says it was last saved (docProps/core.xml or the ODS meta.xml)."""
     if archive is None:
@@ -146,8 +250,14 @@ def read_workbook(path: str | Path, limits: Limits = Limits(), data: bytes | Non
     elif len(data) > limits.max_file_mb * 1_000_000:
         raise UnreadableFile("too_large", f"{len(data) / 1e6:.1f} MB")
     fmt, archive = sniff(data)
+    too_long: dict[str, int] = {}
     if archive is not None:
         check_zip(archive, limits)
+        if fmt in ("xlsx", "xlsm"):
+            too_long = long_sheets(archive, limits)
+        elif fmt == "ods":  # calamine builds every table of an ODS on opening: refuse the file
+            for name, (rows, cells) in long_tables(archive, limits).items():
+                raise UnreadableFile("zip_bomb", f"工作表“{name[:31]}”展开后有 {rows} 行、{cells} 个单元格")
     try:
         book = pc.CalamineWorkbook.from_filelike(io.BytesIO(data))
     except pc.PasswordError as err:
@@ -158,14 +268,18 @@ def read_workbook(path: str | Path, limits: Limits = Limits(), data: bytes | Non
         meta = list(book.sheets_metadata)
         if len(meta) > limits.max_sheets:
             raise UnreadableFile("too_many_sheets", f"{len(meta)} 张")
-        sheets = [_read_sheet(book, m, limits) for m in meta if m.typ == pc.SheetTypeEnum.WorkSheet]
+        sheets = [_read_sheet(book, m, limits, too_long.get(m.name, 0))
+                  for m in meta if m.typ == pc.SheetTypeEnum.WorkSheet]
     finally:
         book.close()
     return Workbook(fmt, sheets, modified_time(fmt, archive))
 
 
-def _read_sheet(book: pc.CalamineWorkbook, meta: pc.SheetMetadata, limits: Limits) -> Sheet:
+def _read_sheet(book: pc.CalamineWorkbook, meta: pc.SheetMetadata, limits: Limits, rows: int = 0) -> Sheet:
     sheet = Sheet(meta.name, hidden=meta.visible != pc.SheetVisibleEnum.Visible)
+    if rows:  # counted in the XML already: never parsed
+        sheet.too_long = rows
+        return sheet
     try:
         data = book.get_sheet_by_name(meta.name)
         height = data.end[0] + 1 if data.end else 0

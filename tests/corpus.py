@@ -371,6 +371,28 @@ def long_string(out, base):
     return _score_xml(base, out / "long_string.xlsx", '<c r="{ref}" t="inlineStr"><is><t>' + text + "</t></is></c>")
 
 
+def ods_repeat_bomb(out, base):
+    """An ODS of 1 KB whose one row, repeated a million times, holds a thousand numbers."""
+    p = out / "ods_repeat_bomb.ods"
+    content = (
+        '<?xml version="1.0" encoding="UTF-8"?><office:document-content '
+        'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+        'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
+        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2">'
+        '<office:body><office:spreadsheet><table:table table:name="C001">'
+        '<table:table-row table:number-rows-repeated="1048576"><table:table-cell table:number-columns-repeated="1024" '
+        'office:value-type="float" office:value="4"><text:p>4</text:p></table:table-cell></table:table-row>'
+        "</table:table></office:spreadsheet></office:body></office:document-content>"
+    )
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet", compress_type=zipfile.ZIP_STORED)
+        z.writestr("content.xml", content)
+        z.writestr("META-INF/manifest.xml", '<manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:'
+                   'xmlns:manifest:1.0"><manifest:file-entry manifest:full-path="/" manifest:media-type='
+                   '"application/vnd.oasis.opendocument.spreadsheet"/></manifest:manifest>')
+    return p
+
+
 NESTING = 100_000
 
 
@@ -584,6 +606,8 @@ CASES: list[Case] = [
          Expect("sheet", "sheet_unreadable", SHEET1), hostile=True),
     Case("zip_bomb", "a zip bomb: a sheet part of 2 GiB stored in 2 MB", zip_bomb, Expect("file", "zip_bomb"), hostile=True),
     Case("million_rows", "a sheet with a million rows", million_rows, Expect("sheet", "sheet_too_long", SHEET1), hostile=True),
+    Case("ods_repeat_bomb", "an ODS of 1 KB that repeats a row of 1,024 numbers 1,048,576 times", ods_repeat_bomb,
+         Expect("file", "zip_bomb"), hostile=True),
     Case("long_string", "a 得分 of three million characters", long_string, Expect("sheet", "not_a_number", SHEET1), hostile=True),
     Case("deep_nesting", "100,000 nested XML elements in a sheet", deep_nesting, Expect("accepted"), hostile=True),
     # identity
