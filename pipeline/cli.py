@@ -22,7 +22,7 @@ from pipeline.config import Workspace, check_period
 from pipeline.errors import HappyhomeError, UsageError
 from pipeline.systems import BUILTIN, load_system
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)  # paths stay whole, copy-pasteable
 err_console = Console(stderr=True, highlight=False)
 
 
