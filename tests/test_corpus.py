@@ -29,7 +29,7 @@ from pipeline.systems import load_system
 PERIOD, SYSTEM = corpus.PERIOD, corpus.SYSTEM
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "corpus.md"
 HOSTILE_SECONDS = 10  # the whole hostile set, collected beside the good files
-HOSTILE_MB = 500      # peak resident memory of the collect process and its workers
+HOSTILE_MB = 250      # peak resident memory of the collect process and its workers (good files alone: ~80 MB)
 
 
 def collect_subprocess(ws: Path, *paths: Path) -> tuple[subprocess.CompletedProcess, float]:
