@@ -285,6 +285,9 @@ def test_an_error_rejects_only_its_sheet_and_strict_makes_it_exit_6(workspace):
     assert chase["E03", "C001"]["情况"].startswith("已交但未通过检查")
     messages = {r["单元格"]: r["问题"] for r in book["问题"] if r["文件"] == "E02.xlsx"}
     assert messages["G23"] == "C17 模式创新 的得分 11 超出范围，应在 0 到 10 之间，本表未计入。"
+    raw = openpyxl.load_workbook(workspace / "output" / PERIOD / "collection-community.xlsx")["问题"]
+    typed = [row[3] for row in raw.iter_rows(min_row=2) if row[3].value == "=B8*2"]
+    assert typed and typed[0].data_type == "s"  # what the assessor typed stays text, never a formula
 
 
 def test_metadata_gone_collects_from_the_identity_block(workspace):
