@@ -41,6 +41,7 @@ class ReportResult:
     summary: Path
     csv: Path
     digest: Path
+    detail_csv: Path
     n_scores: int
     n_files: int
     assigned: int
@@ -52,7 +53,7 @@ class ReportResult:
 
     @property
     def paths(self) -> list[Path]:
-        return [self.summary, self.csv, self.digest]
+        return [self.summary, self.csv, self.detail_csv, self.digest]
 
 
 # -- inputs ---------------------------------------------------------------------------------
@@ -176,8 +177,8 @@ def rank_columns(res: RoundResult) -> tuple[list[str], list[list]]:
     return header, rows
 
 
-def write_summary(path: Path, res: RoundResult, *, period: str, scores: pd.DataFrame, roster: Roster | None,
-                  files: list[dict], generated: datetime) -> Path:
+def write_summary(path: Path, res: RoundResult, *, period: str, detail: pd.DataFrame, files: list[dict],
+                  generated: datetime, detail_max_rows: int = 100_000, detail_csv: str = "") -> Path:
     """The summary workbook (xlsxwriter), written atomically."""
     system = res.system
     with atomic_path(path) as tmp:
@@ -187,7 +188,7 @@ def write_summary(path: Path, res: RoundResult, *, period: str, scores: pd.DataF
         _rank_sheet(book, f, res)
         _chart_sheet(book, f, res)
         _items_sheet(book, f, res)
-        _scores_sheet(book, f, res, scores, roster)
+        _scores_sheet(book, f, detail, detail_max_rows, detail_csv)
         _assessor_sheet(book, f, res)
         _flags_sheet(book, f, res)
         if res.calibrated:
@@ -285,22 +286,51 @@ def _items_sheet(book, f, res: RoundResult) -> None:
         sh.ws.conditional_format(2, 3 + k, last, 3 + k, _scale(item.max))
 
 
-def _scores_sheet(book, f, res: RoundResult, scores: pd.DataFrame, roster: Roster | None) -> None:
-    sh = _Sheet(book, "评分明细", f)
-    people = roster.assessors if roster else {}
+DETAIL_HEAD = ["期次", "评估人编号", "评估人", "对象编号", "对象名称", "指标编号", "三级指标", "得分", "填写值", "备注",
+               "计入", "来源文件", "工作表", "单元格", "sha256"]
+
+
+def detail_frame(res: RoundResult, scores: pd.DataFrame, roster: Roster | None) -> pd.DataFrame:
+    """Every accepted score with who, what, where from — the 评分明细 table, built in one pass."""
+    people = {code: a.name for code, a in (roster.assessors if roster else {}).items()}
     subjects = dict(zip(res.subjects["subject"], res.subjects["name"]))
-    used = set(map(tuple, res.totals.loc[res.totals["used"], ["subject", "assessor"]].to_numpy())) if len(res.totals) else set()
     level3 = {i.code: i.level3 for i in res.system.items}
-    header = ["期次", "评估人编号", "评估人", "对象编号", "对象名称", "指标编号", "三级指标", "得分", "填写值", "备注",
-              "计入", "来源文件", "工作表", "单元格", "sha256"]
-    rows = []
-    for r in scores.itertuples(index=False):
-        who = people.get(r.assessor)
-        rows.append([r.period, r.assessor, who.name if who else "", r.subject, subjects.get(r.subject, ""), r.item,
-                     level3.get(r.item, ""), r.score, r.raw, r.remark,
-                     "是" if (r.subject, r.assessor) in used else "否（截尾去掉）", r.file, r.sheet, r.cell, r.sha256])
+    used = pd.Series(False, index=scores.index)
+    if len(res.totals) and len(scores):
+        kept = pd.MultiIndex.from_frame(res.totals.loc[res.totals["used"], ["subject", "assessor"]])
+        used = pd.MultiIndex.from_frame(scores[["subject", "assessor"]]).isin(kept)
+    return pd.DataFrame({
+        "期次": scores["period"], "评估人编号": scores["assessor"], "评估人": scores["assessor"].map(people).fillna(""),
+        "对象编号": scores["subject"], "对象名称": scores["subject"].map(subjects).fillna(""),
+        "指标编号": scores["item"], "三级指标": scores["item"].map(level3).fillna(""), "得分": scores["score"],
+        "填写值": scores["raw"], "备注": scores["remark"],
+        "计入": pd.Series(used, index=scores.index).map({True: "是", False: "否（截尾去掉）"}),
+        "来源文件": scores["file"], "工作表": scores["sheet"], "单元格": scores["cell"], "sha256": scores["sha256"],
+    }, columns=DETAIL_HEAD)
+
+
+def _scores_sheet(book, f, detail: pd.DataFrame, max_rows: int, csv_name: str) -> None:
+    sh = _Sheet(book, "评分明细", f)
+    widths = [9, 10, 9, 9, 22, 9, 14, 8, 8, 36, 10, 34, 14, 8, 20]
+    if len(detail) > max_rows:
+        # Tens of thousands of rows make the workbook slow to write and to open; the same
+        # table goes in full to the CSV beside it, which Excel opens as it is.
+        sh.ws.set_column(0, 0, 120)
+        sh.ws.write_string(0, 0, f"本期共 {len(detail):,} 条评分，超过本表列出的上限（{max_rows:,} 条，"
+                                 f"设置项 report.detail_max_rows）。完整的评分明细（含来源文件、工作表和单元格）"
+                                 f"见同一文件夹中的 {csv_name}（UTF-8 编码，可直接用 Excel 打开）。", f["wrap"])
+        return
     fmts = [f["text"]] * 7 + [f["num"]] + [f["text"]] * 7
-    sh.table(header, rows, fmts, [9, 10, 9, 9, 22, 9, 14, 8, 8, 36, 10, 34, 14, 8, 20], freeze_cols=0)
+    sh.table(DETAIL_HEAD, detail.values.tolist(), fmts, widths, freeze_cols=0)
+
+
+def write_detail_csv(path: Path, detail: pd.DataFrame) -> Path:
+    """Every accepted score as UTF-8 CSV with a byte-order mark; text cells made inert."""
+    text = detail.drop(columns=["得分"]).map(inert_csv)
+    out = text.assign(得分=detail["得分"])[DETAIL_HEAD]
+    with atomic_path(path) as tmp:
+        out.to_csv(tmp, index=False, encoding="utf-8-sig", float_format="%.10g")
+    return path
 
 
 def _assessor_sheet(book, f, res: RoundResult) -> None:
@@ -444,11 +474,15 @@ def report(
     files = _files(scores, file_rows)
     generated = generated or datetime.now().replace(microsecond=0)
     out = ws.period_output(period)
-    summary = write_summary(out / f"summary-{system.id}.xlsx", result, period=period, scores=scores, roster=roster,
-                            files=files, generated=generated)
+    detail = detail_frame(result, scores, roster)
+    detail_csv = write_detail_csv(out / f"scores-{system.id}.csv", detail)
+    summary = write_summary(out / f"summary-{system.id}.xlsx", result, period=period, detail=detail, files=files,
+                            generated=generated, detail_max_rows=ws["report"]["detail_max_rows"],
+                            detail_csv=detail_csv.name)
     results = write_results_csv(out / f"results-{system.id}.csv", result)
     context = digest_context(result, period=period, scores=scores, roster=roster, chase=chase, assigned=assigned,
                              received=received, files=files, organiser=ws["round"]["organiser"], generated=generated)
     digest = write_digest(out / f"digest-{system.id}.html", context)
     return ReportResult(period=period, system=system, scores=result, summary=summary, csv=results, digest=digest,
+                        detail_csv=detail_csv,
                         n_scores=len(scores), n_files=len(files), assigned=assigned, received=received)

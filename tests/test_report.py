@@ -251,3 +251,19 @@ def test_calibrated_official_ranking_and_rank_changes(workspace):
     page = res.digest.read_text(encoding="utf-8")
     assert "本期以校准排名为正式排名" in page and 'id="rank-changes"' in page
     assert "6.67（" in page  # E01's effect, with its standard error, in the digest's assessor table
+
+
+def test_every_score_also_goes_to_a_csv_and_a_large_detail_moves_out_of_the_workbook(workspace):
+    add_returns(workspace)
+    (workspace / "happyhome.toml").write_text("[report]\ndetail_max_rows = 50\n", encoding="utf-8")
+    res = report(Workspace.open(workspace), "community", PERIOD)
+    n_scores = sum(len(v) for v in SHARES.values()) * len(COMMUNITY.items)  # 8 sheets x 19 = 152 > 50
+    with open(res.detail_csv, encoding="utf-8") as fh:
+        assert fh.read(1) == "\ufeff"  # a byte-order mark, so Excel reads the Chinese
+    detail = pd.read_csv(res.detail_csv, encoding="utf-8-sig", dtype=str)
+    assert res.detail_csv.name == "scores-community.csv" and len(detail) == n_scores
+    row = detail[(detail["评估人编号"] == "E02") & (detail["对象编号"] == "C001") & (detail["指标编号"] == "C02")].iloc[0]
+    assert row["备注"] == "'=1+1"  # inert in a spreadsheet
+    assert float(row["得分"]) == pytest.approx(4 * 0.95) and row["单元格"] == "G8"
+    note = openpyxl.load_workbook(res.summary)["评分明细"]["A1"].value
+    assert f"{n_scores:,} 条评分" in note and "scores-community.csv" in note
