@@ -280,3 +280,45 @@ def test_a_really_full_output_disk_gives_a_clear_error_and_leaves_the_ledger_unc
         assert openpyxl.load_workbook(report).sheetnames == ["文件", "问题", "未交"]
     finally:
         subprocess.run(["umount", "-l", str(out)], capture_output=True, timeout=10)
+
+
+def test_outputs_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A disk that fills while the collection workbook or the summary is being written: exit 4,
+    the previous workbook untouched, no temporary file; the ledger keeps whole files only and a
+    re-run writes the report."""
+    import xlsxwriter
+
+    ws = make_round(tmp_path / "ws", n=4)
+    returned = sorted((ws / "input" / "returned" / PERIOD).glob("*.xlsx"))
+    run(ws, "collect", "--system", SYSTEM, "--period", PERIOD, *map(str, returned[:3]))
+    run(ws, "report", "--system", SYSTEM, "--period", PERIOD)
+    out = ws / "output" / PERIOD
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert {f"collection-{SYSTEM}.xlsx", f"summary-{SYSTEM}.xlsx", f"digest-{SYSTEM}.html"} <= set(before)
+
+    real = xlsxwriter.Workbook.close
+
+    def full(self):
+        real(self)  # the temporary file is written, then the disk is "full"
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(xlsxwriter.Workbook, "close", full)
+    failed = run(ws, "collect", "--system", SYSTEM, "--period", PERIOD, str(returned[3]), expect=4)
+    assert "the disk is full" in failed.output
+    failed = run(ws, "report", "--system", SYSTEM, "--period", PERIOD, expect=4)
+    assert "the disk is full" in failed.output
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(after) == set(before)
+    for name in before:  # every output is the previous one, or (a CSV written before the failure) whole
+        if name.endswith((".xlsx", ".html")):
+            assert after[name] == before[name], name
+        else:
+            assert after[name].endswith(b"\n") and after[name].count(b"\n") >= before[name].count(b"\n"), name
+    assert temp_files(ws) == []
+    assert assert_consistent(ws) == 4  # the fourth file is in, whole; its report was not written
+
+    monkeypatch.undo()
+    again = run(ws, "collect", "--system", SYSTEM, "--period", PERIOD, str(returned[3]))
+    assert "already collected" in again.output
+    files = openpyxl.load_workbook(out / f"collection-{SYSTEM}.xlsx")["文件"]
+    assert returned[3].name in [r[0] for r in files.iter_rows(min_row=2, values_only=True)]
