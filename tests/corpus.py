@@ -13,7 +13,6 @@ edit, save), or the zip's XML parts rewritten directly where openpyxl cannot exp
 
 from __future__ import annotations
 
-import io
 import os
 import random
 import re

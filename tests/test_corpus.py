@@ -327,6 +327,33 @@ def test_each_bad_file_alone(built, context, case):
         assert ((exp.code, exp.sheet) in codes) if exp.outcome == "warning" else not found.problems
 
 
+@pytest.mark.parametrize("limit, value, code", [
+    ("max_rows", 20, "sheet_too_long"),              # a form's subject sheet has 33 rows
+    ("max_unzipped_mb", 0.05, "zip_bomb"),
+    ("max_file_mb", 0.005, "too_large"),
+    ("max_sheets", 3, "too_many_sheets"),
+])
+def test_the_limits_are_settings(built, limit, value, code):
+    """Each limit of [limits] in happyhome.toml refuses the good base form once set below it."""
+    import copy
+
+    ws, _, _, base = built
+    workspace = Workspace.open(ws)
+    settings = copy.deepcopy(workspace.settings)
+    settings["limits"][limit] = value
+    tight = Context.build(Workspace(workspace.root, settings), load_system(SYSTEM), PERIOD,
+                          read_roster(workspace.path("roster")))
+    data = base.read_bytes()
+    assert examine(data, base.name, context_of(ws)).status == "accepted"
+    found = examine(data, base.name, tight)
+    assert found.status == "rejected" and code in {p.code for p in found.problems}
+
+
+def context_of(ws: Path) -> Context:
+    workspace = Workspace.open(ws)
+    return Context.build(workspace, load_system(SYSTEM), PERIOD, read_roster(workspace.path("roster")))
+
+
 # -- docs/corpus.md ---------------------------------------------------------------------------------
 OUTCOME_TEXT = {"file": "file rejected", "sheet": "sheet rejected", "warning": "accepted with a warning",
                 "accepted": "accepted", "duplicate": "not counted again (重复)"}

@@ -14,7 +14,6 @@ import re
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
-import pytest
 import xlsxwriter
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st

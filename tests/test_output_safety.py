@@ -11,7 +11,6 @@ formula; every HTML page is parsed: no element, attribute or script came from th
 from __future__ import annotations
 
 import csv
-import os
 import re
 from pathlib import Path
 
