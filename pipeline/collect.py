@@ -136,6 +136,8 @@ def raw_text(value: object) -> str:
         return str(int(value))
     if isinstance(value, (datetime, date, time)):
         return value.isoformat()
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"  # as a spreadsheet shows it
     return str(value)
 
 
@@ -540,6 +542,13 @@ class CellProbe:
                 for cell in row:
                     if getattr(cell, "data_type", None) in ("e", "f") and isinstance(cell.value, str):
                         found[cell.row - 1, cell.column - 1] = cell.value
+            if any(v.startswith("=") for v in found.values()):  # a formula whose saved result is an error
+                results = openpyxl.load_workbook(io.BytesIO(self.data), read_only=True, data_only=True)
+                for row in results[sheet].iter_rows():
+                    for cell in row:
+                        if getattr(cell, "data_type", None) == "e" and (cell.row - 1, cell.column - 1) in found:
+                            found[cell.row - 1, cell.column - 1] = cell.value
+                results.close()
         except Exception:  # noqa: BLE001 - the probe only refines a message; blank stays blank
             pass
         return found

@@ -548,6 +548,11 @@ def score_error(out, base):
     return _score_xml(base, out / "score_error.xlsx", '<c r="{ref}" t="e"><v>#N/A</v></c>')
 
 
+def score_formula_error(out, base):
+    """=1/0 saved with its result #DIV/0!: the error is what the office must hear about."""
+    return _score_xml(base, out / "score_formula_error.xlsx", '<c r="{ref}" t="e"><f>1/0</f><v>#DIV/0!</v></c>')
+
+
 def score_formula_cached(out, base):
     """=2+2 with its value 4 saved, as Excel and WPS save it: the value is the score."""
     return _score_xml(base, out / "score_formula_cached.xlsx", '<c r="{ref}"><f>2+2</f><v>4</v></c>')
@@ -641,6 +646,8 @@ CASES: list[Case] = [
     Case("score_nan_cell", "得分 a number cell holding NaN", score_nan_cell, Expect("sheet", "not_a_number", SHEET1)),
     Case("score_infinite", "得分 a number cell holding 1e999 (infinity)", score_infinite, Expect("sheet", "not_a_number", SHEET1)),
     Case("score_error", "得分 an Excel error value (#N/A)", score_error, Expect("sheet", "error_value", SHEET1)),
+    Case("score_formula_error", "得分 a formula whose saved result is an error (=1/0 → #DIV/0!)", score_formula_error,
+         Expect("sheet", "error_value", SHEET1)),
     Case("score_formula_cached", "得分 a formula with its cached value (=2+2 → 4)", score_formula_cached, Expect("accepted")),
     Case("score_formula_no_value", "得分 a formula without a cached value", score_formula_no_value,
          Expect("sheet", "formula_no_value", SHEET1)),
