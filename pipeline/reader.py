@@ -288,8 +288,18 @@ def _read_sheet(book: pc.CalamineWorkbook, meta: pc.SheetMetadata, limits: Limit
             return sheet
         sheet.rows = data.to_python(skip_empty_area=False)
     except Exception as err:  # a damaged sheet fails alone; the others still read
-        sheet.error = _short(err)
+        sheet.error = _plain(err)
     return sheet
+
+
+def _plain(err: BaseException) -> str:
+    """A sheet's read error in words the office can forward (calamine's own text otherwise)."""
+    text = str(err)
+    if type(err).__name__ == "WorksheetNotFound":
+        return "工作表的内容在文件中缺失"
+    if "entity" in text.lower():
+        return "含有 XML 实体声明，为安全起见未读取"
+    return _short(err)
 
 
 def _short(err: BaseException) -> str:
