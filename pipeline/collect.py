@@ -14,8 +14,12 @@ The rules an office can rely on:
   when none are or it cannot be read at all; a rejected file still gets its ledger row and
   its archived copy.
 - Every file is hashed (sha256) and copied into the archive under its hash before it is
-  parsed. The same bytes again are "already collected": under the same path nothing changes,
-  under another path the path is recorded as an alias (重复 in the report).
+  parsed. The same bytes again in the same round are "already collected": under the same path
+  nothing changes, under another path the path is recorded as an alias (重复 in the report).
+  A file is recorded once per round (period, system): the returned folder is shared by both
+  systems, so a zone form is recorded as rejected by the community run (status other_round in
+  the run's result, not a --strict failure) and still taken in by the zone run.
+- A rejected resubmission does not replace an accepted earlier sheet; the earlier one stays counted.
 - A resubmission for the same (period, system, assessor, subject) supersedes the earlier
   sheet, which stays in the ledger marked superseded: the later *saved* one wins — the
   workbook's own last-saved time (docProps, in UTC), else the file's modification time.
@@ -34,6 +38,7 @@ import os
 import re
 import shutil
 import signal
+import threading
 import unicodedata
 from collections import Counter
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -642,6 +647,15 @@ def _init_worker(ctx: Context) -> None:
     global _WORKER_CTX
     _WORKER_CTX = ctx
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End a worker whose collect was killed (SIGKILL): orphaned, it would wait forever and,
+    having inherited the workspace lock's file, keep every later run out."""
+    while os.getppid() == parent:
+        threading.Event().wait(0.2)
+    os._exit(1)
 
 
 def _examine_in_worker(data: bytes, name: str) -> Examined:
