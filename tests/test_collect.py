@@ -642,3 +642,19 @@ def test_totals_and_the_summary_sheet_are_never_read(workspace):
     collect(workspace)
     assert ledger_scores(workspace) == expected_scores("E03")
     assert problems(workspace) == []
+
+
+def test_a_rejected_resubmission_does_not_replace_the_accepted_sheet(workspace):
+    path = make_forms(workspace)["E01"]
+    folder = returned(workspace)
+    set_saved(fill_form(path, answers("E01"), save_as=folder / "v1.xlsx"), datetime(2026, 11, 20, 9, 0))
+    collect(workspace)
+    broken = answers("E01")
+    broken["C001"]["C01"] = "四"
+    broken["C002"]["C01"] = 2
+    set_saved(fill_form(path, broken, save_as=folder / "v2.xlsx"), datetime(2026, 11, 22, 9, 0))
+    collect(workspace)
+    got = ledger_scores(workspace)
+    assert got["E01", "C001", "C01"] == answers("E01")["C001"]["C01"]  # v1's sheet still counts
+    assert got["E01", "C002", "C01"] == 2  # v2's good sheets replace v1's
+    assert len(got) == 3 * 19
