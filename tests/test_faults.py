@@ -40,13 +40,14 @@ N_ITEMS = len(load_system(SYSTEM).items)
 TEMP_NAME = re.compile(r"^\..+\.[^.]+$")  # atomic.atomic_path's temporary files: .<stem>.<random><suffix>
 
 
-def make_round(root: Path, n: int = N_FILES, settings: str = "") -> Path:
+def make_round(root: Path, n: int = N_FILES, settings: str = "", workers: int = 1) -> Path:
     """A workspace whose returned folder holds n filled workbooks, one per assessor."""
     run(root, "init", str(root))
     assessors = [(f"A{k:02d}", f"评估人{k}", "测试单位", f"a{k}@example.org") for k in range(1, n + 1)]
     write_roster(root / "input" / "roster.xlsx", SUBJECTS, assessors, [(a[0], s[0]) for a in assessors for s in SUBJECTS])
-    # one worker: files go into the ledger one by one, slowly enough to be killed in between
-    (root / "happyhome.toml").write_text("[collect]\nworkers = 1\n" + settings, encoding="utf-8")
+    # few workers: files go into the ledger one by one, slowly enough to be killed in between
+    (root / "happyhome.toml").write_text(f"[collect]\nworkers = {workers}\npool_min_files = 2\n" + settings,
+                                         encoding="utf-8")
     ws = Workspace.open(root)
     system = load_system(SYSTEM)
     specs = plan_forms(ws, system, PERIOD, read_roster(root / "input" / "roster.xlsx"), ws.returned(PERIOD))
@@ -130,21 +131,25 @@ def temp_files(root: Path) -> list[Path]:
     return [p for p in root.rglob(".*") if p.is_file() and TEMP_NAME.match(p.name) and not p.name.startswith(".lo")]
 
 
-@pytest.fixture
-def round40(tmp_path) -> Path:
-    return make_round(tmp_path / "ws")
-
-
 @pytest.mark.slow
-def test_sigkill_midway_leaves_whole_files_and_a_rerun_finishes_the_same(round40, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2], ids=["one process", "worker pool"])
+def test_sigkill_midway_leaves_whole_files_and_a_rerun_finishes_the_same(tmp_path, workers):
+    import psutil
+
+    round40 = make_round(tmp_path / "ws", workers=workers)
     twin = tmp_path / "twin"
     shutil.copytree(round40, twin)
 
     proc = subprocess.Popen(collect_cmd(round40), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     seen = wait_for_files(round40, proc, at_least=3)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert len(children) == (workers if workers > 1 else 0)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "collect finished before it could be killed"
+    # the pool's workers go too: orphaned, they would hold the inherited workspace lock
+    gone, alive = psutil.wait_procs(children, timeout=5)
+    assert alive == []
     kept = assert_consistent(round40)
     assert seen <= kept < N_FILES
     assert len(accepted(round40)) == kept * len(SUBJECTS) * N_ITEMS
