@@ -327,3 +327,25 @@ def test_outputs_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     assert "already collected" in again.output
     files = openpyxl.load_workbook(out / f"collection-{SYSTEM}.xlsx")["文件"]
     assert returned[3].name in [r[0] for r in files.iter_rows(min_row=2, values_only=True)]
+
+
+def test_a_read_only_output_file_system_gives_a_clear_error_and_leaves_the_ledger_unchanged(tmp_path):
+    """The output folder on a read-only mount, which stops root too (needs mount; skipped without)."""
+    ws = make_round(tmp_path / "ws", n=3)
+    returned = sorted((ws / "input" / "returned" / PERIOD).glob("*.xlsx"))
+    run(ws, "collect", "--system", SYSTEM, "--period", PERIOD, str(returned[0]))
+    before = dump(ws)
+    out = ws / "output"
+    if not _mount_tmpfs(out, "1m,ro"):
+        pytest.skip("cannot mount a read-only tmpfs here")
+    try:
+        result = subprocess.run(collect_cmd(ws), capture_output=True, text=True, timeout=60)
+        assert result.returncode == 4, (result.stdout, result.stderr)
+        assert "read-only file system" in result.stderr and "Traceback" not in result.stderr
+        assert dump(ws) == before
+        assert temp_files(ws) == []
+    finally:
+        subprocess.run(["umount", "-l", str(out)], capture_output=True, timeout=10)
+    again = subprocess.run(collect_cmd(ws), capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert assert_consistent(ws) == 3
