@@ -595,7 +595,8 @@ class CollectResult:
 
 def find_files(paths: list[Path]) -> list[Path]:
     """Every file under the given files and folders (recursively), without hidden files,
-    hidden folders and office lock files (~$name.xlsx)."""
+    hidden folders, office lock files (~$name.xlsx) and symbolic links: a link unpacked from
+    an attachment could otherwise copy any local file (/etc/passwd) into the archive."""
     out: list[Path] = []
     for path in paths:
         path = Path(path)
@@ -607,7 +608,7 @@ def find_files(paths: list[Path]) -> list[Path]:
         for root, dirs, files in os.walk(path):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for f in sorted(files):
-                if not f.startswith((".", "~$")):
+                if not f.startswith((".", "~$")) and not (Path(root) / f).is_symlink():
                     out.append(Path(root) / f)
     return list(dict.fromkeys(p.resolve() for p in out))
 

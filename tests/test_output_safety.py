@@ -195,3 +195,15 @@ def test_the_collect_listing_shows_the_formula_typed_as_a_score_as_text(round_):
     problems = openpyxl.load_workbook(ws / "output" / PERIOD / f"collection-{SYSTEM}.xlsx")["问题"]
     cells = [row[3] for row in problems.iter_rows(min_row=2) if row[3].value == "=2+2"]
     assert cells and all(c.data_type == "s" for c in cells)
+
+
+def test_a_symbolic_link_in_the_returned_folder_is_not_followed(tmp_path):
+    """A link unpacked from an attachment (评分表.xlsx -> /etc/passwd) reads nothing outside."""
+    ws = tmp_path / "ws"
+    run(ws, "init", str(ws))
+    returned = ws / "input" / "returned" / PERIOD
+    returned.mkdir(parents=True)
+    (returned / "评分表.xlsx").symlink_to("/etc/passwd")
+    run(ws, "collect", "--system", SYSTEM, "--period", PERIOD)
+    secret = Path("/etc/passwd").read_text().splitlines()[0].encode()
+    assert [p for p in ws.rglob("*") if p.is_file() and not p.is_symlink() and secret in p.read_bytes()] == []
