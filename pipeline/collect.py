@@ -127,7 +127,7 @@ def _normalise(value: object, maximum: float) -> tuple[float | None, str | None,
 def _in_range(score: float, maximum: float, note: str | None) -> tuple[float | None, str | None, str | None]:
     if not math.isfinite(score) or not math.isfinite(maximum):
         return None, None, "not_a_number"
-    if score < 0 or score > maximum + 1e-9:
+    if score < 0 or maximum < 0 or score > maximum + 1e-9:
         return None, None, "out_of_range"
     # Within 1e-9 above 满分 is float noise from a formula: it counts as 满分, never more.
     return min(score, maximum) + 0.0, note, None  # + 0.0 turns -0.0 into 0.0
