@@ -156,11 +156,19 @@ def bootstrap(
     q = (1 - level) / 2 * 100
     return pd.DataFrame({
         "subject": subjects,
-        "total_lo": np.percentile(reps, q, axis=0, method="lower"),
-        "total_hi": np.percentile(reps, 100 - q, axis=0, method="higher"),
-        "rank_lo": np.percentile(ranks, q, axis=0, method="lower").astype(int),
-        "rank_hi": np.percentile(ranks, 100 - q, axis=0, method="higher").astype(int),
+        "total_lo": _percentile(reps, q, "lower"),
+        "total_hi": _percentile(reps, 100 - q, "higher"),
+        "rank_lo": _percentile(ranks, q, "lower").astype(int),
+        "rank_hi": _percentile(ranks, 100 - q, "higher").astype(int),
     })
+
+
+def _percentile(values: np.ndarray, q: float, method: str, block: int = 1000) -> np.ndarray:
+    """np.percentile over replicates, a block of subjects at a time: it sorts a copy."""
+    if values.shape[1] == 0:
+        return np.empty(0)
+    return np.concatenate([np.percentile(values[:, i:i + block], q, axis=0, method=method)
+                           for i in range(0, values.shape[1], block)])
 
 
 def _competition_ranks(reps: np.ndarray) -> np.ndarray:
@@ -168,10 +176,10 @@ def _competition_ranks(reps: np.ndarray) -> np.ndarray:
 
     Totals equal to 2 decimals tie, as they do in the published ranking.
     """
-    keys = np.round(reps, 2)
-    ranks = np.empty(keys.shape, dtype=np.int32)
-    for i, row in enumerate(keys):
-        ranks[i] = len(row) - np.searchsorted(np.sort(row), row, side="right") + 1
+    ranks = np.empty(reps.shape, dtype=np.int32)
+    for i, row in enumerate(reps):
+        key = np.round(row, 2)
+        ranks[i] = len(key) - np.searchsorted(np.sort(key), key, side="right") + 1
     return ranks
 
 

@@ -111,6 +111,13 @@ class FileRecord:
     problems: list[Problem] = field(default_factory=list)
 
 
+def _share_strings(frame: pd.DataFrame) -> pd.DataFrame:
+    """Equal strings become one object (through a categorical, in C): 8 bytes a cell instead of ~60."""
+    for column in frame.select_dtypes(include=["object", "string"]).columns:
+        frame[column] = frame[column].astype("category").astype(frame[column].dtype)
+    return frame
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") if value else None
 
@@ -174,8 +181,14 @@ class Ledger:
         finally:
             self.conn.row_factory = None
 
-    def frame(self, sql: str, params: tuple = ()) -> pd.DataFrame:
-        return pd.read_sql_query(sql, self.conn, params=params)
+    def frame(self, sql: str, params: tuple = (), chunksize: int | None = None) -> pd.DataFrame:
+        """A query as a frame. With `chunksize`, rows are read in chunks and every repeated text
+        is shared: SQLite hands back a new string object per row, which for a national month's
+        760,000 scores x 9 text columns is most of a gigabyte."""
+        if chunksize is None:
+            return pd.read_sql_query(sql, self.conn, params=params)
+        parts = [_share_strings(chunk) for chunk in pd.read_sql_query(sql, self.conn, params=params, chunksize=chunksize)]
+        return pd.concat(parts, ignore_index=True) if parts else pd.read_sql_query(sql, self.conn, params=params)
 
     def periods(self, system: str) -> list[str]:
         rows = self.conn.execute("SELECT DISTINCT period FROM sheets WHERE system = ? ORDER BY period", (system,))
@@ -190,6 +203,7 @@ class Ledger:
                WHERE s.period = ? AND s.system = ? AND s.status = 'accepted'
                ORDER BY s.subject, s.assessor, c.id""",
             (period, system),
+            chunksize=100_000,
         )
 
     def files(self, period: str, system: str) -> pd.DataFrame:
