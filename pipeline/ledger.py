@@ -131,7 +131,9 @@ class Ledger:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=FULL")
+            # WAL + NORMAL: a commit is atomic and survives a killed process; only a power cut
+            # may lose the last commits, never leave half of one (each is redone by the next run).
+            self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute("PRAGMA foreign_keys=ON")
             self.conn.executescript(SCHEMA)
         except sqlite3.OperationalError as err:
