@@ -119,6 +119,8 @@ def _write_returns(batch):
 
 def build_month(args, root: Path) -> Path:
     """A workspace whose returned folder holds `files` filled workbooks of `subjects_per_file` each."""
+    if args.reuse and (root / "input" / "roster.xlsx").exists():
+        return root
     n_subjects = args.files * args.subjects_per_file // args.raters
     subjects, assessors, pairs = design(n_subjects, args.files, args.raters)
     root.mkdir(parents=True, exist_ok=True)
@@ -238,7 +240,7 @@ def bench_collect(args, month: Path) -> list[dict]:
 
 def bench_report(args, month: Path) -> list[dict]:
     ws = month / "ws0"
-    if not (ws / "ledger").exists():
+    if not (ws / "ledger").exists() or args.reuse:
         child(COLLECT, str(month), str(ws))
     runs = [child(REPORT, str(ws)) for _ in range(args.repeat)]
     return [row(f"report: {args.files * args.subjects_per_file} sheets "
@@ -303,14 +305,16 @@ def main(argv=None) -> int:
     p.add_argument("--only", choices=["forms", "collect", "report", "calibration"], action="append")
     p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work")
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    p.add_argument("--reuse", action="store_true", help="reuse the returned month already in --work (same sizes)")
     args = p.parse_args(argv)
     if args.national:
         args.files, args.subjects_per_file, args.raters = 2000, 20, 4
         args.openpyxl_files = args.openpyxl_files or 200
         args.repeat = min(args.repeat, 3)
     work = args.work
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    if not args.reuse:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     stages = args.only or ["forms", "collect", "report", "calibration"]
     rows: list[dict] = []
