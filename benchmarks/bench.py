@@ -326,6 +326,10 @@ def main(argv=None) -> int:
             rows += bench_collect(args, month)
         if "report" in stages:
             rows += bench_report(args, month)
+            # and at programme scale: 100 subjects x 5 assessors (25 workbooks of 20 subjects)
+            small = argparse.Namespace(**{**vars(args), "files": 25, "subjects_per_file": 20, "raters": 5,
+                                          "reuse": False})
+            rows += bench_report(small, build_month(small, work / "month-100x5"))
     if "calibration" in stages:
         rows += bench_calibration(args)
     print_table(rows)
