@@ -251,7 +251,9 @@ def _chart_sheet(book, f, res: RoundResult) -> None:
     totals.set_x_axis({"num_font": {"rotation": -45}})
     totals.set_legend({"none": True})
     totals.set_size({"width": max(720, 28 * n_rated), "height": 380})
-    sh.ws.insert_chart(len(rows) + 3, 0, totals)
+    shares_height = 40 + 34 * len(rows)
+    # Below both the helper table and the shares chart beside it (rows are 20 px high).
+    sh.ws.insert_chart(max(len(rows) + 3, math.ceil(shares_height / 20) + 2), 0, totals)
     shares = book.add_chart({"type": "bar"})
     shares.add_series({
         "name": "得分率", "categories": ["图表", 1, 0, len(rows), 0], "values": ["图表", 1, 3, len(rows), 3],
@@ -261,7 +263,7 @@ def _chart_sheet(book, f, res: RoundResult) -> None:
     shares.set_x_axis({"min": 0, "max": 1, "num_format": "0%"})
     shares.set_y_axis({"reverse": True})
     shares.set_legend({"none": True})
-    shares.set_size({"width": 560, "height": 40 + 34 * len(rows)})
+    shares.set_size({"width": 560, "height": shares_height})
     sh.ws.insert_chart(0, 5, shares)
 
 
