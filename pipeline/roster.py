@@ -115,41 +115,30 @@ def read_roster(path: str | Path, known_types: tuple[str, ...] = TYPES) -> Roste
         col = header.get(column)
         return row[col] if col is not None and col < len(row) else ""
 
+    def records(sheet: str, columns: tuple[str, ...], name_column: str):
+        """Rows with a unique, non-empty 编号, as dicts; every other row becomes a problem."""
+        header, rows = tables[sheet]
+        first_seen: dict[str, int] = {}
+        for n, row in rows:
+            values = {c: get(row, header, c) for c in columns}
+            code, where = values["编号"], f"sheet {sheet} row {n}"
+            if not code:
+                problems.append(f"{where}: 编号 is empty")
+            elif code in first_seen:
+                problems.append(f"{where}: duplicate 编号 {code!r} (first at row {first_seen[code]})")
+            else:
+                first_seen[code] = n
+                if not values[name_column]:
+                    problems.append(f"{where}: {name_column} is empty")
+                yield where, values
+
     subjects: dict[str, Subject] = {}
-    header, rows = tables[SUBJECTS]
-    first_seen: dict[str, int] = {}
-    for n, row in rows:
-        values = {c: get(row, header, c) for c in SUBJECT_COLUMNS}
-        where = f"sheet {SUBJECTS} row {n}"
-        if not values["编号"]:
-            problems.append(f"{where}: 编号 is empty")
-            continue
-        if values["编号"] in first_seen:
-            problems.append(f"{where}: duplicate 编号 {values['编号']!r} (first at row {first_seen[values['编号']]})")
-            continue
-        first_seen[values["编号"]] = n
-        if not values["名称"]:
-            problems.append(f"{where}: 名称 is empty")
+    for where, values in records(SUBJECTS, SUBJECT_COLUMNS, "名称"):
         if values["类型"] not in known_types:
             problems.append(f"{where}: 类型 must be one of {' | '.join(known_types)}, found {values['类型']!r}")
         subjects[values["编号"]] = Subject(*(values[c] for c in SUBJECT_COLUMNS))
-
-    assessors: dict[str, Assessor] = {}
-    header, rows = tables[ASSESSORS]
-    first_seen = {}
-    for n, row in rows:
-        values = {c: get(row, header, c) for c in ASSESSOR_COLUMNS}
-        where = f"sheet {ASSESSORS} row {n}"
-        if not values["编号"]:
-            problems.append(f"{where}: 编号 is empty")
-            continue
-        if values["编号"] in first_seen:
-            problems.append(f"{where}: duplicate 编号 {values['编号']!r} (first at row {first_seen[values['编号']]})")
-            continue
-        first_seen[values["编号"]] = n
-        if not values["姓名"]:
-            problems.append(f"{where}: 姓名 is empty")
-        assessors[values["编号"]] = Assessor(*(values[c] for c in ASSESSOR_COLUMNS))
+    assessors = {values["编号"]: Assessor(*(values[c] for c in ASSESSOR_COLUMNS))
+                 for _, values in records(ASSESSORS, ASSESSOR_COLUMNS, "姓名")}
 
     pairs: list[tuple[str, str]] = []
     if ASSIGNMENTS in tables:
