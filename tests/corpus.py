@@ -27,6 +27,7 @@ from typing import Callable
 
 import openpyxl
 
+import conftest
 from pipeline.forms import META_SHEET, FormSpec, sign, write_form
 from pipeline.roster import Assessor, Subject, write_roster
 from pipeline.systems import load_system
@@ -34,19 +35,8 @@ from pipeline.systems import load_system
 PERIOD = "2026-11"
 SYSTEM = "community"
 ASSESSOR = ("E09", "赵六", "测试单位", "e09@example.org")
-SUBJECTS = [
-    ("Z01", "杭州市上城区", "创新实践区", "浙江省", "杭州市", "上城区"),
-    ("Z02", "成都市武侯区", "创新实践区", "四川省", "成都市", "武侯区"),
-    ("C001", "湖滨街道东坡路社区", "创新实践社区", "浙江省", "杭州市", "上城区"),
-    ("C002", "玉林街道黉门街社区", "创新实践社区", "四川省", "成都市", "武侯区"),
-    ("C003", "南湖街道南湖社区", "创新实践社区", "湖北省", "武汉市", "洪山区"),
-]
-ASSESSORS = [
-    ("E01", "张敏", "浙江工业大学", "13800000001"),
-    ("E02", "李强", "四川大学", "13800000002"),
-    ("E03", "王芳", "武汉市社工联", "wangfang@example.org"),
-    ASSESSOR,
-]
+SUBJECTS = conftest.SUBJECTS
+ASSESSORS = [*conftest.ASSESSORS, ASSESSOR]
 # E01-E03 rate everything (their forms are the good files); E09, whose form every bad file
 # is made from, rates C001 and C002 only.
 PAIRS = [(a, s[0]) for a in ("E01", "E02", "E03") for s in SUBJECTS] + [("E09", "C001"), ("E09", "C002")]
