@@ -96,7 +96,6 @@ def bare_xlsxwriter(spec: FormSpec) -> None:
 def bench_forms(args, work: Path) -> list[dict]:
     system = load_system("community")
     subjects, assessors, pairs = design(args.form_subjects, args.form_assessors, args.form_assessors)
-    ws = Workspace.open(work)
     specs = [FormSpec(work / "forms" / f"{a.code}.xlsx", system, PERIOD, a, tuple(subjects)) for a in assessors]
     (work / "forms").mkdir(parents=True, exist_ok=True)
     rows = []

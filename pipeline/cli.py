@@ -168,11 +168,11 @@ def forms(ctx: click.Context, system_ref: str, period: str, roster: Path | None,
     Example: happyhome forms --system community --period 2026-11
     """
     from pipeline.forms import plan_forms, write_forms
-    from pipeline.roster import TYPES, read_roster
+    from pipeline.roster import read_roster_for
 
     ws = open_workspace(ctx)
     system = load_system(system_ref)
-    people = read_roster(roster or ws.path("roster"), known_types=tuple(dict.fromkeys((*TYPES, system.subject_type))))
+    people = read_roster_for(roster or ws.path("roster"), system)
     specs = plan_forms(ws, system, period, people, out_dir)
     workers = workers_for(ws["collect"]["workers"]) if len(specs) >= 8 else 1
     with progress_bar("Writing forms", len(specs)) as advance:
@@ -182,9 +182,9 @@ def forms(ctx: click.Context, system_ref: str, period: str, roster: Path | None,
 
 # -- status, rollup, demo ---------------------------------------------------------------------
 def _roster_for(ws: Workspace, system):
-    from pipeline.roster import TYPES, read_roster
+    from pipeline.roster import read_roster_for
 
-    return read_roster(ws.path("roster"), known_types=tuple(dict.fromkeys((*TYPES, system.subject_type))))
+    return read_roster_for(ws.path("roster"), system)
 
 
 @main.command()
@@ -254,11 +254,11 @@ def collect(ctx: click.Context, system_ref: str, period: str, paths: tuple[Path,
     from pipeline.collect import (STATUS_ALREADY, STATUS_DUPLICATE, STATUS_OTHER_ROUND, STATUS_UNREADABLE,
                                   collect as run_collect, find_files)
     from pipeline.lock import workspace_lock
-    from pipeline.roster import TYPES, read_roster
+    from pipeline.roster import read_roster_for
 
     ws = open_workspace(ctx)
     system = load_system(system_ref)
-    people = read_roster(roster or ws.path("roster"), known_types=tuple(dict.fromkeys((*TYPES, system.subject_type))))
+    people = read_roster_for(roster or ws.path("roster"), system)
     targets = list(paths) or [ws.returned(period)]
     with workspace_lock(ws):
         total = len(find_files(targets))

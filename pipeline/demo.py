@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import shutil
 import zipfile
 from dataclasses import dataclass, field, replace
@@ -23,7 +22,7 @@ import numpy as np
 
 from pipeline.config import CONFIG_NAME, Workspace, check_period
 from pipeline.errors import UsageError
-from pipeline.forms import FormSpec, form_filename, plan_forms, write_form, write_forms
+from pipeline.forms import FormSpec, plan_forms, write_form
 from pipeline.roster import Roster, read_roster, write_roster
 from pipeline.systems import System, load_system
 

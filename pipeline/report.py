@@ -22,7 +22,7 @@ from pipeline.digest import category_shares, digest_context, write_digest
 from pipeline.errors import UsageError
 from pipeline.ledger import Ledger
 from pipeline.names import inert_csv
-from pipeline.roster import TYPES, Roster, read_roster
+from pipeline.roster import Roster, read_roster_for
 from pipeline.status import NOT_RECEIVED, StatusResult, round_status
 from pipeline.scoring import BY_COLUMNS, FLAG_KINDS, METHODS, RoundResult, score_round
 from pipeline.systems import LEVEL1, System, load_system
@@ -469,7 +469,7 @@ def report(
     system = system if isinstance(system, System) else load_system(system)
     # When the config makes the calibrated ranking official, it is always computed.
     calibrate = calibrate or ws["calibration"]["official"] == "calibrated"
-    roster = read_roster(ws.path("roster"), known_types=tuple(dict.fromkeys((*TYPES, system.subject_type))))
+    roster = read_roster_for(ws.path("roster"), system)
     scores, file_rows, status = _inputs(ws, period, system, roster)
     result = score_round(scores, system, roster, ws.settings, method=method, by=by, calibrate=calibrate)
     chase, assigned, received = chase_list(status), status.assigned, status.received

@@ -170,6 +170,11 @@ def read_roster(path: str | Path, known_types: tuple[str, ...] = TYPES) -> Roste
     return Roster(subjects, assessors, pairs)
 
 
+def read_roster_for(path: str | Path, system) -> Roster:
+    """The roster for one system: the built-in 类型 and that system's own are accepted."""
+    return read_roster(path, known_types=tuple(dict.fromkeys((*TYPES, system.subject_type))))
+
+
 def _fail(path: Path, problems: list[str]) -> None:
     listing = "\n".join(f"  - {p}" for p in problems)
     raise InputError(f"{path}: {len(problems)} problem(s) in the roster, nothing was generated:\n{listing}")
