@@ -29,7 +29,6 @@ import xlsxwriter
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.config import Workspace  # noqa: E402
 from pipeline.forms import FormSpec, HEADER, write_form, write_forms  # noqa: E402
 from pipeline.roster import Assessor, Subject, write_roster  # noqa: E402
 from pipeline.systems import load_system  # noqa: E402
