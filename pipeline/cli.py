@@ -204,7 +204,7 @@ def status(ctx: click.Context, system_ref: str, period: str, export: Path | None
     ws = open_workspace(ctx)
     system = load_system(system_ref)
     people = _roster_for(ws, system)
-    with Ledger(ws.path("ledger")) as ledger:
+    with Ledger.for_reading(ws.path("ledger")) as ledger:
         result = round_status(ws, system, period, people, ledger)
     table = Table(title=f"{system.name} {period} 期回收情况（截止 {result.deadline:%Y-%m-%d %H:%M}）")
     for name in ("编号", "姓名", "联系方式"):
@@ -365,7 +365,7 @@ def rollup(ctx: click.Context, system_ref: str, start: str | None, end: str | No
     ws = open_workspace(ctx)
     system = load_system(system_ref)
     people = _roster_for(ws, system)
-    with Ledger(ws.path("ledger")) as ledger:
+    with Ledger.for_reading(ws.path("ledger")) as ledger:
         result = run_rollup(ws, system, people, ledger, start, end, method)
     table = Table(title=f"{system.name} {result.start} … {result.end}")
     for name, justify in (("期次", "left"), ("已评", "right"), ("平均总分", "right"), ("按时", "right"),

@@ -143,6 +143,13 @@ class Ledger:
         except OSError as err:
             raise explain(err, self.path) from err
 
+    @classmethod
+    def for_reading(cls, path: str | Path) -> "Ledger":
+        """The ledger for a command that only reads it: with none on disk yet, an empty one in
+        memory, so reading never creates files as a side effect."""
+        path = Path(path)
+        return cls(path if path.is_file() else ":memory:")
+
     def close(self) -> None:
         self.conn.close()
 

@@ -59,9 +59,7 @@ class ReportResult:
 # -- inputs ---------------------------------------------------------------------------------
 def _inputs(ws: Workspace, period: str, system: System, roster: Roster):
     """Accepted scores, the round's files and its status (assigned, received, missing)."""
-    path = ws.path("ledger")
-    # No ledger yet: read an empty one in memory rather than create files as a side effect.
-    with Ledger(path if path.is_file() else ":memory:") as ledger:
+    with Ledger.for_reading(ws.path("ledger")) as ledger:
         # One read transaction: a collect committing meanwhile cannot split the snapshot.
         ledger.conn.execute("BEGIN")
         try:

@@ -78,3 +78,11 @@ def test_status_with_an_empty_ledger_owes_everything(workspace):
     result = run(workspace, "status", "--system", "zone", "--period", "2026-10")
     assert "Assigned 6, received 0, missing 6" in result.output
     run(workspace, "status", "--system", "zone", "--period", "2026-13", expect=2)
+
+
+def test_reading_commands_do_not_create_a_ledger(workspace):
+    from conftest import run
+
+    run(workspace, "status", "--system", "community", "--period", "2026-11")
+    run(workspace, "report", "--system", "community", "--period", "2026-11")
+    assert not (workspace / "ledger").exists()
