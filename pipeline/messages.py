@@ -63,19 +63,22 @@ class Problem:
     sheet: str = ""
     cell: str = ""
     value: str = ""
+    technical: str = ""  # a library's own words, for support only; never part of `message`
 
 
 VALUE_QUOTE = 60  # characters of a value quoted in a message
 
 
-def problem(code: str, *, file: str = "", sheet: str = "", cell: str = "", value: object = "", **fields) -> Problem:
-    """Build a Problem from the catalogue; `fields` fill the template."""
+def problem(code: str, *, file: str = "", sheet: str = "", cell: str = "", value: object = "", technical: str = "",
+            **fields) -> Problem:
+    """Build a Problem from the catalogue; `fields` fill the template. `technical` keeps a library's
+    own (English) words for support, apart from the Chinese message an office forwards."""
     severity, template = CATALOGUE[code]
     shown = "" if value is None else str(value)
     # A hostile cell can hold millions of characters: the message quotes only its start.
     quoted = shown if len(shown) <= VALUE_QUOTE else f"{shown[:VALUE_QUOTE]}…（共 {len(shown)} 字）"
     text = template.format_map(_Defaults(found=quoted, **fields))
-    return Problem(code, severity, text, file=file, sheet=sheet, cell=cell, value=shown[:200])
+    return Problem(code, severity, text, file=file, sheet=sheet, cell=cell, value=shown[:200], technical=technical[:500])
 
 
 class _Defaults(dict):
