@@ -37,12 +37,8 @@ import numbers
 import os
 import re
 import shutil
-import signal
-import threading
 import unicodedata
-from collections import Counter
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
@@ -58,6 +54,7 @@ from pipeline.messages import ERROR, Problem, problem
 from pipeline.reader import Limits, Sheet, UnreadableFile, Workbook, read_workbook
 from pipeline.roster import Roster
 from pipeline.systems import Item, System
+from pipeline.workers import NO_MEMORY, TIMED_OUT, WorkerFailed, Workers
 
 SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods")
 IGNORED_SHEETS = {GUIDE_SHEET, SUMMARY_SHEET, META_SHEET}
@@ -169,12 +166,16 @@ class Context:
     assigned: dict[str, frozenset[str]]  # assessor -> subjects of this system's type
     limits: Limits = Limits()
     max_remark_chars: int = 2000
+    max_memory_mb: float = 0   # what one worker may take to read a file (0 = no cap)
+    max_seconds: float = 0     # how long it may take (0 = no cap)
 
     @classmethod
     def build(cls, ws: Workspace, system: System, period: str, roster: Roster) -> "Context":
         assigned = {a: frozenset(s) for a, s in roster.assignments(system.subject_type).items()}
+        limits = ws["limits"]
         return cls(system, period, frozenset(roster.assessors), frozenset(roster.subjects), assigned,
-                   Limits.from_settings(ws["limits"]), int(ws["limits"]["max_remark_chars"]))
+                   Limits.from_settings(limits), int(limits["max_remark_chars"]),
+                   limits["max_memory_mb"], limits["max_seconds_per_file"])
 
 
 @dataclass
@@ -218,12 +219,16 @@ def examine(data: bytes, name: str, ctx: Context) -> Examined:
     except UnreadableFile as err:
         p = problem(err.code, file=name, detail=err.detail)
         return Examined(None, None, STATUS_REJECTED, p.message, problems=[p])
+    except MemoryError:
+        raise  # the worker reports it as over the memory cap
     except Exception as err:  # noqa: BLE001 - no single file may stop the run
         p = problem("corrupt", file=name, detail=type(err).__name__)
         return Examined(None, None, STATUS_REJECTED, p.message, problems=[p])
     probe = CellProbe(data) if book.format in ("xlsx", "xlsm") else None
     try:
         return examine_workbook(book, name, ctx, probe)
+    except MemoryError:
+        raise
     except Exception as err:  # noqa: BLE001
         p = problem("corrupt", file=name, detail=f"{type(err).__name__}: {str(err)[:80]}")
         return Examined(book.format, book.modified, STATUS_REJECTED, p.message, problems=[p])
@@ -641,29 +646,6 @@ def _hash_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-_WORKER_CTX: Context | None = None
-
-
-def _init_worker(ctx: Context) -> None:
-    global _WORKER_CTX
-    _WORKER_CTX = ctx
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-
-
-def _exit_with_parent(parent: int) -> None:
-    """End a worker whose collect was killed (SIGKILL): orphaned, it would wait forever and,
-    having inherited the workspace lock's file, keep every later run out."""
-    while os.getppid() == parent:
-        threading.Event().wait(0.2)
-    os._exit(1)
-
-
-def _examine_in_worker(data: bytes, name: str) -> Examined:
-    assert _WORKER_CTX is not None
-    return examine(data, name, _WORKER_CTX)
-
-
 @dataclass
 class _Job:
     path: Path
@@ -672,7 +654,7 @@ class _Job:
     received_at: datetime
     mtime_utc: datetime
     archive_path: Path
-    result: Future | Examined | None = None
+    result: int | Examined | None = None  # a Workers ticket until the verdict is in
 
 
 def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None, roster: Roster,
@@ -692,7 +674,8 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
     archive = ws.path("archive")
     setting = ws["collect"]["workers"] if workers is None else workers
     n_workers = setting if setting > 0 else (os.cpu_count() or 1)
-    use_pool = n_workers > 1 and len(files) >= ws["collect"]["pool_min_files"]
+    if len(files) < ws["collect"]["pool_min_files"]:
+        n_workers = 1  # still a process of its own: no file is ever parsed in this one
 
     # Oldest first: with equal saved times, the later file wins (the ledger breaks ties by order).
     stamped = []
@@ -709,9 +692,9 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
     for folder, need in ((ws.period_output(period), 1 << 20), (archive, incoming), (ws.path("ledger").parent, 1 << 20)):
         check_writable(folder, need)
     ledger = Ledger(ws.path("ledger"))
-    pool = ProcessPoolExecutor(n_workers, initializer=_init_worker, initargs=(ctx,)) if use_pool else None
+    pool = Workers(examine, ctx, n_workers, ctx.max_memory_mb, ctx.max_seconds)
     window = n_workers * 4
-    pending: list[_Job] = []
+    pending: deque[_Job] = deque()
     seen_now: dict[str, Path] = {}
     late_aliases: list[tuple[str, Path, datetime]] = []
     try:
@@ -721,19 +704,14 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
                 advance(1)
                 continue
             pending.append(job)
-            while len(pending) > (window if pool else 0):
-                _finish(pending.pop(0), ledger, ctx, result, pool)
+            while len(pending) > window:
+                _finish(pending.popleft(), ledger, ctx, result, pool)
                 advance(1)
         while pending:
-            _finish(pending.pop(0), ledger, ctx, result, pool)
+            _finish(pending.popleft(), ledger, ctx, result, pool)
             advance(1)
-    except BaseException:
-        if pool:
-            pool.shutdown(wait=False, cancel_futures=True)
-        raise
     finally:
-        if pool:
-            pool.shutdown()
+        pool.close()
     try:
         for sha, path, seen_at in late_aliases:
             _alias(ledger, sha, path, seen_at, result)
@@ -745,7 +723,7 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
 
 
 def _prepare(path: Path, stat: os.stat_result, ledger: Ledger, archive: Path, ctx: Context, result: CollectResult,
-             seen_now: dict[str, Path], late_aliases: list, pool: ProcessPoolExecutor | None) -> _Job | None:
+             seen_now: dict[str, Path], late_aliases: list, pool: Workers) -> _Job | None:
     """Hash, deduplicate and archive one file, then start judging it; None when it is done already."""
     received = _mtime(stat, utc=False)
     too_large = stat.st_size > ctx.limits.max_file_mb * 1_000_000
@@ -780,14 +758,17 @@ def _prepare(path: Path, stat: os.stat_result, ledger: Ledger, archive: Path, ct
     if too_large:
         p = problem("too_large", file=path.name, detail=f"{stat.st_size / 1e6:.1f} MB")
         job.result = Examined(None, None, STATUS_REJECTED, p.message, problems=[p])
-    elif pool is not None:
-        try:
-            job.result = pool.submit(_examine_in_worker, data, path.name)
-        except BrokenProcessPool:  # a worker died (e.g. out of memory): carry on in this process
-            job.result = examine(data, path.name, ctx)
     else:
-        job.result = examine(data, path.name, ctx)
+        job.result = pool.submit(data, path.name)
     return job
+
+
+def _limit_text(code: str, ctx: Context) -> str:
+    if code == TIMED_OUT:
+        return f"{ctx.max_seconds:g} 秒"
+    if code == NO_MEMORY:
+        return f"{ctx.max_memory_mb:g} MB"
+    return ""
 
 
 def _alias(ledger: Ledger, sha: str, path: Path, seen_at: datetime, result: CollectResult, same_as: str = "") -> None:
@@ -800,14 +781,16 @@ def _alias(ledger: Ledger, sha: str, path: Path, seen_at: datetime, result: Coll
     result.files.append(FileOutcome(str(path), path.name, status, sha, reason=same_as))
 
 
-def _finish(job: _Job, ledger: Ledger, ctx: Context, result: CollectResult, pool: ProcessPoolExecutor | None) -> None:
+def _finish(job: _Job, ledger: Ledger, ctx: Context, result: CollectResult, pool: Workers) -> None:
     """Wait for a file's verdict and write it to the ledger in one transaction."""
     examined = job.result
-    if isinstance(examined, Future):
+    if isinstance(examined, int):
         try:
-            examined = examined.result()
-        except BrokenProcessPool:
-            examined = examine(job.path.read_bytes(), job.path.name, ctx)
+            examined = pool.result(examined)
+        except WorkerFailed as failed:  # it panicked, aborted, ran out of memory or of time
+            p = problem(failed.code, file=job.path.name, technical=failed.technical,
+                        detail=_limit_text(failed.code, ctx))
+            examined = Examined(None, None, STATUS_REJECTED, p.message, problems=[p])
     assert isinstance(examined, Examined)
     record = FileRecord(
         sha256=job.sha, name=job.path.name, original_path=str(job.path), size=job.size,

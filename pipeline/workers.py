@@ -1,0 +1,241 @@
+"""Worker processes that may die: every returned file is examined in one of them.
+
+A returned file can make a reading library panic, abort the process (an allocation of hundreds
+of gigabytes), loop, or simply take all the memory. None of that may stop a collection, so the
+main process never parses a returned file itself: it hands the bytes to a worker process that
+runs under a memory cap (`RLIMIT_AS`, where the system has it) and a time cap, and gets back
+either the verdict or a `WorkerFailed` saying why there is none. A worker that dies or runs out
+of time is replaced and the run goes on with the next file.
+
+The module knows nothing of workbooks: it runs `target(data, name, context)` and returns what
+it returns (which must pickle).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any, Callable
+
+try:
+    import resource
+except ImportError:  # Windows: no RLIMIT_AS; the time cap still holds
+    resource = None  # type: ignore[assignment]
+
+CRASHED, TIMED_OUT, NO_MEMORY = "read_crashed", "read_timeout", "read_memory"
+
+
+class WorkerFailed(Exception):
+    """A file whose examination ended without a verdict; `code` is a messages.CATALOGUE key."""
+
+    def __init__(self, code: str, technical: str):
+        super().__init__(f"{code}: {technical}")
+        self.code = code
+        self.technical = technical
+
+
+@dataclass
+class _Slot:
+    process: Any
+    conn: Connection
+    ticket: int | None = None
+    started: float = 0.0
+
+
+class Workers:
+    """`n` worker processes running `target(data, name, context)`, one file at a time each.
+
+    `submit` queues a file and returns a ticket; `result(ticket)` waits for that file's verdict
+    (files finish in any order; results are kept until asked for) and raises `WorkerFailed`
+    when the worker died, ran out of memory or out of time.
+    """
+
+    def __init__(self, target: Callable, context: Any, n: int = 1, max_memory_mb: float = 0,
+                 max_seconds: float = 0):
+        self.target, self.context = target, context
+        self.max_memory_mb, self.max_seconds = max_memory_mb, max_seconds
+        # fork is cheap and shares the already imported modules; elsewhere (Windows, macOS) spawn
+        method = "fork" if sys.platform.startswith("linux") else "spawn"
+        self._mp = mp.get_context(method)
+        self._slots = [self._start() for _ in range(max(1, n))]
+        self._queue: deque[tuple[int, bytes, str]] = deque()
+        self._done: dict[int, tuple] = {}
+        self._next = 0
+
+    def _start(self) -> _Slot:
+        parent, child = self._mp.Pipe()
+        process = self._mp.Process(target=_serve, daemon=True, name="happyhome-reader",
+                                   args=(child, self.target, self.context, self.max_memory_mb, os.getpid()))
+        process.start()
+        child.close()
+        return _Slot(process, parent)
+
+    def submit(self, data: bytes, name: str) -> int:
+        ticket, self._next = self._next, self._next + 1
+        self._queue.append((ticket, data, name))
+        self._dispatch()
+        return ticket
+
+    def result(self, ticket: int) -> Any:
+        while ticket not in self._done:
+            self._pump()
+        outcome = self._done.pop(ticket)
+        if outcome[0] == "ok":
+            return outcome[1]
+        raise WorkerFailed(outcome[1], outcome[2])
+
+    def close(self) -> None:
+        for slot in self._slots:
+            try:
+                slot.conn.close()
+            except OSError:
+                pass
+        for slot in self._slots:
+            slot.process.join(timeout=2)
+            if slot.process.is_alive():
+                slot.process.kill()
+                slot.process.join()
+
+    def __enter__(self) -> "Workers":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        for slot in self._slots:
+            while slot.ticket is None and self._queue:
+                ticket, data, name = self._queue.popleft()
+                try:
+                    slot.conn.send((ticket, data, name))
+                except (OSError, ValueError) as err:  # the worker is gone: replace it, hand the file on
+                    self._queue.appendleft((ticket, data, name))
+                    self._replace(slot, f"could not hand over the file: {err}")
+                    continue
+                slot.ticket, slot.started = ticket, time.monotonic()
+
+    def _pump(self) -> None:
+        """Wait for one worker to answer, die or overrun its time; settle it."""
+        busy = [s for s in self._slots if s.ticket is not None]
+        if not busy:
+            raise RuntimeError("no file is being examined")  # a ticket never submitted
+        timeout = None
+        if self.max_seconds:
+            timeout = max(0.0, min(s.started for s in busy) + self.max_seconds - time.monotonic())
+        ready = set(wait([s.conn for s in busy] + [s.process.sentinel for s in busy], timeout))
+        now = time.monotonic()
+        for slot in busy:
+            ticket = slot.ticket
+            if slot.conn in ready:
+                try:
+                    self._done[ticket] = slot.conn.recv()
+                    slot.ticket = None
+                    continue
+                except (EOFError, OSError):
+                    pass  # it died while answering: settled below as a crash
+            if slot.conn in ready or slot.process.sentinel in ready:
+                slot.process.join(timeout=5)
+                self._done[ticket] = ("fail", CRASHED, _how_it_ended(slot.process.exitcode))
+                self._replace(slot)
+            elif self.max_seconds and now - slot.started >= self.max_seconds:
+                self._done[ticket] = ("fail", TIMED_OUT, f"no answer after {self.max_seconds:g} s")
+                self._replace(slot)
+        self._dispatch()
+
+    def _replace(self, slot: _Slot, why: str = "") -> None:
+        if slot.process.is_alive():
+            slot.process.kill()
+        slot.process.join(timeout=5)
+        try:
+            slot.conn.close()
+        except OSError:
+            pass
+        fresh = self._start()
+        slot.process, slot.conn, slot.ticket = fresh.process, fresh.conn, None
+
+
+def _how_it_ended(code: int | None) -> str:
+    if code is None:
+        return "the worker process did not end"
+    if code < 0:
+        try:
+            return f"the worker process was ended by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"the worker process was ended by signal {-code}"
+    return f"the worker process exited with code {code}"
+
+
+def _serve(conn: Connection, target: Callable, context: Any, max_memory_mb: float, parent: int) -> None:
+    """A worker: answer ("ok", verdict) or ("fail", code, technical) for each file, until the
+    main process closes the pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    _quiet()
+    # An orphan (its collect was killed) must not wait forever holding the workspace lock's file.
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    _cap_memory(max_memory_mb)
+    while True:
+        try:
+            ticket, data, name = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            answer: tuple = ("ok", target(data, name, context))
+        except MemoryError:
+            answer = ("fail", NO_MEMORY, f"MemoryError above {max_memory_mb:g} MB")
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as err:  # noqa: BLE001 - e.g. a Rust panic (PanicException is a BaseException)
+            answer = ("fail", CRASHED, f"{type(err).__name__}: {str(err)[:300]}")
+        del data
+        try:
+            conn.send(answer)
+        except MemoryError:
+            conn.send(("fail", NO_MEMORY, "MemoryError while sending the verdict"))
+        except Exception as err:  # noqa: BLE001 - a verdict that does not pickle
+            conn.send(("fail", CRASHED, f"{type(err).__name__}: {str(err)[:300]}"))
+
+
+def _quiet() -> None:
+    """Send the worker's own output to nowhere: a native library that aborts prints a stack
+    trace on stderr, which is noise on the office's terminal (the reason is recorded instead)."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        os.close(null)
+    except OSError:
+        pass
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os._exit(1)
+
+
+def _cap_memory(max_memory_mb: float) -> None:
+    """Let this process grow by at most `max_memory_mb` of address space from here on: past it,
+    Python raises MemoryError and a native library that cannot allocate aborts the worker."""
+    if not max_memory_mb or resource is None or not hasattr(resource, "RLIMIT_AS"):
+        return
+    try:
+        with open("/proc/self/statm") as handle:
+            current = int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return  # no /proc (macOS ignores RLIMIT_AS anyway)
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = current + int(max_memory_mb * 2**20)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (ValueError, OSError):
+        pass

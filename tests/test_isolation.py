@@ -1,0 +1,194 @@
+"""No returned file can stop a collection: each is read in a worker process under a memory and a
+time cap; one that panics, aborts, runs out of memory or of time is rejected alone."""
+
+from __future__ import annotations
+
+import io
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import openpyxl
+import psutil
+import pytest
+import python_calamine as pc
+import xlsxwriter
+
+import pipeline.collect as collect_module
+from conftest import fill_form, run
+from pipeline.workers import CRASHED, NO_MEMORY, TIMED_OUT, WorkerFailed, Workers
+from test_collect import PERIOD, answers, make_forms, returned
+
+MB = 2**20
+
+
+class PanicException(BaseException):
+    """Stands in for pyo3_runtime.PanicException: a BaseException, missed by `except Exception`."""
+
+
+def abort_xlsx() -> bytes:
+    """1 cell at A1 and 1 at XFD1048576: calamine allocates the whole grid (~550 GB) and aborts."""
+    buf = io.BytesIO()
+    book = xlsxwriter.Workbook(buf, {"in_memory": True})
+    sheet = book.add_worksheet("S")
+    sheet.write(0, 0, 1)
+    sheet.write(1_048_575, 16_383, 2)
+    book.close()
+    return buf.getvalue()
+
+
+def calamine_grid(data: bytes) -> int:
+    """Build every sheet's grid with calamine, bypassing happyhome's size checks."""
+    book = pc.CalamineWorkbook.from_filelike(io.BytesIO(data))
+    return sum(len(book.get_sheet_by_name(name).to_python()) for name in book.sheet_names)
+
+
+def faulty(data: bytes, name: str, context: object):
+    """A worker target that misbehaves as its file name asks."""
+    if name == "panic":
+        raise PanicException("called `Option::unwrap()` on a `None` value")
+    if name == "abort":
+        os.abort()
+    if name == "native-abort":
+        return calamine_grid(data)
+    if name == "hang":
+        time.sleep(60)
+    if name == "memory":
+        hog = bytearray(2000 * MB)
+        return len(hog)
+    return (name, len(data), context)
+
+
+# -- the worker processes on their own -----------------------------------------------------------
+@pytest.mark.parametrize("bad, code", [("panic", CRASHED), ("abort", CRASHED), ("native-abort", CRASHED),
+                                       ("hang", TIMED_OUT), ("memory", NO_MEMORY)])
+def test_a_failing_file_is_reported_and_the_next_one_is_read(bad, code):
+    data = abort_xlsx() if bad == "native-abort" else b"x"
+    with Workers(faulty, "ctx", n=1, max_memory_mb=300, max_seconds=2) as workers:
+        before = workers.submit(b"abc", "good-1")
+        failing = workers.submit(data, bad)
+        after = workers.submit(b"abcd", "good-2")
+        assert workers.result(before) == ("good-1", 3, "ctx")
+        with pytest.raises(WorkerFailed) as failed:
+            workers.result(failing)
+        assert workers.result(after) == ("good-2", 4, "ctx")  # a fresh worker took over
+    assert failed.value.code == code
+    if bad == "panic":
+        assert "PanicException" in failed.value.technical
+    if bad in ("abort", "native-abort"):
+        assert "SIGABRT" in failed.value.technical
+
+
+def test_results_are_kept_until_asked_for_in_any_order():
+    with Workers(faulty, 7, n=2) as workers:
+        tickets = [workers.submit(b"x" * n, f"f{n}") for n in range(10)]
+        assert [workers.result(t) for t in reversed(tickets)] == [(f"f{n}", n, 7) for n in reversed(range(10))]
+
+
+def test_a_time_cap_counts_from_when_the_file_reached_a_worker():
+    """Files queued behind a slow one are not charged for the wait."""
+    def slowish(data, name, context):
+        time.sleep(0.6)
+        return name
+
+    with Workers(slowish, None, n=1, max_seconds=1) as workers:
+        tickets = [workers.submit(b"", f"f{n}") for n in range(3)]
+        assert [workers.result(t) for t in tickets] == ["f0", "f1", "f2"]
+
+
+def test_workers_exit_when_closed():
+    workers = Workers(faulty, None, n=2)
+    procs = [psutil.Process(s.process.pid) for s in workers._slots]
+    workers.close()
+    gone, alive = psutil.wait_procs(procs, timeout=5)
+    assert alive == []
+
+
+# -- a whole collect -------------------------------------------------------------------------------
+def _peak_tree_memory(stop: threading.Event, out: list[int]) -> None:
+    """The highest memory of this process and its workers together, as proportional set size:
+    forked workers share the parent's pages, which RSS would count once per process."""
+    me = psutil.Process()
+    peak = 0
+    while not stop.is_set():
+        total = 0
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                total += proc.memory_full_info().pss
+            except psutil.Error:
+                pass
+        peak = max(peak, total)
+        time.sleep(0.01)
+    out.append(peak)
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["one worker", "two workers"])
+def test_collect_goes_on_past_files_that_panic_abort_hang_or_eat_memory(workspace, monkeypatch, workers):
+    """The bad files are rejected with a plain reason, the good ones counted, the report written,
+    and a second run does not read the bad files again (they are known by their hash)."""
+    forms = make_forms(workspace)
+    folder = returned(workspace)
+    for assessor in ("E01", "E02"):
+        fill_form(forms[assessor], answers(assessor), save_as=folder / f"{assessor}.xlsx")
+    bad = {"panic.xlsx": b"panic", "abort.xlsx": b"abort", "grid.xlsx": abort_xlsx(),
+           "hang.xlsx": b"hang", "memory.xlsx": b"memory"}
+    for name, data in bad.items():
+        (folder / name).write_bytes(data)
+    (workspace / "happyhome.toml").write_text(
+        f"[limits]\nmax_seconds_per_file = 3\nmax_memory_mb = 300\n[collect]\nworkers = {workers}\npool_min_files = 1\n",
+        encoding="utf-8")
+    read = collect_module.read_workbook
+    reads: list[str] = []
+
+    def misbehaving(name, limits, data=None):
+        reads.append(str(name))  # seen in the worker only: the list stays empty in this process
+        if data == b"panic":
+            raise PanicException("called `Result::unwrap()` on an `Err` value")
+        if data == b"abort":
+            os.abort()
+        if data == b"hang":
+            time.sleep(60)
+        if data == b"memory":
+            bytearray(2000 * MB)
+        if name == "grid.xlsx":
+            calamine_grid(data)  # a real native abort, past every size check
+        return read(name, limits, data=data)
+
+    monkeypatch.setattr(collect_module, "read_workbook", misbehaving)
+    stop, peak = threading.Event(), []
+    watch = threading.Thread(target=_peak_tree_memory, args=(stop, peak))
+    watch.start()
+    started = time.monotonic()
+    try:
+        result = run(workspace, "collect", "--system", "community", "--period", PERIOD)
+    finally:
+        stop.set()
+        watch.join()
+    took = time.monotonic() - started
+    assert reads == []  # no returned file was parsed in the collect process itself
+    assert peak[0] < 1000 * MB, f"peak {peak[0] / MB:.0f} MB"
+    assert took < 30
+    conn = sqlite3.connect(workspace / "ledger" / "happyhome.sqlite")
+    files = dict(conn.execute("SELECT name, status FROM files"))
+    reasons = dict(conn.execute("SELECT name, reason FROM files"))
+    conn.close()
+    assert files == {"E01.xlsx": "accepted", "E02.xlsx": "accepted", **{n: "rejected" for n in bad}}
+    for name in ("panic.xlsx", "abort.xlsx", "grid.xlsx"):
+        assert reasons[name].startswith("文件无法读取（读取时出错）"), reasons[name]
+    assert reasons["hang.xlsx"].startswith("文件读取超时（超过 3 秒）")
+    assert reasons["memory.xlsx"].startswith("文件读取所需内存超出上限（300 MB）")
+    for name in bad:  # the reason is for the office: the technical words are kept apart
+        assert not any(word in reasons[name] for word in ("Panic", "SIG", "MemoryError", "worker", "unwrap"))
+
+    report = openpyxl.load_workbook(workspace / "output" / PERIOD / "collection-community.xlsx")
+    listed = {row[0].value: row[2].value for row in report["文件"].iter_rows(min_row=2)}
+    assert {n: listed[n] for n in bad} == {n: "已拒收" for n in bad}
+    assert listed["E01.xlsx"] == listed["E02.xlsx"] == "已接收"
+
+    again_started = time.monotonic()
+    again = run(workspace, "collect", "--system", "community", "--period", PERIOD)
+    assert time.monotonic() - again_started < 10  # the hanging file is not read again
+    assert "already collected" in again.output or "已收取" in again.output
+    assert reads == []
