@@ -2,6 +2,7 @@
 
     python benchmarks/bench.py                 # quick: about a minute
     python benchmarks/bench.py --national      # 2,000 workbooks x 20 subjects (several minutes)
+    python benchmarks/bench.py --province --only collect   # 360 workbooks x 40 subjects
 
 Each stage runs --repeat times; the table shows the median wall time, the ratio to its
 baseline measured in the same run on the same files, and the peak memory (RSS high-water mark
@@ -300,6 +301,8 @@ def main(argv=None) -> int:
                    help="time the openpyxl baseline on this many of the files and scale per file (0 = all)")
     p.add_argument("--national", action="store_true",
                    help="the national month: 2,000 workbooks x 20 subjects, 4 assessors each; openpyxl on 200 files")
+    p.add_argument("--province", action="store_true",
+                   help="a province's month: 360 workbooks x 40 subjects, 4 assessors each; openpyxl on 20 files")
     p.add_argument("--only", choices=["forms", "collect", "report", "calibration"], action="append")
     p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work")
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
@@ -309,6 +312,9 @@ def main(argv=None) -> int:
         args.files, args.subjects_per_file, args.raters = 2000, 20, 4
         args.openpyxl_files = args.openpyxl_files or 200
         args.repeat = min(args.repeat, 3)
+    if args.province:
+        args.files, args.subjects_per_file, args.raters = 360, 40, 4
+        args.openpyxl_files = args.openpyxl_files or 20
     work = args.work
     if not args.reuse:
         shutil.rmtree(work, ignore_errors=True)

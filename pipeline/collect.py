@@ -31,6 +31,7 @@ file system and the ledger in the main process, one transaction per file.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import numbers
@@ -145,13 +146,25 @@ def raw_text(value: object) -> str:
 
 def _text(value: object) -> str:
     """A label or code cell as comparable text."""
+    if isinstance(value, str):
+        # the same labels and codes recur on every sheet of every file: fold each once
+        return _fold(value) if len(value) <= 64 else _fold.__wrapped__(value)
     if value is None:
         return ""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, (datetime, date)):
         return value.strftime("%Y-%m")  # a period retyped in Excel becomes a date
-    return _INVISIBLE.sub("", unicodedata.normalize("NFKC", str(value))).rstrip(":：")
+    return _fold.__wrapped__(str(value))
+
+
+@functools.lru_cache(maxsize=8192)
+def _fold(text: str) -> str:
+    return _INVISIBLE.sub("", unicodedata.normalize("NFKC", text)).rstrip(":：")
+
+
+# A1 references of the cells a form uses, computed once per worker rather than once per score.
+_cell_ref = functools.lru_cache(maxsize=16384)(xl_rowcol_to_cell)
 
 
 # -- what a worker needs and returns ------------------------------------------------------------
@@ -375,7 +388,7 @@ def find_identity(rows: list[list]) -> Identity:
                 if value:
                     if value not in BLOCK_LABELS:  # an empty value followed by the next label
                         found.values[meaning] = value
-                        found.cells[meaning] = xl_rowcol_to_cell(r, c2)
+                        found.cells[meaning] = _cell_ref(r, c2)
                     break
     return found
 
@@ -451,7 +464,7 @@ def validate_sheet(sheet: Sheet, ctx: Context, name: str, probe: "CellProbe | No
     head_row, columns = header
     code_col, score_col, remark_col = columns["编号"], columns["得分"], columns.get("备注")
     by_code = ctx.system.by_code
-    upper = {code.upper(): code for code in by_code}
+    upper = ctx.system.codes_by_upper
     rows_of: dict[str, int] = {}
     for r in range(head_row + 1, len(sheet.rows)):
         row = sheet.rows[r]
@@ -464,11 +477,11 @@ def validate_sheet(sheet: Sheet, ctx: Context, name: str, probe: "CellProbe | No
             score = row[score_col] if score_col < len(row) else None
             if _CODE_LIKE.match(text) or score not in (None, ""):
                 found.append(problem("unknown_item", file=name, sheet=sheet.name,
-                                     cell=xl_rowcol_to_cell(r, code_col), value=raw_text(cell)))
+                                     cell=_cell_ref(r, code_col), value=raw_text(cell)))
             continue
         if code in rows_of:
-            found.append(problem("duplicate_item", file=name, sheet=sheet.name, cell=xl_rowcol_to_cell(r, code_col),
-                                 value=code, detail=xl_rowcol_to_cell(rows_of[code], code_col)))
+            found.append(problem("duplicate_item", file=name, sheet=sheet.name, cell=_cell_ref(r, code_col),
+                                 value=code, detail=_cell_ref(rows_of[code], code_col)))
             continue
         rows_of[code] = r
     for item in ctx.system.items:
@@ -492,7 +505,7 @@ def _score_of(sheet: Sheet, r: int, score_col: int, remark_col: int | None, item
     value = row[score_col] if score_col < len(row) else None
     if value == "":
         value = None
-    cell = xl_rowcol_to_cell(r, score_col)
+    cell = _cell_ref(r, score_col)
     if type(value) is float and 0 <= value <= item.max:  # the common case, kept fast
         raw = str(int(value)) if value.is_integer() else repr(value)
         remark = row[remark_col] if remark_col is not None and remark_col < len(row) else ""
@@ -517,7 +530,7 @@ def _score_of(sheet: Sheet, r: int, score_col: int, remark_col: int | None, item
     if remark_col is not None and remark_col < len(row):
         remark = raw_text(row[remark_col]).strip()
         if len(remark) > ctx.max_remark_chars:
-            found.append(problem("remark_cut", file=name, sheet=sheet.name, cell=xl_rowcol_to_cell(r, remark_col),
+            found.append(problem("remark_cut", file=name, sheet=sheet.name, cell=_cell_ref(r, remark_col),
                                  value=remark[:50] + "…", item=label, detail=str(len(remark)),
                                  limit=str(ctx.max_remark_chars)))
             remark = remark[: ctx.max_remark_chars]

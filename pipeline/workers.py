@@ -93,9 +93,10 @@ class Workers:
 
     def close(self) -> None:
         for slot in self._slots:
-            try:
+            try:  # a stop word, not just a closed pipe: forked siblings hold copies of its other end
+                slot.conn.send(None)
                 slot.conn.close()
-            except OSError:
+            except (OSError, ValueError):
                 pass
         for slot in self._slots:
             slot.process.join(timeout=2)
@@ -183,9 +184,12 @@ def _serve(conn: Connection, target: Callable, context: Any, max_memory_mb: floa
     _cap_memory(max_memory_mb)
     while True:
         try:
-            ticket, data, name = conn.recv()
+            message = conn.recv()
         except (EOFError, OSError):
             return
+        if message is None:
+            return
+        ticket, data, name = message
         try:
             answer: tuple = ("ok", target(data, name, context))
         except MemoryError:

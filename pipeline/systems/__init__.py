@@ -49,6 +49,11 @@ class System:
         return {item.code: item for item in self.items}
 
     @cached_property
+    def codes_by_upper(self) -> dict[str, str]:
+        """Item codes by their upper case: a code typed as c01 is still C01."""
+        return {code.upper(): code for code in self.by_code}
+
+    @cached_property
     def codes(self) -> tuple[str, ...]:
         return tuple(item.code for item in self.items)
 
