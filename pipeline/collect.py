@@ -53,8 +53,8 @@ from xlsxwriter.utility import xl_rowcol_to_cell
 from pipeline.atomic import atomic_path, check_writable, explain
 from pipeline.config import Workspace, check_period
 from pipeline.forms import BLOCK_LABELS, GUIDE_SHEET, META_SHEET, SUMMARY_SHEET, sign
-from pipeline.ledger import FileRecord, Ledger, SheetRecord
-from pipeline.messages import ERROR, Problem, problem
+from pipeline.ledger import FileRecord, Ledger, Settled, SheetRecord
+from pipeline.messages import ERROR, PHRASES, Problem, problem
 from pipeline.reader import Limits, Sheet, UnreadableFile, Workbook, read_workbook
 from pipeline.roster import Roster
 from pipeline.systems import Item, System
@@ -169,12 +169,15 @@ class Context:
     assigned: dict[str, frozenset[str]]  # assessor -> subjects of this system's type
     limits: Limits = Limits()
     max_remark_chars: int = 2000
+    returned: str = "input/returned"  # the returned folder as the office sees it (relative to the workspace)
 
     @classmethod
     def build(cls, ws: Workspace, system: System, period: str, roster: Roster) -> "Context":
         assigned = {a: frozenset(s) for a, s in roster.assignments(system.subject_type).items()}
+        folder = ws.path("returned")
+        shown = folder.relative_to(ws.root).as_posix() if folder.is_relative_to(ws.root) else str(folder)
         return cls(system, period, frozenset(roster.assessors), frozenset(roster.subjects), assigned,
-                   Limits.from_settings(ws["limits"]), int(ws["limits"]["max_remark_chars"]))
+                   Limits.from_settings(ws["limits"]), int(ws["limits"]["max_remark_chars"]), shown)
 
 
 @dataclass
@@ -344,10 +347,18 @@ def _check_meta(meta: Meta, ctx: Context, name: str) -> Problem | None:
     if meta.checksum != ctx.system.checksum:
         return problem("old_structure", file=name, sheet=META_SHEET, value=meta.checksum, expected=ctx.system.checksum)
     if meta.period != ctx.period:
-        return problem("wrong_period", file=name, sheet=META_SHEET, value=meta.period, expected=ctx.period)
+        return problem("wrong_period", file=name, sheet=META_SHEET, value=meta.period, expected=ctx.period,
+                       where=_belongs(ctx, meta.period))
     if meta.assessor not in ctx.assessors:
         return problem("unknown_assessor", file=name, sheet=META_SHEET, value=meta.assessor)
     return None
+
+
+def _belongs(ctx: Context, period: str) -> str:
+    """Where a form of another period goes, as the office sees the folders ("" for a period that is no month)."""
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", period):
+        return ""
+    return PHRASES["put_in_folder"].format(folder=f"{ctx.returned}/{period}/")
 
 
 def find_identity(rows: list[list]) -> Identity:
@@ -405,7 +416,7 @@ def _check_identity(sheet: Sheet, subject: str, assessor: str, block: Identity, 
                                   value=v["system"], expected=ctx.system.id))
         if "period" in v and v["period"] != ctx.period:
             errors.append(problem("wrong_period", file=name, sheet=sheet.name, cell=block.cells["period"],
-                                  value=v["period"], expected=ctx.period))
+                                  value=v["period"], expected=ctx.period, where=_belongs(ctx, v["period"])))
         if errors:  # a sheet of another round: who and what it rates is that round's business
             return errors
         if assessor not in ctx.assessors:
@@ -574,6 +585,7 @@ class FileOutcome:
     problems: int = 0
     reason: str = ""
     replaced: list[tuple[str, str]] = field(default_factory=list)  # (earlier file, sheet) this one superseded
+    conflicts: list[tuple[str, str]] = field(default_factory=list)  # (subject, other file saved in the same second)
 
 
 @dataclass
@@ -583,6 +595,7 @@ class CollectResult:
     files: list[FileOutcome]
     missing: int = 0          # assignments with no accepted sheet after this run
     superseded: int = 0       # sheets of earlier files replaced in this run
+    settled: list[Settled] = field(default_factory=list)  # conflicts settled by files removed from the folder
     report: Path | None = None
 
     def count(self, status: str) -> int:
@@ -737,6 +750,7 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
     try:
         for sha, path, seen_at in late_aliases:
             _alias(ledger, sha, path, seen_at, result)
+        result.settled = ledger.settle_conflicts(period, system.id, _still_there)
         result.report, result.missing = write_collection(ws, ledger, system, period, roster)
     finally:
         ledger.close()
@@ -759,9 +773,7 @@ def _prepare(path: Path, stat: os.stat_result, ledger: Ledger, archive: Path, ct
     # form seen (and rejected) by a community run is still new to the zone run.
     known = ledger.known(sha, ctx.period, ctx.system.id)
     if known is not None and known["original_path"] == str(path) and known["status"] == STATUS_REJECTED:
-        marks = ",".join("?" * len(ROUND_CODES))
-        if ledger.conn.execute(f"SELECT 1 FROM problems WHERE file_id = ? AND code IN ({marks}) LIMIT 1",
-                               (known["id"], *ROUND_CODES)).fetchone():
+        if ledger.has_problem(known["id"], ROUND_CODES):
             result.files.append(FileOutcome(str(path), path.name, STATUS_OTHER_ROUND, sha, known["assessor"],
                                             reason=known["reason"]))
             return None
@@ -772,7 +784,7 @@ def _prepare(path: Path, stat: os.stat_result, ledger: Ledger, archive: Path, ct
         elif known["original_path"] == str(path):
             result.files.append(FileOutcome(str(path), path.name, STATUS_ALREADY, sha, known["assessor"]))
         else:
-            _alias(ledger, sha, path, received, result, known["name"])
+            _alias(ledger, sha, path, received, result, known["name"], known["status"])
         return None
     seen_now[sha] = path
     stored = archive_copy(archive, sha, path.suffix, data=data, source=path)
@@ -790,14 +802,30 @@ def _prepare(path: Path, stat: os.stat_result, ledger: Ledger, archive: Path, ct
     return job
 
 
-def _alias(ledger: Ledger, sha: str, path: Path, seen_at: datetime, result: CollectResult, same_as: str = "") -> None:
+def _alias(ledger: Ledger, sha: str, path: Path, seen_at: datetime, result: CollectResult, same_as: str = "",
+           same_status: str = "") -> None:
+    """Record the same bytes seen under another path: a duplicate (already collected when seen before).
+    A copy of a rejected file says so: it fails for the same reason."""
     new = ledger.add_alias(sha, str(path), seen_at)
     status = STATUS_DUPLICATE if new else STATUS_ALREADY
     existing = next((f for f in result.files if f.path == str(path) and f.sha256 == sha), None)
     if existing is not None:
         existing.status = status
         return
-    result.files.append(FileOutcome(str(path), path.name, status, sha, reason=same_as))
+    code = "duplicate_of_rejected" if same_status == STATUS_REJECTED else "duplicate_file"
+    result.files.append(FileOutcome(str(path), path.name, status, sha,
+                                    reason=problem(code, detail=same_as).message if same_as else ""))
+
+
+def _still_there(sha: str, paths: list[str]) -> bool:
+    """Whether a file with these bytes is still at one of the paths it was seen at."""
+    for path in map(Path, paths):
+        try:
+            if path.is_file() and not path.is_symlink() and _hash_file(path) == sha:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _finish(job: _Job, ledger: Ledger, ctx: Context, result: CollectResult, pool: ProcessPoolExecutor | None) -> None:
@@ -816,10 +844,13 @@ def _finish(job: _Job, ledger: Ledger, ctx: Context, result: CollectResult, pool
         assessor=examined.assessor, format=examined.format, status=examined.status, reason=examined.reason,
         sheets=examined.sheets, problems=examined.problems,
     )
-    replaced = ledger.add_file(record)
+    ingested = ledger.add_file(record)
+    status, reason = STATUS_OTHER_ROUND if examined.other_round else examined.status, examined.reason
+    accepted = sum(s.accepted for s in examined.sheets)
+    if accepted and len(ingested.repeated) == accepted:  # every sheet it brings is already counted: one submission
+        status = STATUS_DUPLICATE
+        reason = problem("same_scores", detail="、".join(dict.fromkeys(f for _, f in ingested.repeated))).message
     result.files.append(FileOutcome(
-        str(job.path), job.path.name, STATUS_OTHER_ROUND if examined.other_round else examined.status,
-        job.sha, examined.assessor,
-        sum(s.accepted for s in examined.sheets), len(examined.sheets), len(examined.problems),
-        examined.reason, replaced,
+        str(job.path), job.path.name, status, job.sha, examined.assessor,
+        accepted, len(examined.sheets), len(examined.problems), reason, ingested.replaced, ingested.conflicts,
     ))

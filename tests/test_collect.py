@@ -352,7 +352,8 @@ def test_edited_metadata_wrong_period_wrong_system_and_foreign_files_are_rejecte
     book = report(workspace)
     rows = {r["文件名"]: r for r in book["文件"]}
     assert rows["october.xlsx"]["状态"] == "已拒收" and rows["zone.xlsx"]["状态"] == "已拒收"
-    assert rows["october.xlsx"]["说明"] == "这是 2026-10 期的评分表，本轮收取的是 2026-11 期。"
+    assert rows["october.xlsx"]["说明"] == ("这是 2026-10 期的评分表，本轮收取的是 2026-11 期。"
+                                          "请放入 input/returned/2026-10/ 文件夹，收取该期时计入。")
     assert "这是“zone”的评分表，本轮收取的是“community”。" in {r["问题"] for r in book["问题"]}
     assert "other round  zone.xlsx: 这是“zone”的评分表" in result.output
     assert re.search(r"forms of another round\s*│\s*2\s", result.output)
@@ -446,9 +447,15 @@ def test_a_later_saved_resubmission_supersedes_and_an_earlier_saved_one_does_not
     assert status["v0.xlsx", "C001"] == ("superseded", "v2.xlsx")
     assert status["v2.xlsx", "C001"][0] == "accepted"
     assert counts(workspace)["scores"] == 3 * 3 * 19  # the earlier scores stay in the ledger
+    # v2 and v0 repeat v1's C002 and C003 score for score: one submission, nothing replaced there
+    assert result.output.count("replaced") == 1
+    assert status["v2.xlsx", "C002"][0] == status["v0.xlsx", "C003"][0] == "duplicate"
+    assert status["v1.xlsx", "C002"][0] == status["v1.xlsx", "C003"][0] == "accepted"
     rows = {r["文件名"]: r for r in report(workspace)["文件"]}
-    assert rows["v1.xlsx"]["状态"] == "已被替换" and rows["v0.xlsx"]["状态"] == "已被替换"
+    assert rows["v1.xlsx"]["状态"] == "已接收" and rows["v1.xlsx"]["接收对象数"] == 2
+    assert rows["v0.xlsx"]["状态"] == "已被替换"
     assert rows["v2.xlsx"]["状态"] == "已接收" and "替换了 v1.xlsx 中的 C001" in rows["v2.xlsx"]["说明"]
+    assert "C002、C003 与文件 v1.xlsx 的评分相同" in rows["v2.xlsx"]["说明"]
     assert "C001 已由 v2.xlsx（C001 湖滨街道东坡路社区）替换" in rows["v1.xlsx"]["说明"]
 
 
