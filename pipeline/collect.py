@@ -19,11 +19,26 @@ The rules an office can rely on:
   A file is recorded once per round (period, system): the returned folder is shared by both
   systems, so a zone form is recorded as rejected by the community run (status other_round in
   the run's result, not a --strict failure) and still taken in by the zone run.
+- A copy of a rejected file under another name says so (与文件 X 内容相同，X 未通过校验).
+  A form of another month says which folder it belongs in (请放入 input/returned/2026-10/).
 - A rejected resubmission does not replace an accepted earlier sheet; the earlier one stays counted.
 - A resubmission for the same (period, system, assessor, subject) supersedes the earlier
   sheet, which stays in the ledger marked superseded: the later *saved* one wins — the
-  workbook's own last-saved time (docProps, in UTC), else the file's modification time.
-  `received_at` is the file's modification time: when it was saved into the returned folder.
+  workbook's own last-saved time (docProps, in UTC), else the file's modification time —
+  compared to the second. `received_at` is the file's modification time: when it was saved
+  into the returned folder.
+- The same item scores and remarks as the sheet that counts (the same form saved again, or
+  as .ods) are one submission: the new sheet is a duplicate (重复, 与文件 X 的评分相同) and
+  replaces nothing, whatever its saved time.
+- Different scores saved in the same second are a conflict (冲突): no rule can tell which the
+  assessor meant, so neither counts (the assignment stays missing) and neither is chosen by
+  file name or order of arrival. A conflict is settled in one of two ways: a newer return
+  (saved later) for that subject supersedes both; or the office removes the unwanted file(s)
+  from the returned folder and runs collect again — a conflicting file no longer found, with
+  the same bytes, at any path it was collected from is withdrawn, and when one side is left
+  it counts. Removing every side changes nothing (ask the assessor for a newer return).
+- The problems of a rejected sheet are marked fixed (已更正) once the same assessor's sheet for
+  the same subject, saved no earlier, passes validation: they no longer count as open.
 
 `examine()` is pure (bytes in, record out) and runs in worker processes; `collect()` does the
 file system and the ledger in the main process, one transaction per file.
