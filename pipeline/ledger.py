@@ -373,7 +373,7 @@ class Ledger:
                         "INSERT INTO scores (sheet_id, item, raw, score, remark, cell) VALUES (?, ?, ?, ?, ?, ?)",
                         [(sheet_id, *score) for score in sh.scores],
                     )
-                    _place(conn, key, sh.sheet, sheet_id, saved, out)
+                    _place(conn, key, sheet_id, saved, out)
                 _resolve(conn, key)
         return out
 
@@ -444,7 +444,7 @@ def _same_scores(conn: sqlite3.Connection, a: int, b: int) -> bool:
     return conn.execute(query, (a,)).fetchall() == conn.execute(query, (b,)).fetchall()
 
 
-def _place(conn: sqlite3.Connection, key: tuple, sheet: str, sheet_id: int, saved: str, out: Ingested) -> None:
+def _place(conn: sqlite3.Connection, key: tuple, sheet_id: int, saved: str, out: Ingested) -> None:
     """Decide what a newly accepted sheet is against the sheets of its (period, system, assessor, subject).
 
     The same scores as a sheet that counts (or that clashes): a duplicate, nothing replaced.
@@ -453,7 +453,7 @@ def _place(conn: sqlite3.Connection, key: tuple, sheet: str, sheet_id: int, save
     saved time, so the outcome does not depend on the order files arrive in.
     """
     rows = conn.execute(
-        """SELECT s.id, s.status, s.saved_at, f.name FROM sheets s JOIN files f ON f.id = s.file_id
+        """SELECT s.id, s.status, s.saved_at, f.name, s.sheet FROM sheets s JOIN files f ON f.id = s.file_id
            WHERE s.period = ? AND s.system = ? AND s.assessor = ? AND s.subject = ?
              AND s.status IN ('accepted', 'conflict', 'duplicate') AND s.id != ? ORDER BY s.id""",
         (*key, sheet_id),
@@ -468,18 +468,17 @@ def _place(conn: sqlite3.Connection, key: tuple, sheet: str, sheet_id: int, save
         conn.execute("UPDATE sheets SET status = 'duplicate', same_as = ? WHERE id = ?", (twin[0], sheet_id))
         out.repeated.append((key[3], twin[3]))
     elif saved > latest:
-        for other_id, _, _, other_file in rows:
+        for other_id, _, _, other_file, other_sheet in rows:
             conn.execute("UPDATE sheets SET status = 'superseded', superseded_by = ? WHERE id = ?", (sheet_id, other_id))
-            other_sheet = conn.execute("SELECT sheet FROM sheets WHERE id = ?", (other_id,)).fetchone()[0]
             out.replaced.append((other_file, other_sheet))
     elif saved < latest:
         conn.execute("UPDATE sheets SET status = 'superseded', superseded_by = ? WHERE id = ?", (heads[0][0], sheet_id))
     else:  # the same second, different scores: neither can be chosen
-        for other_id, status, _, _ in heads:
+        for other_id, *_ in heads:
             conn.execute("UPDATE sheets SET status = 'conflict', same_as = COALESCE(same_as, ?) WHERE id = ?",
                          (sheet_id, other_id))
         conn.execute("UPDATE sheets SET status = 'conflict', same_as = ? WHERE id = ?", (heads[0][0], sheet_id))
-        out.conflicts += [(key[3], name) for _, _, when, name in rows if when == saved]
+        out.conflicts += [(key[3], name) for _, _, when, name, _ in rows if when == saved]
 
 
 def _resolve(conn: sqlite3.Connection, key: tuple) -> None:
