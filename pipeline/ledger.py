@@ -121,6 +121,14 @@ SCHEMA_V2 = (
     "ALTER TABLE sheets_v2 RENAME TO sheets",
     "CREATE INDEX sheets_key ON sheets (period, system, assessor, subject, status)",
     "CREATE INDEX problems_sheet ON problems (file_id, sheet)",
+    # Problems of rejected sheets an earlier happyhome had already seen fixed (see _resolve).
+    """UPDATE problems SET resolved_by = (
+           SELECT g.id FROM sheets r JOIN sheets g
+             ON g.period = r.period AND g.system = r.system AND g.assessor = r.assessor AND g.subject = r.subject
+            AND g.status != 'rejected' AND g.saved_at >= r.saved_at
+           WHERE r.file_id = problems.file_id AND r.sheet = problems.sheet AND r.status = 'rejected'
+           ORDER BY g.saved_at, g.id LIMIT 1)
+       WHERE resolved_by IS NULL""",
 )
 
 

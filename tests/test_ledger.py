@@ -81,7 +81,8 @@ CREATE TABLE IF NOT EXISTS problems (
 
 
 def version_1_ledger(path: Path) -> None:
-    """A ledger as the previous happyhome left it: E01's C001 superseded by a later file, one problem."""
+    """A ledger as the previous happyhome left it: E01's C001 superseded by a later file, a warning on
+    that file, and E01's C002 rejected (a blank) before a later file brought it right."""
     conn = sqlite3.connect(path)
     conn.executescript(VERSION_1)
     for fid, sha, saved in ((1, "aa", "2026-11-20T09:00:00"), (2, "bb", "2026-11-22T09:00:00")):
@@ -94,6 +95,14 @@ def version_1_ledger(path: Path) -> None:
     conn.execute("INSERT INTO scores VALUES (1, 1, 'C01', '3', 3.0, '', 'G7')")
     conn.execute("INSERT INTO scores VALUES (2, 2, 'C01', '4', 4.0, '好', 'G7')")
     conn.execute("INSERT INTO problems VALUES (1, 2, 'C001', 'G7', '4分', 'normalised', 'warning', '已按 4 计入')")
+    conn.execute("INSERT INTO files VALUES (3, 'cc', 'cc.xlsx', '/in/cc.xlsx', 1, ?, ?, ?, '/archive/cc', ?, "
+                 "'community', 'E01', 'xlsx', 'rejected', '未填')", ("2026-11-21T09:00:00",) * 3 + (PERIOD,))
+    conn.execute("INSERT INTO sheets VALUES (3, 3, 'C002', ?, 'community', 'E01', 'C002', 'rejected', NULL, "
+                 "'2026-11-21T09:00:00')", (PERIOD,))
+    conn.execute("INSERT INTO sheets VALUES (4, 2, 'C002', ?, 'community', 'E01', 'C002', 'accepted', NULL, "
+                 "'2026-11-22T09:00:00')", (PERIOD,))
+    conn.execute("INSERT INTO scores VALUES (3, 4, 'C01', '2', 2.0, '', 'G7')")
+    conn.execute("INSERT INTO problems VALUES (2, 3, 'C002', 'G7', '', 'blank_score', 'error', '未填')")
     conn.execute("INSERT INTO aliases VALUES ('bb', '/in/copy.xlsx', '2026-11-23T09:00:00')")
     conn.commit()
     conn.close()
@@ -113,11 +122,13 @@ def test_a_version_1_ledger_is_migrated_on_open_and_keeps_its_data(tmp_path):
         problems = ledger.problems(PERIOD, "community")
         aliases = ledger.aliases(PERIOD, "community")
     assert [(r.assessor, r.subject, r.item, r.score, r.remark, r.file) for r in scores.itertuples()] == [
-        ("E01", "C001", "C01", 4.0, "好", "bb.xlsx")]
+        ("E01", "C001", "C01", 4.0, "好", "bb.xlsx"), ("E01", "C002", "C01", 2.0, "", "bb.xlsx")]
     assert [(r.id, r.status, r.replaced_by_file) for r in sheets.itertuples()][0] == (1, "superseded", "bb.xlsx")
-    assert sheets.status.tolist() == ["superseded", "accepted"] and sheets.replaced_by_file.isna().tolist() == [False, True]
-    assert [(r.code, r.message, r.technical) for r in problems.itertuples()] == [("normalised", "已按 4 计入", "")]
-    assert problems.resolved_by.isna().all()
+    assert sheets.status.tolist() == ["superseded", "accepted", "rejected", "accepted"]
+    assert [(r.code, r.message, r.technical) for r in problems.itertuples()] == [
+        ("normalised", "已按 4 计入", ""), ("blank_score", "未填", "")]
+    # the blank in cc was fixed by bb, saved a day later: marked so by the migration; the warning is not
+    assert problems.resolved_by.isna().tolist() == [True, False] and problems.resolved_by_file[1] == "bb.xlsx"
     assert aliases.path.tolist() == ["/in/copy.xlsx"]
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
@@ -141,10 +152,10 @@ def test_opening_again_changes_nothing_and_a_newer_ledger_is_refused(tmp_path):
     version_1_ledger(path)
     Ledger(path).close()
     with Ledger(path) as ledger:
-        assert len(ledger.accepted_scores(PERIOD, "community")) == 1
+        assert len(ledger.accepted_scores(PERIOD, "community")) == 2
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    assert conn.execute("SELECT COUNT(*) FROM sheets").fetchone()[0] == 2
+    assert conn.execute("SELECT COUNT(*) FROM sheets").fetchone()[0] == 4
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
     with pytest.raises(OutputError, match="newer happyhome"):
@@ -163,7 +174,7 @@ def test_a_failed_migration_step_leaves_the_ledger_at_its_version(tmp_path, monk
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 1  # step 1 committed, step 2 rolled back whole
     assert "technical" not in columns(conn)["problems"]
-    assert conn.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == 2
+    assert conn.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == 3
     conn.close()
 
 
