@@ -103,6 +103,10 @@ def test_a_conflict_is_owed_and_says_so_until_settled(workspace, tmp_path):
         result = round_status(ws, load_system("community"), PERIOD, roster, ledger)
     by = {a.code: a for a in result.assessors}
     assert [(m.subject, m.reason) for m in by["E03"].missing] == [("C003", CONFLICT)]
+    from pipeline.report import chase_list
+
+    digest = {row["assessor"]: row["missing"] for row in chase_list(result)}
+    assert digest["E03"] == ["南湖街道南湖社区（C003），两份评分冲突"]  # the digest's chase list says so too
     assert [(m.subject, m.reason) for m in by["E02"].missing] == [("C002", NOT_RECEIVED), ("C003", NOT_RECEIVED)]
     out = tmp_path / "chase.xlsx"
     printed = run(workspace, "status", "--system", "community", "--period", PERIOD, "--export", str(out)).output
