@@ -862,7 +862,8 @@ def _finish(job: _Job, ledger: Ledger, ctx: Context, result: CollectResult, pool
     ingested = ledger.add_file(record)
     status, reason = STATUS_OTHER_ROUND if examined.other_round else examined.status, examined.reason
     accepted = sum(s.accepted for s in examined.sheets)
-    if accepted and len(ingested.repeated) == accepted:  # every sheet it brings is already counted: one submission
+    # Every sheet it brings is already counted: one submission. (A partial file stays partial: its errors are news.)
+    if status == STATUS_ACCEPTED and len(ingested.repeated) == accepted:
         status = STATUS_DUPLICATE
         reason = problem("same_scores", detail="、".join(dict.fromkeys(f for _, f in ingested.repeated))).message
     result.files.append(FileOutcome(

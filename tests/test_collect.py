@@ -842,3 +842,19 @@ def test_a_form_of_another_month_says_which_folder_it_belongs_in(workspace):
     assert "请放入 收件/2026-10/ 文件夹" in result.output
     [row] = report(workspace)["问题"]
     assert row["问题"] == "这是 2026-10 期的评分表，本轮收取的是 2026-11 期。请放入 收件/2026-10/ 文件夹，收取该期时计入。"
+
+
+def test_a_partly_rejected_file_repeating_the_rest_is_still_partly_rejected(workspace):
+    path = make_forms(workspace)["E01"]
+    folder = returned(workspace)
+    set_saved(fill_form(path, answers("E01"), save_as=folder / "v1.xlsx"), datetime(2026, 11, 20, 9, 0))
+    collect(workspace)
+    broken = answers("E01")
+    broken["C001"]["C01"] = "四"
+    set_saved(fill_form(path, broken, save_as=folder / "v2.xlsx"), datetime(2026, 11, 21, 9, 0))
+    result = collect(workspace, "--strict", expect=6)
+    assert "partly    v2.xlsx: 1 of 3 subject sheets rejected" in result.output and "replaced" not in result.output
+    rows = {r["文件名"]: r for r in report(workspace)["文件"]}
+    assert rows["v2.xlsx"]["状态"] == "部分接收" and rows["v2.xlsx"]["待处理问题数"] == 1
+    assert "C002、C003 与文件 v1.xlsx 的评分相同" in rows["v2.xlsx"]["说明"]
+    assert ledger_scores(workspace) == expected_scores("E01")  # v1 still counts for all three
