@@ -199,7 +199,7 @@ def status(ctx: click.Context, system_ref: str, period: str, export: Path | None
     Example: happyhome status --system community --period 2026-11 --export chase.xlsx
     """
     from pipeline.ledger import Ledger
-    from pipeline.status import round_status, write_chase_list
+    from pipeline.status import CONFLICT, NOT_RECEIVED, REJECTED, round_status, write_chase_list
 
     ws = open_workspace(ctx)
     system = load_system(system_ref)
@@ -212,13 +212,18 @@ def status(ctx: click.Context, system_ref: str, period: str, export: Path | None
     for name in ("应评", "已收", "缺"):
         table.add_column(name, justify="right", no_wrap=True)
     table.add_column("缺的对象")
+    marks = {NOT_RECEIVED: "", REJECTED: "*", CONFLICT: "!"}
     for a in result.assessors:
-        owed = " ".join(m.subject + ("*" if m.reason != "未收到" else "") for m in a.missing)
+        owed = " ".join(m.subject + marks[m.reason] for m in a.missing)
         table.add_row(a.code, a.name, a.contact, str(a.assigned), str(a.received),
                       f"[red]{len(a.missing)}[/]" if a.missing else "0", owed)
     console.print(table)
+    reasons = {m.reason for a in result.assessors for m in a.missing}
+    notes = [note for reason, note in ((REJECTED, "* came back but failed validation"),
+                                       (CONFLICT, "! 冲突：两份保存时间相同但评分不同的文件，办公室移除其中一份后重新收取"))
+             if reason in reasons]
     console.print(f"Assigned {result.assigned}, received {result.received}, missing {result.missing}"
-                  + (" (* came back but failed validation)" if any(m.reason != "未收到" for a in result.assessors for m in a.missing) else ""))
+                  + (f" ({'; '.join(notes)})" if notes else ""))
     if export:
         write_chase_list(result, export)
         console.print(f"Chase list: {export} ({result.missing} row(s))")
@@ -292,6 +297,13 @@ def collect(ctx: click.Context, system_ref: str, period: str, paths: tuple[Path,
             console.print(f"other round  {f.name}: {f.reason}", soft_wrap=True)
         for earlier, sheet in f.replaced:
             console.print(f"replaced  {earlier} ({sheet}) by {f.name}", soft_wrap=True)
+        for subject, other in f.conflicts:
+            console.print(f"冲突      {f.name} 与 {other}：{subject} 保存时间相同但评分不同，均未计入（见“问题”表）",
+                          soft_wrap=True)
+    for settled in result.settled:
+        kept = f"，以 {settled.kept} 为准" if settled.kept else ""
+        console.print(f"冲突已处理  {settled.subject}（{settled.assessor}）：{'、'.join(settled.withdrawn)} 已移除{kept}",
+                      soft_wrap=True)
     console.print(f"Collection report: {result.report}")
     if strict and result.rejected_any:
         ctx.exit(6)

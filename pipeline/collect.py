@@ -19,11 +19,26 @@ The rules an office can rely on:
   A file is recorded once per round (period, system): the returned folder is shared by both
   systems, so a zone form is recorded as rejected by the community run (status other_round in
   the run's result, not a --strict failure) and still taken in by the zone run.
+- A copy of a rejected file under another name says so (与文件 X 内容相同，X 未通过校验).
+  A form of another month says which folder it belongs in (请放入 input/returned/2026-10/).
 - A rejected resubmission does not replace an accepted earlier sheet; the earlier one stays counted.
 - A resubmission for the same (period, system, assessor, subject) supersedes the earlier
   sheet, which stays in the ledger marked superseded: the later *saved* one wins — the
-  workbook's own last-saved time (docProps, in UTC), else the file's modification time.
-  `received_at` is the file's modification time: when it was saved into the returned folder.
+  workbook's own last-saved time (docProps, in UTC), else the file's modification time —
+  compared to the second. `received_at` is the file's modification time: when it was saved
+  into the returned folder.
+- The same item scores and remarks as the sheet that counts (the same form saved again, or
+  as .ods) are one submission: the new sheet is a duplicate (重复, 与文件 X 的评分相同) and
+  replaces nothing, whatever its saved time.
+- Different scores saved in the same second are a conflict (冲突): no rule can tell which the
+  assessor meant, so neither counts (the assignment stays missing) and neither is chosen by
+  file name or order of arrival. A conflict is settled in one of two ways: a newer return
+  (saved later) for that subject supersedes both; or the office removes the unwanted file(s)
+  from the returned folder and runs collect again — a conflicting file no longer found, with
+  the same bytes, at any path it was collected from is withdrawn, and when one side is left
+  it counts. Removing every side changes nothing (ask the assessor for a newer return).
+- The problems of a rejected sheet are marked fixed (已更正) once the same assessor's sheet for
+  the same subject, saved no earlier, passes validation: they no longer count as open.
 
 `examine()` is pure (bytes in, record out) and runs in worker processes; `collect()` does the
 file system and the ledger in the main process, one transaction per file.
@@ -50,8 +65,8 @@ from xlsxwriter.utility import xl_rowcol_to_cell
 from pipeline.atomic import atomic_path, check_writable, explain
 from pipeline.config import Workspace, check_period
 from pipeline.forms import BLOCK_LABELS, GUIDE_SHEET, META_SHEET, SUMMARY_SHEET, sign
-from pipeline.ledger import FileRecord, Ledger, SheetRecord
-from pipeline.messages import ERROR, Problem, problem
+from pipeline.ledger import FileRecord, Ledger, Settled, SheetRecord
+from pipeline.messages import ERROR, PHRASES, Problem, problem
 from pipeline.reader import Limits, Sheet, UnreadableFile, Workbook, read_workbook
 from pipeline.roster import Roster
 from pipeline.systems import Item, System
@@ -179,15 +194,18 @@ class Context:
     assigned: dict[str, frozenset[str]]  # assessor -> subjects of this system's type
     limits: Limits = Limits()
     max_remark_chars: int = 2000
+    returned: str = "input/returned"  # the returned folder as the office sees it (relative to the workspace)
     max_memory_mb: float = 0   # what one worker may take to read a file (0 = no cap)
     max_seconds: float = 0     # how long it may take (0 = no cap)
 
     @classmethod
     def build(cls, ws: Workspace, system: System, period: str, roster: Roster) -> "Context":
         assigned = {a: frozenset(s) for a, s in roster.assignments(system.subject_type).items()}
+        folder = ws.path("returned")
+        shown = folder.relative_to(ws.root).as_posix() if folder.is_relative_to(ws.root) else str(folder)
         limits = ws["limits"]
         return cls(system, period, frozenset(roster.assessors), frozenset(roster.subjects), assigned,
-                   Limits.from_settings(limits), int(limits["max_remark_chars"]),
+                   Limits.from_settings(limits), int(limits["max_remark_chars"]), shown,
                    limits["max_memory_mb"], limits["max_seconds_per_file"])
 
 
@@ -362,10 +380,18 @@ def _check_meta(meta: Meta, ctx: Context, name: str) -> Problem | None:
     if meta.checksum != ctx.system.checksum:
         return problem("old_structure", file=name, sheet=META_SHEET, value=meta.checksum, expected=ctx.system.checksum)
     if meta.period != ctx.period:
-        return problem("wrong_period", file=name, sheet=META_SHEET, value=meta.period, expected=ctx.period)
+        return problem("wrong_period", file=name, sheet=META_SHEET, value=meta.period, expected=ctx.period,
+                       where=_belongs(ctx, meta.period))
     if meta.assessor not in ctx.assessors:
         return problem("unknown_assessor", file=name, sheet=META_SHEET, value=meta.assessor)
     return None
+
+
+def _belongs(ctx: Context, period: str) -> str:
+    """Where a form of another period goes, as the office sees the folders ("" for a period that is no month)."""
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", period):
+        return ""
+    return PHRASES["put_in_folder"].format(folder=f"{ctx.returned}/{period}/")
 
 
 def find_identity(rows: list[list]) -> Identity:
@@ -423,7 +449,7 @@ def _check_identity(sheet: Sheet, subject: str, assessor: str, block: Identity, 
                                   value=v["system"], expected=ctx.system.id))
         if "period" in v and v["period"] != ctx.period:
             errors.append(problem("wrong_period", file=name, sheet=sheet.name, cell=block.cells["period"],
-                                  value=v["period"], expected=ctx.period))
+                                  value=v["period"], expected=ctx.period, where=_belongs(ctx, v["period"])))
         if errors:  # a sheet of another round: who and what it rates is that round's business
             return errors
         if assessor not in ctx.assessors:
@@ -592,6 +618,7 @@ class FileOutcome:
     problems: int = 0
     reason: str = ""
     replaced: list[tuple[str, str]] = field(default_factory=list)  # (earlier file, sheet) this one superseded
+    conflicts: list[tuple[str, str]] = field(default_factory=list)  # (subject, other file saved in the same second)
 
 
 @dataclass
@@ -601,6 +628,7 @@ class CollectResult:
     files: list[FileOutcome]
     missing: int = 0          # assignments with no accepted sheet after this run
     superseded: int = 0       # sheets of earlier files replaced in this run
+    settled: list[Settled] = field(default_factory=list)  # conflicts settled by files removed from the folder
     report: Path | None = None
 
     def count(self, status: str) -> int:
@@ -674,8 +702,9 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
             progress: Callable[[int], None] | None = None, workers: int | None = None) -> CollectResult:
     """Collect returned files into the ledger and write the collection workbook.
 
-    `paths` are files and folders (default: the period's returned folder). `workers` overrides
-    ws["collect"]["workers"] (0 = one per core); the pool starts at collect.pool_min_files files.
+    `paths` are files and folders (default: the period's returned folder). Every file is read
+    in a worker process (pipeline.workers); `workers` overrides ws["collect"]["workers"]
+    (0 = one per core), and below collect.pool_min_files files one worker is used.
     """
     from pipeline.collection import write_collection
 
@@ -690,7 +719,7 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
     if len(files) < ws["collect"]["pool_min_files"]:
         n_workers = 1  # still a process of its own: no file is ever parsed in this one
 
-    # Oldest first: with equal saved times, the later file wins (the ledger breaks ties by order).
+    # Oldest first, so that files are recorded in the order they arrived.
     stamped = []
     for path in files:
         try:
@@ -728,6 +757,7 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
     try:
         for sha, path, seen_at in late_aliases:
             _alias(ledger, sha, path, seen_at, result)
+        result.settled = ledger.settle_conflicts(period, system.id, _still_there)
         result.report, result.missing = write_collection(ws, ledger, system, period, roster)
     finally:
         ledger.close()
@@ -750,9 +780,7 @@ def _prepare(path: Path, stat: os.stat_result, ledger: Ledger, archive: Path, ct
     # form seen (and rejected) by a community run is still new to the zone run.
     known = ledger.known(sha, ctx.period, ctx.system.id)
     if known is not None and known["original_path"] == str(path) and known["status"] == STATUS_REJECTED:
-        marks = ",".join("?" * len(ROUND_CODES))
-        if ledger.conn.execute(f"SELECT 1 FROM problems WHERE file_id = ? AND code IN ({marks}) LIMIT 1",
-                               (known["id"], *ROUND_CODES)).fetchone():
+        if ledger.has_problem(known["id"], ROUND_CODES):
             result.files.append(FileOutcome(str(path), path.name, STATUS_OTHER_ROUND, sha, known["assessor"],
                                             reason=known["reason"]))
             return None
@@ -763,7 +791,7 @@ def _prepare(path: Path, stat: os.stat_result, ledger: Ledger, archive: Path, ct
         elif known["original_path"] == str(path):
             result.files.append(FileOutcome(str(path), path.name, STATUS_ALREADY, sha, known["assessor"]))
         else:
-            _alias(ledger, sha, path, received, result, known["name"])
+            _alias(ledger, sha, path, received, result, known["name"], known["status"])
         return None
     seen_now[sha] = path
     stored = archive_copy(archive, sha, path.suffix, data=data, source=path)
@@ -784,14 +812,30 @@ def _limit_text(code: str, ctx: Context) -> str:
     return ""
 
 
-def _alias(ledger: Ledger, sha: str, path: Path, seen_at: datetime, result: CollectResult, same_as: str = "") -> None:
+def _alias(ledger: Ledger, sha: str, path: Path, seen_at: datetime, result: CollectResult, same_as: str = "",
+           same_status: str = "") -> None:
+    """Record the same bytes seen under another path: a duplicate (already collected when seen before).
+    A copy of a rejected file says so: it fails for the same reason."""
     new = ledger.add_alias(sha, str(path), seen_at)
     status = STATUS_DUPLICATE if new else STATUS_ALREADY
     existing = next((f for f in result.files if f.path == str(path) and f.sha256 == sha), None)
     if existing is not None:
         existing.status = status
         return
-    result.files.append(FileOutcome(str(path), path.name, status, sha, reason=same_as))
+    code = "duplicate_of_rejected" if same_status == STATUS_REJECTED else "duplicate_file"
+    result.files.append(FileOutcome(str(path), path.name, status, sha,
+                                    reason=problem(code, detail=same_as).message if same_as else ""))
+
+
+def _still_there(sha: str, paths: list[str]) -> bool:
+    """Whether a file with these bytes is still at one of the paths it was seen at."""
+    for path in map(Path, paths):
+        try:
+            if path.is_file() and not path.is_symlink() and _hash_file(path) == sha:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _finish(job: _Job, ledger: Ledger, ctx: Context, result: CollectResult, pool: Workers) -> None:
@@ -812,10 +856,14 @@ def _finish(job: _Job, ledger: Ledger, ctx: Context, result: CollectResult, pool
         assessor=examined.assessor, format=examined.format, status=examined.status, reason=examined.reason,
         sheets=examined.sheets, problems=examined.problems,
     )
-    replaced = ledger.add_file(record)
+    ingested = ledger.add_file(record)
+    status, reason = STATUS_OTHER_ROUND if examined.other_round else examined.status, examined.reason
+    accepted = sum(s.accepted for s in examined.sheets)
+    # Every sheet it brings is already counted: one submission. (A partial file stays partial: its errors are news.)
+    if status == STATUS_ACCEPTED and len(ingested.repeated) == accepted:
+        status = STATUS_DUPLICATE
+        reason = problem("same_scores", detail="、".join(dict.fromkeys(f for _, f in ingested.repeated))).message
     result.files.append(FileOutcome(
-        str(job.path), job.path.name, STATUS_OTHER_ROUND if examined.other_round else examined.status,
-        job.sha, examined.assessor,
-        sum(s.accepted for s in examined.sheets), len(examined.sheets), len(examined.problems),
-        examined.reason, replaced,
+        str(job.path), job.path.name, status, job.sha, examined.assessor,
+        accepted, len(examined.sheets), len(examined.problems), reason, ingested.replaced, ingested.conflicts,
     ))

@@ -1,9 +1,11 @@
 """The collection workbook `output/<period>/collection-<system>.xlsx`, for the office, in Chinese.
 
 Three sheets, built from the ledger (so they cover every run of the round, not only the last):
-文件 (one row per file seen, duplicates included), 问题 (every problem with file, sheet, cell
-and the value found, in words an office can forward), 未交 (the chase list: every assignment
-with no accepted sheet yet, with the assessor's contact).
+文件 (one row per file seen, duplicates included; 问题数 counts every problem, 待处理问题数 only
+those the office still has to act on), 问题 (every problem with file, sheet, cell and the value
+found, in words an office can forward, and its 状态: 待处理, 已更正 once the assessor's later
+return passed, 冲突, or 无需处理 for notes), 未交 (the chase list: every assignment with no
+accepted sheet yet, with the assessor's contact and why).
 """
 
 from __future__ import annotations
@@ -21,11 +23,18 @@ from pipeline.roster import Roster
 from pipeline.systems import System
 
 FILES_SHEET, PROBLEMS_SHEET, MISSING_SHEET = "文件", "问题", "未交"
-FILES_COLUMNS = ("文件名", "评估人", "状态", "接收对象数", "问题数", "接收时间", "保存时间", "说明", "原路径", "sha256")
-PROBLEMS_COLUMNS = ("文件", "工作表", "单元格", "原值", "问题", "级别")
+FILES_COLUMNS = ("文件名", "评估人", "状态", "接收对象数", "问题数", "接收时间", "保存时间", "说明", "原路径", "sha256",
+                 "待处理问题数")
+PROBLEMS_COLUMNS = ("文件", "工作表", "单元格", "原值", "问题", "级别", "状态", "技术信息")
 MISSING_COLUMNS = ("评估人编号", "评估人", "单位", "联系方式", "评估对象编号", "评估对象", "情况")
 STATUS_TEXT = {"accepted": "已接收", "partial": "部分接收", "rejected": "已拒收", "duplicate": "重复",
-               "superseded": "已被替换"}
+               "superseded": "已被替换", "conflict": "冲突", "withdrawn": "已移除"}
+# The 状态 of a problem: the office acts on 待处理 and 冲突 only.
+OPEN, FIXED, CONFLICT, INFO = "待处理", "已更正", "冲突", "无需处理"
+ERROR_TEXT, INFO_TEXT = "错误", "提示"
+MISSING_REJECTED = "已交但未通过检查，见“问题”表"
+MISSING_CONFLICT = "两份评分冲突（保存时间相同），见“问题”表"
+MISSING_NONE = "未收到"
 
 
 def collection_path(ws: Workspace, period: str, system: System) -> Path:
@@ -36,16 +45,8 @@ def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str,
     """Write the collection workbook atomically; returns its path and the number of missing assignments."""
     files = ledger.files(period, system.id)
     sheets = ledger.sheets(period, system.id)
-    problems = ledger.frame(
-        """SELECT p.file_id, f.name AS file, p.sheet, p.cell, p.value, p.severity, p.message
-           FROM problems p JOIN files f ON f.id = p.file_id WHERE f.period = ? AND f.system = ? ORDER BY p.id""",
-        (period, system.id),
-    )
-    aliases = ledger.frame(
-        """SELECT a.path, a.seen_at, f.name AS same_as, f.assessor FROM aliases a JOIN files f ON f.sha256 = a.sha256
-           WHERE f.period = ? AND f.system = ? ORDER BY a.seen_at, a.path""",
-        (period, system.id),
-    )
+    problems = ledger.problems(period, system.id)
+    aliases = ledger.aliases(period, system.id)
 
     def who(code) -> str:
         if not isinstance(code, str) or not code:
@@ -53,41 +54,83 @@ def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str,
         person = roster.assessors.get(code)
         return f"{person.name}（{code}）" if person else code
 
+    def state(p) -> str:
+        if isinstance(p.resolved_by_file, str):
+            return FIXED
+        return OPEN if p.severity == ERROR else INFO
+
     counts = problems.groupby("file_id").size().to_dict() if len(problems) else {}
+    open_counts: dict[int, int] = {}
+    fixed: dict[int, dict[str, str]] = {}  # file id -> sheet -> the file that fixed it
+    for p in problems.itertuples(index=False):
+        if state(p) == OPEN:
+            open_counts[p.file_id] = open_counts.get(p.file_id, 0) + 1
+        elif state(p) == FIXED:
+            fixed.setdefault(p.file_id, {})[p.sheet] = p.resolved_by_file
     by_file: dict[int, list] = {}
     by_id: dict[int, object] = {}
     replaced_by: dict[int, list] = {}  # sheet id -> the sheets it superseded
+    clashes: dict[tuple[str, str], list] = {}  # (assessor, subject) -> its sheets in conflict
     for s in sheets.itertuples(index=False):
         by_file.setdefault(s.file_id, []).append(s)
         by_id[s.id] = s
+        if s.status == "conflict":
+            clashes.setdefault((s.assessor, s.subject), []).append(s)
     for s in by_id.values():
         if s.status == "superseded" and s.superseded_by == s.superseded_by:  # not NaN
             replaced_by.setdefault(int(s.superseded_by), []).append(s)
     file_rows, problem_rows = [], []
     for f in files.itertuples(index=False):
         own = by_file.get(f.id, [])
-        active = sum(s.status == "accepted" for s in own)
-        gone = [s for s in own if s.status == "superseded"]
+        kinds = {kind: [s for s in own if s.status == kind] for kind in ("accepted", "superseded", "duplicate",
+                                                                          "conflict", "withdrawn")}
         status = STATUS_TEXT[f.status]
-        if f.status != "rejected" and active == 0 and gone:
-            status = STATUS_TEXT["superseded"]
+        # A file that passed and of which no sheet counts says why; a partial one stays 部分接收 (see 说明).
+        if f.status == "accepted" and own and not kinds["accepted"]:
+            kind = next((k for k in ("conflict", "superseded", "withdrawn", "duplicate") if kinds[k]), None)
+            status = STATUS_TEXT[kind] if kind else status
         notes = [f.reason] if isinstance(f.reason, str) and f.reason else []
-        for s in gone:
+        for s in kinds["superseded"]:
             notes.append(f"{s.subject} 已由 {s.replaced_by_file}（{s.replaced_by_sheet}）替换")
             problem_rows.append((f.name, s.sheet, "", s.subject,
-                                 problem("superseded", value=s.subject, detail=s.replaced_by_file).message, "提示"))
+                                 problem("superseded", value=s.subject, detail=s.replaced_by_file).message,
+                                 INFO_TEXT, INFO, ""))
+        if kinds["duplicate"]:
+            subjects = "、".join(s.subject for s in kinds["duplicate"])
+            twins = "、".join(dict.fromkeys(s.same_as_file for s in kinds["duplicate"]))
+            message = problem("same_scores", detail=twins).message
+            notes.append(f"{subjects} {message}")
+            problem_rows.append((f.name, "", "", subjects, message, INFO_TEXT, INFO, ""))
+        for s in kinds["conflict"]:
+            others = "、".join(dict.fromkeys(o.file for o in clashes[s.assessor, s.subject] if o.id != s.id))
+            message = problem("conflict", value=s.subject, detail=others, saved=_when(s.saved_at, utc=True)).message
+            notes.append(f"{s.subject} 与 {others} 冲突（保存时间相同、评分不同），均未计入")
+            problem_rows.append((f.name, s.sheet, "", s.subject, message, ERROR_TEXT, CONFLICT, ""))
+        for s in kinds["withdrawn"]:
+            kept = f"，以 {s.replaced_by_file} 为准" if isinstance(s.replaced_by_file, str) else ""
+            notes.append(f"{s.subject} 的冲突已处理：本文件已从收取文件夹移除{kept}")
+        for sheet, by in fixed.get(f.id, {}).items():
+            subject = next((s.subject for s in own if s.sheet == sheet), sheet)
+            notes.append(problem("problem_fixed", value=subject, detail=by).message)
         for s in (r for own_sheet in own for r in replaced_by.get(own_sheet.id, [])):
             notes.append(f"替换了 {s.file} 中的 {s.subject}")
-        file_rows.append((f.name, who(f.assessor), status, active, int(counts.get(f.id, 0)),
-                          _when(f.received_at), _when(f.saved_at, utc=True), "；".join(notes), f.original_path, f.sha256))
+        file_rows.append((f.name, who(f.assessor), status, len(kinds["accepted"]), int(counts.get(f.id, 0)),
+                          _when(f.received_at), _when(f.saved_at, utc=True), "；".join(notes), f.original_path, f.sha256,
+                          int(open_counts.get(f.id, 0) + len(kinds["conflict"]))))
     for a in aliases.itertuples(index=False):
         name = Path(a.path).name
-        message = problem("duplicate_file", detail=a.same_as).message
-        file_rows.append((name, who(a.assessor), STATUS_TEXT["duplicate"], 0, 1, _when(a.seen_at), "", message, a.path, ""))
-        problem_rows.append((name, "", "", "", message, "提示"))
+        if a.status == "rejected":  # a copy of a rejected file fails with it, and is fixed with it
+            message = problem("duplicate_of_rejected", detail=a.same_as).message
+            level, shown = ERROR_TEXT, (OPEN if open_counts.get(a.file_id) else FIXED)
+        else:
+            message, level, shown = problem("duplicate_file", detail=a.same_as).message, INFO_TEXT, INFO
+        file_rows.append((name, who(a.assessor), STATUS_TEXT["duplicate"], 0, 1, _when(a.seen_at), "", message, a.path,
+                          "", 0))
+        problem_rows.append((name, "", "", "", message, level, shown, ""))
     for p in problems.itertuples(index=False):
-        problem_rows.append((p.file, p.sheet, p.cell, p.value, p.message, "错误" if p.severity == ERROR else "提示"))
-
+        problem_rows.append((p.file, p.sheet, p.cell, p.value, p.message,
+                             ERROR_TEXT if p.severity == ERROR else INFO_TEXT, state(p),
+                             p.technical if isinstance(p.technical, str) else ""))
 
     accepted = {(s.assessor, s.subject) for s in by_id.values() if s.status == "accepted"}
     tried = {(s.assessor, s.subject) for s in by_id.values()}
@@ -97,9 +140,10 @@ def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str,
         for subject in subjects:
             if (code, subject) in accepted:
                 continue
-            state = "已交但未通过检查，见“问题”表" if (code, subject) in tried else "未收到"
+            reason = (MISSING_CONFLICT if (code, subject) in clashes else
+                      MISSING_REJECTED if (code, subject) in tried else MISSING_NONE)
             missing_rows.append((code, person.name, person.org, person.contact, subject,
-                                 roster.subjects[subject].name, state))
+                                 roster.subjects[subject].name, reason))
 
     target = ws.period_output(period) / f"collection-{system.id}.xlsx"
     with atomic_path(target) as tmp:
@@ -108,9 +152,10 @@ def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str,
         book.set_properties({"title": f"{system.name} {period} 回收情况", "comments": "happyhome"})
         head = book.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1, "valign": "vcenter"})
         wrap = book.add_format({"text_wrap": True, "valign": "top"})
-        _table(book, FILES_SHEET, FILES_COLUMNS, file_rows, (34, 16, 10, 10, 8, 20, 20, 50, 50, 66), head, wrap,
+        _table(book, FILES_SHEET, FILES_COLUMNS, file_rows, (34, 16, 10, 10, 8, 20, 20, 50, 50, 66, 12), head, wrap,
                print_cols=FILES_COLUMNS.index("说明") + 1)
-        _table(book, PROBLEMS_SHEET, PROBLEMS_COLUMNS, problem_rows, (34, 24, 8, 16, 70, 6), head, wrap)
+        _table(book, PROBLEMS_SHEET, PROBLEMS_COLUMNS, problem_rows, (34, 24, 8, 16, 70, 6, 9, 40), head, wrap,
+               print_cols=PROBLEMS_COLUMNS.index("状态") + 1)
         _table(book, MISSING_SHEET, MISSING_COLUMNS, missing_rows, (10, 10, 24, 22, 12, 28, 30), head, wrap)
         book.close()
     return target, len(missing_rows)

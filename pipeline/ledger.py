@@ -3,6 +3,18 @@
 One file is ingested in one transaction (`Ledger.add_file`), so a crash leaves the ledger as
 it was before that file. Nothing is ever deleted: a resubmission marks the earlier sheet
 `superseded` and points at the sheet that replaced it.
+
+The schema is versioned (`PRAGMA user_version`): `MIGRATIONS` is an ordered list of steps,
+and opening a ledger applies the steps it has not had yet, each in one transaction, so a
+ledger made by an earlier happyhome keeps its data and gains the new columns. A ledger made
+before versioning has user_version 0 and already holds version 1's tables (the step is
+`CREATE ... IF NOT EXISTS`, a no-op there). Never edit a step that has shipped: add one.
+
+Sheet statuses: accepted (counts), rejected (failed validation), superseded (a later-saved
+return replaced it), duplicate (the same scores and remarks as the sheet that counts:
+`same_as`), conflict (another return for the same assessor and subject was saved in the
+same second with different scores: neither counts until it is settled), withdrawn (a
+conflicting return whose file the office removed from the returned folder).
 """
 
 from __future__ import annotations
@@ -12,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pandas as pd
 
@@ -20,7 +32,8 @@ from pipeline.atomic import explain
 from pipeline.errors import LockedError, OutputError
 from pipeline.messages import Problem
 
-SCHEMA = """
+# Version 1, verbatim as it shipped before the ledger had a schema version.
+SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS files (
     id            INTEGER PRIMARY KEY,
     sha256        TEXT NOT NULL,     -- unique per round: one returned folder serves both systems
@@ -80,6 +93,60 @@ CREATE TABLE IF NOT EXISTS problems (
 );
 """
 
+# Version 2: problems keep the library's own words (`technical`) and which later sheet fixed
+# them (`resolved_by`); sheets gain the statuses duplicate, conflict and withdrawn and the
+# sheet a duplicate repeats or a conflict clashes with (`same_as`). SQLite cannot change a
+# CHECK constraint in place, so `sheets` is rebuilt the documented way (create, copy, drop,
+# rename), with foreign keys off during the step and checked before it commits.
+SCHEMA_V2 = (
+    "ALTER TABLE problems ADD COLUMN technical TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE problems ADD COLUMN resolved_by INTEGER REFERENCES sheets(id)",
+    """CREATE TABLE sheets_v2 (
+    id            INTEGER PRIMARY KEY,
+    file_id       INTEGER NOT NULL REFERENCES files(id),
+    sheet         TEXT NOT NULL,
+    period        TEXT NOT NULL,
+    system        TEXT NOT NULL,
+    assessor      TEXT NOT NULL,
+    subject       TEXT NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN ('accepted', 'rejected', 'superseded', 'duplicate', 'conflict',
+                                                  'withdrawn')),
+    superseded_by INTEGER REFERENCES sheets(id),
+    saved_at      TEXT NOT NULL,     -- orders resubmissions: the later-saved sheet wins
+    same_as       INTEGER REFERENCES sheets(id)  -- duplicate: the sheet it repeats; conflict: one it clashes with
+)""",
+    """INSERT INTO sheets_v2 (id, file_id, sheet, period, system, assessor, subject, status, superseded_by, saved_at)
+       SELECT id, file_id, sheet, period, system, assessor, subject, status, superseded_by, saved_at FROM sheets""",
+    "DROP TABLE sheets",
+    "ALTER TABLE sheets_v2 RENAME TO sheets",
+    "CREATE INDEX sheets_key ON sheets (period, system, assessor, subject, status)",
+    "CREATE INDEX problems_sheet ON problems (file_id, sheet)",
+    # Problems of rejected sheets an earlier happyhome had already seen fixed (see _resolve).
+    """UPDATE problems SET resolved_by = (
+           SELECT g.id FROM sheets r JOIN sheets g
+             ON g.period = r.period AND g.system = r.system AND g.assessor = r.assessor AND g.subject = r.subject
+            AND g.status != 'rejected' AND g.saved_at >= r.saved_at
+           WHERE r.file_id = problems.file_id AND r.sheet = problems.sheet AND r.status = 'rejected'
+           ORDER BY g.saved_at, g.id LIMIT 1)
+       WHERE resolved_by IS NULL""",
+)
+
+
+def _statements(script: str) -> list[str]:
+    """A script split into whole statements (executescript would commit the open transaction)."""
+    out, part = [], ""
+    for line in script.splitlines(keepends=True):
+        part += line
+        if sqlite3.complete_statement(part):
+            out.append(part.strip())
+            part = ""
+    return out
+
+
+# The ordered migration steps; the ledger's user_version is the number of steps applied.
+MIGRATIONS: list[tuple[str, ...]] = [tuple(_statements(SCHEMA_V1)), SCHEMA_V2]
+SCHEMA_VERSION = len(MIGRATIONS)
+
 
 @dataclass
 class SheetRecord:
@@ -134,14 +201,37 @@ class Ledger:
             # WAL + NORMAL: a commit is atomic and survives a killed process; only a power cut
             # may lose the last commits, never leave half of one (each is redone by the next run).
             self.conn.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
             self.conn.execute("PRAGMA foreign_keys=ON")
-            self.conn.executescript(SCHEMA)
         except sqlite3.OperationalError as err:
             if "locked" in str(err):
                 raise LockedError(f"The ledger {self.path} is busy: another happyhome run is using it.") from err
             raise OutputError(f"Cannot open the ledger {self.path}: {err}") from err
         except OSError as err:
             raise explain(err, self.path) from err
+
+    def _migrate(self) -> None:
+        """Apply the migration steps this ledger has not had yet, each in one transaction."""
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise OutputError(f"The ledger {self.path} has schema version {version}, made by a newer happyhome "
+                              f"(this one knows up to {SCHEMA_VERSION}): upgrade happyhome.")
+        if version == SCHEMA_VERSION:
+            return
+        # Rebuilding a table needs foreign keys off, and that pragma is ignored inside a transaction.
+        self.conn.execute("PRAGMA foreign_keys=OFF")
+        for number, steps in enumerate(MIGRATIONS, start=1):
+            with self.transaction() as conn:
+                # Read again under the write lock: another process may have migrated meanwhile.
+                if conn.execute("PRAGMA user_version").fetchone()[0] >= number:
+                    continue
+                for statement in steps:
+                    conn.execute(statement)
+                broken = conn.execute("PRAGMA foreign_key_check").fetchone()
+                if broken:
+                    raise OutputError(f"Cannot upgrade the ledger {self.path} to schema version {number}: "
+                                      f"a reference in table {broken[0]} would break.")
+                conn.execute(f"PRAGMA user_version = {number}")
 
     @classmethod
     def for_reading(cls, path: str | Path) -> "Ledger":
@@ -220,27 +310,39 @@ class Ledger:
 
     def sheets(self, period: str, system: str) -> pd.DataFrame:
         return self.frame(
-            """SELECT s.*, f.name AS file, f.received_at, r.sheet AS replaced_by_sheet, rf.name AS replaced_by_file
+            """SELECT s.*, f.name AS file, f.received_at, r.sheet AS replaced_by_sheet, rf.name AS replaced_by_file,
+                      sf.name AS same_as_file
                FROM sheets s JOIN files f ON f.id = s.file_id
                LEFT JOIN sheets r ON r.id = s.superseded_by LEFT JOIN files rf ON rf.id = r.file_id
+               LEFT JOIN sheets o ON o.id = s.same_as LEFT JOIN files sf ON sf.id = o.file_id
                WHERE s.period = ? AND s.system = ? ORDER BY s.id""",
             (period, system),
         )
 
     def problems(self, period: str, system: str) -> pd.DataFrame:
         return self.frame(
-            """SELECT f.name AS file, p.sheet, p.cell, p.value, p.code, p.severity, p.message
+            """SELECT p.file_id, f.name AS file, p.sheet, p.cell, p.value, p.code, p.severity, p.message, p.technical,
+                      p.resolved_by, rf.name AS resolved_by_file
                FROM problems p JOIN files f ON f.id = p.file_id
+               LEFT JOIN sheets r ON r.id = p.resolved_by LEFT JOIN files rf ON rf.id = r.file_id
                WHERE f.period = ? AND f.system = ? ORDER BY p.id""",
             (period, system),
         )
 
     def aliases(self, period: str, system: str) -> pd.DataFrame:
+        """Every path the same bytes were seen at again, with the file first collected and its status."""
         return self.frame(
-            """SELECT a.path, a.seen_at, f.name AS same_as, f.assessor FROM aliases a JOIN files f ON f.sha256 = a.sha256
-               WHERE f.period = ? AND f.system = ? ORDER BY a.seen_at""",
+            """SELECT a.path, a.seen_at, f.id AS file_id, f.name AS same_as, f.assessor, f.status FROM aliases a
+               JOIN files f ON f.sha256 = a.sha256
+               WHERE f.period = ? AND f.system = ? ORDER BY a.seen_at, a.path""",
             (period, system),
         )
+
+    def has_problem(self, file_id: int, codes: tuple[str, ...]) -> bool:
+        """Whether the file has a problem with one of these codes."""
+        marks = ",".join("?" * len(codes))
+        return self.conn.execute(f"SELECT 1 FROM problems WHERE file_id = ? AND code IN ({marks}) LIMIT 1",
+                                 (file_id, *codes)).fetchone() is not None
 
     # -- writing -------------------------------------------------------------------------
     def add_alias(self, sha256: str, path: str, seen_at: datetime) -> bool:
@@ -249,9 +351,9 @@ class Ledger:
             cur = conn.execute("INSERT OR IGNORE INTO aliases VALUES (?, ?, ?)", (sha256, path, _iso(seen_at)))
             return cur.rowcount == 1
 
-    def add_file(self, rec: FileRecord) -> list[tuple[str, str]]:
-        """Ingest one file in one transaction; returns (superseded file, sheet) pairs it replaced."""
-        replaced: list[tuple[str, str]] = []
+    def add_file(self, rec: FileRecord) -> "Ingested":
+        """Ingest one file in one transaction; says which sheets it replaced, repeated or clashed with."""
+        out = Ingested()
         saved = _iso(rec.saved_at or rec.received_at)
         with self.transaction() as conn:
             file_id = conn.execute(
@@ -262,39 +364,144 @@ class Ledger:
                  _iso(datetime.now()), rec.archive_path, rec.period, rec.system, rec.assessor, rec.format,
                  rec.status, rec.reason),
             ).lastrowid
+            conn.executemany(
+                """INSERT INTO problems (file_id, sheet, cell, value, code, severity, message, technical)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                [(file_id, p.sheet, p.cell, p.value, p.code, p.severity, p.message, p.technical) for p in rec.problems],
+            )
             for sh in rec.sheets:
                 status = "accepted" if sh.accepted else "rejected"
                 sheet_id = conn.execute(
                     "INSERT INTO sheets (file_id, sheet, period, system, assessor, subject, status, saved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (file_id, sh.sheet, rec.period, rec.system, sh.assessor, sh.subject, status, saved),
                 ).lastrowid
-                if not sh.accepted:
-                    continue
-                conn.executemany(
-                    "INSERT INTO scores (sheet_id, item, raw, score, remark, cell) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(sheet_id, *score) for score in sh.scores],
-                )
-                replaced += self._supersede(conn, rec, sh, sheet_id, saved)
-            conn.executemany(
-                "INSERT INTO problems (file_id, sheet, cell, value, code, severity, message) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(file_id, p.sheet, p.cell, p.value, p.code, p.severity, p.message) for p in rec.problems],
-            )
-        return replaced
+                key = (rec.period, rec.system, sh.assessor, sh.subject)
+                if sh.accepted:
+                    conn.executemany(
+                        "INSERT INTO scores (sheet_id, item, raw, score, remark, cell) VALUES (?, ?, ?, ?, ?, ?)",
+                        [(sheet_id, *score) for score in sh.scores],
+                    )
+                    _place(conn, key, sheet_id, saved, out)
+                _resolve(conn, key)
+        return out
 
-    @staticmethod
-    def _supersede(conn, rec: FileRecord, sh: SheetRecord, sheet_id: int, saved: str) -> list[tuple[str, str]]:
-        """The later-saved of two accepted sheets for one (period, system, assessor, subject) wins."""
-        others = conn.execute(
-            """SELECT s.id, s.saved_at, s.sheet, f.name FROM sheets s JOIN files f ON f.id = s.file_id
-               WHERE s.period = ? AND s.system = ? AND s.assessor = ? AND s.subject = ?
-                 AND s.status = 'accepted' AND s.id != ?""",
-            (rec.period, rec.system, sh.assessor, sh.subject, sheet_id),
+    def settle_conflicts(self, period: str, system: str, present: "Callable[[str, list[str]], bool]") -> list["Settled"]:
+        """Withdraw the sides of each conflict whose files the office removed; a conflict left with
+        one side is settled and that side counts. `present(sha256, paths)` says whether a file
+        with those bytes is still at one of the paths it was seen at. Nothing changes for a
+        conflict of which every side, or none, is still present."""
+        rows = self.conn.execute(
+            """SELECT c.id, c.assessor, c.subject, c.sheet, f.name, m.id, mf.sha256, mf.original_path
+               FROM sheets c JOIN files f ON f.id = c.file_id
+               JOIN sheets m ON m.id = c.id OR (m.status = 'duplicate' AND m.same_as = c.id)
+               JOIN files mf ON mf.id = m.file_id
+               WHERE c.period = ? AND c.system = ? AND c.status = 'conflict' ORDER BY c.id, m.id""",
+            (period, system),
         ).fetchall()
-        replaced = []
-        for other_id, other_saved, other_sheet, other_file in others:
-            if other_saved <= saved:  # ties go to the one collected later
-                conn.execute("UPDATE sheets SET status = 'superseded', superseded_by = ? WHERE id = ?", (sheet_id, other_id))
-                replaced.append((other_file, other_sheet))
-            else:
-                conn.execute("UPDATE sheets SET status = 'superseded', superseded_by = ? WHERE id = ?", (other_id, sheet_id))
-        return replaced
+        sides: dict[tuple[str, str], dict[int, dict]] = {}  # (assessor, subject) -> conflict sheet -> its side
+        for sheet_id, assessor, subject, sheet, name, member, sha, path in rows:
+            side = sides.setdefault((assessor, subject), {}).setdefault(
+                sheet_id, {"sheet": sheet, "file": name, "members": [], "present": False})
+            side["members"].append(member)
+            if not side["present"]:
+                side["present"] = present(sha, [path, *self._alias_paths(sha)])
+        settled = []
+        for (assessor, subject), group in sides.items():
+            kept = [sid for sid, side in group.items() if side["present"]]
+            if not kept or len(kept) == len(group):
+                continue
+            with self.transaction() as conn:
+                for sid, side in group.items():
+                    if sid in kept:
+                        continue
+                    marks = ",".join("?" * len(side["members"]))
+                    conn.execute(f"UPDATE sheets SET status = 'withdrawn', superseded_by = ? WHERE id IN ({marks})",
+                                 (kept[0] if len(kept) == 1 else None, *side["members"]))
+                if len(kept) == 1:
+                    conn.execute("UPDATE sheets SET status = 'accepted', same_as = NULL WHERE id = ?", (kept[0],))
+            settled.append(Settled(subject, assessor, [group[sid]["file"] for sid in group if sid not in kept],
+                                   group[kept[0]]["file"] if len(kept) == 1 else ""))
+        return settled
+
+    def _alias_paths(self, sha256: str) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT path FROM aliases WHERE sha256 = ? ORDER BY path", (sha256,))]
+
+
+@dataclass
+class Ingested:
+    """What one file did to its round, sheet by sheet."""
+
+    replaced: list[tuple[str, str]] = field(default_factory=list)  # (earlier file, its sheet) this file superseded
+    repeated: list[tuple[str, str]] = field(default_factory=list)  # (subject, file whose sheet has the same scores)
+    conflicts: list[tuple[str, str]] = field(default_factory=list)  # (subject, other file saved in the same second)
+
+
+@dataclass
+class Settled:
+    """A conflict the office settled by removing files from the returned folder."""
+
+    subject: str
+    assessor: str
+    withdrawn: list[str]  # files of the removed sides
+    kept: str             # the file that now counts ("" when two or more sides are still present)
+
+
+def _same_scores(conn: sqlite3.Connection, a: int, b: int) -> bool:
+    """Two sheets with exactly the same item scores and remarks."""
+    query = "SELECT item, score, remark FROM scores WHERE sheet_id = ? ORDER BY item"
+    return conn.execute(query, (a,)).fetchall() == conn.execute(query, (b,)).fetchall()
+
+
+def _place(conn: sqlite3.Connection, key: tuple, sheet_id: int, saved: str, out: Ingested) -> None:
+    """Decide what a newly accepted sheet is against the sheets of its (period, system, assessor, subject).
+
+    The same scores as a sheet that counts (or that clashes): a duplicate, nothing replaced.
+    Otherwise the later-saved wins; saved in the same second with different scores: a conflict,
+    and neither counts. A return saved after a conflict settles it. Duplicates carry their own
+    saved time, so the outcome does not depend on the order files arrive in.
+    """
+    rows = conn.execute(
+        """SELECT s.id, s.status, s.saved_at, f.name, s.sheet FROM sheets s JOIN files f ON f.id = s.file_id
+           WHERE s.period = ? AND s.system = ? AND s.assessor = ? AND s.subject = ?
+             AND s.status IN ('accepted', 'conflict', 'duplicate') AND s.id != ? ORDER BY s.id""",
+        (*key, sheet_id),
+    ).fetchall()
+    heads = [r for r in rows if r[1] != "duplicate"]  # the sheet that counts, or the sheets in conflict
+    if not heads:
+        return
+    latest = max(r[2] for r in rows)
+    in_conflict = heads[0][1] == "conflict"
+    twin = next((r for r in heads if _same_scores(conn, sheet_id, r[0])), None)
+    if twin is not None and not (in_conflict and saved > latest):
+        conn.execute("UPDATE sheets SET status = 'duplicate', same_as = ? WHERE id = ?", (twin[0], sheet_id))
+        out.repeated.append((key[3], twin[3]))
+    elif saved > latest:
+        for other_id, _, _, other_file, other_sheet in rows:
+            conn.execute("UPDATE sheets SET status = 'superseded', superseded_by = ? WHERE id = ?", (sheet_id, other_id))
+            out.replaced.append((other_file, other_sheet))
+    elif saved < latest:
+        conn.execute("UPDATE sheets SET status = 'superseded', superseded_by = ? WHERE id = ?", (heads[0][0], sheet_id))
+    else:  # the same second, different scores: neither can be chosen
+        for other_id, *_ in heads:
+            conn.execute("UPDATE sheets SET status = 'conflict', same_as = COALESCE(same_as, ?) WHERE id = ?",
+                         (sheet_id, other_id))
+        conn.execute("UPDATE sheets SET status = 'conflict', same_as = ? WHERE id = ?", (heads[0][0], sheet_id))
+        out.conflicts += [(key[3], name) for _, _, when, name, _ in rows if when == saved]
+
+
+def _resolve(conn: sqlite3.Connection, key: tuple) -> None:
+    """Mark the problems of a rejected sheet resolved once the assessor has returned a sheet for
+    the same subject that passed validation and was saved no earlier: the office must not chase
+    an assessor who has already fixed the file."""
+    fixed = conn.execute(
+        """SELECT r.file_id, r.sheet,
+                  (SELECT g.id FROM sheets g WHERE g.period = r.period AND g.system = r.system
+                     AND g.assessor = r.assessor AND g.subject = r.subject AND g.status NOT IN ('rejected', 'withdrawn')
+                     AND g.saved_at >= r.saved_at ORDER BY g.saved_at, g.id LIMIT 1)
+           FROM sheets r WHERE r.period = ? AND r.system = ? AND r.assessor = ? AND r.subject = ? AND r.status = 'rejected'""",
+        key,
+    ).fetchall()
+    for file_id, sheet, fixer in fixed:
+        if fixer is not None:
+            conn.execute("UPDATE problems SET resolved_by = ? WHERE file_id = ? AND sheet = ? AND resolved_by IS NULL",
+                         (fixer, file_id, sheet))

@@ -27,12 +27,14 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "no_identity": (ERROR, "无法识别这份评分表：找不到隐藏的表单信息，各工作表顶部也没有评估对象和评估人信息。请使用系统下发的评分表填写。"),
     "meta_tampered": (ERROR, "表单信息已被改动（校验不符），无法确认来源。请使用系统下发的原始评分表重新填写。"),
     "wrong_system": (ERROR, "这是“{found}”的评分表，本轮收取的是“{expected}”。"),
-    "wrong_period": (ERROR, "这是 {found} 期的评分表，本轮收取的是 {expected} 期。"),
+    "wrong_period": (ERROR, "这是 {found} 期的评分表，本轮收取的是 {expected} 期。{where}"),
     "old_structure": (ERROR, "评分表所用的指标体系版本已过期（结构校验 {found}，当前为 {expected}），请使用新下发的评分表。"),
     "unknown_assessor": (ERROR, "评估人编号 {found} 不在名单中。"),
     "no_subject_sheets": (ERROR, "文件中找不到任何评估对象工作表（可能被删除或改名），请使用系统下发的评分表填写。"),
     "missing_sheet": (WARNING, "表单中评估对象 {found} 的工作表不见了，该对象本次未收到评分。"),
     "duplicate_file": (WARNING, "与已收取的文件 {detail} 内容完全相同，不重复计入。"),
+    "duplicate_of_rejected": (ERROR, "与文件 {detail} 内容相同，{detail} 未通过校验，本文件同样未计入。"),
+    "same_scores": (WARNING, "与文件 {detail} 的评分相同，是同一份评分，不重复计入。"),
     # one subject sheet
     "sheet_unreadable": (ERROR, "工作表无法读取（{detail}），本表未计入。"),
     "sheet_too_long": (ERROR, "工作表行数过多（{detail}），不是系统下发的评分表，本表未计入。"),
@@ -52,6 +54,14 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "normalised": (WARNING, "{item} 的得分“{found}”已按 {score} 计入（{detail}）。"),
     "remark_cut": (WARNING, "{item} 的备注过长（{detail} 字），只保留前 {limit} 字。"),
     "superseded": (WARNING, "{found} 的评分已被较新的文件 {detail} 替换。"),
+    "conflict": (ERROR, "{found} 还有一份评分不同的文件 {detail}，两份的保存时间相同（{saved}），无法判断以哪份为准，"
+                        "均未计入。请与评估人确认后，从收取文件夹中移除不要的那份，再重新收取。"),
+    "problem_fixed": (WARNING, "已更正：{found} 已由 {detail} 重新提交并通过校验。"),
+}
+
+# Parts of messages, filled in where a template says so.
+PHRASES: dict[str, str] = {
+    "put_in_folder": "请放入 {folder} 文件夹，收取该期时计入。",
 }
 
 

@@ -23,7 +23,7 @@ from pipeline.errors import UsageError
 from pipeline.ledger import Ledger
 from pipeline.names import inert_csv
 from pipeline.roster import Roster, read_roster_for
-from pipeline.status import NOT_RECEIVED, StatusResult, round_status
+from pipeline.status import CONFLICT, NOT_RECEIVED, StatusResult, round_status
 from pipeline.scoring import BY_COLUMNS, FLAG_KINDS, METHODS, RoundResult, score_round
 from pipeline.systems import LEVEL1, System, load_system
 
@@ -73,7 +73,7 @@ def chase_list(status: StatusResult) -> list[dict]:
     """The digest's chase list: per assessor, the assigned subjects without an accepted sheet."""
     return [
         {"assessor": a.code, "name": a.name, "contact": a.contact,
-         "missing": [f"{m.name}（{m.subject}）" + ("" if m.reason == NOT_RECEIVED else "，已交但未通过校验")
+         "missing": [f"{m.name}（{m.subject}）" + {NOT_RECEIVED: "", CONFLICT: "，两份评分冲突"}.get(m.reason, "，已交但未通过校验")
                      for m in a.missing]}
         for a in status.assessors if a.missing
     ]

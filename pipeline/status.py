@@ -2,7 +2,8 @@
 
 An assignment (assessor, subject) counts as received when the ledger holds an accepted sheet
 for it in this round; a sheet that came back but failed validation is still missing, and the
-chase list says so, because the assessor has to send it again.
+chase list says so, because the assessor has to send it again. Two different returns saved in
+the same second are a conflict: missing too, until the office removes one and collects again.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ CHASE_SHEET = "催收名单"
 CHASE_COLUMNS = ("评估人编号", "姓名", "单位", "联系方式", "评估对象编号", "名称", "期次", "截止日期", "情况")
 NOT_RECEIVED = "未收到"
 REJECTED = "已收到但未通过校验，请修改后重新发送"
+CONFLICT = "收到两份保存时间相同但评分不同的文件，请确认以哪份为准"
 
 
 @dataclass
@@ -31,7 +33,7 @@ class Missing:
 
     subject: str
     name: str
-    reason: str  # NOT_RECEIVED or REJECTED
+    reason: str  # NOT_RECEIVED, REJECTED or CONFLICT
 
 
 @dataclass
@@ -75,13 +77,18 @@ def round_status(ws: Workspace, system: System, period: str, roster: Roster, led
     """Assigned, received and missing per assessor for one system and round."""
     check_period(period)
     sheets = ledger.sheets(period, system.id)
-    accepted = set(zip(sheets.loc[sheets["status"] == "accepted", "assessor"],
-                       sheets.loc[sheets["status"] == "accepted", "subject"]))
+
+    def pairs(status: str) -> set[tuple[str, str]]:
+        chosen = sheets[sheets["status"] == status]
+        return set(zip(chosen["assessor"], chosen["subject"]))
+
+    accepted, conflicts = pairs("accepted"), pairs("conflict")
     seen = set(zip(sheets["assessor"], sheets["subject"]))
     rows = []
     for code, subjects in roster.assignments(system.subject_type).items():
         person = roster.assessors[code]
-        missing = [Missing(s, roster.subjects[s].name, REJECTED if (code, s) in seen else NOT_RECEIVED)
+        missing = [Missing(s, roster.subjects[s].name,
+                           CONFLICT if (code, s) in conflicts else REJECTED if (code, s) in seen else NOT_RECEIVED)
                    for s in subjects if (code, s) not in accepted]
         rows.append(AssessorStatus(code, person.name, person.org, person.contact, len(subjects),
                                    len(subjects) - len(missing), missing))

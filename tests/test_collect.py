@@ -24,6 +24,7 @@ from pipeline.config import Workspace
 from pipeline.forms import META_SHEET
 from pipeline.ledger import Ledger
 from pipeline.lock import workspace_lock
+from pipeline.messages import problem
 from pipeline.roster import write_roster
 from pipeline.systems import load_system
 
@@ -352,7 +353,8 @@ def test_edited_metadata_wrong_period_wrong_system_and_foreign_files_are_rejecte
     book = report(workspace)
     rows = {r["文件名"]: r for r in book["文件"]}
     assert rows["october.xlsx"]["状态"] == "已拒收" and rows["zone.xlsx"]["状态"] == "已拒收"
-    assert rows["october.xlsx"]["说明"] == "这是 2026-10 期的评分表，本轮收取的是 2026-11 期。"
+    assert rows["october.xlsx"]["说明"] == ("这是 2026-10 期的评分表，本轮收取的是 2026-11 期。"
+                                          "请放入 input/returned/2026-10/ 文件夹，收取该期时计入。")
     assert "这是“zone”的评分表，本轮收取的是“community”。" in {r["问题"] for r in book["问题"]}
     assert "other round  zone.xlsx: 这是“zone”的评分表" in result.output
     assert re.search(r"forms of another round\s*│\s*2\s", result.output)
@@ -446,9 +448,15 @@ def test_a_later_saved_resubmission_supersedes_and_an_earlier_saved_one_does_not
     assert status["v0.xlsx", "C001"] == ("superseded", "v2.xlsx")
     assert status["v2.xlsx", "C001"][0] == "accepted"
     assert counts(workspace)["scores"] == 3 * 3 * 19  # the earlier scores stay in the ledger
+    # v2 and v0 repeat v1's C002 and C003 score for score: one submission, nothing replaced there
+    assert result.output.count("replaced") == 1
+    assert status["v2.xlsx", "C002"][0] == status["v0.xlsx", "C003"][0] == "duplicate"
+    assert status["v1.xlsx", "C002"][0] == status["v1.xlsx", "C003"][0] == "accepted"
     rows = {r["文件名"]: r for r in report(workspace)["文件"]}
-    assert rows["v1.xlsx"]["状态"] == "已被替换" and rows["v0.xlsx"]["状态"] == "已被替换"
+    assert rows["v1.xlsx"]["状态"] == "已接收" and rows["v1.xlsx"]["接收对象数"] == 2
+    assert rows["v0.xlsx"]["状态"] == "已被替换"
     assert rows["v2.xlsx"]["状态"] == "已接收" and "替换了 v1.xlsx 中的 C001" in rows["v2.xlsx"]["说明"]
+    assert "C002、C003 与文件 v1.xlsx 的评分相同" in rows["v2.xlsx"]["说明"]
     assert "C001 已由 v2.xlsx（C001 湖滨街道东坡路社区）替换" in rows["v1.xlsx"]["说明"]
 
 
@@ -658,3 +666,195 @@ def test_a_rejected_resubmission_does_not_replace_the_accepted_sheet(workspace):
     assert got["E01", "C001", "C01"] == answers("E01")["C001"]["C01"]  # v1's sheet still counts
     assert got["E01", "C002", "C01"] == 2  # v2's good sheets replace v1's
     assert len(got) == 3 * 19
+
+
+# -- resubmissions and duplicates say what happened ----------------------------------------------
+def test_a_copy_of_a_rejected_file_says_it_failed_with_it(workspace):
+    path = make_forms(workspace)["E01"]
+    folder = returned(workspace)
+    bad = answers("E01")
+    for subject in COMMUNITIES:
+        bad[subject]["C01"] = "四"
+    fill_form(path, bad, save_as=folder / "v1.xlsx")
+    collect(workspace)
+    (folder / "v1-再发.xlsx").write_bytes((folder / "v1.xlsx").read_bytes())
+    result = collect(workspace)
+    assert re.search(r"duplicates\s*│\s*1\s", result.output)
+    book = report(workspace)
+    [copy] = [r for r in book["文件"] if r["文件名"] == "v1-再发.xlsx"]
+    assert (copy["状态"], copy["说明"]) == ("重复", "与文件 v1.xlsx 内容相同，v1.xlsx 未通过校验，本文件同样未计入。")
+    [row] = [r for r in book["问题"] if r["文件"] == "v1-再发.xlsx"]
+    assert (row["问题"], row["级别"], row["状态"]) == (copy["说明"], "错误", "待处理")
+    assert "已收取" not in copy["说明"]
+
+
+def test_the_same_scores_saved_again_are_one_submission(workspace):
+    path = make_forms(workspace)["E01"]
+    folder = returned(workspace)
+    set_saved(fill_form(path, answers("E01"), save_as=folder / "first.xlsx"), datetime(2026, 11, 20, 9, 0))
+    collect(workspace)
+    # the assessor opens the form again and saves it, changing nothing: other bytes, other saved time
+    set_saved(fill_form(path, answers("E01"), save_as=folder / "again.xlsx"), datetime(2026, 11, 21, 9, 0))
+    result = collect(workspace)
+    assert "replaced" not in result.output and re.search(r"superseded sheets\s*│\s*0\s", result.output)
+    assert re.search(r"duplicates\s*│\s*1\s", result.output) and re.search(r"already collected\s*│\s*1\s", result.output)
+    rows = {r["文件名"]: r for r in report(workspace)["文件"]}
+    assert (rows["first.xlsx"]["状态"], rows["first.xlsx"]["接收对象数"], rows["first.xlsx"]["说明"]) == ("已接收", 3, "")
+    assert rows["again.xlsx"]["状态"] == "重复"
+    assert rows["again.xlsx"]["说明"] == "C001、C002、C003 与文件 first.xlsx 的评分相同，是同一份评分，不重复计入。"
+    with Ledger(workspace / "ledger" / "happyhome.sqlite") as ledger:
+        frame = ledger.accepted_scores(PERIOD, "community")
+    assert set(frame.file) == {"first.xlsx"} and ledger_scores(workspace) == expected_scores("E01")
+    before = counts(workspace)
+    collect(workspace)
+    assert counts(workspace) == before
+
+
+@pytest.mark.slow
+@pytest.mark.libreoffice
+def test_the_same_form_returned_as_xlsx_and_as_ods_is_one_submission(workspace, tmp_path):
+    path = make_forms(workspace)["E02"]
+    folder = returned(workspace)
+    filled = fill_form(path, answers("E02"), remarks={"C002": {"C05": "资料齐全"}}, save_as=folder / "评分.xlsx")
+    os.utime(filled, (1_700_000_000, 1_700_000_000))  # the .xlsx reached the folder first
+    (folder / "评分.ods").write_bytes(soffice_convert(filled, "ods", tmp_path / "lo").read_bytes())
+    result = collect(workspace)
+    assert "replaced" not in result.output
+    rows = {r["文件名"]: r["状态"] for r in report(workspace)["文件"]}
+    assert rows == {"评分.xlsx": "已接收", "评分.ods": "重复"}
+    assert ledger_scores(workspace) == expected_scores("E02")
+
+
+def test_returns_saved_in_the_same_second_with_different_scores_are_a_conflict(workspace):
+    path = make_forms(workspace)["E01"]
+    folder = returned(workspace)
+    changed = answers("E01")
+    changed["C001"]["C01"] = 1.5
+    same_second = datetime(2026, 11, 20, 9, 0)
+    set_saved(fill_form(path, answers("E01"), save_as=folder / "a.xlsx"), same_second)
+    set_saved(fill_form(path, changed, save_as=folder / "b.xlsx"), same_second)
+    os.utime(folder / "b.xlsx", (1_700_000_000, 1_700_000_000))  # b arrived first: order decides nothing
+    result = collect(workspace)
+    assert "冲突      a.xlsx 与 b.xlsx：C001 保存时间相同但评分不同" in result.output
+    got = ledger_scores(workspace)
+    assert not any(s == "C001" for _, s, _ in got)  # neither counts
+    assert got == {k: v for k, v in expected_scores("E01").items() if k[1] != "C001"}
+    book = report(workspace)
+    rows = {r["文件名"]: r for r in book["文件"]}
+    # b came first: its C002 and C003 count, a repeats them; of C001 neither counts
+    assert (rows["a.xlsx"]["状态"], rows["b.xlsx"]["状态"]) == ("冲突", "已接收")
+    assert "C001 与 b.xlsx 冲突" in rows["a.xlsx"]["说明"] and "C001 与 a.xlsx 冲突" in rows["b.xlsx"]["说明"]
+    assert rows["a.xlsx"]["待处理问题数"] == rows["b.xlsx"]["待处理问题数"] == 1
+    clashes = [r for r in book["问题"] if r["状态"] == "冲突"]
+    assert [(r["文件"], r["原值"], r["级别"]) for r in clashes] == [("b.xlsx", "C001", "错误"), ("a.xlsx", "C001", "错误")]
+    assert "C001 还有一份评分不同的文件 a.xlsx，两份的保存时间相同" in clashes[0]["问题"]
+    [chase] = [r for r in book["未交"] if r["评估人编号"] == "E01"]
+    assert (chase["评估人编号"], chase["评估对象编号"], chase["情况"]) == ("E01", "C001", "两份评分冲突（保存时间相同），见“问题”表")
+    status = run(workspace, "status", "--system", "community", "--period", PERIOD)
+    assert "C001!" in status.output and "! 冲突" in status.output
+    assert "missing 7" in status.output  # E01: C001; E02 and E03: all three
+    # the office keeps a: removes b and collects again
+    (folder / "b.xlsx").unlink()
+    settled = collect(workspace)
+    assert "冲突已处理  C001（E01）：b.xlsx 已移除，以 a.xlsx 为准" in settled.output
+    assert ledger_scores(workspace) == expected_scores("E01")
+    rows = {r["文件名"]: r for r in report(workspace)["文件"]}
+    assert rows["b.xlsx"]["状态"] == "已接收" and "C001 的冲突已处理：本文件已从收取文件夹移除，以 a.xlsx 为准" in rows["b.xlsx"]["说明"]
+    assert rows["a.xlsx"]["状态"] == "已接收" and rows["a.xlsx"]["待处理问题数"] == 0
+    book = report(workspace)
+    assert not [r for r in book["问题"] if r["状态"] == "冲突"] and not [r for r in book["未交"] if r["评估人编号"] == "E01"]
+    before = counts(workspace)
+    again = collect(workspace)
+    assert "冲突" not in again.output and counts(workspace) == before
+
+
+def test_a_newer_return_settles_a_conflict(workspace):
+    path = make_forms(workspace)["E01"]
+    folder = returned(workspace)
+    for name, value in (("a.xlsx", 1.0), ("b.xlsx", 2.0)):
+        scores = answers("E01")
+        scores["C003"]["C02"] = value
+        set_saved(fill_form(path, scores, save_as=folder / name), datetime(2026, 11, 20, 9, 0))
+    collect(workspace)
+    assert ("E01", "C003", "C02") not in ledger_scores(workspace)
+    scores = answers("E01")
+    scores["C003"]["C02"] = 3.0
+    set_saved(fill_form(path, scores, save_as=folder / "c.xlsx"), datetime(2026, 11, 20, 9, 0, 1))  # one second later
+    result = collect(workspace)
+    assert "replaced  a.xlsx (C003 南湖街道南湖社区) by c.xlsx" in result.output
+    assert "replaced  b.xlsx (C003 南湖街道南湖社区) by c.xlsx" in result.output
+    assert ledger_scores(workspace)["E01", "C003", "C02"] == 3.0
+    assert not [r for r in report(workspace)["未交"] if r["评估人编号"] == "E01"]
+
+
+def test_a_fixed_resubmission_marks_the_earlier_problems_fixed(workspace):
+    path = make_forms(workspace)["E01"]
+    folder = returned(workspace)
+    bad = answers("E01")
+    bad["C002"]["C06"] = "四"
+    bad["C002"]["C07"] = 9  # out of range (满分 4)
+    set_saved(fill_form(path, bad, save_as=folder / "v1.xlsx"), datetime(2026, 11, 20, 9, 0))
+    collect(workspace)
+    book = report(workspace)
+    assert [(r["单元格"], r["状态"]) for r in book["问题"]] == [("G12", "待处理"), ("G13", "待处理")]
+    assert book["文件"][0]["待处理问题数"] == 2 and book["文件"][0]["问题数"] == 2
+    assert [r["评估对象编号"] for r in book["未交"] if r["评估人编号"] == "E01"] == ["C002"]
+    assert "C002*" in run(workspace, "status", "--system", "community", "--period", PERIOD).output
+    set_saved(fill_form(path, answers("E01"), save_as=folder / "v2.xlsx"), datetime(2026, 11, 21, 9, 0))
+    collect(workspace)
+    book = report(workspace)
+    assert [(r["文件"], r["单元格"], r["状态"]) for r in book["问题"] if r["单元格"]] == [
+        ("v1.xlsx", "G12", "已更正"), ("v1.xlsx", "G13", "已更正")]
+    rows = {r["文件名"]: r for r in book["文件"]}
+    assert (rows["v1.xlsx"]["问题数"], rows["v1.xlsx"]["待处理问题数"]) == (2, 0)  # counted, but none open
+    assert "已更正：C002 已由 v2.xlsx 重新提交并通过校验。" in rows["v1.xlsx"]["说明"]
+    assert not [r for r in book["未交"] if r["评估人编号"] == "E01"]
+    status = run(workspace, "status", "--system", "community", "--period", PERIOD)
+    e01 = next(line for line in status.output.splitlines() if "张敏" in line)
+    assert "C002" not in e01 and "failed validation" not in status.output
+    assert ledger_scores(workspace) == expected_scores("E01")
+
+
+def test_the_problems_sheet_keeps_the_library_words_in_its_last_column(workspace):
+    from pipeline.ledger import FileRecord
+
+    ws = Workspace.open(workspace)
+    with Ledger(ws.path("ledger")) as ledger:
+        p = problem("corrupt", file="x.xlsx", detail="zip 不完整", technical="BadZipFile: File is not a zip file")
+        ledger.add_file(FileRecord("ab" * 32, "x.xlsx", "/in/x.xlsx", 10, datetime(2026, 11, 20), None, "/archive/x",
+                                   PERIOD, "community", None, None, "rejected", p.message, problems=[p]))
+    collect(workspace)  # the collection workbook is rebuilt from the ledger on every run
+    raw = openpyxl.load_workbook(workspace / "output" / PERIOD / "collection-community.xlsx")
+    header = [c.value for c in raw["问题"][1]]
+    assert header == ["文件", "工作表", "单元格", "原值", "问题", "级别", "状态", "技术信息"]
+    [row] = report(workspace)["问题"]
+    assert (row["文件"], row["状态"], row["技术信息"]) == ("x.xlsx", "待处理", "BadZipFile: File is not a zip file")
+    assert "BadZipFile" not in row["问题"]
+
+
+def test_a_form_of_another_month_says_which_folder_it_belongs_in(workspace):
+    set_setting(workspace, 'returned = "input/returned"', 'returned = "收件"')
+    old = make_forms(workspace, period="2026-10")["E02"]
+    folder = workspace / "收件" / PERIOD
+    folder.mkdir(parents=True)
+    fill_form(old, answers("E02"), save_as=folder / "october.xlsx")
+    result = collect(workspace)
+    assert "请放入 收件/2026-10/ 文件夹" in result.output
+    [row] = report(workspace)["问题"]
+    assert row["问题"] == "这是 2026-10 期的评分表，本轮收取的是 2026-11 期。请放入 收件/2026-10/ 文件夹，收取该期时计入。"
+
+
+def test_a_partly_rejected_file_repeating_the_rest_is_still_partly_rejected(workspace):
+    path = make_forms(workspace)["E01"]
+    folder = returned(workspace)
+    set_saved(fill_form(path, answers("E01"), save_as=folder / "v1.xlsx"), datetime(2026, 11, 20, 9, 0))
+    collect(workspace)
+    broken = answers("E01")
+    broken["C001"]["C01"] = "四"
+    set_saved(fill_form(path, broken, save_as=folder / "v2.xlsx"), datetime(2026, 11, 21, 9, 0))
+    result = collect(workspace, "--strict", expect=6)
+    assert "partly    v2.xlsx: 1 of 3 subject sheets rejected" in result.output and "replaced" not in result.output
+    rows = {r["文件名"]: r for r in report(workspace)["文件"]}
+    assert rows["v2.xlsx"]["状态"] == "部分接收" and rows["v2.xlsx"]["待处理问题数"] == 1
+    assert "C002、C003 与文件 v1.xlsx 的评分相同" in rows["v2.xlsx"]["说明"]
+    assert ledger_scores(workspace) == expected_scores("E01")  # v1 still counts for all three

@@ -90,7 +90,11 @@ def test_demo_faults_are_caught(small_demo):
         codes = set(problems["code"])
         assert {"out_of_range", "blank_score", "not_spreadsheet"} <= codes, codes
         sheets = ledger.sheets("2026-11", "community")
-        assert (sheets["status"] == "superseded").any()  # the corrected resubmission replaced the first file
+        # the corrected resubmission: its fixed sheet counts and marks the first file's errors 已更正; its other
+        # sheets repeat the first file's scores, so they are one submission, not replacements
+        assert (sheets["status"] == "duplicate").any() and not (sheets["status"] == "superseded").any()
+        fixed = problems[problems["code"] == "out_of_range"]
+        assert fixed["resolved_by"].notna().sum() == 1 and fixed["resolved_by"].isna().sum() == 1
         assert set(ledger.periods("community")) == {"2026-10", "2026-11"}
         status = round_status(ws, load_system("community"), "2026-11", roster, ledger)
     # exactly what the plan left out: one assessor's whole file, the out-of-range sheet and the blank one

@@ -9,7 +9,7 @@ import openpyxl
 from pipeline.config import Workspace
 from pipeline.ledger import FileRecord, Ledger, SheetRecord
 from pipeline.roster import read_roster
-from pipeline.status import CHASE_COLUMNS, NOT_RECEIVED, REJECTED, round_status
+from pipeline.status import CHASE_COLUMNS, CONFLICT, NOT_RECEIVED, REJECTED, round_status
 from pipeline.systems import load_system
 from tests.conftest import run
 
@@ -86,3 +86,32 @@ def test_reading_commands_do_not_create_a_ledger(workspace):
     run(workspace, "status", "--system", "community", "--period", "2026-11")
     run(workspace, "report", "--system", "community", "--period", "2026-11")
     assert not (workspace / "ledger").exists()
+
+
+def test_a_conflict_is_owed_and_says_so_until_settled(workspace, tmp_path):
+    ws = Workspace.open(workspace)
+    same = datetime(2026, 11, 21, 9)
+    with Ledger(ws.path("ledger")) as ledger:
+        ledger.add_file(_file("c1", "E03", [("C001", True), ("C002", True), ("C003", True)], saved=same))
+        other = _file("c2", "E03", [("C003", True)], saved=same)  # the same second, other scores for C003
+        other.sheets[0].scores = [(item, "2", 2.0, "", cell) for item, _, _, _, cell in other.sheets[0].scores]
+        ledger.add_file(other)
+        ledger.add_file(_file("d1", "E02", [("C001", False)], saved=same))
+        ledger.add_file(_file("d2", "E02", [("C001", True)], saved=datetime(2026, 11, 22, 9)))  # fixes d1
+    roster = read_roster(ws.path("roster"))
+    with Ledger(ws.path("ledger")) as ledger:
+        result = round_status(ws, load_system("community"), PERIOD, roster, ledger)
+    by = {a.code: a for a in result.assessors}
+    assert [(m.subject, m.reason) for m in by["E03"].missing] == [("C003", CONFLICT)]
+    from pipeline.report import chase_list
+
+    digest = {row["assessor"]: row["missing"] for row in chase_list(result)}
+    assert digest["E03"] == ["南湖街道南湖社区（C003），两份评分冲突"]  # the digest's chase list says so too
+    assert [(m.subject, m.reason) for m in by["E02"].missing] == [("C002", NOT_RECEIVED), ("C003", NOT_RECEIVED)]
+    out = tmp_path / "chase.xlsx"
+    printed = run(workspace, "status", "--system", "community", "--period", PERIOD, "--export", str(out)).output
+    e03 = next(line for line in printed.splitlines() if "王芳" in line)
+    assert "C003!" in e03 and "C001" not in e03
+    assert "! 冲突" in printed and "failed validation" not in printed  # E02's rejected C001 was fixed by d2
+    rows = [tuple(c.value for c in row) for row in openpyxl.load_workbook(out).worksheets[0].iter_rows(min_row=2)]
+    assert [(r[0], r[4], r[8]) for r in rows if r[0] == "E03"] == [("E03", "C003", CONFLICT)]
