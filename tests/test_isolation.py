@@ -173,14 +173,18 @@ def test_collect_goes_on_past_files_that_panic_abort_hang_or_eat_memory(workspac
     conn = sqlite3.connect(workspace / "ledger" / "happyhome.sqlite")
     files = dict(conn.execute("SELECT name, status FROM files"))
     reasons = dict(conn.execute("SELECT name, reason FROM files"))
+    technical = dict(conn.execute("SELECT f.name, p.technical FROM problems p JOIN files f ON f.id = p.file_id"))
     conn.close()
     assert files == {"E01.xlsx": "accepted", "E02.xlsx": "accepted", **{n: "rejected" for n in bad}}
     for name in ("panic.xlsx", "abort.xlsx", "grid.xlsx"):
         assert reasons[name].startswith("文件无法读取（读取时出错）"), reasons[name]
     assert reasons["hang.xlsx"].startswith("文件读取超时（超过 3 秒）")
     assert reasons["memory.xlsx"].startswith("文件读取所需内存超出上限（300 MB）")
-    for name in bad:  # the reason is for the office: the technical words are kept apart
+    for name in bad:  # the reason is for the office: the technical words are kept apart, for support
         assert not any(word in reasons[name] for word in ("Panic", "SIG", "MemoryError", "worker", "unwrap"))
+    assert "PanicException" in technical["panic.xlsx"]
+    assert "SIGABRT" in technical["abort.xlsx"] and "SIGABRT" in technical["grid.xlsx"]
+    assert "MemoryError" in technical["memory.xlsx"] and "3 s" in technical["hang.xlsx"]
 
     report = openpyxl.load_workbook(workspace / "output" / PERIOD / "collection-community.xlsx")
     listed = {row[0].value: row[2].value for row in report["文件"].iter_rows(min_row=2)}
