@@ -20,17 +20,19 @@ conflicting return whose file the office removed from the returned folder).
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterator
-
-import pandas as pd
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from pipeline.atomic import explain
 from pipeline.errors import LockedError, OutputError
 from pipeline.messages import Problem
+
+if TYPE_CHECKING:  # pandas is imported where a frame is made: collect needs none until its report
+    import pandas as pd
 
 # Version 1, verbatim as it shipped before the ledger had a schema version.
 SCHEMA_V1 = """
@@ -284,6 +286,8 @@ class Ledger:
         """A query as a frame. With `chunksize`, rows are read in chunks and every repeated text
         is shared: SQLite hands back a new string object per row, which for a national month's
         760,000 scores x 9 text columns is most of a gigabyte."""
+        import pandas as pd
+
         if chunksize is None:
             return pd.read_sql_query(sql, self.conn, params=params)
         parts = [_share_strings(chunk) for chunk in pd.read_sql_query(sql, self.conn, params=params, chunksize=chunksize)]
@@ -369,21 +373,40 @@ class Ledger:
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
                 [(file_id, p.sheet, p.cell, p.value, p.code, p.severity, p.message, p.technical) for p in rec.problems],
             )
-            for sh in rec.sheets:
-                status = "accepted" if sh.accepted else "rejected"
-                sheet_id = conn.execute(
-                    "INSERT INTO sheets (file_id, sheet, period, system, assessor, subject, status, saved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (file_id, sh.sheet, rec.period, rec.system, sh.assessor, sh.subject, status, saved),
-                ).lastrowid
-                key = (rec.period, rec.system, sh.assessor, sh.subject)
-                if sh.accepted:
-                    conn.executemany(
-                        "INSERT INTO scores (sheet_id, item, raw, score, remark, cell) VALUES (?, ?, ?, ?, ?, ?)",
-                        [(sheet_id, *score) for score in sh.scores],
-                    )
-                    _place(conn, key, sheet_id, saved, out)
-                _resolve(conn, key)
+            if rec.sheets:
+                self._add_sheets(conn, rec, file_id, saved, out)
         return out
+
+    @staticmethod
+    def _add_sheets(conn: sqlite3.Connection, rec: FileRecord, file_id: int, saved: str, out: "Ingested") -> None:
+        """A file's sheets and scores in two statements; only a subject this assessor has returned
+        before (or twice in this file) needs placing against the earlier sheets. A national month
+        is hundreds of thousands of sheets: one statement per sheet was most of collect's time."""
+        assessors = sorted({sh.assessor for sh in rec.sheets})
+        marks = ",".join("?" * len(assessors))
+        before = set(conn.execute(
+            f"SELECT DISTINCT assessor, subject FROM sheets WHERE period = ? AND system = ? AND assessor IN ({marks})",
+            (rec.period, rec.system, *assessors)))
+        twice = {k for k, n in Counter((sh.assessor, sh.subject) for sh in rec.sheets).items() if n > 1}
+        # Ids are given here so that the scores can go in with their sheets at once; the write
+        # transaction (BEGIN IMMEDIATE) keeps any other writer out between the two statements.
+        first = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM sheets").fetchone()[0]
+        ids = range(first, first + len(rec.sheets))
+        conn.executemany(
+            """INSERT INTO sheets (id, file_id, sheet, period, system, assessor, subject, status, saved_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [(sheet_id, file_id, sh.sheet, rec.period, rec.system, sh.assessor, sh.subject,
+              "accepted" if sh.accepted else "rejected", saved) for sheet_id, sh in zip(ids, rec.sheets)])
+        conn.executemany(
+            "INSERT INTO scores (sheet_id, item, raw, score, remark, cell) VALUES (?, ?, ?, ?, ?, ?)",
+            [(sheet_id, *score) for sheet_id, sh in zip(ids, rec.sheets) if sh.accepted for score in sh.scores])
+        for sheet_id, sh in zip(ids, rec.sheets):
+            if (sh.assessor, sh.subject) not in before and (sh.assessor, sh.subject) not in twice:
+                continue  # the first sheet for this subject: nothing to replace, repeat or fix
+            key = (rec.period, rec.system, sh.assessor, sh.subject)
+            if sh.accepted:
+                _place(conn, key, sheet_id, saved, out)
+            _resolve(conn, key)
 
     def settle_conflicts(self, period: str, system: str, present: "Callable[[str, list[str]], bool]") -> list["Settled"]:
         """Withdraw the sides of each conflict whose files the office removed; a conflict left with
