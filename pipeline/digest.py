@@ -21,7 +21,7 @@ from markupsafe import Markup
 import pipeline
 from pipeline import charts
 from pipeline.atomic import write_text
-from pipeline.scoring import FLAG_KINDS, NOT_RATED, RoundResult
+from pipeline.scoring import FLAG_KINDS, NOT_RATED, RoundResult, half_up, rounding_note
 
 
 
@@ -132,7 +132,8 @@ def category_shares(result: RoundResult) -> list[tuple[str, float, float, float 
     rated = result.rated
     for name in result.system.level2_names:
         full = sum(i.max for i in result.system.items if i.level2 == name)
-        mean = float(rated[name].mean()) if len(rated) else math.nan
+        # Shown and written with the round's decimals, so the workbook cell is the number read.
+        mean = half_up(float(rated[name].mean()), result.params["rank_decimals"]) if len(rated) else math.nan
         out.append((name, full, mean, None if math.isnan(mean) else mean / full))
     return out
 
@@ -152,6 +153,7 @@ def digest_context(
 ) -> dict:
     """Everything the digest template shows, as plain values."""
     system = result.system
+    decimals = result.params["rank_decimals"]
     names = {a.code: a.name for a in roster.assessors.values()} if roster is not None else {}
     rated = result.rated
     grades = [b["name"] for b in result.params["grades"]] + [result.params["fail"]]
@@ -173,7 +175,7 @@ def digest_context(
             "assessors": int(scores["assessor"].nunique()) if len(scores) else 0,
             "received": received,
             "assigned": assigned,
-            "mean_total": float(rated["total"].mean()) if len(rated) else math.nan,
+            "mean_total": half_up(float(rated["total"].mean()), decimals) if len(rated) else math.nan,
             "grades": dist + ([(NOT_RATED, unrated)] if unrated else []),
         },
         "rows": rows,
@@ -202,6 +204,8 @@ def digest_context(
         },
         "rank_changes": result.rank_changes.to_dict("records") if result.rank_changes is not None else [],
         "level_pct": f"{result.params['level']:.0%}",
+        "decimals": decimals,
+        "rounding": rounding_note(decimals),
     }
 
 

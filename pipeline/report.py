@@ -19,16 +19,15 @@ import xlsxwriter
 from pipeline.atomic import atomic_path
 from pipeline.config import Workspace, check_period
 from pipeline.digest import category_shares, digest_context, write_digest
-from pipeline.errors import UsageError
+from pipeline.errors import InputError, UsageError
 from pipeline.ledger import Ledger
 from pipeline.names import inert_csv
 from pipeline.roster import Roster, read_roster_for
 from pipeline.status import NOT_RECEIVED, StatusResult, round_status
-from pipeline.scoring import BY_COLUMNS, FLAG_KINDS, METHODS, RoundResult, score_round
+from pipeline.scoring import BY_COLUMNS, FLAG_KINDS, METHODS, RoundResult, rounding_note, score_round
 from pipeline.systems import LEVEL1, System, load_system
 
 RANK_HEAD = ["排名", "编号", "名称", "类型", "省份", "城市", "总分", "等级", "评估人数"]
-NO_SCORES = "本期尚未收到任何有效评分：所有评估对象均为“未评”，没有排名。"
 
 
 @dataclass
@@ -46,10 +45,6 @@ class ReportResult:
     n_files: int
     assigned: int
     received: int
-
-    @property
-    def no_scores(self) -> bool:
-        return self.scores.n_rated == 0
 
     @property
     def paths(self) -> list[Path]:
@@ -138,17 +133,18 @@ class _Sheet:
         self.ws.set_footer("&C第 &P 页，共 &N 页")
 
 
-def _formats(book) -> dict:
+def _formats(book, decimals: int = 2) -> dict:
     base = {"font_name": "Microsoft YaHei", "font_size": 10, "valign": "top"}
+    number = "0." + "0" * decimals if decimals > 0 else "0"  # shows the official value, no more, no less
     return {
         "head": book.add_format({**base, "bold": True, "bg_color": "#DDEBF7", "border": 1, "text_wrap": True,
                                  "align": "center", "valign": "vcenter"}),
         "text": book.add_format(base),
         "wrap": book.add_format({**base, "text_wrap": True}),
-        "num": book.add_format({**base, "num_format": "0.00"}),
+        "num": book.add_format({**base, "num_format": number}),
         "int": book.add_format({**base, "num_format": "0"}),
         "pct": book.add_format({**base, "num_format": "0.0%"}),
-        "bold_num": book.add_format({**base, "num_format": "0.00", "bold": True}),
+        "bold_num": book.add_format({**base, "num_format": number, "bold": True}),
         "full": book.add_format({**base, "num_format": "0.##", "bold": True, "bg_color": "#F2F2F2"}),
         "full_text": book.add_format({**base, "bold": True, "bg_color": "#F2F2F2"}),
         "bad": book.add_format({"font_color": "#9C0006", "bg_color": "#FFC7CE"}),
@@ -182,7 +178,7 @@ def write_summary(path: Path, res: RoundResult, *, period: str, detail: pd.DataF
     with atomic_path(path) as tmp:
         book = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False})
         book.set_properties({"title": f"{system.name} {period} 评估汇总", "author": "happyhome", "created": generated})
-        f = _formats(book)
+        f = _formats(book, res.params["rank_decimals"])
         _rank_sheet(book, f, res)
         _chart_sheet(book, f, res)
         _items_sheet(book, f, res)
@@ -235,9 +231,6 @@ def _chart_sheet(book, f, res: RoundResult) -> None:
     sh.table(header, rows, [f["text"], f["full"], f["num"], f["pct"]], [14, 8, 10, 10])
     sh.ws.autofilter(0, 0, 0, 0)  # a four-row helper table needs no filter
     n_rated = res.n_rated
-    if not n_rated:
-        sh.ws.write_string(len(rows) + 2, 0, NO_SCORES, f["title"])
-        return
     totals = book.add_chart({"type": "column"})
     totals.add_series({
         "name": "总分", "categories": ["排名", 1, 2, n_rated, 2], "values": ["排名", 1, 6, n_rated, 6],
@@ -384,6 +377,7 @@ def _about_sheet(book, f, res: RoundResult, *, period: str, files: list[dict], g
         ["截尾起点人数 trim_min", p["trim_min"]],
         ["最少评估人数 min_assessors", p["min_assessors"]],
         ["排名比较小数位", p["rank_decimals"]],
+        ["取整规则", rounding_note(p["rank_decimals"])],
         ["等级", "；".join(f"{b['name']} ≥ {b['min']:g}" for b in p["grades"]) + f"；其余为{p['fail']}"],
         ["单项分歧阈值（占满分）", p["item_range_share"]],
         ["总分分歧阈值（分）", p["total_range_points"]],
@@ -398,8 +392,6 @@ def _about_sheet(book, f, res: RoundResult, *, period: str, files: list[dict], g
     ]
     if res.calibrated:
         rows.append(["校准", "已计算评估人宽严效应与校准总分。" + res.effects_message])
-    if res.n_rated == 0:
-        rows.insert(0, ["注意", NO_SCORES])
     sh.ws.set_column(0, 0, 26)
     sh.ws.set_column(1, 1, 70)
     sh.ws.set_column(2, 4, 20)
@@ -424,6 +416,7 @@ def write_results_csv(path: Path, res: RoundResult) -> Path:
     """The 排名 table as UTF-8 CSV with a byte-order mark; text cells made inert."""
     header, rows = rank_columns(res)
     numeric2 = {"总分", "校准总分", *res.system.level2_names}
+    decimals = res.params["rank_decimals"]
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8-sig", newline="") as fh:
             out = csv.writer(fh)
@@ -436,7 +429,7 @@ def write_results_csv(path: Path, res: RoundResult) -> Path:
                     elif isinstance(v, str):
                         line.append(inert_csv(v))
                     elif h in numeric2:
-                        line.append(f"{float(v):.2f}")
+                        line.append(f"{float(v):.{decimals}f}")
                     else:
                         line.append(str(int(v)))
                 out.writerow(line)
@@ -444,6 +437,15 @@ def write_results_csv(path: Path, res: RoundResult) -> Path:
 
 
 # -- the command ----------------------------------------------------------------------------
+def nothing_collected(ws: Workspace, system: System, period: str, n_files: int) -> str:
+    """Why `report` refuses a round without one accepted sheet, and what to do."""
+    found = (f"已收取 {n_files} 个文件，但没有一张评分表通过校验（原因见 output/{period}/collection-{system.id}.xlsx）"
+             if n_files else "还没有收取到任何评分表")
+    return (f"本轮（{system.name} {period}）{found}，无法生成报告，未写入任何文件。"
+            f"请把退回的评分表放入 {ws.returned(period)}，再运行 "
+            f"happyhome collect --system {system.id} --period {period}。")
+
+
 def report(
     ws: Workspace,
     system: str | System,
@@ -469,6 +471,8 @@ def report(
     calibrate = calibrate or ws["calibration"]["official"] == "calibrated"
     roster = read_roster_for(ws.path("roster"), system)
     scores, file_rows, status = _inputs(ws, period, system, roster)
+    if not len(scores):
+        raise InputError(nothing_collected(ws, system, period, len(file_rows)))
     result = score_round(scores, system, roster, ws.settings, method=method, by=by, calibrate=calibrate)
     chase, assigned, received = chase_list(status), status.assigned, status.received
     files = _files(scores, file_rows)

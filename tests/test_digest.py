@@ -17,7 +17,7 @@ from chromium import Browser, find_chromium
 from pipeline.config import Workspace
 from pipeline.digest import environment, fmt_num, fmt_pct, template_dirs
 from pipeline.report import report
-from test_report import PERIOD, add_returns
+from test_report import PERIOD, SHARES, add_returns
 
 ROOT = Path(__file__).resolve().parent.parent
 XSS = "<script>alert(1)</script>"
@@ -77,12 +77,15 @@ def test_digest_escapes_and_is_self_contained(digest):
     assert "@media print" in html and "size: A4" in html
 
 
-def test_unrated_digest_says_so(workspace):
-    res = report(Workspace.open(workspace), "community", PERIOD)
-    page = soup(res.digest)
-    assert "未收到任何有效评分" in page.select_one("#no-scores").get_text()
-    assert len(page.select("#ranking-rows tr")) == 3
-    assert all(r.find_all("td")[5].get_text(strip=True) == "未评" for r in page.select("#ranking-rows tr"))
+def test_unrated_subjects_are_listed_not_ranked(workspace):
+    add_returns(workspace, shares={k: v for k, v in SHARES.items() if k != "C003"})
+    page = soup(report(Workspace.open(workspace), "community", PERIOD).digest)
+    rows = page.select("#ranking-rows tr")
+    assert [r["data-subject"] for r in rows] == ["C001", "C002", "C003"]
+    last = [td.get_text(strip=True) for td in rows[-1].find_all("td")]
+    assert last[0] == "—" and last[4] == "—" and last[5] == "未评"
+    assert "南湖街道南湖社区（C003）" in page.select_one("#unrated").get_text()
+    assert page.select_one("#card-C003") is None
 
 
 def test_environment_is_shared_and_escapes():
