@@ -130,10 +130,22 @@ def test_digest_in_headless_chromium(workspace, tmp_path):
     print(f"screenshot: {shot}")
 
 
+def dependency_paths() -> list[str]:
+    """The site-packages this test runs with: where the wheel's dependencies are found."""
+    return [p for p in sys.path if Path(p).name == "site-packages" and Path(p).is_dir()]
+
+
 @pytest.mark.slow
 def test_wheel_ships_templates(workspace, tmp_path):
-    """Build the wheel, install it (not editable) into a fresh venv, and render a digest from it."""
-    pytest.importorskip("hatchling")
+    """Build the wheel, install it (not editable) into a fresh venv, and render a digest from it.
+
+    The venv sees no other site-packages: one that includes the system's, made inside a venv,
+    sees the base interpreter's packages, not ours, so the result would depend on what the base
+    Python happens to have. Its dependencies come from this test's own site-packages, added by a .pth
+    file after the venv's own, so the installed wheel is what `import pipeline` finds.
+    """
+    import hatchling  # noqa: F401  (a test extra: the wheel is built offline with it)
+
     wheels = tmp_path / "wheels"
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                             "-w", str(wheels), str(ROOT)], capture_output=True, text=True, timeout=300)
@@ -144,17 +156,21 @@ def test_wheel_ships_templates(workspace, tmp_path):
     assert {"pipeline/templates/base.html", "pipeline/templates/digest.html", "pipeline/templates/_partials.html"} <= set(names)
 
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=True)
+    venv.create(env_dir, system_site_packages=False, with_pip=False)
     python = env_dir / "bin" / "python"
-    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
-                             capture_output=True, text=True, timeout=300)
+    install = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
+                              "--no-index", str(wheel)], capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr
+    site = subprocess.run([str(python), "-c", "import site; print(site.getsitepackages()[0])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (Path(site) / "happyhome-test-deps.pth").write_text("\n".join(dependency_paths()) + "\n", encoding="utf-8")
 
     add_returns(workspace)
     script = textwrap.dedent(f"""
-        import pipeline, pipeline.digest as d
+        import sys, pipeline, pipeline.digest as d
         from pipeline.config import Workspace
         from pipeline.report import report
+        assert sys.prefix == {str(env_dir)!r}, sys.prefix
         assert pipeline.__file__.startswith({str(env_dir)!r}), pipeline.__file__
         assert d.template_dirs()[0] == __import__('pathlib').Path(pipeline.__file__).parent / 'templates', d.template_dirs()
         assert len(d.template_dirs()) == 1, d.template_dirs()  # no source tree beside an installed package
@@ -162,7 +178,7 @@ def test_wheel_ships_templates(workspace, tmp_path):
         print(res.digest)
     """)
     # Run away from the source tree, so the checkout cannot be imported by accident.
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     ran = subprocess.run([str(python), "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert ran.returncode == 0, ran.stderr
     html = Path(ran.stdout.strip()).read_text(encoding="utf-8")
