@@ -144,13 +144,16 @@ def init(directory: Path) -> None:
     """
     from pipeline.workspace import init_workspace
 
+    from shlex import quote
+
     result = init_workspace(directory)
+    # Quoted where a shell needs it (a space, a bracket), so a path or the hint can be copied.
     for path in result.created:
-        console.print(f"created  {path}")
+        console.print(f"created  {quote(str(path))}", markup=False)
     for path in result.kept:
-        console.print(f"kept     {path} (exists)")
-    console.print(f"Next: edit {result.root / 'input' / 'roster.xlsx'}, then "
-                  f"`happyhome -w {directory} forms --system community --period YYYY-MM`.")
+        console.print(f"kept     {quote(str(path))} (exists)", markup=False)
+    console.print(f"Next: edit {quote(str(result.root / 'input' / 'roster.xlsx'))}, then "
+                  f"`happyhome -w {quote(str(directory))} forms --system community --period YYYY-MM`.", markup=False)
 
 
 # -- forms ----------------------------------------------------------------------------------

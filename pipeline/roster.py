@@ -119,6 +119,7 @@ def read_roster(path: str | Path, known_types: tuple[str, ...] = TYPES) -> Roste
         """Rows with a unique, non-empty 编号, as dicts; every other row becomes a problem."""
         header, rows = tables[sheet]
         first_seen: dict[str, int] = {}
+        folded: dict[str, tuple[str, int]] = {}  # casefolded 编号 -> (as written, row)
         for n, row in rows:
             values = {c: get(row, header, c) for c in columns}
             code, where = values["编号"], f"sheet {sheet} row {n}"
@@ -126,8 +127,13 @@ def read_roster(path: str | Path, known_types: tuple[str, ...] = TYPES) -> Roste
                 problems.append(f"{where}: 编号 is empty")
             elif code in first_seen:
                 problems.append(f"{where}: duplicate 编号 {code!r} (first at row {first_seen[code]})")
+            elif code.casefold() in folded:
+                # c005 and C005 look like one subject to a person and to file systems that ignore case.
+                other, at = folded[code.casefold()]
+                problems.append(f"{where}: 编号 {code!r} differs from {other!r} (row {at}) only in letter case")
             else:
                 first_seen[code] = n
+                folded[code.casefold()] = (code, n)
                 if not values[name_column]:
                     problems.append(f"{where}: {name_column} is empty")
                 yield where, values

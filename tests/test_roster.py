@@ -53,6 +53,18 @@ def test_all_roster_problems_are_reported_together(tmp_path):
     assert "6 problem(s)" in text
 
 
+def test_ids_that_differ_only_in_letter_case_are_reported(tmp_path):
+    subjects = SUBJECTS + [("c001", "小写编号社区", "创新实践社区", "", "", "")]
+    assessors = ASSESSORS + [("e02", "钱七", "", "")]
+    path = write_roster(tmp_path / "r.xlsx", subjects, assessors, [])
+    with pytest.raises(InputError) as err:
+        read_roster(path)
+    text = str(err.value)
+    assert "sheet 评估对象 row 7: 编号 'c001' differs from 'C001' (row 4) only in letter case" in text
+    assert "sheet 评估人 row 5: 编号 'e02' differs from 'E02' (row 3) only in letter case" in text
+    assert "2 problem(s)" in text
+
+
 def test_missing_sheet_and_column_are_reported(tmp_path):
     import openpyxl
 
@@ -81,3 +93,13 @@ def test_init_writes_config_and_roster_and_keeps_existing(tmp_path):
     assert 'method = "mean"' in toml and "# " in toml
     again = run(tmp_path, "init", str(tmp_path / "w")).output
     assert "kept" in again
+
+
+def test_init_quotes_paths_with_spaces(tmp_path):
+    import shlex
+
+    target = tmp_path / "第 11 期 round"
+    out = run(tmp_path, "init", str(target)).output
+    assert f"created  {shlex.quote(str(target / 'happyhome.toml'))}" in out
+    hint = out[out.index("`") + 1:out.rindex("`")]
+    assert shlex.split(hint)[:3] == ["happyhome", "-w", str(target)]  # copied into a shell, the path stays whole
