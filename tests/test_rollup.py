@@ -195,3 +195,27 @@ def test_rollup_with_nothing_collected_is_a_usage_error(workspace):
     out = run(workspace, "rollup", "--system", "zone", expect=2)
     assert "collect" in out.output
     run(workspace, "rollup", "--system", "zone", "--from", "2026-12", "--to", "2026-10", expect=2)
+
+
+def test_heatmap_colours_by_grade_band_not_by_the_months_spread(workspace):
+    _fill(workspace)
+    run(workspace, "rollup", "--system", "community")
+    stem = workspace / "output" / "rollup" / "rollup-community-2026-09_2026-12"
+    soup = BeautifulSoup(stem.with_suffix(".html").read_text(encoding="utf-8"), "html.parser")
+    cell = {(tr["data-subject"], n): td for tr in soup.select("#heat-rows tr.subject-row")
+            for n, td in enumerate(tr.select("td.m"))}
+    colour = {key: td.get("style", "") for key, td in cell.items()}
+    # 2026-09: C001 85.00 and C002 80.00 are both 良好, so they share one colour; C003 70.00 is 合格.
+    assert cell["C001", 0].get_text() == "85.00" and cell["C002", 0].get_text() == "80.00"
+    assert colour["C001", 0] == colour["C002", 0] != colour["C003", 0]
+    # 2026-12: 80.00 良好, 79.00 合格 (the colour of 70.00 in September), 90.00 优秀.
+    assert colour["C001", 3] == colour["C001", 0] and colour["C002", 3] == colour["C003", 0]
+    assert colour["C003", 3] not in (colour["C001", 0], colour["C003", 0])
+    legend = soup.select_one("#heat-legend").get_text(" ", strip=True)
+    assert legend.split() == ["优秀", "≥", "90", "良好", "≥", "80", "合格", "≥", "60", "不合格", "<", "60"]
+    # The workbook's 总分 sheet uses the same bands, with a legend under the table.
+    sheet = openpyxl.load_workbook(stem.with_suffix(".xlsx"))["总分"]
+    rules = [r.formula[0] for cf in sheet.conditional_formatting for r in cf.rules if r.type == "expression"]
+    assert rules[:4] == ["AND(ISNUMBER(E2),E2>=90)", "AND(ISNUMBER(E2),E2>=80)", "AND(ISNUMBER(E2),E2>=60)", "ISNUMBER(E2)"]
+    legend_row = [c.value for c in sheet[6] if c.value]
+    assert legend_row == ["底色按等级：", "优秀 ≥ 90", "良好 ≥ 80", "合格 ≥ 60", "不合格 < 60"]
