@@ -138,6 +138,28 @@ def category_shares(result: RoundResult) -> list[tuple[str, float, float, float 
     return out
 
 
+FLAG_ORDER = ("total_range", "item_range", "decision", "few_assessors")
+
+
+def flag_counts(result: RoundResult) -> list[tuple[str, int]]:
+    """(kind in Chinese, number of subjects with it), for the kinds present, in a fixed order."""
+    f = result.flags
+    if f.empty:
+        return []
+    per_kind = f.groupby("kind")["subject"].nunique()
+    return [(FLAG_KINDS[k], int(per_kind[k])) for k in FLAG_ORDER if k in per_kind]
+
+
+def agreement_note(result: RoundResult, counts: list[tuple[str, int]]) -> str:
+    """The agreement reading, qualified by the 争议 section's own counts so the two never disagree:
+    alpha is about all subjects together, the flags about single ones."""
+    reading = result.agreement.get("reading", "")
+    if not counts:
+        return f"{reading}本期没有需要提示的分歧或临界对象。"
+    listed = "、".join(f"{kind} {n} 个对象" for kind, n in counts)
+    return f"{reading}这是全体对象的总体情况；个别对象仍需留意（{listed}），见“争议与提示”。"
+
+
 def digest_context(
     result: RoundResult,
     *,
@@ -150,8 +172,13 @@ def digest_context(
     files: list[dict],
     organiser: str = "",
     generated: datetime | None = None,
+    files_received: int | None = None,
 ) -> dict:
-    """Everything the digest template shows, as plain values."""
+    """Everything the digest template shows, as plain values.
+
+    `received` and `assigned` count subject sheets; `files_received` counts the workbooks that
+    came in (accepted or not), `files` those whose scores were counted.
+    """
     system = result.system
     decimals = result.params["rank_decimals"]
     names = {a.code: a.name for a in roster.assessors.values()} if roster is not None else {}
@@ -162,6 +189,13 @@ def digest_context(
     cats = category_shares(result)
     rows = result.subjects.to_dict("records")
     subject_names = {r["subject"]: r["name"] for r in rows}
+    kinds = result.flags.groupby("subject", sort=False)["kind"].agg(list).to_dict() if len(result.flags) else {}
+    for r in rows:
+        # The ranking shows what kind of flag a subject has; the messages are in 争议 and on its card.
+        mine = kinds.get(r["subject"], [])
+        r["flag_kinds"] = "、".join(FLAG_KINDS[k] for k in FLAG_ORDER if k in mine) or (
+            r["flags"] if r["grade"] == NOT_RATED else "")
+    counts = flag_counts(result)
     return {
         "title": f"{system.name} · {period} 评估结果",
         "system": system,
@@ -175,6 +209,8 @@ def digest_context(
             "assessors": int(scores["assessor"].nunique()) if len(scores) else 0,
             "received": received,
             "assigned": assigned,
+            "files_received": len(files) if files_received is None else files_received,
+            "files_counted": len(files),
             "mean_total": half_up(float(rated["total"].mean()), decimals) if len(rated) else math.nan,
             "grades": dist + ([(NOT_RATED, unrated)] if unrated else []),
         },
@@ -193,6 +229,9 @@ def digest_context(
              "kind": FLAG_KINDS.get(f.kind, f.kind), "message": f.message}
             for f in result.flags.itertuples()
         ],
+        "flag_counts": counts,
+        "flagged_subjects": int(result.flags["subject"].nunique()) if len(result.flags) else 0,
+        "agreement_note": agreement_note(result, counts),
         "chase": chase,
         "assessors": result.assessors.to_dict("records"),
         "method": {

@@ -485,7 +485,8 @@ def report(
                             detail_csv=detail_csv.name)
     results = write_results_csv(out / f"results-{system.id}.csv", result)
     context = digest_context(result, period=period, scores=scores, roster=roster, chase=chase, assigned=assigned,
-                             received=received, files=files, organiser=ws["round"]["organiser"], generated=generated)
+                             received=received, files=files, organiser=ws["round"]["organiser"], generated=generated,
+                             files_received=len(file_rows))
     digest = write_digest(out / f"digest-{system.id}.html", context)
     return ReportResult(period=period, system=system, scores=result, summary=summary, csv=results, digest=digest,
                         detail_csv=detail_csv,

@@ -43,7 +43,8 @@ def test_digest_content(digest):
     tiles = {t.select_one(".label").get_text(strip=True): t.select_one(".value").get_text(" ", strip=True)
              for t in page.select("#headline .tile")}
     assert tiles["已评对象"] == "3 / 3"
-    assert tiles["已收评分表 / 应收"] == "8 / 9"  # E03 has not returned C003
+    # Sheets and files apart: 8 of 9 subject sheets (E03 has not returned C003), from 3 files.
+    assert tiles["已收工作表 / 应收"] == "8 / 9" and tiles["收到文件"] == "3 份，计入 3 份"
     assert tiles["平均总分"] == "76.67"
     # Category averages as a share of 满分: every subject scores each item at one share, so the mean share is 76.7%.
     shares = [tr.find_all("td")[-1].get_text() for tr in page.select("#categories table tbody tr")]
@@ -61,6 +62,31 @@ def test_digest_content(digest):
     assert people["E02"][1:6] == ["李强", "四川大学", "3", "3", "9.17"]  # (7.5 + 0 + 20) / 3
     flags = page.select_one("#flags").get_text()
     assert "C003" in flags and "总分分歧" in flags
+    # The ranking names the kind of flag; the message is in 争议 (and the cell's title).
+    c003 = page.select_one('tr.subject-row[data-subject="C003"] td.flagkinds')
+    assert c003.get_text(strip=True) == "总分分歧、临界" and "评估人总分相差 20.00 分" in c003["title"]
+
+
+def test_agreement_note_and_flags_section_agree(workspace):
+    """A high alpha over all subjects must not read as 'no problems' beside a list of disputes."""
+    add_returns(workspace)
+    page = soup(report(Workspace.open(workspace), "community", PERIOD).digest)
+    summary = page.select_one("#flags-summary").get_text()
+    note = page.select_one("#agreement").get_text()
+    kinds = [tr.find_all("td")[2].get_text() for tr in page.select("#flags tbody tr")]
+    for kind in sorted(set(kinds)):
+        subjects = {tr.find_all("td")[0].get_text() for tr in page.select("#flags tbody tr")
+                    if tr.find_all("td")[2].get_text() == kind}
+        assert f"{kind} {len(subjects)} 个对象" in summary and f"{kind} {len(subjects)} 个对象" in note
+    assert f"共 {len(kinds)} 条提示" in summary and "见“争议与提示”" in note
+
+
+def test_agreement_note_without_flags_says_so(workspace):
+    shares = {"C001": {"E01": 0.90, "E02": 0.91}, "C002": {"E01": 0.70, "E02": 0.71}, "C003": {"E01": 0.80, "E02": 0.80}}
+    add_returns(workspace, shares=shares, remarks={})
+    page = soup(report(Workspace.open(workspace), "community", PERIOD).digest)
+    assert page.select_one("#flags-summary") is None and "没有需要提示的分歧" in page.select_one("#flags").get_text()
+    assert "本期没有需要提示的分歧或临界对象" in page.select_one("#agreement").get_text()
 
 
 def test_digest_escapes_and_is_self_contained(digest):
@@ -196,3 +222,24 @@ def test_charts_are_offline_reproducible_svg():
         assert "<script" not in svg and "<!--" not in svg
         assert set(re.findall(r"https?://[^\s\"'<>)]+", svg)) == {"http://www.w3.org/2000/svg"}
     assert "治理体系" in one and "85.0%" in one and 'id="chart-cats"' in one
+
+
+@pytest.mark.browser
+def test_ranking_fits_a_1400_pixel_window(workspace, tmp_path):
+    """Every column of the ranking, 标记 included, is visible without scrolling at 1,400 px."""
+    binary = find_chromium()
+    if not binary:
+        pytest.skip("chromium is not installed")
+    add_returns(workspace)
+    digest = report(Workspace.open(workspace), "community", PERIOD, by="省份", calibrate=True).digest
+    with Browser(binary, tmp_path / "profile", width=1400, height=1000) as browser:
+        browser.offline()
+        browser.open(digest.as_uri())
+        wrap = browser.evaluate("(w => [w.scrollWidth, w.clientWidth])(document.querySelector('#ranking .table-wrap'))")
+        assert wrap[0] <= wrap[1], wrap
+        # Each 标记 cell shows its whole text on one line (no clipping, no squeezing into a narrow column).
+        cells = browser.evaluate("[...document.querySelectorAll('td.flagkinds')].map(td => "
+                                 "[td.innerText, td.scrollWidth <= td.clientWidth, td.getClientRects()[0].height])")
+        row = browser.evaluate("document.querySelector('#ranking-rows td').getClientRects()[0].height")
+    assert [text for text, _, _ in cells] == ["", "", "总分分歧、临界"]
+    assert all(whole and height <= row + 1 for _, whole, height in cells), (cells, row)
