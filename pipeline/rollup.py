@@ -324,12 +324,6 @@ def write_rollup_xlsx(result: RollupResult, path: str | Path) -> Path:
                     "format": book.add_format({"bg_color": colour})})
             ws.conditional_format(1, spark + 5, n, spark + 5, {"type": "cell", "criteria": ">", "value": 0, "format": f["red"]})
         finish(ws, n, len(header), [8, 24, 12, 10] + [11] * len(months) + [16, 9, 9, 9, 9, 7])
-        legend = n + 2
-        ws.write_string(legend, 1, "底色按等级：", f["text"])
-        for k, (grade, lowest, colour) in enumerate(grade_colours(result)):
-            label = f"{grade} ≥ {lowest:g}" if lowest is not None else (
-                f"{grade} < {result.bands[-1][1]:g}" if result.bands else grade)
-            ws.write_string(legend, 2 + k, label, book.add_format({"border": 1, "bg_color": colour, "align": "center"}))
 
         # 较上月 and 排名: month-by-month changes
         for name, table, fmt_name, extra, extra_fmt in (("较上月", deltas, "delta", None, None),
@@ -426,6 +420,15 @@ def write_rollup_xlsx(result: RollupResult, path: str | Path) -> Path:
         for r, (k, v) in enumerate(lines, start=2):
             sheet.write_string(r, 0, k, f["head"])
             sheet.write_string(r, 1, v, f["note"])
+        # The 总分 sheet's colours, here so that sheet stays a plain table (filters, imports).
+        legend = len(lines) + 2
+        sheet.write_string(legend, 0, "总分表底色", f["head"])
+        sheet.set_column(2, 2 + len(grade_colours(result)), 14)
+        sheet.write_string(legend, 1, "按等级着色（与当月等级一致，不随当月最高、最低分变化）：", f["note"])
+        for k, (grade, lowest, colour) in enumerate(grade_colours(result)):
+            label = f"{grade} ≥ {lowest:g}" if lowest is not None else (
+                f"{grade} < {result.bands[-1][1]:g}" if result.bands else grade)
+            sheet.write_string(legend + 1, 1 + k, label, book.add_format({"border": 1, "bg_color": colour, "align": "center"}))
         book.close()
     return path
 

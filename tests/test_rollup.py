@@ -213,9 +213,12 @@ def test_heatmap_colours_by_grade_band_not_by_the_months_spread(workspace):
     assert colour["C003", 3] not in (colour["C001", 0], colour["C003", 0])
     legend = soup.select_one("#heat-legend").get_text(" ", strip=True)
     assert legend.split() == ["优秀", "≥", "90", "良好", "≥", "80", "合格", "≥", "60", "不合格", "<", "60"]
-    # The workbook's 总分 sheet uses the same bands, with a legend under the table.
-    sheet = openpyxl.load_workbook(stem.with_suffix(".xlsx"))["总分"]
+    # The workbook's 总分 sheet uses the same bands; its legend is on 说明, so 总分 stays a plain table.
+    book = openpyxl.load_workbook(stem.with_suffix(".xlsx"))
+    sheet = book["总分"]
     rules = [r.formula[0] for cf in sheet.conditional_formatting for r in cf.rules if r.type == "expression"]
     assert rules[:4] == ["AND(ISNUMBER(E2),E2>=90)", "AND(ISNUMBER(E2),E2>=80)", "AND(ISNUMBER(E2),E2>=60)", "ISNUMBER(E2)"]
-    legend_row = [c.value for c in sheet[6] if c.value]
-    assert legend_row == ["底色按等级：", "优秀 ≥ 90", "良好 ≥ 80", "合格 ≥ 60", "不合格 < 60"]
+    assert sheet.max_row == 4  # header and three subjects
+    about = list(book["说明"].iter_rows(values_only=True))
+    at = next(n for n, r in enumerate(about) if r[0] == "总分表底色")
+    assert [v for v in about[at + 1] if v] == ["优秀 ≥ 90", "良好 ≥ 80", "合格 ≥ 60", "不合格 < 60"]
