@@ -321,3 +321,34 @@ def test_the_number_shown_is_the_number_used(workspace):
     assert cells[4:6] == ["60.00", "合格"]
     assert page.select_one("#card-C001 .total").get_text(strip=True) == "60.00"
     assert "四舍五入" in page.select_one("#rounding").get_text()
+
+
+def col_widths(sheet) -> dict[int, float]:
+    """Column index (1-based) -> width; openpyxl groups adjacent equal widths into one range."""
+    return {i: d.width for d in sheet.column_dimensions.values() if d.min for i in range(d.min, d.max + 1)}
+
+
+def test_summary_prints_legibly(workspace):
+    """Widths from content, rank and 编号 apart, long texts whole, 指标明细 narrow enough for A4 landscape."""
+    from pipeline.report import text_width
+
+    add_returns(workspace)
+    res = report(Workspace.open(workspace), "community", PERIOD)
+    book = openpyxl.load_workbook(res.summary)
+    rank = book["排名"]
+    head = [c.value for c in rank[1]]
+    width = {h: col_widths(rank)[n] for n, h in enumerate(head, 1)}
+    longest = max(text_width(r[2]) for r in rank.iter_rows(min_row=2, values_only=True))
+    assert longest + 2 <= width["名称"] <= longest + 4  # 玉林街道黉门街社区, not a fixed 24
+    assert width["排名"] < 8 and width["标记"] <= 37
+    # A right-aligned rank beside a left-aligned code printed as "1 C001": both are centred.
+    assert rank.cell(2, 1).alignment.horizontal == "center" and rank.cell(2, 2).alignment.horizontal == "center"
+    assert rank.cell(2, head.index("等级") + 1).alignment.horizontal == "center"
+    # 指标明细: 19 items and 2 一级指标 at 6 columns each, the headers wrapping onto lines of their own.
+    items = book["指标明细"]
+    widths = [col_widths(items)[n] for n in range(4, 4 + 19 + 2)]
+    assert max(widths) <= 6.72 and items.row_dimensions[1].height >= 44
+    # 说明: a wrapped text gets the rows it needs (neither Excel nor LibreOffice grows the row itself).
+    about = book["说明"]
+    row = next(r[0].row for r in about.iter_rows(max_col=1) if r[0].value == "取整规则")
+    assert about.row_dimensions[row].height >= 2 * 14
