@@ -88,7 +88,10 @@ def half_up(value: float, decimals: int = 2) -> float:
 
 def round_series(values: pd.Series, decimals: int = 2) -> pd.Series:
     """`half_up` over a column; NaN stays NaN."""
-    return values.astype(float).map(lambda v: half_up(v, decimals)).astype(float)
+    values = values.astype(float)
+    # Means of half-point scores repeat a lot: round each distinct value once.
+    rounded = {v: half_up(v, decimals) for v in pd.unique(values.dropna())}
+    return values.map(rounded).astype(float)
 
 
 def competition_rank(values: pd.Series, decimals: int = 2) -> pd.Series:
