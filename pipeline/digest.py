@@ -134,7 +134,8 @@ def category_shares(result: RoundResult) -> list[tuple[str, float, float, float 
         full = sum(i.max for i in result.system.items if i.level2 == name)
         # Shown and written with the round's decimals, so the workbook cell is the number read.
         mean = half_up(float(rated[name].mean()), result.params["rank_decimals"]) if len(rated) else math.nan
-        out.append((name, full, mean, None if math.isnan(mean) else mean / full))
+        # Shares are shown as 81.3%: kept at that precision too.
+        out.append((name, full, mean, None if math.isnan(mean) else half_up(mean / full, 3)))
     return out
 
 

@@ -26,7 +26,7 @@ from pipeline.ledger import Ledger
 from pipeline.names import inert_csv
 from pipeline.roster import Roster, read_roster_for
 from pipeline.status import NOT_RECEIVED, StatusResult, round_status
-from pipeline.scoring import BY_COLUMNS, FLAG_KINDS, METHODS, RoundResult, rounding_note, score_round
+from pipeline.scoring import BY_COLUMNS, FLAG_KINDS, METHODS, RoundResult, half_up, rounding_note, score_round
 from pipeline.systems import LEVEL1, System, load_system
 
 RANK_HEAD = ["排名", "编号", "名称", "类型", "省份", "城市", "总分", "等级", "评估人数"]
@@ -436,7 +436,7 @@ def _about_sheet(book, f, res: RoundResult, *, period: str, files: list[dict], g
         ["排名区间", f"自助法 {p['bootstrap']} 次，种子 {p['seed']}，{p['level']:.0%} 区间" if p["bootstrap"] else "未计算"],
         ["决策线", f"前 {p['selection_top']} 名入选线；等级线 " + "、".join(f"{b:g}" for b in p["boundaries"])],
         ["正式排名", "校准排名" if p["official"] == "calibrated" else "未校准排名（平均分排名）"],
-        ["评估人一致性 α", res.agreement.get("alpha", math.nan)],
+        ["评估人一致性 α", half_up(res.agreement.get("alpha", math.nan), 2)],  # as the reading shows it
         ["一致性解读", agreement_note(res, flag_counts(res))],
         ["已评对象 / 全部对象", f"{res.n_rated} / {len(res.subjects)}"],
         ["计入的文件数", len(files)],

@@ -312,6 +312,12 @@ def test_the_number_shown_is_the_number_used(workspace):
     assert row[ihead.index("总分")] == 60.0 and row[ihead.index(f"{first.code} {first.level3}")] == 2.4  # 2.395
     about = {r[0].value: r[1].value for r in book["说明"].iter_rows(min_row=2, max_col=2) if r[0].value}
     assert "四舍五入" in about["取整规则"] and "只取整一次" in about["取整规则"]
+    # No cell anywhere holds more than its format shows (0.00: two decimals; 0.0%: three).
+    shown = {"0.00": 2, "0.0%": 3, "0": 0, "0.##": 2}
+    for ws in book.worksheets:
+        for cell in (c for r in ws.iter_rows() for c in r if isinstance(c.value, float)):
+            places = shown.get(cell.number_format, 2)
+            assert round(cell.value, places) == cell.value, (ws.title, cell.coordinate, cell.value, cell.number_format)
 
     rows = list(csv.DictReader((out / "results-community.csv").read_text(encoding="utf-8-sig").splitlines()))
     assert (rows[0]["编号"], rows[0]["总分"], rows[0]["等级"], rows[0][level2]) == ("C001", "60.00", "合格", "7.20")
