@@ -23,7 +23,7 @@ from pipeline.config import Workspace, check_period
 from pipeline.errors import UsageError
 from pipeline.ledger import Ledger
 from pipeline.roster import Roster
-from pipeline.scoring import NOT_RATED, round_series, score_round
+from pipeline.scoring import NOT_RATED, half_up, round_series, score_round
 from pipeline.systems import System
 
 NO_DATA = "无数据"
@@ -148,9 +148,11 @@ def compute_rollup(ws: Workspace, system: System, roster: Roster, ledger: Ledger
         part["period"] = period
         monthly_parts.append(part)
         rated = subj[subj["n_assessors"] > 0]
-        level2_rows[period] = {name: (float((rated[name] / level2_max[name]).mean()) if len(rated) else math.nan)
+        # Mean shares of 满分, kept at the 0.1% they are shown with.
+        level2_rows[period] = {name: (half_up(float((rated[name] / level2_max[name]).mean()), 3) if len(rated) else math.nan)
                                for name in system.level2_names}
-        level2_rows[period]["__total__"] = float((rated["total"] / system.total).mean()) if len(rated) else math.nan
+        level2_rows[period]["__total__"] = (half_up(float((rated["total"] / system.total).mean()), 3)
+                                            if len(rated) else math.nan)
         # returns: an assignment is on time or late by when the file of its accepted sheet arrived
         sheets = ledger.sheets(period, system.id)
         sheets = sheets[sheets["status"] == "accepted"]
