@@ -45,6 +45,7 @@ def test_digest_content(digest):
     assert tiles["已评对象"] == "3 / 3"
     # Sheets and files apart: 8 of 9 subject sheets (E03 has not returned C003), from 3 files.
     assert tiles["已收工作表 / 应收"] == "8 / 9" and tiles["收到文件"] == "3 份，计入 3 份"
+    assert page.select_one("#sources").get_text().startswith("计入评分的 3 个文件（本期共收到 3 个")
     assert tiles["平均总分"] == "76.67"
     # Category averages as a share of 满分: every subject scores each item at one share, so the mean share is 76.7%.
     shares = [tr.find_all("td")[-1].get_text() for tr in page.select("#categories table tbody tr")]
