@@ -244,3 +244,20 @@ def test_ranking_fits_a_1400_pixel_window(workspace, tmp_path):
         row = browser.evaluate("document.querySelector('#ranking-rows td').getClientRects()[0].height")
     assert [text for text, _, _ in cells] == ["", "", "总分分歧、临界"]
     assert all(whole and height <= row + 1 for _, whole, height in cells), (cells, row)
+
+
+def test_files_received_and_counted_are_told_apart(workspace):
+    from datetime import datetime
+
+    from pipeline.ledger import FileRecord, Ledger
+
+    add_returns(workspace)
+    with Ledger(Workspace.open(workspace).path("ledger")) as ledger:  # a file that was not a workbook
+        ledger.add_file(FileRecord("f" * 64, "微信图片.jpg", f"input/returned/{PERIOD}/微信图片.jpg", 10,
+                                   datetime(2026, 11, 21), datetime(2026, 11, 21), "ledger/archive/x", PERIOD,
+                                   "community", None, "unknown", "rejected", reason="不是 Excel 文件"))
+    page = soup(report(Workspace.open(workspace), "community", PERIOD).digest)
+    tiles = {t.select_one(".label").get_text(strip=True): t.select_one(".value").get_text(" ", strip=True)
+             for t in page.select("#headline .tile")}
+    assert tiles["收到文件"] == "4 份，计入 3 份" and tiles["已收工作表 / 应收"] == "8 / 9"
+    assert page.select_one("#sources").get_text().startswith("计入评分的 3 个文件（本期共收到 4 个")
