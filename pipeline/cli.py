@@ -149,11 +149,11 @@ def init(directory: Path) -> None:
     result = init_workspace(directory)
     # Quoted where a shell needs it (a space, a bracket), so a path or the hint can be copied.
     for path in result.created:
-        console.print(f"created  {quote(str(path))}", markup=False)
+        console.print(f"已创建  {quote(str(path))}", markup=False)
     for path in result.kept:
-        console.print(f"kept     {quote(str(path))} (exists)", markup=False)
-    console.print(f"Next: edit {quote(str(result.root / 'input' / 'roster.xlsx'))}, then "
-                  f"`happyhome -w {quote(str(directory))} forms --system community --period YYYY-MM`.", markup=False)
+        console.print(f"已保留  {quote(str(path))}（已存在，未改动）", markup=False)
+    console.print(f"下一步：编辑 {quote(str(result.root / 'input' / 'roster.xlsx'))}，然后运行 "
+                  f"`happyhome -w {quote(str(directory))} forms --system community --period YYYY-MM`", markup=False)
 
 
 # -- forms ----------------------------------------------------------------------------------

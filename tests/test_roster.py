@@ -92,7 +92,7 @@ def test_init_writes_config_and_roster_and_keeps_existing(tmp_path):
     toml = (tmp_path / "w" / "happyhome.toml").read_text(encoding="utf-8")
     assert 'method = "mean"' in toml and "# " in toml
     again = run(tmp_path, "init", str(tmp_path / "w")).output
-    assert "kept" in again
+    assert "已保留" in again and "已创建" not in again
 
 
 def test_init_quotes_paths_with_spaces(tmp_path):
@@ -100,6 +100,6 @@ def test_init_quotes_paths_with_spaces(tmp_path):
 
     target = tmp_path / "第 11 期 round"
     out = run(tmp_path, "init", str(target)).output
-    assert f"created  {shlex.quote(str(target / 'happyhome.toml'))}" in out
+    assert f"已创建  {shlex.quote(str(target / 'happyhome.toml'))}" in out
     hint = out[out.index("`") + 1:out.rindex("`")]
     assert shlex.split(hint)[:3] == ["happyhome", "-w", str(target)]  # copied into a shell, the path stays whole
