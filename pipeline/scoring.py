@@ -39,13 +39,14 @@ class RoundResult:
     items: one row per (subject, item) scored: subject, item, level1, level2, level3, max,
         score (the aggregate rounded half-up to rank_decimals), n, low, high, range,
         share (score / max), exact (the aggregate before rounding).
-    Every total, subtotal and item score is its exact aggregate rounded half-up (四舍五入) to
-    ``scoring.rank_decimals`` once; ranks and grades use these rounded values.
     totals: one row per accepted sheet: subject, assessor, total, used (kept after trimming).
     assessors: assessor, name, org, n_subjects, n_shared, deviation (mean of own total
         minus the other assessors' mean total, over the subjects shared with others).
     flags: subject, item, kind, value, message (Chinese); kinds are item_range,
         total_range, few_assessors, decision.
+
+    Every total, subtotal and item score is its exact aggregate rounded half-up (四舍五入) to
+    ``scoring.rank_decimals`` once; ranks and grades use these rounded values.
     """
 
     system: System
@@ -77,8 +78,9 @@ class RoundResult:
 def half_up(value: float, decimals: int = 2) -> float:
     """四舍五入: `value` rounded half away from zero to `decimals`, as a person would on paper.
 
-    The float is first cut to 9 decimals, which removes binary noise: the mean of 60.00 and
-    59.99 is 59.99499999… as a float but 59.995 as computed, and must give 60.00.
+    The float is first cut to 9 decimals, which removes binary noise: item means that add up
+    to 59.995 (two assessors, totals 60.00 and 59.99) sum to 59.99499999… as floats, which
+    round() makes 59.99; 四舍五入 of 59.995 is 60.00.
     """
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return math.nan
