@@ -1,6 +1,7 @@
 """Outputs are written to a temporary file beside the target and renamed into place.
 
-Nobody opens half a workbook, and a failed write leaves the previous output untouched.
+Nobody opens half a workbook, and a failed write leaves the previous output untouched. The
+file gets the mode the user's umask gives any new file, not mkstemp's private 0600.
 """
 
 from __future__ import annotations
@@ -49,6 +50,26 @@ def check_writable(folder: str | Path, need: int = 0) -> None:
                           f"about {need / 1e6:.1f} MB needed).")
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)  # elsewhere: set and restore at once
+    os.umask(old)
+    return old
+
+
+def share_mode(path: Path) -> None:
+    """Give a finished file the mode a plain `open()` would (0666 less the umask): mkstemp
+    makes it 0600, which colleagues on a shared drive cannot open."""
+    os.chmod(path, 0o666 & ~current_umask())
+
+
 @contextmanager
 def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path; on success it replaces `target`, on failure it is removed."""
@@ -62,6 +83,7 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        share_mode(tmp_path)
         os.replace(tmp_path, target)
     except OSError as err:
         tmp_path.unlink(missing_ok=True)

@@ -144,13 +144,16 @@ def init(directory: Path) -> None:
     """
     from pipeline.workspace import init_workspace
 
+    from shlex import quote
+
     result = init_workspace(directory)
+    # Quoted where a shell needs it (a space, a bracket), so a path or the hint can be copied.
     for path in result.created:
-        console.print(f"created  {path}")
+        console.print(f"已创建  {quote(str(path))}", markup=False)
     for path in result.kept:
-        console.print(f"kept     {path} (exists)")
-    console.print(f"Next: edit {result.root / 'input' / 'roster.xlsx'}, then "
-                  f"`happyhome -w {directory} forms --system community --period YYYY-MM`.")
+        console.print(f"已保留  {quote(str(path))}（已存在，未改动）", markup=False)
+    console.print(f"下一步：编辑 {quote(str(result.root / 'input' / 'roster.xlsx'))}，然后运行 "
+                  f"`happyhome -w {quote(str(directory))} forms --system community --period YYYY-MM`", markup=False)
 
 
 # -- forms ----------------------------------------------------------------------------------
@@ -331,9 +334,7 @@ def report(ctx: click.Context, system_ref: str, period: str, method: str | None,
     ws = open_workspace(ctx)
     result = run_report(ws, system_ref, period, method=method, by=by, calibrate=calibrate)
     res = result.scores
-    if result.no_scores:
-        err_console.print(f"No accepted scores for {result.system.id} {period}: every subject is listed as 未评.",
-                          soft_wrap=True)
+    decimals = res.params["rank_decimals"]
     table = Table(title=f"{result.system.name} {period}（{res.method}）")
     for name, justify in (("排名", "right"), ("编号", "left"), ("名称", "left"), ("总分", "right"),
                           ("等级", "left"), ("评估人数", "right"), ("区间", "left")):
@@ -341,7 +342,7 @@ def report(ctx: click.Context, system_ref: str, period: str, method: str | None,
     for r in res.subjects.head(top).to_dict("records"):
         rated = r["n_assessors"] > 0
         table.add_row(f"{int(r['rank'])}" if rated else "", r["subject"], r["name"],
-                      f"{r['total']:.2f}" if rated else "", r["grade"], str(r["n_assessors"]), r["rank_label"])
+                      f"{r['total']:.{decimals}f}" if rated else "", r["grade"], str(r["n_assessors"]), r["rank_label"])
     console.print(table)
     console.print(f"Rated {res.n_rated} of {len(res.subjects)}; returns {result.received}/{result.assigned}; "
                   f"{len(res.flags)} flag(s). {res.agreement.get('reading', '')}", soft_wrap=True)

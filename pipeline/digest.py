@@ -21,7 +21,7 @@ from markupsafe import Markup
 import pipeline
 from pipeline import charts
 from pipeline.atomic import write_text
-from pipeline.scoring import FLAG_KINDS, NOT_RATED, RoundResult
+from pipeline.scoring import FLAG_KINDS, NOT_RATED, RoundResult, half_up, rounding_note
 
 
 
@@ -132,9 +132,33 @@ def category_shares(result: RoundResult) -> list[tuple[str, float, float, float 
     rated = result.rated
     for name in result.system.level2_names:
         full = sum(i.max for i in result.system.items if i.level2 == name)
-        mean = float(rated[name].mean()) if len(rated) else math.nan
-        out.append((name, full, mean, None if math.isnan(mean) else mean / full))
+        # Shown and written with the round's decimals, so the workbook cell is the number read.
+        mean = half_up(float(rated[name].mean()), result.params["rank_decimals"]) if len(rated) else math.nan
+        # Shares are shown as 81.3%: kept at that precision too.
+        out.append((name, full, mean, None if math.isnan(mean) else half_up(mean / full, 3)))
     return out
+
+
+FLAG_ORDER = ("total_range", "item_range", "decision", "few_assessors")
+
+
+def flag_counts(result: RoundResult) -> list[tuple[str, int]]:
+    """(kind in Chinese, number of subjects with it), for the kinds present, in a fixed order."""
+    f = result.flags
+    if f.empty:
+        return []
+    per_kind = f.groupby("kind")["subject"].nunique()
+    return [(FLAG_KINDS[k], int(per_kind[k])) for k in FLAG_ORDER if k in per_kind]
+
+
+def agreement_note(result: RoundResult, counts: list[tuple[str, int]]) -> str:
+    """The agreement reading, qualified by the 争议 section's own counts so the two never disagree:
+    alpha is about all subjects together, the flags about single ones."""
+    reading = result.agreement.get("reading", "")
+    if not counts:
+        return f"{reading}本期没有需要提示的分歧或临界对象。"
+    listed = "、".join(f"{kind} {n} 个对象" for kind, n in counts)
+    return f"{reading}这是全体对象的总体情况；个别对象仍需留意（{listed}），见“争议与提示”。"
 
 
 def digest_context(
@@ -149,9 +173,15 @@ def digest_context(
     files: list[dict],
     organiser: str = "",
     generated: datetime | None = None,
+    files_received: int | None = None,
 ) -> dict:
-    """Everything the digest template shows, as plain values."""
+    """Everything the digest template shows, as plain values.
+
+    `received` and `assigned` count subject sheets; `files_received` counts the workbooks that
+    came in (accepted or not), `files` those whose scores were counted.
+    """
     system = result.system
+    decimals = result.params["rank_decimals"]
     names = {a.code: a.name for a in roster.assessors.values()} if roster is not None else {}
     rated = result.rated
     grades = [b["name"] for b in result.params["grades"]] + [result.params["fail"]]
@@ -160,6 +190,13 @@ def digest_context(
     cats = category_shares(result)
     rows = result.subjects.to_dict("records")
     subject_names = {r["subject"]: r["name"] for r in rows}
+    kinds = result.flags.groupby("subject", sort=False)["kind"].agg(list).to_dict() if len(result.flags) else {}
+    for r in rows:
+        # The ranking shows what kind of flag a subject has; the messages are in 争议 and on its card.
+        mine = kinds.get(r["subject"], [])
+        r["flag_kinds"] = "、".join(FLAG_KINDS[k] for k in FLAG_ORDER if k in mine) or (
+            r["flags"] if r["grade"] == NOT_RATED else "")
+    counts = flag_counts(result)
     return {
         "title": f"{system.name} · {period} 评估结果",
         "system": system,
@@ -173,7 +210,9 @@ def digest_context(
             "assessors": int(scores["assessor"].nunique()) if len(scores) else 0,
             "received": received,
             "assigned": assigned,
-            "mean_total": float(rated["total"].mean()) if len(rated) else math.nan,
+            "files_received": len(files) if files_received is None else files_received,
+            "files_counted": len(files),
+            "mean_total": half_up(float(rated["total"].mean()), decimals) if len(rated) else math.nan,
             "grades": dist + ([(NOT_RATED, unrated)] if unrated else []),
         },
         "rows": rows,
@@ -191,6 +230,9 @@ def digest_context(
              "kind": FLAG_KINDS.get(f.kind, f.kind), "message": f.message}
             for f in result.flags.itertuples()
         ],
+        "flag_counts": counts,
+        "flagged_subjects": int(result.flags["subject"].nunique()) if len(result.flags) else 0,
+        "agreement_note": agreement_note(result, counts),
         "chase": chase,
         "assessors": result.assessors.to_dict("records"),
         "method": {
@@ -202,6 +244,8 @@ def digest_context(
         },
         "rank_changes": result.rank_changes.to_dict("records") if result.rank_changes is not None else [],
         "level_pct": f"{result.params['level']:.0%}",
+        "decimals": decimals,
+        "rounding": rounding_note(decimals),
     }
 
 

@@ -260,7 +260,10 @@ def _subject_sheet(book, f, spec: FormSpec, subject: Subject, name: str) -> tupl
     ws.write_formula(total, 5, f"=SUM({col_max}:{xl_rowcol_to_cell(last, 5)})", f["total"], system.total)
     ws.write_formula(total, SCORE_COL, f"=SUM({col_score}:{xl_rowcol_to_cell(last, SCORE_COL)})", f["total"])
     n_items = len(system.items)
-    ws.write_formula(total, REMARK_COL, f'=IF(COUNT({col_score}:{xl_rowcol_to_cell(last, SCORE_COL)})={n_items},"已完成","还差"&({n_items}-COUNT({col_score}:{xl_rowcol_to_cell(last, SCORE_COL)}))&"项未填")', f["total"])
+    # The cached value is what the formula gives on an empty form: LibreOffice shows it as
+    # saved rather than recalculating, and xlsxwriter's default cache is 0.
+    ws.write_formula(total, REMARK_COL, f'=IF(COUNT({col_score}:{xl_rowcol_to_cell(last, SCORE_COL)})={n_items},"已完成","还差"&({n_items}-COUNT({col_score}:{xl_rowcol_to_cell(last, SCORE_COL)}))&"项未填")', f["total"],
+                     f"还差{n_items}项未填")
     level2_col = f"$C${first + 1}:$C${last + 1}"
     for n, level2 in enumerate(system.level2_names, start=1):
         r = total + n
@@ -294,7 +297,8 @@ def _summary(ws, f, spec: FormSpec, names: list[str], ranges: list[tuple[int, in
         ws.write_number(r, 3, n_items, f["max"])
         ws.write_formula(r, 4, f"=SUM({scores})", f["max"], 0)
         ws.write_number(r, 5, spec.system.total, f["max"])
-        ws.write_formula(r, 6, f'=IF(C{r + 1}=D{r + 1},"已完成","还差"&(D{r + 1}-C{r + 1})&"项")', f["center"], "")
+        ws.write_formula(r, 6, f'=IF(C{r + 1}=D{r + 1},"已完成","还差"&(D{r + 1}-C{r + 1})&"项")', f["center"],
+                         f"还差{n_items}项")  # the value on an empty form, as above
     ws.freeze_panes(1, 0)
     ws.autofilter(0, 0, max(len(names), 1), len(columns) - 1)
     ws.conditional_format(1, 6, len(names), 6, {"type": "text", "criteria": "begins with", "value": "还差",

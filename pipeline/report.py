@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import math
+import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,17 +20,16 @@ import xlsxwriter
 
 from pipeline.atomic import atomic_path
 from pipeline.config import Workspace, check_period
-from pipeline.digest import category_shares, digest_context, write_digest
-from pipeline.errors import UsageError
+from pipeline.digest import agreement_note, category_shares, digest_context, flag_counts, write_digest
+from pipeline.errors import InputError, UsageError
 from pipeline.ledger import Ledger
 from pipeline.names import inert_csv
 from pipeline.roster import Roster, read_roster_for
 from pipeline.status import CONFLICT, NOT_RECEIVED, StatusResult, round_status
-from pipeline.scoring import BY_COLUMNS, FLAG_KINDS, METHODS, RoundResult, score_round
+from pipeline.scoring import BY_COLUMNS, FLAG_KINDS, METHODS, RoundResult, half_up, rounding_note, score_round
 from pipeline.systems import LEVEL1, System, load_system
 
 RANK_HEAD = ["排名", "编号", "名称", "类型", "省份", "城市", "总分", "等级", "评估人数"]
-NO_SCORES = "本期尚未收到任何有效评分：所有评估对象均为“未评”，没有排名。"
 
 
 @dataclass
@@ -46,10 +47,6 @@ class ReportResult:
     n_files: int
     assigned: int
     received: int
-
-    @property
-    def no_scores(self) -> bool:
-        return self.scores.n_rated == 0
 
     @property
     def paths(self) -> list[Path]:
@@ -94,6 +91,38 @@ def _missing(v) -> bool:
     return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
 
 
+def text_width(value) -> float:
+    """Columns a text takes in Excel's units: a Chinese character is nearly two."""
+    return sum(1.8 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in str(value))
+
+
+def _shown(value) -> str:
+    if _missing(value):
+        return ""
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e6 else f"{value:.2f}"
+    return str(value)
+
+
+def fit_widths(header: list[str], rows: list[list], caps: list | None = None, sample: int = 2000) -> list[float]:
+    """Column widths from content: the longest value (of the first `sample` rows) or half the
+    header (headers wrap onto two lines), plus a margin, capped by `caps` (default 40)."""
+    widths = []
+    for c, h in enumerate(header):
+        longest = max((text_width(_shown(r[c])) for r in rows[:sample] if c < len(r)), default=0)
+        # A header wraps anywhere between Chinese characters, not inside a Latin word (sha256).
+        head = max((text_width(w) for w in re.findall(r"[\x21-\x7e]+", str(h))), default=0)
+        need = math.ceil(max(longest, text_width(h) / 2, min(head, 12))) + 2
+        cap = caps[c] if caps and c < len(caps) and caps[c] else 40
+        widths.append(max(5, min(need, cap)))
+    return widths
+
+
+def line_count(value, width: float) -> int:
+    """Lines a wrapped text takes in a column `width` wide."""
+    return max(1, math.ceil(text_width(value) / max(width - 1, 1)))
+
+
 class _Sheet:
     """A worksheet writer that never lets text become a formula."""
 
@@ -112,19 +141,29 @@ class _Sheet:
         else:
             self.ws.write_number(row, col, float(value), fmt)
 
-    def table(self, header: list[str], rows: list[list], formats: list | None = None, widths: list | None = None,
+    def table(self, header: list[str], rows: list[list], formats: list | None = None, caps: list | None = None,
               freeze_cols: int = 0, first: int = 0) -> int:
-        """Header, rows, filter, frozen header, print setup; returns the last row index."""
+        """Header, rows, filter, frozen header, print setup; returns the last row index.
+
+        Column widths come from the content (capped by `caps`); a row whose text wraps is made
+        tall enough to show it whole, since neither Excel nor LibreOffice does that on opening.
+        """
+        widths = fit_widths(header, rows, caps)
+        wraps = [c for c, fmt in enumerate(formats or []) if fmt is self.f["wrap"]]
         for c, h in enumerate(header):
             self.ws.write_string(first, c, h, self.f["head"])
         for r, values in enumerate(rows, start=first + 1):
             for c, v in enumerate(values):
                 self.put(r, c, v, formats[c] if formats else None)
+            lines = max((line_count(values[c], widths[c]) for c in wraps if isinstance(values[c], str)), default=1)
+            if lines > 1:
+                self.ws.set_row(r, 14 * lines + 2)
         last = first + max(len(rows), 1)
         self.ws.autofilter(first, 0, last, len(header) - 1)
         self.ws.freeze_panes(first + 1, freeze_cols)
-        self.ws.set_row(first, 30)
-        for c, w in enumerate(widths or []):
+        head_lines = max(line_count(h, w) for h, w in zip(header, widths)) if header else 1
+        self.ws.set_row(first, max(30, 14 * min(head_lines, 4) + 4))
+        for c, w in enumerate(widths):
             self.ws.set_column(c, c, w)
         self.print_setup(first)
         return last
@@ -138,17 +177,23 @@ class _Sheet:
         self.ws.set_footer("&C第 &P 页，共 &N 页")
 
 
-def _formats(book) -> dict:
+def _formats(book, decimals: int = 2) -> dict:
     base = {"font_name": "Microsoft YaHei", "font_size": 10, "valign": "top"}
+    number = "0." + "0" * decimals if decimals > 0 else "0"  # shows the official value, no more, no less
     return {
         "head": book.add_format({**base, "bold": True, "bg_color": "#DDEBF7", "border": 1, "text_wrap": True,
                                  "align": "center", "valign": "vcenter"}),
         "text": book.add_format(base),
+        # Rank, code and grade centred: a right-aligned rank beside a left-aligned code reads "1 C006".
+        "center": book.add_format({**base, "align": "center"}),
+        "center_int": book.add_format({**base, "align": "center", "num_format": "0"}),
         "wrap": book.add_format({**base, "text_wrap": True}),
-        "num": book.add_format({**base, "num_format": "0.00"}),
+        "num": book.add_format({**base, "num_format": number}),
         "int": book.add_format({**base, "num_format": "0"}),
+        "int_left": book.add_format({**base, "num_format": "0", "align": "left"}),
+        "num_left": book.add_format({**base, "num_format": number, "align": "left"}),
         "pct": book.add_format({**base, "num_format": "0.0%"}),
-        "bold_num": book.add_format({**base, "num_format": "0.00", "bold": True}),
+        "bold_num": book.add_format({**base, "num_format": number, "bold": True}),
         "full": book.add_format({**base, "num_format": "0.##", "bold": True, "bg_color": "#F2F2F2"}),
         "full_text": book.add_format({**base, "bold": True, "bg_color": "#F2F2F2"}),
         "bad": book.add_format({"font_color": "#9C0006", "bg_color": "#FFC7CE"}),
@@ -182,7 +227,7 @@ def write_summary(path: Path, res: RoundResult, *, period: str, detail: pd.DataF
     with atomic_path(path) as tmp:
         book = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False})
         book.set_properties({"title": f"{system.name} {period} 评估汇总", "author": "happyhome", "created": generated})
-        f = _formats(book)
+        f = _formats(book, res.params["rank_decimals"])
         _rank_sheet(book, f, res)
         _chart_sheet(book, f, res)
         _items_sheet(book, f, res)
@@ -200,13 +245,13 @@ def _rank_sheet(book, f, res: RoundResult) -> None:
     sh = _Sheet(book, "排名", f)
     header, rows = rank_columns(res)
     n_level2 = len(res.system.level2_names)
-    fmts = [f["int"], f["text"], f["text"], f["text"], f["text"], f["text"], f["bold_num"], f["text"], f["int"]]
+    fmts = [f["center_int"], f["center"], f["text"], f["text"], f["text"], f["text"], f["bold_num"], f["center"],
+            f["center_int"]]
     fmts += [f["num"]] * n_level2 + [f["wrap"]]
-    widths = [6, 9, 24, 13, 9, 9, 9, 8, 9] + [10] * n_level2 + [44]
+    caps = [None, 10, 30, 14, 16, 16, None, None, None] + [None] * n_level2 + [36]
     for h in header[len(fmts):]:
-        fmts.append(f["num"] if h == "校准总分" else f["int"] if h.endswith("排名") else f["text"])
-        widths.append(15 if "区间" in h else 10)
-    last = sh.table(header, rows, fmts, widths, freeze_cols=3)
+        fmts.append(f["num"] if h == "校准总分" else f["center_int"] if h.endswith("排名") else f["text"])
+    last = sh.table(header, rows, fmts, caps, freeze_cols=3)
     total_col = header.index("总分")
     sh.ws.conditional_format(1, total_col, last, total_col, {
         "type": "data_bar", "bar_color": "#63BE7B", "bar_solid": True,
@@ -232,12 +277,9 @@ def _chart_sheet(book, f, res: RoundResult) -> None:
     cats = category_shares(res)
     header = ["二级指标", "满分", "平均得分", "得分率"]
     rows = [[name, full, mean, share] for name, full, mean, share in cats]
-    sh.table(header, rows, [f["text"], f["full"], f["num"], f["pct"]], [14, 8, 10, 10])
+    sh.table(header, rows, [f["text"], f["full"], f["num"], f["pct"]])
     sh.ws.autofilter(0, 0, 0, 0)  # a four-row helper table needs no filter
     n_rated = res.n_rated
-    if not n_rated:
-        sh.ws.write_string(len(rows) + 2, 0, NO_SCORES, f["title"])
-        return
     totals = book.add_chart({"type": "column"})
     totals.add_series({
         "name": "总分", "categories": ["排名", 1, 2, n_rated, 2], "values": ["排名", 1, 6, n_rated, 6],
@@ -277,8 +319,10 @@ def _items_sheet(book, f, res: RoundResult) -> None:
         got = wide.loc[r["subject"]] if r["subject"] in wide.index else {}
         rows.append([r["subject"], r["name"], r["total"]] + [got.get(i.code, math.nan) for i in items]
                     + [r[level] for level in LEVEL1])
-    fmts = [f["text"], f["text"], f["bold_num"]] + [f["num"]] * (len(items) + len(LEVEL1))
-    last = sh.table(header, rows, fmts, [9, 24, 9] + [11] * (len(items) + len(LEVEL1)), freeze_cols=2)
+    fmts = [f["center"], f["text"], f["bold_num"]] + [f["num"]] * (len(items) + len(LEVEL1))
+    # Item columns as narrow as their numbers, headers wrapped: 24 columns fit A4 landscape legibly.
+    caps = [8, 24, 8] + [6] * (len(items) + len(LEVEL1))
+    last = sh.table(header, rows, fmts, caps, freeze_cols=2)
     for c, value in enumerate(full):  # the 满分 row stands out
         sh.put(1, c, value, f["full_text"] if isinstance(value, str) else f["full"])
     sh.ws.freeze_panes(2, 2)
@@ -311,7 +355,7 @@ def detail_frame(res: RoundResult, scores: pd.DataFrame, roster: Roster | None) 
 
 def _scores_sheet(book, f, detail: pd.DataFrame, max_rows: int, csv_name: str) -> None:
     sh = _Sheet(book, "评分明细", f)
-    widths = [9, 10, 9, 9, 22, 9, 14, 8, 8, 36, 10, 34, 14, 8, 20]
+    caps = [None, None, None, None, 24, None, 14, None, None, 36, None, 34, 16, None, 20]
     if len(detail) > max_rows:
         # Tens of thousands of rows make the workbook slow to write and to open; the same
         # table goes in full to the CSV beside it, which Excel opens as it is.
@@ -321,7 +365,7 @@ def _scores_sheet(book, f, detail: pd.DataFrame, max_rows: int, csv_name: str) -
                                  f"见同一文件夹中的 {csv_name}（UTF-8 编码，可直接用 Excel 打开）。", f["wrap"])
         return
     fmts = [f["text"]] * 7 + [f["num"]] + [f["text"]] * 7
-    sh.table(DETAIL_HEAD, detail.values.tolist(), fmts, widths, freeze_cols=0)
+    sh.table(DETAIL_HEAD, detail.values.tolist(), fmts, caps, freeze_cols=0)
 
 
 def write_detail_csv(path: Path, detail: pd.DataFrame) -> Path:
@@ -343,7 +387,7 @@ def _assessor_sheet(book, f, res: RoundResult) -> None:
         header += ["宽严效应", "标准误", "说明"]
         cols += ["effect", "effect_se", "effect_note"]
         fmts += [f["num"], f["num"], f["text"]]
-    sh.table(header, a[cols].values.tolist(), fmts, [9, 10, 26, 11, 14, 10, 10, 10, 40], freeze_cols=2)
+    sh.table(header, a[cols].values.tolist(), fmts, [None, None, 30] + [None] * 5 + [40], freeze_cols=2)
     note = len(a) + 3
     sh.ws.write_string(note, 0, "平均偏差：该评估人的总分减去同一对象其他评估人平均总分，在其与他人共同评估的对象上取平均；正数偏宽，负数偏严。", f["text"])
     if "effect" in a:
@@ -384,6 +428,7 @@ def _about_sheet(book, f, res: RoundResult, *, period: str, files: list[dict], g
         ["截尾起点人数 trim_min", p["trim_min"]],
         ["最少评估人数 min_assessors", p["min_assessors"]],
         ["排名比较小数位", p["rank_decimals"]],
+        ["取整规则", rounding_note(p["rank_decimals"])],
         ["等级", "；".join(f"{b['name']} ≥ {b['min']:g}" for b in p["grades"]) + f"；其余为{p['fail']}"],
         ["单项分歧阈值（占满分）", p["item_range_share"]],
         ["总分分歧阈值（分）", p["total_range_points"]],
@@ -391,31 +436,38 @@ def _about_sheet(book, f, res: RoundResult, *, period: str, files: list[dict], g
         ["排名区间", f"自助法 {p['bootstrap']} 次，种子 {p['seed']}，{p['level']:.0%} 区间" if p["bootstrap"] else "未计算"],
         ["决策线", f"前 {p['selection_top']} 名入选线；等级线 " + "、".join(f"{b:g}" for b in p["boundaries"])],
         ["正式排名", "校准排名" if p["official"] == "calibrated" else "未校准排名（平均分排名）"],
-        ["评估人一致性 α", res.agreement.get("alpha", math.nan)],
-        ["一致性解读", res.agreement.get("reading", "")],
+        ["评估人一致性 α", half_up(res.agreement.get("alpha", math.nan), 2)],  # as the reading shows it
+        ["一致性解读", agreement_note(res, flag_counts(res))],
         ["已评对象 / 全部对象", f"{res.n_rated} / {len(res.subjects)}"],
         ["计入的文件数", len(files)],
     ]
     if res.calibrated:
         rows.append(["校准", "已计算评估人宽严效应与校准总分。" + res.effects_message])
-    if res.n_rated == 0:
-        rows.insert(0, ["注意", NO_SCORES])
-    sh.ws.set_column(0, 0, 26)
-    sh.ws.set_column(1, 1, 70)
-    sh.ws.set_column(2, 4, 20)
+    keys = ["name", "sha256", "assessor", "received_at", "n"]
+    listing = [[item[k] for k in keys] for item in files]
+    head = ["文件名", "sha256", "评估人", "收到时间", "评分条数"]
+    # Column B holds the long texts (and the files' sha256): wide enough for both, and each
+    # row as tall as its wrapped text, so 方法说明 and 取整规则 print whole.
+    width_a, width_b = 28, 70
+    lists = fit_widths(head, listing, [max(width_a, 40), width_b, 10, 20, 10])
+    sh.ws.set_column(0, 0, max(width_a, lists[0]))
+    sh.ws.set_column(1, 1, width_b)
+    for c in range(2, 5):
+        sh.ws.set_column(c, c, lists[c])
     sh.ws.write_string(0, 0, "项目", f["head"])
     sh.ws.write_string(0, 1, "内容", f["head"])
     for r, (k, v) in enumerate(rows, start=1):
         sh.put(r, 0, k, f["text"])
-        sh.put(r, 1, v, f["num"] if isinstance(v, float) else f["wrap"])
+        sh.put(r, 1, v, f["num_left"] if isinstance(v, float) else f["int_left"] if isinstance(v, int) else f["wrap"])
+        if isinstance(v, str) and line_count(v, width_b) > 1:
+            sh.ws.set_row(r, 14 * line_count(v, width_b) + 2)
     start = len(rows) + 2
     sh.ws.write_string(start, 0, "计入评分的文件", f["title"])
-    head = ["文件名", "sha256", "评估人", "收到时间", "评分条数"]
     for c, h in enumerate(head):
         sh.ws.write_string(start + 1, c, h, f["head"])
-    for r, item in enumerate(files, start=start + 2):
-        for c, key in enumerate(["name", "sha256", "assessor", "received_at", "n"]):
-            sh.put(r, c, item[key], f["int"] if key == "n" else f["text"])
+    for r, values in enumerate(listing, start=start + 2):
+        for c, (key, value) in enumerate(zip(keys, values)):
+            sh.put(r, c, value, f["int"] if key == "n" else f["text"])
     sh.ws.freeze_panes(1, 0)
     sh.print_setup(0)
 
@@ -424,6 +476,7 @@ def write_results_csv(path: Path, res: RoundResult) -> Path:
     """The 排名 table as UTF-8 CSV with a byte-order mark; text cells made inert."""
     header, rows = rank_columns(res)
     numeric2 = {"总分", "校准总分", *res.system.level2_names}
+    decimals = res.params["rank_decimals"]
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8-sig", newline="") as fh:
             out = csv.writer(fh)
@@ -436,7 +489,7 @@ def write_results_csv(path: Path, res: RoundResult) -> Path:
                     elif isinstance(v, str):
                         line.append(inert_csv(v))
                     elif h in numeric2:
-                        line.append(f"{float(v):.2f}")
+                        line.append(f"{float(v):.{decimals}f}")
                     else:
                         line.append(str(int(v)))
                 out.writerow(line)
@@ -444,6 +497,15 @@ def write_results_csv(path: Path, res: RoundResult) -> Path:
 
 
 # -- the command ----------------------------------------------------------------------------
+def nothing_collected(ws: Workspace, system: System, period: str, n_files: int) -> str:
+    """Why `report` refuses a round without one accepted sheet, and what to do."""
+    found = (f"已收取 {n_files} 个文件，但没有一张评分表通过校验（原因见 output/{period}/collection-{system.id}.xlsx）"
+             if n_files else "还没有收取到任何评分表")
+    return (f"本轮（{system.name} {period}）{found}，无法生成报告，未写入任何文件。"
+            f"请把退回的评分表放入 {ws.returned(period)}，再运行 "
+            f"happyhome collect --system {system.id} --period {period}。")
+
+
 def report(
     ws: Workspace,
     system: str | System,
@@ -469,6 +531,8 @@ def report(
     calibrate = calibrate or ws["calibration"]["official"] == "calibrated"
     roster = read_roster_for(ws.path("roster"), system)
     scores, file_rows, status = _inputs(ws, period, system, roster)
+    if not len(scores):
+        raise InputError(nothing_collected(ws, system, period, len(file_rows)))
     result = score_round(scores, system, roster, ws.settings, method=method, by=by, calibrate=calibrate)
     chase, assigned, received = chase_list(status), status.assigned, status.received
     files = _files(scores, file_rows)
@@ -481,7 +545,8 @@ def report(
                             detail_csv=detail_csv.name)
     results = write_results_csv(out / f"results-{system.id}.csv", result)
     context = digest_context(result, period=period, scores=scores, roster=roster, chase=chase, assigned=assigned,
-                             received=received, files=files, organiser=ws["round"]["organiser"], generated=generated)
+                             received=received, files=files, organiser=ws["round"]["organiser"], generated=generated,
+                             files_received=len(file_rows))
     digest = write_digest(out / f"digest-{system.id}.html", context)
     return ReportResult(period=period, system=system, scores=result, summary=summary, csv=results, digest=digest,
                         detail_csv=detail_csv,

@@ -23,7 +23,7 @@ from pipeline.config import Workspace, check_period
 from pipeline.errors import UsageError
 from pipeline.ledger import Ledger
 from pipeline.roster import Roster
-from pipeline.scoring import NOT_RATED, score_round
+from pipeline.scoring import NOT_RATED, half_up, round_series, score_round
 from pipeline.systems import System
 
 NO_DATA = "无数据"
@@ -59,6 +59,8 @@ class RollupResult:
     returns_month: pd.DataFrame
     returns_assessor: pd.DataFrame
     grades: list[str] = field(default_factory=list)  # grade names, best first, then the fail grade
+    bands: list[tuple[str, float]] = field(default_factory=list)  # (grade, lowest total) best first, without the fail grade
+    decimals: int = 2  # scoring.rank_decimals: totals are shown with these
     generated: datetime = field(default_factory=datetime.now)
     xlsx: Path | None = None
     html: Path | None = None
@@ -146,9 +148,11 @@ def compute_rollup(ws: Workspace, system: System, roster: Roster, ledger: Ledger
         part["period"] = period
         monthly_parts.append(part)
         rated = subj[subj["n_assessors"] > 0]
-        level2_rows[period] = {name: (float((rated[name] / level2_max[name]).mean()) if len(rated) else math.nan)
+        # Mean shares of 满分, kept at the 0.1% they are shown with.
+        level2_rows[period] = {name: (half_up(float((rated[name] / level2_max[name]).mean()), 3) if len(rated) else math.nan)
                                for name in system.level2_names}
-        level2_rows[period]["__total__"] = float((rated["total"] / system.total).mean()) if len(rated) else math.nan
+        level2_rows[period]["__total__"] = (half_up(float((rated["total"] / system.total).mean()), 3)
+                                            if len(rated) else math.nan)
         # returns: an assignment is on time or late by when the file of its accepted sheet arrived
         sheets = ledger.sheets(period, system.id)
         sheets = sheets[sheets["status"] == "accepted"]
@@ -177,7 +181,9 @@ def compute_rollup(ws: Workspace, system: System, roster: Roster, ledger: Ledger
     monthly = monthly.sort_values(["subject", "period"], key=lambda c: c.map({s: n for n, s in enumerate(subjects["subject"])})
                                   if c.name == "subject" else c, kind="mergesort").reset_index(drop=True)
     previous = monthly.groupby("subject", sort=False)[["total", "rank"]].shift(1)
-    monthly["delta"] = monthly["total"] - previous["total"]
+    decimals = int(ws["scoring"]["rank_decimals"])
+    # Both totals are rounded already; rounding the difference removes float noise (0.0100000001).
+    monthly["delta"] = round_series(monthly["total"] - previous["total"], decimals)
     monthly["rank_move"] = previous["rank"] - monthly["rank"]
     monthly = monthly[["subject", "period", "total", "rank", "grade", "n_assessors", "assigned", "delta", "rank_move"]]
 
@@ -222,7 +228,8 @@ def compute_rollup(ws: Workspace, system: System, roster: Roster, ledger: Ledger
 
     return RollupResult(system, periods, with_data, used_method, note, drop, monthly, subjects, level2,
                         flag_frame, returns_month, returns_assessor,
-                        grades=[b["name"] for b in ws["scoring"]["grades"]] + [ws["scoring"]["fail"]])
+                        grades=[b["name"] for b in ws["scoring"]["grades"]] + [ws["scoring"]["fail"]],
+                        bands=[(b["name"], float(b["min"])) for b in ws["scoring"]["grades"]], decimals=decimals)
 
 
 def rollup(ws: Workspace, system: System, roster: Roster, ledger: Ledger, start: str | None = None,
@@ -310,8 +317,13 @@ def write_rollup_xlsx(result: RollupResult, path: str | Path) -> Path:
             ws.write_number(r, spark + 5, row.n_flags, f["int"])
         n = len(subjects)
         if n:
-            ws.conditional_format(1, first_month, n, last_month, {"type": "3_color_scale", "min_color": "#F8696B",
-                                                                   "mid_color": "#FFEB84", "max_color": "#63BE7B"})
+            # Coloured by grade band, the same in every month: 80.0 is 良好 whatever the month's spread.
+            top_left = xl_rowcol_to_cell(1, first_month, row_abs=False, col_abs=False)
+            for grade, lowest, colour in grade_colours(result):
+                rule = f"AND(ISNUMBER({top_left}),{top_left}>={lowest:g})" if lowest is not None else f"ISNUMBER({top_left})"
+                ws.conditional_format(1, first_month, n, last_month, {
+                    "type": "formula", "criteria": f"={rule}", "stop_if_true": True,
+                    "format": book.add_format({"bg_color": colour})})
             ws.conditional_format(1, spark + 5, n, spark + 5, {"type": "cell", "criteria": ">", "value": 0, "format": f["red"]})
         finish(ws, n, len(header), [8, 24, 12, 10] + [11] * len(months) + [16, 9, 9, 9, 9, 7])
 
@@ -410,18 +422,34 @@ def write_rollup_xlsx(result: RollupResult, path: str | Path) -> Path:
         for r, (k, v) in enumerate(lines, start=2):
             sheet.write_string(r, 0, k, f["head"])
             sheet.write_string(r, 1, v, f["note"])
+        # The 总分 sheet's colours, here so that sheet stays a plain table (filters, imports).
+        legend = len(lines) + 2
+        sheet.write_string(legend, 0, "总分表底色", f["head"])
+        sheet.set_column(2, 2 + len(grade_colours(result)), 14)
+        sheet.write_string(legend, 1, "按等级着色（与当月等级一致，不随当月最高、最低分变化）：", f["note"])
+        for k, (grade, lowest, colour) in enumerate(grade_colours(result)):
+            label = f"{grade} ≥ {lowest:g}" if lowest is not None else (
+                f"{grade} < {result.bands[-1][1]:g}" if result.bands else grade)
+            sheet.write_string(legend + 1, 1 + k, label, book.add_format({"border": 1, "bg_color": colour, "align": "center"}))
         book.close()
     return path
 
 
 # -- the HTML page -----------------------------------------------------------------------------
-def _heat(value: float | None, lo: float, hi: float) -> str:
-    """A background colour from red (low) through yellow to green (high)."""
-    if value is None:
-        return "#edf2f7"
-    t = 0.5 if hi <= lo else min(max((value - lo) / (hi - lo), 0.0), 1.0)
-    hue = 0 + 120 * t
-    return f"hsl({hue:.0f}, 65%, {88 - 10 * abs(t - 0.5):.0f}%)"
+# Light tints of the grade badges' colours (优秀 green, 良好 blue, 合格 amber); the fail grade is red.
+BAND_TINTS = ("#c6f6d5", "#bee3f8", "#fefcbf", "#e9d8fd", "#b2f5ea")
+FAIL_TINT, NO_TINT = "#fed7d7", "#edf2f7"
+
+
+def grade_colours(result: RollupResult) -> list[tuple[str, float | None, str]]:
+    """(grade, lowest total or None for the fail grade, background colour), best first."""
+    bands = [(name, lowest, BAND_TINTS[k % len(BAND_TINTS)]) for k, (name, lowest) in enumerate(result.bands)]
+    return bands + [(result.grades[-1], None, FAIL_TINT)]
+
+
+def _heat(grade: str, colours: dict[str, str]) -> str:
+    """The background of a month's total: its grade band's colour (grey when not rated)."""
+    return colours.get(grade, NO_TINT)
 
 
 def sparkline_svg(values: list[float | None], width: int = 90, height: int = 22) -> str:
@@ -507,14 +535,14 @@ def movers(result: RollupResult, n: int = 4) -> tuple[list[str], list[str]]:
 def rollup_context(result: RollupResult, organiser: str = "") -> dict:
     from markupsafe import Markup
 
-    totals = result.wide("total")
-    known = totals.stack().dropna() if len(totals) else pd.Series(dtype=float)
-    lo, hi = (float(known.quantile(0.05)), float(known.quantile(0.95))) if len(known) else (0.0, 100.0)
+    totals, grades = result.wide("total"), result.wide("grade")
+    bands = grade_colours(result)
+    colours = {grade: colour for grade, _, colour in bands}
     rows = []
     for s in result.subjects.to_dict("records"):
         values = [_num(totals.at[s["subject"], p]) for p in result.periods]
-        rows.append({**s, "cells": [(p, v, _heat(v, lo, hi)) for p, v in zip(result.periods, values)],
-                     "spark": Markup(sparkline_svg(values))})
+        cells = [(p, v, _heat(grades.at[s["subject"], p], colours)) for p, v in zip(result.periods, values)]
+        rows.append({**s, "cells": cells, "spark": Markup(sparkline_svg(values))})
     risers, fallers = movers(result)
     return {
         "title": f"{result.system.name} · 月度汇总 {result.start} 至 {result.end}",
@@ -535,6 +563,8 @@ def rollup_context(result: RollupResult, organiser: str = "") -> dict:
         "level2_chart": Markup(level2_chart(result, "level2")) if result.with_data else "",
         "generated": result.generated.strftime("%Y-%m-%d %H:%M"),
         "grades": result.grades,
+        "bands": bands,
+        "decimals": result.decimals,
     }
 
 

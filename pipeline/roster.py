@@ -80,10 +80,10 @@ def _table(rows: list[list], sheet: str, problems: list[str]) -> tuple[dict[str,
             header = {name: col for col, name in reversed(list(enumerate(cells))) if name}
             missing = [c for c in REQUIRED[sheet] if c not in header]
             if missing:
-                problems.append(f"sheet {sheet} row {index + 1}: missing column(s) {', '.join(missing)}")
+                problems.append(f"工作表“{sheet}”第 {index + 1} 行：缺少列 {'、'.join(missing)}")
             data = [(n + 1, [clean(v) for v in r]) for n, r in enumerate(rows) if n > index]
             return header, [(n, r) for n, r in data if any(r)]
-    problems.append(f"sheet {sheet}: no header row")
+    problems.append(f"工作表“{sheet}”：没有表头行")
     return {}, []
 
 
@@ -91,21 +91,21 @@ def read_roster(path: str | Path, known_types: tuple[str, ...] = TYPES) -> Roste
     """Read and check a roster workbook (raises InputError listing every problem)."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"Roster not found: {path} (run `happyhome init` to create an example).")
+        raise InputError(f"找不到名单文件：{path}（运行 happyhome init 可生成一份示例名单）。")
     try:
         book = read_workbook(path, Limits(max_rows=200_000))
     except UnreadableFile as err:
-        raise InputError(f"{path}: cannot read the roster: {CATALOGUE[err.code][1].format(detail=err.detail)}") from err
+        raise InputError(f"{path}：无法读取名单：{CATALOGUE[err.code][1].format(detail=err.detail)}") from err
     problems: list[str] = []
     tables = {}
     for name in (SUBJECTS, ASSESSORS, ASSIGNMENTS):
         sheet = book.sheet(name)
         if sheet is None:
             if name != ASSIGNMENTS:
-                problems.append(f"sheet {name} is missing")
+                problems.append(f"缺少工作表“{name}”")
             continue
         if sheet.error:
-            problems.append(f"sheet {name}: cannot be read ({sheet.error})")
+            problems.append(f"工作表“{name}”无法读取（{sheet.error}）")
             continue
         tables[name] = _table(sheet.rows, name, problems)
     if problems:
@@ -119,23 +119,29 @@ def read_roster(path: str | Path, known_types: tuple[str, ...] = TYPES) -> Roste
         """Rows with a unique, non-empty 编号, as dicts; every other row becomes a problem."""
         header, rows = tables[sheet]
         first_seen: dict[str, int] = {}
+        folded: dict[str, tuple[str, int]] = {}  # casefolded 编号 -> (as written, row)
         for n, row in rows:
             values = {c: get(row, header, c) for c in columns}
-            code, where = values["编号"], f"sheet {sheet} row {n}"
+            code, where = values["编号"], f"工作表“{sheet}”第 {n} 行"
             if not code:
-                problems.append(f"{where}: 编号 is empty")
+                problems.append(f"{where}：编号为空")
             elif code in first_seen:
-                problems.append(f"{where}: duplicate 编号 {code!r} (first at row {first_seen[code]})")
+                problems.append(f"{where}：编号 {code} 重复（第一次出现在第 {first_seen[code]} 行）")
+            elif code.casefold() in folded:
+                # c005 and C005 look like one subject to a person and to file systems that ignore case.
+                other, at = folded[code.casefold()]
+                problems.append(f"{where}：编号 {code} 与第 {at} 行的 {other} 只有大小写不同，请统一写法")
             else:
                 first_seen[code] = n
+                folded[code.casefold()] = (code, n)
                 if not values[name_column]:
-                    problems.append(f"{where}: {name_column} is empty")
+                    problems.append(f"{where}：{name_column}为空")
                 yield where, values
 
     subjects: dict[str, Subject] = {}
     for where, values in records(SUBJECTS, SUBJECT_COLUMNS, "名称"):
         if values["类型"] not in known_types:
-            problems.append(f"{where}: 类型 must be one of {' | '.join(known_types)}, found {values['类型']!r}")
+            problems.append(f"{where}：类型应为 {' 或 '.join(known_types)}，实际为“{values['类型']}”")
         subjects[values["编号"]] = Subject(*(values[c] for c in SUBJECT_COLUMNS))
     assessors = {values["编号"]: Assessor(*(values[c] for c in ASSESSOR_COLUMNS))
                  for _, values in records(ASSESSORS, ASSESSOR_COLUMNS, "姓名")}
@@ -146,13 +152,13 @@ def read_roster(path: str | Path, known_types: tuple[str, ...] = TYPES) -> Roste
         seen_pairs: dict[tuple[str, str], int] = {}
         for n, row in rows:
             assessor, subject = get(row, header, "评估人编号"), get(row, header, "评估对象编号")
-            where = f"sheet {ASSIGNMENTS} row {n}"
+            where = f"工作表“{ASSIGNMENTS}”第 {n} 行"
             if assessor not in assessors:
-                problems.append(f"{where}: 评估人编号 {assessor!r} is not in sheet {ASSESSORS}")
+                problems.append(f"{where}：评估人编号“{assessor}”不在工作表“{ASSESSORS}”中")
             if subject not in subjects:
-                problems.append(f"{where}: 评估对象编号 {subject!r} is not in sheet {SUBJECTS}")
+                problems.append(f"{where}：评估对象编号“{subject}”不在工作表“{SUBJECTS}”中")
             if (assessor, subject) in seen_pairs:
-                problems.append(f"{where}: the same assignment is listed twice (first at row {seen_pairs[assessor, subject]})")
+                problems.append(f"{where}：同一分配重复列出（第一次出现在第 {seen_pairs[assessor, subject]} 行）")
                 continue
             seen_pairs[assessor, subject] = n
             pairs.append((assessor, subject))
@@ -160,11 +166,11 @@ def read_roster(path: str | Path, known_types: tuple[str, ...] = TYPES) -> Roste
             busy = {a for a, _ in pairs}
             for code in assessors:
                 if code not in busy:
-                    problems.append(f"sheet {ASSIGNMENTS}: assessor {code} ({assessors[code].name}) has nothing to rate")
+                    problems.append(f"工作表“{ASSIGNMENTS}”：评估人 {code}（{assessors[code].name}）没有分配任何评估对象")
     if not subjects:
-        problems.append(f"sheet {SUBJECTS}: no subjects")
+        problems.append(f"工作表“{SUBJECTS}”：没有评估对象")
     if not assessors:
-        problems.append(f"sheet {ASSESSORS}: no assessors")
+        problems.append(f"工作表“{ASSESSORS}”：没有评估人")
     if problems:
         _fail(path, problems)
     return Roster(subjects, assessors, pairs)
@@ -177,7 +183,7 @@ def read_roster_for(path: str | Path, system) -> Roster:
 
 def _fail(path: Path, problems: list[str]) -> None:
     listing = "\n".join(f"  - {p}" for p in problems)
-    raise InputError(f"{path}: {len(problems)} problem(s) in the roster, nothing was generated:\n{listing}")
+    raise InputError(f"{path}：名单有 {len(problems)} 个问题，未生成任何文件：\n{listing}")
 
 
 EXAMPLE_SUBJECTS = [

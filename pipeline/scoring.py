@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 
 import numpy as np
 import pandas as pd
@@ -36,12 +37,16 @@ class RoundResult:
         (基础指标, 进阶指标), flags (text), and when asked group, group_rank,
         total_lo, total_hi, rank_lo, rank_hi, rank_label, calibrated_total, calibrated_rank.
     items: one row per (subject, item) scored: subject, item, level1, level2, level3, max,
-        score (the aggregate), n, low, high, range, share (score / max).
+        score (the aggregate rounded half-up to rank_decimals), n, low, high, range,
+        share (score / max), exact (the aggregate before rounding).
     totals: one row per accepted sheet: subject, assessor, total, used (kept after trimming).
     assessors: assessor, name, org, n_subjects, n_shared, deviation (mean of own total
         minus the other assessors' mean total, over the subjects shared with others).
     flags: subject, item, kind, value, message (Chinese); kinds are item_range,
         total_range, few_assessors, decision.
+
+    Every total, subtotal and item score is its exact aggregate rounded half-up (四舍五入) to
+    ``scoring.rank_decimals`` once; ranks and grades use these rounded values.
     """
 
     system: System
@@ -70,22 +75,52 @@ class RoundResult:
         return int((self.subjects["n_assessors"] > 0).sum())
 
 
+def half_up(value: float, decimals: int = 2) -> float:
+    """四舍五入: `value` rounded half away from zero to `decimals`, as a person would on paper.
+
+    The float is first cut to 9 decimals, which removes binary noise: item means that add up
+    to 59.995 (two assessors, totals 60.00 and 59.99) sum to 59.99499999… as floats, which
+    round() makes 59.99; 四舍五入 of 59.995 is 60.00.
+    """
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return math.nan
+    exact = Decimal(repr(round(float(value), 9)))
+    return float(exact.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP))
+
+
+def round_series(values: pd.Series, decimals: int = 2) -> pd.Series:
+    """`half_up` over a column; NaN stays NaN."""
+    values = values.astype(float)
+    # Means of half-point scores repeat a lot: round each distinct value once.
+    rounded = {v: half_up(v, decimals) for v in pd.unique(values.dropna())}
+    return values.map(rounded).astype(float)
+
+
 def competition_rank(values: pd.Series, decimals: int = 2) -> pd.Series:
-    """1, 2, 2, 4 ranking, highest first, of values compared at `decimals`; NaN stays NaN."""
-    return values.round(decimals).rank(method="min", ascending=False)
+    """1, 2, 2, 4 ranking, highest first, of values rounded half-up to `decimals`; NaN stays NaN."""
+    return round_series(values, decimals).rank(method="min", ascending=False)
 
 
 def grade(total: float, settings: dict) -> str:
-    """The grade band of a total (未评 for NaN)."""
+    """The grade band of a total (未评 for NaN), judged on the total rounded half-up."""
     if total is None or (isinstance(total, float) and math.isnan(total)):
         return NOT_RATED
     sc = settings["scoring"]
-    # Compare at the ranking precision, so 89.996 shown as 90.00 is 优秀.
-    value = round(float(total), int(sc["rank_decimals"]))
+    # Idempotent on an official total; a raw one is judged as it would be shown.
+    value = half_up(float(total), int(sc["rank_decimals"]))
     for band in sc["grades"]:
         if value >= band["min"]:
             return band["name"]
     return sc["fail"]
+
+
+def rounding_note(decimals: int) -> str:
+    """The rounding rule in words, for the 说明 sheet and the digest's method note."""
+    return (f"每个指标的得分、各二级和一级指标小计与总分，都由未取整的平均值四舍五入保留 {decimals} 位小数，只取整一次；"
+            f"排名、等级、打印和写入各文件的都是这个取整后的数。因各项分别取整，各项之和与总分可能相差几个 0.{'0' * (decimals - 1)}1"
+            if decimals > 0 else
+            "每个指标的得分、各小计与总分，都由未取整的平均值四舍五入取整数，只取整一次；排名、等级、打印和写入各文件的都是这个取整后的数。"
+            "因各项分别取整，各项之和与总分可能相差几分") + "，以总分为准。"
 
 
 def method_note(method: str, trim_min: int) -> str:
@@ -172,12 +207,17 @@ def score_round(
         columns=["item", "level1", "level2", "level3", "max"],
     )
     items = items.merge(meta, on="item", how="left")
-    items["range"] = items["high"] - items["low"]
+    # The official figures are rounded half-up once, from the exact aggregates: each item,
+    # each subtotal and the total. What is ranked, graded, printed and written is that value.
+    items["exact"] = items["score"]
+    items["score"] = round_series(items["exact"], decimals)
+    items["range"] = round_series(items["high"] - items["low"], decimals)
     items["share"] = items["score"] / items["max"]
     order = {c: n for n, c in enumerate(system.codes)}
     subj_order = {c: n for n, c in enumerate(codes)}
     items = items.sort_values(["subject", "item"], key=lambda col: col.map(subj_order if col.name == "subject" else order))
-    items = items[["subject", "item", "level1", "level2", "level3", "max", "score", "n", "low", "high", "range", "share"]]
+    items = items[["subject", "item", "level1", "level2", "level3", "max", "score", "n", "low", "high", "range", "share",
+                   "exact"]]
     items = items.reset_index(drop=True)
 
     # Subject table.
@@ -186,15 +226,17 @@ def score_round(
     n_used = totals[totals["used"]].groupby("subject").size()
     subjects["n_assessors"] = subjects["subject"].map(n_all).fillna(0).astype(int)
     subjects["n_used"] = subjects["subject"].map(n_used).fillna(0).astype(int)
-    subjects["total"] = subjects["subject"].map(items.groupby("subject")["score"].sum(min_count=1)).astype(float)
+    exact_total = subjects["subject"].map(items.groupby("subject")["exact"].sum(min_count=1)).astype(float)
+    subjects["total"] = round_series(exact_total, decimals)
     subjects.loc[subjects["n_assessors"] == 0, "total"] = np.nan
     subjects["rank"] = competition_rank(subjects["total"], decimals)
     subjects["grade"] = [grade(t, settings) for t in subjects["total"]]
     for level, column in (("level2", system.level2_names), ("level1", LEVEL1)):
-        sub = items.pivot_table(index="subject", columns=level, values="score", aggfunc="sum")
+        sub = items.pivot_table(index="subject", columns=level, values="exact", aggfunc="sum")
         for name in column:
             values = subjects["subject"].map(sub[name]) if name in sub else np.nan
-            subjects[name] = np.where(subjects["n_assessors"] > 0, values, np.nan).astype(float)
+            subjects[name] = round_series(pd.Series(np.where(subjects["n_assessors"] > 0, values, np.nan),
+                                                    index=subjects.index), decimals)
     if by is not None:
         key = BY_COLUMNS[by]
         subjects["group"] = subjects[key]
@@ -207,7 +249,7 @@ def score_round(
             flags.append((r.subject, r.item, "item_range", float(r.range),
                           f"{r.item} {r.level3}：评估人打分相差 {r.range:g} 分（满分 {r.max:g}，"
                           f"超过满分的 {fl['item_range_share']:.0%}）"))
-    spread_t = totals.groupby("subject")["total"].agg(lambda t: t.max() - t.min())
+    spread_t = round_series(totals.groupby("subject")["total"].agg(lambda t: t.max() - t.min()), decimals)
     for subject in codes:
         n = int(n_all.get(subject, 0))
         if 0 < n < min_assessors:
@@ -256,7 +298,7 @@ def score_round(
         effects = calibration.assessor_effects(rated_totals)
         effects_message = effects.attrs.get("message", "")
         ct = calibration.calibrated_totals(rated_totals, effects).set_index("subject")["calibrated_total"]
-        subjects["calibrated_total"] = subjects["subject"].map(ct).astype(float)
+        subjects["calibrated_total"] = round_series(subjects["subject"].map(ct), decimals)
         subjects["calibrated_rank"] = competition_rank(subjects["calibrated_total"], decimals)
         moved = subjects[(subjects["n_assessors"] > 0) & (subjects["rank"] != subjects["calibrated_rank"])]
         changes = moved[["subject", "name", "total", "rank", "calibrated_total", "calibrated_rank"]].copy()
@@ -264,7 +306,7 @@ def score_round(
         changes = changes.sort_values(["calibrated_rank", "subject"]).reset_index(drop=True)
 
     subjects = subjects.sort_values(["rank", "subject"], na_position="last", kind="mergesort").reset_index(drop=True)
-    assessors = _assessor_table(totals, roster, effects)
+    assessors = _assessor_table(totals, roster, effects, decimals)
     return RoundResult(
         system=system,
         method=method,
@@ -291,7 +333,8 @@ def score_round(
     )
 
 
-def _assessor_table(totals: pd.DataFrame, roster: Roster | None, effects: pd.DataFrame | None) -> pd.DataFrame:
+def _assessor_table(totals: pd.DataFrame, roster: Roster | None, effects: pd.DataFrame | None,
+                    decimals: int = 2) -> pd.DataFrame:
     """Per assessor: subjects scored and mean deviation from the others on shared subjects."""
     t = totals[["subject", "assessor", "total"]]
     g = t.groupby("subject")["total"]
@@ -310,10 +353,10 @@ def _assessor_table(totals: pd.DataFrame, roster: Roster | None, effects: pd.Dat
     out["n_subjects"] = out["assessor"].map(stats["n_subjects"]).fillna(0).astype(int)
     out["n_shared"] = out["assessor"].map(stats["n_shared"]).fillna(0).astype(int)
     # NaN devs (subjects nobody else rated) are skipped by the mean; none shared gives NaN.
-    out["deviation"] = out["assessor"].map(stats["deviation"]).astype(float)
+    out["deviation"] = round_series(out["assessor"].map(stats["deviation"]), decimals)
     if effects is not None and not effects.empty:
         e = effects.set_index("assessor")
-        out["effect"] = out["assessor"].map(e["effect"])
-        out["effect_se"] = out["assessor"].map(e["se"])
+        out["effect"] = round_series(out["assessor"].map(e["effect"]), decimals)
+        out["effect_se"] = round_series(out["assessor"].map(e["se"]), decimals)
         out["effect_note"] = out["assessor"].map(e["note"]).fillna("")
     return out

@@ -17,7 +17,7 @@ from chromium import Browser, find_chromium
 from pipeline.config import Workspace
 from pipeline.digest import environment, fmt_num, fmt_pct, template_dirs
 from pipeline.report import report
-from test_report import PERIOD, add_returns
+from test_report import PERIOD, SHARES, add_returns
 
 ROOT = Path(__file__).resolve().parent.parent
 XSS = "<script>alert(1)</script>"
@@ -43,7 +43,9 @@ def test_digest_content(digest):
     tiles = {t.select_one(".label").get_text(strip=True): t.select_one(".value").get_text(" ", strip=True)
              for t in page.select("#headline .tile")}
     assert tiles["已评对象"] == "3 / 3"
-    assert tiles["已收评分表 / 应收"] == "8 / 9"  # E03 has not returned C003
+    # Sheets and files apart: 8 of 9 subject sheets (E03 has not returned C003), from 3 files.
+    assert tiles["已收工作表 / 应收"] == "8 / 9" and tiles["收到文件"] == "3 份，计入 3 份"
+    assert page.select_one("#sources").get_text().startswith("计入评分的 3 个文件（本期共收到 3 个")
     assert tiles["平均总分"] == "76.67"
     # Category averages as a share of 满分: every subject scores each item at one share, so the mean share is 76.7%.
     shares = [tr.find_all("td")[-1].get_text() for tr in page.select("#categories table tbody tr")]
@@ -61,6 +63,31 @@ def test_digest_content(digest):
     assert people["E02"][1:6] == ["李强", "四川大学", "3", "3", "9.17"]  # (7.5 + 0 + 20) / 3
     flags = page.select_one("#flags").get_text()
     assert "C003" in flags and "总分分歧" in flags
+    # The ranking names the kind of flag; the message is in 争议 (and the cell's title).
+    c003 = page.select_one('tr.subject-row[data-subject="C003"] td.flagkinds')
+    assert c003.get_text(strip=True) == "总分分歧、临界" and "评估人总分相差 20.00 分" in c003["title"]
+
+
+def test_agreement_note_and_flags_section_agree(workspace):
+    """A high alpha over all subjects must not read as 'no problems' beside a list of disputes."""
+    add_returns(workspace)
+    page = soup(report(Workspace.open(workspace), "community", PERIOD).digest)
+    summary = page.select_one("#flags-summary").get_text()
+    note = page.select_one("#agreement").get_text()
+    kinds = [tr.find_all("td")[2].get_text() for tr in page.select("#flags tbody tr")]
+    for kind in sorted(set(kinds)):
+        subjects = {tr.find_all("td")[0].get_text() for tr in page.select("#flags tbody tr")
+                    if tr.find_all("td")[2].get_text() == kind}
+        assert f"{kind} {len(subjects)} 个对象" in summary and f"{kind} {len(subjects)} 个对象" in note
+    assert f"共 {len(kinds)} 条提示" in summary and "见“争议与提示”" in note
+
+
+def test_agreement_note_without_flags_says_so(workspace):
+    shares = {"C001": {"E01": 0.90, "E02": 0.91}, "C002": {"E01": 0.70, "E02": 0.71}, "C003": {"E01": 0.80, "E02": 0.80}}
+    add_returns(workspace, shares=shares, remarks={})
+    page = soup(report(Workspace.open(workspace), "community", PERIOD).digest)
+    assert page.select_one("#flags-summary") is None and "没有需要提示的分歧" in page.select_one("#flags").get_text()
+    assert "本期没有需要提示的分歧或临界对象" in page.select_one("#agreement").get_text()
 
 
 def test_digest_escapes_and_is_self_contained(digest):
@@ -77,12 +104,15 @@ def test_digest_escapes_and_is_self_contained(digest):
     assert "@media print" in html and "size: A4" in html
 
 
-def test_unrated_digest_says_so(workspace):
-    res = report(Workspace.open(workspace), "community", PERIOD)
-    page = soup(res.digest)
-    assert "未收到任何有效评分" in page.select_one("#no-scores").get_text()
-    assert len(page.select("#ranking-rows tr")) == 3
-    assert all(r.find_all("td")[5].get_text(strip=True) == "未评" for r in page.select("#ranking-rows tr"))
+def test_unrated_subjects_are_listed_not_ranked(workspace):
+    add_returns(workspace, shares={k: v for k, v in SHARES.items() if k != "C003"})
+    page = soup(report(Workspace.open(workspace), "community", PERIOD).digest)
+    rows = page.select("#ranking-rows tr")
+    assert [r["data-subject"] for r in rows] == ["C001", "C002", "C003"]
+    last = [td.get_text(strip=True) for td in rows[-1].find_all("td")]
+    assert last[0] == "—" and last[4] == "—" and last[5] == "未评"
+    assert "南湖街道南湖社区（C003）" in page.select_one("#unrated").get_text()
+    assert page.select_one("#card-C003") is None
 
 
 def test_environment_is_shared_and_escapes():
@@ -127,10 +157,22 @@ def test_digest_in_headless_chromium(workspace, tmp_path):
     print(f"screenshot: {shot}")
 
 
+def dependency_paths() -> list[str]:
+    """The site-packages this test runs with: where the wheel's dependencies are found."""
+    return [p for p in sys.path if Path(p).name == "site-packages" and Path(p).is_dir()]
+
+
 @pytest.mark.slow
 def test_wheel_ships_templates(workspace, tmp_path):
-    """Build the wheel, install it (not editable) into a fresh venv, and render a digest from it."""
-    pytest.importorskip("hatchling")
+    """Build the wheel, install it (not editable) into a fresh venv, and render a digest from it.
+
+    The venv sees no other site-packages: one that includes the system's, made inside a venv,
+    sees the base interpreter's packages, not ours, so the result would depend on what the base
+    Python happens to have. Its dependencies come from this test's own site-packages, added by a .pth
+    file after the venv's own, so the installed wheel is what `import pipeline` finds.
+    """
+    import hatchling  # noqa: F401  (a test extra: the wheel is built offline with it)
+
     wheels = tmp_path / "wheels"
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                             "-w", str(wheels), str(ROOT)], capture_output=True, text=True, timeout=300)
@@ -141,17 +183,21 @@ def test_wheel_ships_templates(workspace, tmp_path):
     assert {"pipeline/templates/base.html", "pipeline/templates/digest.html", "pipeline/templates/_partials.html"} <= set(names)
 
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=True)
+    venv.create(env_dir, system_site_packages=False, with_pip=False)
     python = env_dir / "bin" / "python"
-    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
-                             capture_output=True, text=True, timeout=300)
+    install = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
+                              "--no-index", str(wheel)], capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr
+    site = subprocess.run([str(python), "-c", "import site; print(site.getsitepackages()[0])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (Path(site) / "happyhome-test-deps.pth").write_text("\n".join(dependency_paths()) + "\n", encoding="utf-8")
 
     add_returns(workspace)
     script = textwrap.dedent(f"""
-        import pipeline, pipeline.digest as d
+        import sys, pipeline, pipeline.digest as d
         from pipeline.config import Workspace
         from pipeline.report import report
+        assert sys.prefix == {str(env_dir)!r}, sys.prefix
         assert pipeline.__file__.startswith({str(env_dir)!r}), pipeline.__file__
         assert d.template_dirs()[0] == __import__('pathlib').Path(pipeline.__file__).parent / 'templates', d.template_dirs()
         assert len(d.template_dirs()) == 1, d.template_dirs()  # no source tree beside an installed package
@@ -159,7 +205,7 @@ def test_wheel_ships_templates(workspace, tmp_path):
         print(res.digest)
     """)
     # Run away from the source tree, so the checkout cannot be imported by accident.
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     ran = subprocess.run([str(python), "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert ran.returncode == 0, ran.stderr
     html = Path(ran.stdout.strip()).read_text(encoding="utf-8")
@@ -177,3 +223,41 @@ def test_charts_are_offline_reproducible_svg():
         assert "<script" not in svg and "<!--" not in svg
         assert set(re.findall(r"https?://[^\s\"'<>)]+", svg)) == {"http://www.w3.org/2000/svg"}
     assert "治理体系" in one and "85.0%" in one and 'id="chart-cats"' in one
+
+
+@pytest.mark.browser
+def test_ranking_fits_a_1400_pixel_window(workspace, tmp_path):
+    """Every column of the ranking, 标记 included, is visible without scrolling at 1,400 px."""
+    binary = find_chromium()
+    if not binary:
+        pytest.skip("chromium is not installed")
+    add_returns(workspace)
+    digest = report(Workspace.open(workspace), "community", PERIOD, by="省份", calibrate=True).digest
+    with Browser(binary, tmp_path / "profile", width=1400, height=1000) as browser:
+        browser.offline()
+        browser.open(digest.as_uri())
+        wrap = browser.evaluate("(w => [w.scrollWidth, w.clientWidth])(document.querySelector('#ranking .table-wrap'))")
+        assert wrap[0] <= wrap[1], wrap
+        # Each 标记 cell shows its whole text on one line (no clipping, no squeezing into a narrow column).
+        cells = browser.evaluate("[...document.querySelectorAll('td.flagkinds')].map(td => "
+                                 "[td.innerText, td.scrollWidth <= td.clientWidth, td.getClientRects()[0].height])")
+        row = browser.evaluate("document.querySelector('#ranking-rows td').getClientRects()[0].height")
+    assert [text for text, _, _ in cells] == ["", "", "总分分歧、临界"]
+    assert all(whole and height <= row + 1 for _, whole, height in cells), (cells, row)
+
+
+def test_files_received_and_counted_are_told_apart(workspace):
+    from datetime import datetime
+
+    from pipeline.ledger import FileRecord, Ledger
+
+    add_returns(workspace)
+    with Ledger(Workspace.open(workspace).path("ledger")) as ledger:  # a file that was not a workbook
+        ledger.add_file(FileRecord("f" * 64, "微信图片.jpg", f"input/returned/{PERIOD}/微信图片.jpg", 10,
+                                   datetime(2026, 11, 21), datetime(2026, 11, 21), "ledger/archive/x", PERIOD,
+                                   "community", None, "unknown", "rejected", reason="不是 Excel 文件"))
+    page = soup(report(Workspace.open(workspace), "community", PERIOD).digest)
+    tiles = {t.select_one(".label").get_text(strip=True): t.select_one(".value").get_text(" ", strip=True)
+             for t in page.select("#headline .tile")}
+    assert tiles["收到文件"] == "4 份，计入 3 份" and tiles["已收工作表 / 应收"] == "8 / 9"
+    assert page.select_one("#sources").get_text().startswith("计入评分的 3 个文件（本期共收到 4 个")

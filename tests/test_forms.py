@@ -153,3 +153,18 @@ def test_form_renders_to_pdf_with_libreoffice(workspace, tmp_path):
 
     pdf = soffice_convert(make_forms(workspace)[0], "pdf", tmp_path / "pdf")
     assert pdf.exists() and pdf.stat().st_size > 10_000
+
+
+@pytest.mark.libreoffice
+def test_an_empty_form_shows_its_status_in_libreoffice(workspace, tmp_path):
+    """The 合计 row and 汇总 say how many items are left, as opened (and re-saved) by LibreOffice."""
+    from conftest import soffice_convert
+
+    form = make_forms(workspace)[0]
+    n = len(load_system("community").items)
+    for path in (form, soffice_convert(form, "xlsx", tmp_path / "lo")):
+        book = openpyxl.load_workbook(path, data_only=True)  # the values shown, not the formulas
+        sheet = subject_sheets(book)[0]
+        total_row = next(r for r in sheet.iter_rows() if r[0].value == "合计")
+        assert total_row[HEADER.index("备注")].value == f"还差{n}项未填", path
+        assert book["汇总"]["G2"].value == f"还差{n}项", path

@@ -207,3 +207,41 @@ def test_a_symbolic_link_in_the_returned_folder_is_not_followed(tmp_path):
     run(ws, "collect", "--system", SYSTEM, "--period", PERIOD)
     secret = Path("/etc/passwd").read_text().splitlines()[0].encode()
     assert [p for p in ws.rglob("*") if p.is_file() and not p.is_symlink() and secret in p.read_bytes()] == []
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, then put the old one back."""
+    import os
+
+    old = os.umask(0o022)
+    yield lambda mask: os.umask(mask)
+    os.umask(old)
+
+
+def test_written_files_get_the_users_umask_not_0600(tmp_path, umask):
+    import stat
+
+    from pipeline.atomic import write_text
+    from test_report import add_returns
+
+    umask(0o022)
+    assert stat.S_IMODE(write_text(tmp_path / "a.txt", "x").stat().st_mode) == 0o644
+    umask(0o027)  # a whole round: forms, archive, collection report, chase list, summary, CSVs, digest, roll-up
+    ws = tmp_path / "ws"
+    run(ws, "init", str(ws))
+    write_roster(ws / "input" / "roster.xlsx", SUBJECTS[:2], ASSESSORS[:1], [])
+    run(ws, "forms", "--system", SYSTEM, "--period", PERIOD)
+    form = next((ws / "output" / "forms" / PERIOD / SYSTEM).glob("*.xlsx"))
+    returned = ws / "input" / "returned" / PERIOD
+    returned.mkdir(parents=True)
+    fill_form(form, {"C001": {i.code: i.max for i in load_system(SYSTEM).items}}, save_as=returned / form.name)
+    run(ws, "collect", "--system", SYSTEM, "--period", PERIOD)
+    run(ws, "status", "--system", SYSTEM, "--period", PERIOD, "--export", str(ws / "output" / "chase.xlsx"))
+    run(ws, "report", "--system", SYSTEM, "--period", PERIOD)
+    run(ws, "rollup", "--system", SYSTEM)
+    files = [p for p in ws.rglob("*") if p.is_file()]
+    kinds = {p.suffix for p in files}
+    assert {".xlsx", ".csv", ".html", ".toml"} <= kinds and any("archive" in p.parts for p in files)
+    modes = {str(p.relative_to(ws)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
+    assert {m for m in modes.values()} == {"0o640"}, modes

@@ -173,16 +173,22 @@ def test_trimmed_by_province_and_calibrate(workspace):
     assert "截尾" in res.digest.read_text(encoding="utf-8")
 
 
-def test_no_scores_still_writes_everything(workspace):
-    res = report(Workspace.open(workspace), "community", PERIOD)
-    assert res.no_scores and all(p.is_file() for p in res.paths)
+def test_report_refuses_a_round_with_nothing_collected(workspace):
+    out = workspace / "output" / PERIOD
+    result = run(workspace, "report", "--system", "community", "--period", PERIOD, expect=3)
+    assert "本轮（创新实践社区评价指标体系 2026-11）还没有收取到任何评分表，无法生成报告" in result.output
+    assert "happyhome collect --system community --period 2026-11" in result.output
+    assert not out.exists() or not any(out.iterdir())  # nothing written
     assert not (workspace / "ledger" / "happyhome.sqlite").exists()  # report does not create a ledger
-    rank = sheet(res.summary, "排名")
-    assert rank["等级"].tolist() == ["未评"] * 3 and rank["排名"].isna().all()
-    book = openpyxl.load_workbook(res.summary)
-    assert book["说明"]["A2"].value == "注意" and "未评" in book["说明"]["B2"].value
-    html = res.digest.read_text(encoding="utf-8")
-    assert 'id="no-scores"' in html
+    # Files came in but none passed: the message says so and where the reasons are.
+    folder = workspace / "input" / "returned" / PERIOD
+    folder.mkdir(parents=True)
+    (folder / "微信图片.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a workbook")
+    run(workspace, "collect", "--system", "community", "--period", PERIOD)
+    before = set(out.iterdir())
+    result = run(workspace, "report", "--system", "community", "--period", PERIOD, expect=3)
+    assert "没有一张评分表通过校验" in result.output and "collection-community.xlsx" in result.output
+    assert set(out.iterdir()) == before  # only the collection report, written by collect
 
 
 def test_cli_report_prints_paths_and_top_ranks(workspace):
@@ -192,8 +198,8 @@ def test_cli_report_prints_paths_and_top_ranks(workspace):
     assert "湖滨街道东坡路社区" in result.output and "90.00" in result.output
     bad = run(workspace, "report", "--system", "community", "--period", PERIOD, "--by", "国家", expect=2)
     assert "国家" in bad.output
-    empty = run(workspace, "report", "--system", "zone", "--period", "2026-12")
-    assert "未评" in empty.output or "no accepted" in empty.output.lower()
+    empty = run(workspace, "report", "--system", "zone", "--period", "2026-12", expect=3)
+    assert "还没有收取到任何评分表" in empty.output
 
 
 def test_full_path_forms_fill_collect_report(workspace):
@@ -267,3 +273,88 @@ def test_every_score_also_goes_to_a_csv_and_a_large_detail_moves_out_of_the_work
     assert float(row["得分"]) == pytest.approx(4 * 0.95) and row["单元格"] == "G8"
     note = openpyxl.load_workbook(res.summary)["评分明细"]["A1"].value
     assert f"{n_scores:,} 条评分" in note and "scores-community.csv" in note
+
+
+def test_the_number_shown_is_the_number_used(workspace):
+    """Totals 60.00 and 59.99 make 59.995: 60.00 and 合格 in the terminal, every workbook cell, CSV and digest."""
+    from bs4 import BeautifulSoup
+
+    from conftest import ASSESSORS, SUBJECTS, fill_form
+    from pipeline.roster import write_roster
+
+    write_roster(workspace / "input" / "roster.xlsx", SUBJECTS, ASSESSORS[:2], [("E01", "C001"), ("E02", "C001")])
+    run(workspace, "forms", "--system", "community", "--period", PERIOD)
+    folder = workspace / "input" / "returned" / PERIOD
+    folder.mkdir(parents=True)
+    first = COMMUNITY.items[0]  # C01, 满分 4
+    for form in (workspace / "output" / "forms" / PERIOD / "community").glob("*.xlsx"):
+        scores = {i.code: round(i.max * 0.6, 2) for i in COMMUNITY.items}  # a sheet total of 60.00
+        if "E02" in form.name:
+            scores[first.code] = 2.39  # 59.99
+        fill_form(form, {"C001": scores}, save_as=folder / form.name)
+    run(workspace, "collect", "--system", "community", "--period", PERIOD)
+    printed = run(workspace, "report", "--system", "community", "--period", PERIOD).output
+    line = next(x for x in printed.splitlines() if "C001" in x)
+    assert "60.00" in line and "合格" in line
+
+    out = workspace / "output" / PERIOD
+    book = openpyxl.load_workbook(out / "summary-community.xlsx")
+    rank = book["排名"]
+    head = [c.value for c in rank[1]]
+    c001 = next(r for r in rank.iter_rows(min_row=2, values_only=True) if r[1] == "C001")
+    assert c001[head.index("总分")] == 60.0 and c001[head.index("等级")] == "合格" and c001[0] == 1
+    # 二级指标 subtotal 治理体系 (C01–C03, 满分 12): 2.395 + 2 x 2.4 = 7.195 -> 7.20.
+    level2 = COMMUNITY.items[0].level2
+    assert c001[head.index(level2)] == 7.2
+    items = book["指标明细"]
+    ihead = [c.value for c in items[1]]
+    row = next(r for r in items.iter_rows(min_row=3, values_only=True) if r[0] == "C001")
+    assert row[ihead.index("总分")] == 60.0 and row[ihead.index(f"{first.code} {first.level3}")] == 2.4  # 2.395
+    about = {r[0].value: r[1].value for r in book["说明"].iter_rows(min_row=2, max_col=2) if r[0].value}
+    assert "四舍五入" in about["取整规则"] and "只取整一次" in about["取整规则"]
+    # No cell anywhere holds more than its format shows (0.00: two decimals; 0.0%: three).
+    shown = {"0.00": 2, "0.0%": 3, "0": 0, "0.##": 2}
+    for ws in book.worksheets:
+        for cell in (c for r in ws.iter_rows() for c in r if isinstance(c.value, float)):
+            places = shown.get(cell.number_format, 2)
+            assert round(cell.value, places) == cell.value, (ws.title, cell.coordinate, cell.value, cell.number_format)
+
+    rows = list(csv.DictReader((out / "results-community.csv").read_text(encoding="utf-8-sig").splitlines()))
+    assert (rows[0]["编号"], rows[0]["总分"], rows[0]["等级"], rows[0][level2]) == ("C001", "60.00", "合格", "7.20")
+
+    page = BeautifulSoup((out / "digest-community.html").read_text(encoding="utf-8"), "html.parser")
+    cells = [td.get_text(strip=True) for td in page.select_one('tr.subject-row[data-subject="C001"]').find_all("td")]
+    assert cells[4:6] == ["60.00", "合格"]
+    assert page.select_one("#card-C001 .total").get_text(strip=True) == "60.00"
+    assert "四舍五入" in page.select_one("#rounding").get_text()
+
+
+def col_widths(sheet) -> dict[int, float]:
+    """Column index (1-based) -> width; openpyxl groups adjacent equal widths into one range."""
+    return {i: d.width for d in sheet.column_dimensions.values() if d.min for i in range(d.min, d.max + 1)}
+
+
+def test_summary_prints_legibly(workspace):
+    """Widths from content, rank and 编号 apart, long texts whole, 指标明细 narrow enough for A4 landscape."""
+    from pipeline.report import text_width
+
+    add_returns(workspace)
+    res = report(Workspace.open(workspace), "community", PERIOD)
+    book = openpyxl.load_workbook(res.summary)
+    rank = book["排名"]
+    head = [c.value for c in rank[1]]
+    width = {h: col_widths(rank)[n] for n, h in enumerate(head, 1)}
+    longest = max(text_width(r[2]) for r in rank.iter_rows(min_row=2, values_only=True))
+    assert longest + 2 <= width["名称"] <= longest + 4  # 玉林街道黉门街社区, not a fixed 24
+    assert width["排名"] < 8 and width["标记"] <= 37
+    # A right-aligned rank beside a left-aligned code printed as "1 C001": both are centred.
+    assert rank.cell(2, 1).alignment.horizontal == "center" and rank.cell(2, 2).alignment.horizontal == "center"
+    assert rank.cell(2, head.index("等级") + 1).alignment.horizontal == "center"
+    # 指标明细: 19 items and 2 一级指标 at 6 columns each, the headers wrapping onto lines of their own.
+    items = book["指标明细"]
+    widths = [col_widths(items)[n] for n in range(4, 4 + 19 + 2)]
+    assert max(widths) <= 6.72 and items.row_dimensions[1].height >= 44
+    # 说明: a wrapped text gets the rows it needs (neither Excel nor LibreOffice grows the row itself).
+    about = book["说明"]
+    row = next(r[0].row for r in about.iter_rows(max_col=1) if r[0].value == "取整规则")
+    assert about.row_dimensions[row].height >= 2 * 14

@@ -106,8 +106,8 @@ def test_deltas_ranks_movement_grades_and_flags_by_hand(workspace):
     assert "85.00 降至 78.00" in result.flags.iloc[0]["message"]
     # per 二级指标 the average share: 2026-09 every item of C001 at .85, C002 .8, C003 .7
     level2 = result.level2.set_index("level2")
-    assert abs(level2.at["治理体系", "2026-09"] - (0.85 + 0.8 + 0.7) / 3) < 1e-9
-    assert abs(level2.at["总分", "2026-10"] - 0.80) < 1e-9
+    assert level2.at["治理体系", "2026-09"] == 0.783  # (0.85 + 0.8 + 0.7) / 3, kept at the 0.1% it is shown with
+    assert level2.at["总分", "2026-10"] == 0.80
     assert math.isnan(level2.at["治理体系", "2026-11"])
 
 
@@ -195,3 +195,30 @@ def test_rollup_with_nothing_collected_is_a_usage_error(workspace):
     out = run(workspace, "rollup", "--system", "zone", expect=2)
     assert "collect" in out.output
     run(workspace, "rollup", "--system", "zone", "--from", "2026-12", "--to", "2026-10", expect=2)
+
+
+def test_heatmap_colours_by_grade_band_not_by_the_months_spread(workspace):
+    _fill(workspace)
+    run(workspace, "rollup", "--system", "community")
+    stem = workspace / "output" / "rollup" / "rollup-community-2026-09_2026-12"
+    soup = BeautifulSoup(stem.with_suffix(".html").read_text(encoding="utf-8"), "html.parser")
+    cell = {(tr["data-subject"], n): td for tr in soup.select("#heat-rows tr.subject-row")
+            for n, td in enumerate(tr.select("td.m"))}
+    colour = {key: td.get("style", "") for key, td in cell.items()}
+    # 2026-09: C001 85.00 and C002 80.00 are both 良好, so they share one colour; C003 70.00 is 合格.
+    assert cell["C001", 0].get_text() == "85.00" and cell["C002", 0].get_text() == "80.00"
+    assert colour["C001", 0] == colour["C002", 0] != colour["C003", 0]
+    # 2026-12: 80.00 良好, 79.00 合格 (the colour of 70.00 in September), 90.00 优秀.
+    assert colour["C001", 3] == colour["C001", 0] and colour["C002", 3] == colour["C003", 0]
+    assert colour["C003", 3] not in (colour["C001", 0], colour["C003", 0])
+    legend = soup.select_one("#heat-legend").get_text(" ", strip=True)
+    assert legend.split() == ["优秀", "≥", "90", "良好", "≥", "80", "合格", "≥", "60", "不合格", "<", "60"]
+    # The workbook's 总分 sheet uses the same bands; its legend is on 说明, so 总分 stays a plain table.
+    book = openpyxl.load_workbook(stem.with_suffix(".xlsx"))
+    sheet = book["总分"]
+    rules = [r.formula[0] for cf in sheet.conditional_formatting for r in cf.rules if r.type == "expression"]
+    assert rules[:4] == ["AND(ISNUMBER(E2),E2>=90)", "AND(ISNUMBER(E2),E2>=80)", "AND(ISNUMBER(E2),E2>=60)", "ISNUMBER(E2)"]
+    assert sheet.max_row == 4  # header and three subjects
+    about = list(book["说明"].iter_rows(values_only=True))
+    at = next(n for n, r in enumerate(about) if r[0] == "总分表底色")
+    assert [v for v in about[at + 1] if v] == ["优秀 ≥ 90", "良好 ≥ 80", "合格 ≥ 60", "不合格 < 60"]

@@ -44,13 +44,25 @@ def test_all_roster_problems_are_reported_together(tmp_path):
     with pytest.raises(InputError) as err:
         read_roster(path)
     text = str(err.value)
-    assert "sheet 评估对象 row 7: duplicate 编号 'C001' (first at row 4)" in text
-    assert "sheet 评估对象 row 8: 名称 is empty" in text
-    assert "sheet 评估对象 row 8: 类型 must be one of" in text
-    assert "sheet 分配 row 17: 评估人编号 'E09' is not in sheet 评估人" in text
-    assert "sheet 分配 row 18: 评估对象编号 'C404' is not in sheet 评估对象" in text
-    assert "assessor E04 (赵六) has nothing to rate" in text
-    assert "6 problem(s)" in text
+    assert "工作表“评估对象”第 7 行：编号 C001 重复（第一次出现在第 4 行）" in text
+    assert "工作表“评估对象”第 8 行：名称为空" in text
+    assert "工作表“评估对象”第 8 行：类型应为 创新实践区 或 创新实践社区，实际为“小区”" in text
+    assert "工作表“分配”第 17 行：评估人编号“E09”不在工作表“评估人”中" in text
+    assert "工作表“分配”第 18 行：评估对象编号“C404”不在工作表“评估对象”中" in text
+    assert "评估人 E04（赵六）没有分配任何评估对象" in text
+    assert "名单有 6 个问题，未生成任何文件" in text
+
+
+def test_ids_that_differ_only_in_letter_case_are_reported(tmp_path):
+    subjects = SUBJECTS + [("c001", "小写编号社区", "创新实践社区", "", "", "")]
+    assessors = ASSESSORS + [("e02", "钱七", "", "")]
+    path = write_roster(tmp_path / "r.xlsx", subjects, assessors, [])
+    with pytest.raises(InputError) as err:
+        read_roster(path)
+    text = str(err.value)
+    assert "工作表“评估对象”第 7 行：编号 c001 与第 4 行的 C001 只有大小写不同" in text
+    assert "工作表“评估人”第 5 行：编号 e02 与第 3 行的 E02 只有大小写不同" in text
+    assert "名单有 2 个问题" in text
 
 
 def test_missing_sheet_and_column_are_reported(tmp_path):
@@ -63,8 +75,8 @@ def test_missing_sheet_and_column_are_reported(tmp_path):
     book.save(path)
     with pytest.raises(InputError) as err:
         read_roster(path)
-    assert "sheet 评估人 is missing" in str(err.value)
-    assert "missing column(s) 类型" in str(err.value)
+    assert "缺少工作表“评估人”" in str(err.value)
+    assert "缺少列 类型" in str(err.value)
 
 
 def test_forms_with_a_bad_roster_generate_nothing(workspace):
@@ -80,4 +92,14 @@ def test_init_writes_config_and_roster_and_keeps_existing(tmp_path):
     toml = (tmp_path / "w" / "happyhome.toml").read_text(encoding="utf-8")
     assert 'method = "mean"' in toml and "# " in toml
     again = run(tmp_path, "init", str(tmp_path / "w")).output
-    assert "kept" in again
+    assert "已保留" in again and "已创建" not in again
+
+
+def test_init_quotes_paths_with_spaces(tmp_path):
+    import shlex
+
+    target = tmp_path / "第 11 期 round"
+    out = run(tmp_path, "init", str(target)).output
+    assert f"已创建  {shlex.quote(str(target / 'happyhome.toml'))}" in out
+    hint = out[out.index("`") + 1:out.rindex("`")]
+    assert shlex.split(hint)[:3] == ["happyhome", "-w", str(target)]  # copied into a shell, the path stays whole

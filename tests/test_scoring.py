@@ -86,24 +86,21 @@ def test_mean_totals_subtotals_ranks_and_grades(result):
     subj = result.subjects.set_index("subject")
     # Only subjects of the system's type; ordered by rank, the unrated one last.
     assert list(result.subjects["subject"]) == ["S1", "S2", "S3", "S4", "S5", "S6"]
-    assert subj["total"].round(4).tolist()[:5] == [90.0, 80.0, 79.9967, 60.0, 50.0]
+    # Official totals are rounded half-up to two decimals once: S3's 79.99667 is 80.00.
+    assert subj["total"].tolist()[:5] == [90.0, 80.0, 80.0, 60.0, 50.0]
     assert math.isnan(subj.loc["S6", "total"])
     assert subj["rank"].tolist()[:5] == [1, 2, 2, 4, 5]
     assert math.isnan(subj.loc["S6", "rank"])
     assert subj["grade"].tolist() == ["优秀", "良好", "良好", "合格", "不合格", "未评"]
     assert subj["n_assessors"].tolist() == [3, 3, 3, 3, 1, 0]
-    # S4 item means 20, 20, 13.333, 6.667: subtotals by 二级指标 and 一级指标 add up to the total.
+    # S4 item means 20, 20, 13.333, 6.667: subtotals by 二级指标 and 一级指标, rounded, add up to the total.
     s4 = subj.loc["S4"]
-    assert s4["甲"] == pytest.approx(40.0)
-    assert s4["乙"] == pytest.approx(40 / 3)
-    assert s4["丙"] == pytest.approx(20 / 3)
-    assert s4["基础指标"] == pytest.approx(40 + 40 / 3)
-    assert s4["进阶指标"] == pytest.approx(20 / 3)
+    assert [s4[k] for k in ("甲", "乙", "丙", "基础指标", "进阶指标")] == [40.0, 13.33, 6.67, 53.33, 6.67]
     for code in ["S1", "S2", "S3", "S4", "S5"]:
         r = subj.loc[code]
         assert r["甲"] + r["乙"] + r["丙"] == pytest.approx(r["total"])
         assert r["基础指标"] + r["进阶指标"] == pytest.approx(r["total"])
-    assert subj.loc["S3", "丙"] == pytest.approx((8 + 8 + 7.99) / 3)
+    assert subj.loc["S3", "丙"] == 8.0  # (8 + 8 + 7.99) / 3 = 7.99667
     assert result.method == "mean" and "平均" in result.method_note
 
 
@@ -138,9 +135,10 @@ def test_assessor_deviation(result):
     assert a["n_subjects"].tolist() == [5, 4, 4]
     assert a["n_shared"].tolist() == [4, 4, 4]
     # E1: S1 90-90, S2 0, S3 80-79.995, S4 50-65 -> (0 + 0 + 0.005 - 15) / 4
-    assert a.loc["E1", "deviation"] == pytest.approx((0.005 - 15) / 4)
-    assert a.loc["E2", "deviation"] == pytest.approx((6 + 0 + 0.005 + 15) / 4)
-    assert a.loc["E3", "deviation"] == pytest.approx((-6 + 0 - 0.01 + 0) / 4)
+    # Shown rounded half-up (away from zero) to two decimals, like every other figure.
+    assert a.loc["E1", "deviation"] == -3.75   # (0.005 - 15) / 4 = -3.74875
+    assert a.loc["E2", "deviation"] == 5.25    # (6 + 0 + 0.005 + 15) / 4 = 5.25125
+    assert a.loc["E3", "deviation"] == -1.5    # (-6 + 0 - 0.01 + 0) / 4 = -1.5025
     assert a.loc["E1", "name"] == "评估人E1"
 
 
@@ -200,9 +198,9 @@ def test_trimmed_drops_highest_and_lowest_total():
     assert not used[("T", "F2")] and not used[("T", "F3")] and used[("T", "F1")]
     assert "截尾" in res.method_note and res.method == "trimmed"
     # The plain mean of the same data, and trimming's threshold from settings.
-    assert row(score_round(scores_frame(TRIM), MINI, trim_roster(), settings()), "T")["total"] == pytest.approx(430 / 6)
+    assert row(score_round(scores_frame(TRIM), MINI, trim_roster(), settings()), "T")["total"] == 71.67  # 430 / 6
     res7 = score_round(scores_frame(TRIM), MINI, trim_roster(), settings(trim_min=7), method="trimmed")
-    assert row(res7, "T")["total"] == pytest.approx(430 / 6)
+    assert row(res7, "T")["total"] == 71.67  # 430 / 6
     # Disagreement is judged over everyone, including the left-out assessors.
     assert row(res, "T")["flags"].count("评估人总分相差 75.00 分") == 1
 
@@ -212,7 +210,7 @@ def test_trimmed_with_tied_extremes_drops_one_each():
         [(40, 30, 20, 10), (40, 30, 20, 10), (30, 20, 10, 5), (10, 10, 5, 0), (10, 10, 5, 0)], start=1)]
     res = score_round(scores_frame(sheets), MINI, trim_roster(), settings(), method="trimmed")
     # 100, 100, 65, 25, 25: one 100 and one 25 go, leaving 100, 65, 25.
-    assert row(res, "T")["total"] == pytest.approx((100 + 65 + 25) / 3)
+    assert row(res, "T")["total"] == 63.33  # (100 + 65 + 25) / 3
     assert row(res, "T")["n_used"] == 3
 
 
@@ -236,7 +234,7 @@ def test_calibrate_adds_calibrated_totals():
     # Every subject rated by all three: the calibrated total equals the plain mean (effects sum to 0).
     assert subj.loc["S1", "calibrated_total"] == pytest.approx(subj.loc["S1", "total"])
     # S5 was rated by the severe E1 only: its calibrated total is lifted.
-    assert subj.loc["S5", "calibrated_total"] == pytest.approx(50 - eff["E1"])
+    assert subj.loc["S5", "calibrated_total"] == round(50 - eff["E1"], 2)
     assert math.isnan(subj.loc["S6", "calibrated_rank"])
     assert res.rank_changes is not None and set(res.rank_changes.columns) >= {"subject", "rank", "calibrated_rank"}
 
@@ -248,3 +246,25 @@ def test_no_scores_everyone_unrated():
     assert res.subjects["grade"].eq("未评").all()
     assert res.subjects["rank"].isna().all()
     assert res.flags.empty and res.items.empty
+
+
+def test_half_up_rounds_the_number_as_computed():
+    from pipeline.scoring import half_up
+
+    mean_a1 = (24 + 23.99) / 2  # 23.994999999999997 as a float
+    assert round(mean_a1, 2) == 23.99 and round(mean_a1 + 36, 2) == 59.99  # what round() does with the float
+    assert half_up(mean_a1) == 24.00 and half_up((60.00 + 59.99) / 2) == 60.00  # 四舍五入 of 23.995, 59.995
+    assert half_up(84.16666666666669) == 84.17 and half_up(2.395) == 2.40 and half_up(0.125) == 0.13
+    assert half_up(-3.74875) == -3.75 and half_up(12.345, 1) == 12.3 and half_up(12.5, 0) == 13.0
+    assert math.isnan(half_up(float("nan")))
+
+
+def test_a_total_of_59_995_is_60_00_and_passes():
+    # Two assessors, totals 60.00 and 59.99 (one cent apart on A1): the mean is 59.995.
+    sheets = [("S1", "E1", 24, 18, 12, 6), ("S1", "E2", 23.99, 18, 12, 6)]
+    res = score_round(scores_frame(sheets), MINI, roster(), settings())
+    s1 = row(res, "S1")
+    assert s1["total"] == 60.00 and s1["grade"] == "合格" and s1["rank"] == 1
+    items = res.items.set_index("item")
+    assert items.loc["A1", "score"] == 24.00 and items.loc["A1", "exact"] == pytest.approx(23.995)
+    assert s1["甲"] == 42.00 and s1["基础指标"] == 54.00  # 23.995 + 18 = 41.995; + 12 = 53.995

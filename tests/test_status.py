@@ -84,7 +84,7 @@ def test_reading_commands_do_not_create_a_ledger(workspace):
     from conftest import run
 
     run(workspace, "status", "--system", "community", "--period", "2026-11")
-    run(workspace, "report", "--system", "community", "--period", "2026-11")
+    run(workspace, "report", "--system", "community", "--period", "2026-11", expect=3)  # nothing collected: refused
     assert not (workspace / "ledger").exists()
 
 
