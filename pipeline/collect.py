@@ -216,17 +216,24 @@ def examine(data: bytes, name: str, ctx: Context) -> Examined:
     try:
         book = read_workbook(name, ctx.limits, data=data)
     except UnreadableFile as err:
-        p = problem(err.code, file=name, detail=err.detail)
+        p = problem(err.code, file=name, detail=err.detail, technical=err.technical)
         return Examined(None, None, STATUS_REJECTED, p.message, problems=[p])
     except Exception as err:  # noqa: BLE001 - no single file may stop the run
-        p = problem("corrupt", file=name, detail=type(err).__name__)
+        p = problem("corrupt", file=name, detail="读取时出错", technical=f"{type(err).__name__}: {str(err)[:200]}")
         return Examined(None, None, STATUS_REJECTED, p.message, problems=[p])
     probe = CellProbe(data) if book.format in ("xlsx", "xlsm") else None
     try:
-        return examine_workbook(book, name, ctx, probe)
+        out = examine_workbook(book, name, ctx, probe)
     except Exception as err:  # noqa: BLE001
-        p = problem("corrupt", file=name, detail=f"{type(err).__name__}: {str(err)[:80]}")
+        p = problem("corrupt", file=name, detail="读取时出错", technical=f"{type(err).__name__}: {str(err)[:200]}")
         return Examined(book.format, book.modified, STATUS_REJECTED, p.message, problems=[p])
+    # a sheet's read error is in Chinese; the library's words travel apart, for support
+    from dataclasses import replace  # here: the rest of this module is being rewritten in parallel
+
+    technical = {s.name: s.technical for s in book.sheets if s.technical}
+    out.problems = [replace(p, technical=technical[p.sheet]) if p.code == "sheet_unreadable" and p.sheet in technical
+                    and not p.technical else p for p in out.problems]
+    return out
 
 
 def examine_workbook(book: Workbook, name: str, ctx: Context, probe: "CellProbe | None" = None) -> Examined:
