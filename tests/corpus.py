@@ -652,6 +652,54 @@ def long_remark(out, base):
     return _edit(base, out / "long_remark.xlsx", change)
 
 
+def _brt(typ: int, body: bytes = b"") -> bytes:
+    """One BIFF12 record: type and length as 7-bit varints, then the body."""
+    def varint(n: int) -> bytes:
+        out = b""
+        while True:
+            out += bytes([(n & 0x7F) | (0x80 if n > 0x7F else 0)])
+            n >>= 7
+            if not n:
+                return out
+    return varint(typ) + varint(len(body)) + body
+
+
+def xlsb_file(path: Path, sheets: dict[str, list[tuple[int, int, object]]],
+              declared: dict[str, tuple[int, int]] | None = None) -> Path:
+    """A minimal .xlsb: sheet name -> cells (row, col, number or text; 0-based). Each sheet's
+    BrtWsDim declares the cells' own extent unless `declared` gives (rows, columns)."""
+    wide = lambda text: struct.pack("<I", len(text)) + text.encode("utf-16-le")  # noqa: E731
+    book = _brt(0x0083) + _brt(0x008F)
+    parts = {}
+    for n, (name, cells) in enumerate(sheets.items(), start=1):
+        hidden = name == META_SHEET  # as in the form: the metadata sheet is hidden
+        book += _brt(0x009C, struct.pack("<II", int(hidden), n) + wide(f"rId{n}") + wide(name))
+        rows, cols = (declared or {}).get(name) or (max(r for r, _, _ in cells) + 1, max(c for _, c, _ in cells) + 1)
+        sheet = _brt(0x0081) + _brt(0x0094, struct.pack("<IIII", 0, rows - 1, 0, cols - 1)) + _brt(0x0091)
+        for row in sorted({r for r, _, _ in cells}):
+            sheet += _brt(0x0000, struct.pack("<IIHHBI", row, 0, 300, 0, 0, 0))
+            for r, c, v in cells:
+                if r == row:  # BrtCellSt for text, BrtCellReal for numbers
+                    sheet += (_brt(0x0006, struct.pack("<II", c, 0) + wide(v)) if isinstance(v, str)
+                              else _brt(0x0005, struct.pack("<IId", c, 0, float(v))))
+        parts[f"xl/worksheets/sheet{n}.bin"] = sheet + _brt(0x0092) + _brt(0x0082)
+    book += _brt(0x0090) + _brt(0x0084)
+    pkg = "http://schemas.openxmlformats.org/package/2006"
+    doc = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+    rels = "".join(f'<Relationship Id="rId{n}" Type="{doc}/worksheet" Target="worksheets/sheet{n}.bin"/>'
+                   for n in range(1, len(sheets) + 1))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("[Content_Types].xml", f'<Types xmlns="{pkg}/content-types"><Default Extension="rels" '
+                   'ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="bin" '
+                   'ContentType="application/vnd.ms-excel.sheet.binary.macroEnabled.main"/></Types>')
+        z.writestr("_rels/.rels", f'<Relationships xmlns="{pkg}/relationships"><Relationship Id="rId1" '
+                   f'Type="{doc}/officeDocument" Target="xl/workbook.bin"/></Relationships>')
+        z.writestr("xl/_rels/workbook.bin.rels", f'<Relationships xmlns="{pkg}/relationships">{rels}</Relationships>')
+        z.writestr("xl/workbook.bin", book)
+        for name, data in parts.items():
+            z.writestr(name, data)
+    return path
+
 # -- sizes beyond a form, for every format; odd containers; old and password-protected files --------
 def _add_cell(base: Path, dst: Path, ref: str) -> Path:
     """The C001 sheet with one more number cell at `ref`, in a row of its own after the others."""
@@ -705,10 +753,10 @@ def abort_xlsx(out, base):
 
 
 def _form_cells(base: Path) -> dict[str, list[tuple[int, int, object]]]:
-    """The C001 and C002 sheets' cells of the base form (0-based), for writing it as an .xls."""
+    """The metadata, C001 and C002 sheets' cells of the base form (0-based), to write it as .xls/.xlsb."""
     book = openpyxl.load_workbook(base)
     return {name: [(c.row - 1, c.column - 1, c.value) for row in book[name].iter_rows() for c in row
-                   if isinstance(c.value, (int, float, str))] for name in (SHEET1, SHEET2)}
+                   if isinstance(c.value, (int, float, str))] for name in (META_SHEET, SHEET1, SHEET2)}
 
 
 def xls_declared_range(out, base):
@@ -722,6 +770,19 @@ def xls_far_cell(out, base):
     cells = _form_cells(base)
     cells[SHEET1].append((65535, 255, 1.0))
     return xls_file(out / "far_cell.xls", cells)
+
+
+def xlsb_far_cell(out, base):
+    """The form as an .xlsb, the C001 sheet with one more number at XFD1048576 (calamine aborts
+    on it); the C002 sheet still counts."""
+    cells = _form_cells(base)
+    cells[SHEET1].append((1048575, 16383, 1.0))
+    return xlsb_file(out / "far_cell.xlsb", cells)
+
+
+def xlsb_declared_range(out, base):
+    """The form as an .xlsb whose C001 sheet declares 1,048,576 x 16,384 (BrtWsDim)."""
+    return xlsb_file(out / "declared_range.xlsb", _form_cells(base), declared={SHEET1: (1048576, 16384)})
 
 
 def make_panic_xls(path: Path) -> Path:
@@ -869,6 +930,10 @@ CASES: list[Case] = [
          Expect("file", "too_big"), hostile=True),
     Case("xls_far_cell", ".xls with a cell at the last row and column (IV65536)", xls_far_cell,
          Expect("file", "too_big"), hostile=True),
+    Case("xlsb_far_cell", ".xlsb with one more cell at XFD1048576 (aborts calamine)", xlsb_far_cell,
+         Expect("sheet", "sheet_too_long", SHEET1), hostile=True),
+    Case("xlsb_declared_range", ".xlsb whose sheet declares 1,048,576 × 16,384 (BrtWsDim)", xlsb_declared_range,
+         Expect("sheet", "sheet_too_long", SHEET1), hostile=True),
     Case("panic_xls", ".xls that makes calamine panic (a short stream outside the mini stream)", panic_xls,
          Expect("file", "read_failed"), hostile=True),
     # containers named for what they are
