@@ -117,6 +117,9 @@ def sniff(data: bytes, limits: "Limits | None" = None) -> Opened:
         macros = any(n.endswith("vbaProject.bin") for n in names)
         return Opened("xlsm" if macros else "xlsx", data, archive, book=book)
     if book.endswith(".bin"):
+        if book != "xl/workbook.bin":  # calamine follows _rels/.rels for xlsx, not for xlsb
+            archive, data = _move_workbook(archive, book)
+            book = "xl/workbook.bin"
         return Opened("xlsb", data, archive, book=book)
     if "mimetype" in names and _read_part(archive, "mimetype", 200).strip() == ODS_MIME:
         if b"encryption-data" in _read_part(archive, "META-INF/manifest.xml", 1_000_000):
@@ -170,6 +173,35 @@ def _normalise_zip(archive: zipfile.ZipFile, data: bytes, names: set[str]):
     data = out.getvalue()
     archive = zipfile.ZipFile(io.BytesIO(data))
     return archive, data, set(archive.namelist())
+
+
+def _move_workbook(archive: zipfile.ZipFile, book: str) -> tuple[zipfile.ZipFile, bytes]:
+    """An xlsb whose workbook sits elsewhere (e.g. wtf/workbook.bin) rewritten in memory with that
+    folder as xl/ and the workbook as xl/workbook.bin, where calamine looks for it."""
+    folder, rels = _rels_of(book)
+
+    def place(name: str) -> str:
+        if name == book:
+            return "xl/workbook.bin"
+        if name == rels:
+            return "xl/_rels/workbook.bin.rels"
+        return "xl/" + name[len(folder):] if folder and name.startswith(folder) else name
+
+    out = io.BytesIO()
+    try:
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+            for info in archive.infolist():
+                if info.is_dir():
+                    continue
+                part = archive.read(info.filename)
+                if info.filename == "_rels/.rels":
+                    part = part.replace(f'Target="{book}"'.encode(), b'Target="xl/workbook.bin"').replace(
+                        f'Target="/{book}"'.encode(), b'Target="xl/workbook.bin"')
+                z.writestr(place(info.filename), part)
+    except (zipfile.BadZipFile, OSError, RuntimeError, EOFError, ValueError, zlib.error) as err:
+        raise UnreadableFile("corrupt", "压缩结构损坏", _technical(err)) from err
+    data = out.getvalue()
+    return zipfile.ZipFile(io.BytesIO(data)), data
 
 
 def _bare_biff(data: bytes) -> bool:

@@ -785,6 +785,18 @@ def xlsb_declared_range(out, base):
     return xlsb_file(out / "declared_range.xlsb", _form_cells(base), declared={SHEET1: (1048576, 16384)})
 
 
+def xlsb_workbook_elsewhere(out, base):
+    """The form as an .xlsb whose workbook sits under book/ (named by _rels/.rels), not xl/."""
+    p = xlsb_file(out / "xlsb_elsewhere.tmp", _form_cells(base))
+    dst = out / "workbook_elsewhere.xlsb"
+    with zipfile.ZipFile(p) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename).replace(b'"xl/', b'"book/')
+            zout.writestr(re.sub(r"^xl/", "book/", info.filename), data)
+    p.unlink()
+    return dst
+
+
 def make_panic_xls(path: Path) -> Path:
     """An .xls whose workbook stream is shorter than 4 KB but is stored in the regular FAT: olefile
     reads it, calamine 0.37 panics (pyo3_runtime.PanicException, "index out of bounds")."""
@@ -943,6 +955,8 @@ CASES: list[Case] = [
     Case("biff4", "an Excel 4.0 workbook (BIFF4, no OLE container)", biff4_workbook, Expect("file", "old_format")),
     Case("backslash_zip", "the form re-zipped with backslashes in entry names", backslash_zip, Expect("accepted")),
     Case("workbook_elsewhere", "the form with its workbook under book/ (named by _rels/.rels)", workbook_elsewhere,
+         Expect("accepted")),
+    Case("xlsb_workbook_elsewhere", "the form as .xlsb with its workbook under book/", xlsb_workbook_elsewhere,
          Expect("accepted")),
 ]
 BY_NAME = {case.name: case for case in CASES}

@@ -388,10 +388,10 @@ def test_sheet_read_errors_keep_the_library_text_apart(built):
     assert p.technical.startswith("WorksheetNotFound")
 
 
-@pytest.mark.parametrize("name", ["backslash_zip", "workbook_elsewhere"])
+@pytest.mark.parametrize("name", ["backslash_zip", "workbook_elsewhere", "xlsb_workbook_elsewhere"])
 def test_a_rezipped_form_is_read_with_the_same_scores(built, name):
-    """The genuine form re-zipped with backslash names, or with its workbook elsewhere, gives
-    exactly the records of the form itself."""
+    """The genuine form re-zipped with backslash names, or with its workbook elsewhere (xlsx or
+    xlsb), gives exactly the records of the form itself."""
     ws, _, bad, base = built
     ctx = context_of(ws)
     want = examine(base.read_bytes(), base.name, ctx)
