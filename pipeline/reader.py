@@ -343,7 +343,7 @@ def oversize_sheets(opened: Opened, limits: Limits) -> dict[str, str]:
     for info in archive.infolist():
         if not (info.filename in names or info.filename.startswith(folder + "worksheets/")) or info.is_dir():
             continue
-        reason = measure(archive, info.filename).over(limits)
+        reason = measure(archive, info.filename, limits).over(limits)
         if not reason:
             continue
         if info.filename not in names:
@@ -359,9 +359,10 @@ def _attr(tag: bytes, key: bytes) -> str:
     return ""
 
 
-def _xml_size(archive: zipfile.ZipFile, part: str) -> Size:
+def _xml_size(archive: zipfile.ZipFile, part: str, limits: Limits) -> Size:
     """The declared dimension, the furthest row and cell reference, and the number of rows and
-    cells of a sheet's XML, read while inflating it 1 MB at a time."""
+    cells of a sheet's XML, read while inflating it 1 MB at a time; it stops as soon as the sheet
+    is known to be beyond the limits (the counts are then what was seen so far)."""
     size, rows, cells = Size(), 0, 0
     tail, prefix = b"", None
     try:
@@ -378,6 +379,10 @@ def _xml_size(archive: zipfile.ZipFile, part: str) -> Size:
                 block, tail = block[:cut], block[cut:]
                 rows, cells = rows + _count(block, prefix, b"row"), cells + _count(block, prefix, b"c")
                 _grow_refs(size, block)
+                size.grow(rows=rows)
+                size.cells = cells
+                if size.over(limits):
+                    return size
     except (zipfile.BadZipFile, OSError, RuntimeError, EOFError, ValueError, zlib.error):
         return size  # calamine will report the damage itself
     rows, cells = rows + _count(tail, prefix, b"row"), cells + _count(tail, prefix, b"c")
@@ -452,7 +457,8 @@ def _brt_header(buf: bytes, pos: int) -> tuple[int, int, int] | None:
     return typ, length, pos
 
 
-def _xlsb_size(archive: zipfile.ZipFile, part: str) -> Size:
+def _xlsb_size(archive: zipfile.ZipFile, part: str, limits: Limits) -> Size:
+    """The declared BrtWsDim, the furthest row and column and the cells of an xlsb sheet part."""
     size = Size()
     try:
         with archive.open(part) as handle:
