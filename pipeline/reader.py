@@ -458,11 +458,14 @@ def _brt_header(buf: bytes, pos: int) -> tuple[int, int, int] | None:
 
 
 def _xlsb_size(archive: zipfile.ZipFile, part: str, limits: Limits) -> Size:
-    """The declared BrtWsDim, the furthest row and column and the cells of an xlsb sheet part."""
+    """The declared BrtWsDim, the furthest row and column and the cells of an xlsb sheet part
+    (read until it is known to be beyond the limits)."""
     size = Size()
     try:
         with archive.open(part) as handle:
-            for typ, body in _brt_records(handle):
+            for n, (typ, body) in enumerate(_brt_records(handle)):
+                if n % 1024 == 0 and size.over(limits):  # known to be too large: stop reading
+                    return size
                 if typ == BRT_WS_DIM and len(body) >= 16:
                     _, row_last, _, col_last = struct.unpack_from("<4I", body)
                     size.grow(row_last + 1, col_last + 1)
@@ -527,7 +530,7 @@ def xls_sizes(stream: bytes, limits: Limits) -> dict[str, Size]:
             break
     if len(sheets) > limits.max_sheets:
         raise UnreadableFile("too_many_sheets", f"{len(sheets)} 张")
-    return {name: _biff_sheet_size(stream, offset) for offset, name in sheets.items()}
+    return {name: _biff_sheet_size(stream, offset, limits) for offset, name in sheets.items()}
 
 
 def _biff_records(stream: bytes, pos: int):
@@ -546,9 +549,12 @@ def _boundsheet_name(body: bytes, biff8: bool) -> str:
     return body[7:7 + count].decode("latin-1", "replace")
 
 
-def _biff_sheet_size(stream: bytes, offset: int) -> Size:
+def _biff_sheet_size(stream: bytes, offset: int, limits: Limits) -> Size:
+    """A sheet's declared and furthest extent, read until it is known to be beyond the limits."""
     size, depth, seen_bof = Size(), 0, False
-    for typ, body in _biff_records(stream, offset):
+    for n, (typ, body) in enumerate(_biff_records(stream, offset)):
+        if n % 1024 == 0 and size.over(limits):
+            break
         if depth:  # an embedded chart's substream: calamine skips it
             depth += typ in XLS_BOFS
             depth -= typ == EOF_
