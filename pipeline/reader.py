@@ -65,7 +65,7 @@ class Sheet:
     rows: list[list] = field(default_factory=list)
     hidden: bool = False
     error: str = ""  # set (in Chinese) when this sheet alone could not be read
-    too_long: int = 0  # the row count, when over Limits.max_rows
+    too_long: int = 0  # the rows found (at least this many), when over Limits.max_rows
     technical: str = ""  # the library's own words for `error`, for support only
 
 
@@ -91,9 +91,9 @@ class Opened:
     biff5: bool = False  # an Excel 5/95 workbook (the stream is called "Book")
 
 
-def sniff(data: bytes, limits: "Limits | None" = None) -> Opened:
-    """The format from the content: xlsx, xlsm, xlsb, ods or xls (raises UnreadableFile).
-    With `limits`, a zip is checked for bombs before any part is inflated."""
+def sniff(data: bytes, limits: Limits = Limits()) -> Opened:
+    """The format from the content: xlsx, xlsm, xlsb, ods or xls (raises UnreadableFile). A zip
+    is checked for bombs against `limits` before any part is inflated."""
     if not data:
         raise UnreadableFile("empty_file")
     if data.startswith(OLE_MAGIC):
@@ -109,8 +109,7 @@ def sniff(data: bytes, limits: "Limits | None" = None) -> Opened:
         names = set(archive.namelist())
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
         raise UnreadableFile("corrupt", "压缩结构损坏", _technical(err)) from err
-    if limits is not None:
-        check_zip(archive, limits)
+    check_zip(archive, limits)
     archive, data, names = _normalise_zip(archive, data, names)
     book = workbook_part(archive, names)
     if book.endswith(".xml"):
