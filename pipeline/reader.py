@@ -584,17 +584,17 @@ def _biff_sheet_size(stream: bytes, offset: int, limits: Limits) -> Size:
 _ODS_TAG = re.compile(rb"<table:(table-row|table-cell|covered-table-cell|table)(?=[\s/>])([^>]*)>")
 
 
-def long_tables(archive: zipfile.ZipFile, limits: Limits) -> dict[str, tuple[int, int]]:
+def long_tables(archive: zipfile.ZipFile, limits: Limits) -> dict[str, Size]:
     """Tables of an ODS whose rows, columns or cells with a value, repeats expanded, exceed the
-    limits (name -> (rows, cells)). A few bytes of table:number-rows-repeated can otherwise make
-    calamine build hundreds of millions of cells when it opens the file."""
-    found: dict[str, tuple[int, int]] = {}
-    name, rows, cells, columns, repeat, column, tail, row_has_value = "", 0, 0, 0, 0, 0, b"", False
+    limits (name -> Size). A few bytes of table:number-rows-repeated can otherwise make calamine
+    build hundreds of millions of cells when it opens the file."""
+    found: dict[str, Size] = {}
+    name, size, repeat, column, tail, row_has_value = "", Size(), 0, 0, b"", False
     at = 0  # the rows above the current one, repeats expanded: a value far down makes a tall grid
 
     def close() -> None:
-        if name and (rows > limits.max_rows or cells > limits.max_rows * MAX_COLUMNS or columns > limits.max_columns):
-            found[name] = (rows, cells)
+        if name and size.over(limits):
+            found[name] = size
 
     try:
         with archive.open("content.xml") as handle:
@@ -606,8 +606,7 @@ def long_tables(archive: zipfile.ZipFile, limits: Limits) -> dict[str, tuple[int
                 for tag, attrs in _ODS_TAG.findall(block):
                     if tag == b"table":
                         close()
-                        name, rows, cells, columns = html.unescape(_attr(attrs, b"table:name")), 0, 0, 0
-                        at, repeat = 0, 0
+                        name, size, at, repeat = html.unescape(_attr(attrs, b"table:name")), Size(), 0, 0
                     elif tag == b"table-row":
                         at += repeat
                         repeat = _int(_attr(attrs, b"table:number-rows-repeated"))
@@ -616,10 +615,10 @@ def long_tables(archive: zipfile.ZipFile, limits: Limits) -> dict[str, tuple[int
                         n = _int(_attr(attrs, b"table:number-columns-repeated"))
                         column += n
                         if b"office:value-type" in attrs:
-                            cells += repeat * n
-                            columns = max(columns, column)
+                            size.cells += repeat * n
+                            size.grow(columns=column)
                             if not row_has_value:
-                                rows = max(rows, at + repeat)
+                                size.grow(rows=at + repeat)
                                 row_has_value = True
         close()
     except (KeyError, zipfile.BadZipFile, OSError, RuntimeError, EOFError, ValueError, zlib.error):
@@ -668,8 +667,9 @@ def read_workbook(path: str | Path, limits: Limits = Limits(), data: bytes | Non
     if opened.format in ("xlsx", "xlsm", "xlsb"):
         oversize = oversize_sheets(opened, limits)
     elif opened.format == "ods":  # calamine builds every table of an ODS on opening: refuse the file
-        for name, (rows, cells) in long_tables(opened.archive, limits).items():
-            raise UnreadableFile("zip_bomb", f"工作表“{name[:31]}”展开后有 {rows} 行、{cells} 个单元格")
+        for name, size in long_tables(opened.archive, limits).items():
+            raise UnreadableFile("zip_bomb", f"工作表“{name[:31]}”展开后有 {size.rows} 行、{size.columns} 列、"
+                                             f"{size.cells} 个单元格")
     elif opened.format == "xls":  # likewise every sheet of an xls
         for name, size in xls_sizes(opened.stream, limits).items():
             reason = size.over(limits)

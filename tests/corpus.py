@@ -434,26 +434,47 @@ def long_string(out, base):
     return _score_xml(base, out / "long_string.xlsx", '<c r="{ref}" t="inlineStr"><is><t>' + text + "</t></is></c>")
 
 
-def ods_repeat_bomb(out, base):
-    """An ODS of 1 KB whose one row, repeated a million times, holds a thousand numbers."""
-    p = out / "ods_repeat_bomb.ods"
+def _ods(path: Path, table: str) -> Path:
+    """A one-table ODS (named C001) whose table element holds `table`."""
     content = (
         '<?xml version="1.0" encoding="UTF-8"?><office:document-content '
         'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
         'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
         'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2">'
-        '<office:body><office:spreadsheet><table:table table:name="C001">'
-        '<table:table-row table:number-rows-repeated="1048576"><table:table-cell table:number-columns-repeated="1024" '
-        'office:value-type="float" office:value="4"><text:p>4</text:p></table:table-cell></table:table-row>'
+        f'<office:body><office:spreadsheet><table:table table:name="C001">{table}'
         "</table:table></office:spreadsheet></office:body></office:document-content>"
     )
-    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as z:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet", compress_type=zipfile.ZIP_STORED)
         z.writestr("content.xml", content)
         z.writestr("META-INF/manifest.xml", '<manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:'
                    'xmlns:manifest:1.0"><manifest:file-entry manifest:full-path="/" manifest:media-type='
                    '"application/vnd.oasis.opendocument.spreadsheet"/></manifest:manifest>')
-    return p
+    return path
+
+
+_ODS_FOUR = 'office:value-type="float" office:value="4"><text:p>4</text:p></table:table-cell>'
+
+
+def ods_repeat_bomb(out, base):
+    """An ODS of 1 KB whose one row, repeated a million times, holds a thousand numbers."""
+    return _ods(out / "ods_repeat_bomb.ods", '<table:table-row table:number-rows-repeated="1048576"><table:table-cell '
+                f'table:number-columns-repeated="1024" {_ODS_FOUR}</table:table-row>')
+
+
+def ods_far_cell(out, base):
+    """An ODS of one number in A1 and one after 1,048,574 repeated empty rows and 16,383 empty cells."""
+    return _ods(out / "ods_far_cell.ods", f'<table:table-row><table:table-cell {_ODS_FOUR}</table:table-row>'
+                '<table:table-row table:number-rows-repeated="1048574"><table:table-cell/></table:table-row>'
+                '<table:table-row><table:table-cell table:number-columns-repeated="16383"/>'
+                f'<table:table-cell {_ODS_FOUR}</table:table-row>')
+
+
+def ods_wide(out, base):
+    """An ODS of one row: a number, 5,000 empty cells, a number (5,002 columns wide)."""
+    return _ods(out / "ods_wide.ods", f'<table:table-row><table:table-cell {_ODS_FOUR}'
+                f'<table:table-cell table:number-columns-repeated="5000"/><table:table-cell {_ODS_FOUR}'
+                "</table:table-row>")
 
 
 NESTING = 100_000
@@ -946,6 +967,9 @@ CASES: list[Case] = [
          Expect("sheet", "sheet_too_long", SHEET1), hostile=True),
     Case("xlsb_declared_range", ".xlsb whose sheet declares 1,048,576 × 16,384 (BrtWsDim)", xlsb_declared_range,
          Expect("sheet", "sheet_too_long", SHEET1), hostile=True),
+    Case("ods_far_cell", ".ods with a number after 1,048,574 empty rows and 16,383 empty cells", ods_far_cell,
+         Expect("file", "zip_bomb"), hostile=True),
+    Case("ods_wide", ".ods of one row 5,002 columns wide", ods_wide, Expect("file", "zip_bomb"), hostile=True),
     Case("panic_xls", ".xls that makes calamine panic (a short stream outside the mini stream)", panic_xls,
          Expect("file", "read_failed"), hostile=True),
     # containers named for what they are
