@@ -351,6 +351,22 @@ def oversize_sheets(opened: Opened, limits: Limits) -> dict[str, str]:
     return found
 
 
+_UNIQUE_COUNT = re.compile(rb'<(?:\w+:)?sst\b[^>]*?\buniqueCount="\s*([0-9]{1,30})')
+
+
+def check_shared_strings(opened: Opened) -> None:
+    """Refuse a shared-string table that declares more strings than its part could hold: calamine
+    reserves room for uniqueCount strings on opening, and 4,000,000,000 of them abort the process."""
+    folder = _rels_of(opened.book)[0]
+    for info in opened.archive.infolist():
+        if info.filename.lower() != (folder + "sharedstrings.xml").lower():
+            continue
+        found = _UNIQUE_COUNT.search(_read_part(opened.archive, info.filename, 64_000))
+        declared = int(found.group(1)) if found else 0
+        if declared > info.file_size // 5 + 1000:  # each string takes at least <si/>, 5 bytes
+            raise UnreadableFile("zip_bomb", f"共享字符串表声明了 {declared} 项", info.filename)
+
+
 def _attr(tag: bytes, key: bytes) -> str:
     for name, value in _ATTR.findall(tag):
         if name == key:
@@ -665,6 +681,8 @@ def read_workbook(path: str | Path, limits: Limits = Limits(), data: bytes | Non
     opened = sniff(data, limits)
     oversize: dict[str, str] = {}
     if opened.format in ("xlsx", "xlsm", "xlsb"):
+        if opened.format != "xlsb":
+            check_shared_strings(opened)
         oversize = oversize_sheets(opened, limits)
     elif opened.format == "ods":  # calamine builds every table of an ODS on opening: refuse the file
         for name, size in long_tables(opened.archive, limits).items():

@@ -780,6 +780,14 @@ def _form_cells(base: Path) -> dict[str, list[tuple[int, int, object]]]:
                    if isinstance(c.value, (int, float, str))] for name in (META_SHEET, SHEET1, SHEET2)}
 
 
+def shared_strings_count(out, base):
+    """The form with a shared-string table that declares 4,000,000,000 strings: calamine reserves
+    96 GB for them when it opens the file, and the process aborts."""
+    return _rewrite(base, out / "shared_strings_count.xlsx", {}, add={
+        "xl/sharedStrings.xml": b'<?xml version="1.0" encoding="UTF-8"?><sst xmlns="http://schemas.openxmlformats.org/'
+                                b'spreadsheetml/2006/main" count="1" uniqueCount="4000000000"><si><t>x</t></si></sst>'})
+
+
 def xls_declared_range(out, base):
     """An .xls of the form's cells whose C001 sheet declares a 65,536 x 256 range (DIMENSIONS):
     calamine reserves the whole rectangle (~1 GB) when it opens the file."""
@@ -959,6 +967,8 @@ CASES: list[Case] = [
          Expect("sheet", "sheet_unreadable", SHEET1), hostile=True),
     Case("abort_xlsx", "a 1.5 KB workbook with cells at A1 and XFD1048576 (aborts calamine)", abort_xlsx,
          Expect("file", "no_identity"), hostile=True),
+    Case("shared_strings_count", "a shared-string table declaring 4,000,000,000 strings (aborts calamine)",
+         shared_strings_count, Expect("file", "zip_bomb"), hostile=True),
     Case("xls_declared_range", ".xls whose sheet declares a 65,536 × 256 range", xls_declared_range,
          Expect("file", "too_big"), hostile=True),
     Case("xls_far_cell", ".xls with a cell at the last row and column (IV65536)", xls_far_cell,
