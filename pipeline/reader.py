@@ -271,9 +271,12 @@ class Size:
     def grow(self, rows: int = 0, columns: int = 0) -> None:
         self.rows, self.columns = max(self.rows, rows), max(self.columns, columns)
 
+    def too_long(self, limits: "Limits") -> bool:
+        return self.rows > limits.max_rows or self.cells > limits.max_rows * MAX_COLUMNS
+
     def over(self, limits: "Limits") -> str:
         """Why this sheet is refused before parsing, in Chinese ("" when it is within the limits)."""
-        if self.rows > limits.max_rows or self.cells > limits.max_rows * MAX_COLUMNS:
+        if self.too_long(limits):
             return f"{max(self.rows, limits.max_rows + 1)} 行"
         if self.columns > limits.max_columns:
             return f"{self.columns} 列"
@@ -329,8 +332,8 @@ def _resolve(folder: str, target: str) -> str:
     return "/".join(parts)
 
 
-def oversize_sheets(opened: Opened, limits: Limits) -> dict[str, str]:
-    """Sheets of an xlsx, xlsm or xlsb beyond the limits (name -> reason), found by streaming
+def oversize_sheets(opened: Opened, limits: Limits) -> dict[str, Size]:
+    """Sheets of an xlsx, xlsm or xlsb beyond the limits (name -> size), found by streaming
     each sheet part, so that calamine never builds their grid. Raises UnreadableFile when a
     part is beyond the limits and its sheet cannot be named (the whole file is refused)."""
     archive, folder = opened.archive, _rels_of(opened.book)[0]
@@ -342,12 +345,12 @@ def oversize_sheets(opened: Opened, limits: Limits) -> dict[str, str]:
     for info in archive.infolist():
         if not (info.filename in names or info.filename.startswith(folder + "worksheets/")) or info.is_dir():
             continue
-        reason = measure(archive, info.filename, limits).over(limits)
-        if not reason:
+        size = measure(archive, info.filename, limits)
+        if not size.over(limits):
             continue
         if info.filename not in names:
-            raise UnreadableFile("too_big", f"工作表有 {reason}", info.filename)
-        found[names[info.filename]] = reason
+            raise UnreadableFile("too_big", f"工作表有 {size.over(limits)}", info.filename)
+        found[names[info.filename]] = size
     return found
 
 
@@ -679,7 +682,7 @@ def read_workbook(path: str | Path, limits: Limits = Limits(), data: bytes | Non
     elif len(data) > limits.max_file_mb * 1_000_000:
         raise UnreadableFile("too_large", f"{len(data) / 1e6:.1f} MB")
     opened = sniff(data, limits)
-    oversize: dict[str, str] = {}
+    oversize: dict[str, Size] = {}
     if opened.format in ("xlsx", "xlsm", "xlsb"):
         if opened.format != "xlsb":
             check_shared_strings(opened)
@@ -710,7 +713,7 @@ def read_workbook(path: str | Path, limits: Limits = Limits(), data: bytes | Non
             raise _unreadable(err, opened) from err
         if len(meta) > limits.max_sheets:
             raise UnreadableFile("too_many_sheets", f"{len(meta)} 张")
-        sheets = [_read_sheet(book, m, limits, oversize.get(m.name, ""))
+        sheets = [_read_sheet(book, m, limits, oversize.get(m.name))
                   for m in meta if m.typ == pc.SheetTypeEnum.WorkSheet]
     finally:
         book.close()
@@ -737,16 +740,17 @@ def _unreadable(err: BaseException, opened: Opened) -> UnreadableFile:
     return UnreadableFile("corrupt", "文件内容不完整或不符合格式", text)
 
 
-def _read_sheet(book: pc.CalamineWorkbook, meta: pc.SheetMetadata, limits: Limits, oversize: str = "") -> Sheet:
+def _read_sheet(book: pc.CalamineWorkbook, meta: pc.SheetMetadata, limits: Limits,
+                oversize: Size | None = None) -> Sheet:
     sheet = Sheet(meta.name, hidden=meta.visible != pc.SheetVisibleEnum.Visible)
     if oversize:  # measured in the raw part already: never parsed
         _refuse(sheet, oversize, limits)
         return sheet
     try:
         data = book.get_sheet_by_name(meta.name)
-        height, width = (data.end[0] + 1, data.end[1] + 1) if data.end else (0, 0)
-        if height > limits.max_rows or width > limits.max_columns:
-            _refuse(sheet, f"{height} 行" if height > limits.max_rows else f"{width} 列", limits)
+        size = Size(data.end[0] + 1, data.end[1] + 1) if data.end else Size()
+        if size.over(limits):
+            _refuse(sheet, size, limits)
             return sheet
         sheet.rows = data.to_python(skip_empty_area=False)
     except BaseException as err:  # a damaged sheet fails alone; the others still read
@@ -756,12 +760,12 @@ def _read_sheet(book: pc.CalamineWorkbook, meta: pc.SheetMetadata, limits: Limit
     return sheet
 
 
-def _refuse(sheet: Sheet, reason: str, limits: Limits) -> None:
+def _refuse(sheet: Sheet, size: Size, limits: Limits) -> None:
     """Mark a sheet beyond the limits: too many rows as too_long, too many columns as an error."""
-    if reason.endswith(" 行"):
-        sheet.too_long = int(reason.split()[0])
+    if size.too_long(limits):
+        sheet.too_long = max(size.rows, limits.max_rows + 1)
     else:
-        sheet.error = f"有 {reason}，超出上限 {limits.max_columns} 列"
+        sheet.error = f"有 {size.columns} 列，超出上限 {limits.max_columns} 列"
 
 
 def _plain(err: BaseException) -> str:
