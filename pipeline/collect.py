@@ -248,12 +248,12 @@ def examine(data: bytes, name: str, ctx: Context) -> Examined:
     try:
         book = read_workbook(name, ctx.limits, data=data)
     except UnreadableFile as err:
-        p = problem(err.code, file=name, detail=err.detail)
+        p = problem(err.code, file=name, detail=err.detail, technical=err.technical)
         return Examined(None, None, STATUS_REJECTED, p.message, problems=[p])
     except MemoryError:
         raise  # the worker reports it as over the memory cap
     except Exception as err:  # noqa: BLE001 - no single file may stop the run
-        p = problem("corrupt", file=name, detail=type(err).__name__)
+        p = problem("corrupt", file=name, detail="读取时出错", technical=f"{type(err).__name__}: {str(err)[:200]}")
         return Examined(None, None, STATUS_REJECTED, p.message, problems=[p])
     probe = CellProbe(data) if book.format in ("xlsx", "xlsm") else None
     try:
@@ -261,7 +261,7 @@ def examine(data: bytes, name: str, ctx: Context) -> Examined:
     except MemoryError:
         raise
     except Exception as err:  # noqa: BLE001
-        p = problem("corrupt", file=name, detail=f"{type(err).__name__}: {str(err)[:80]}")
+        p = problem("corrupt", file=name, detail="读取时出错", technical=f"{type(err).__name__}: {str(err)[:200]}")
         return Examined(book.format, book.modified, STATUS_REJECTED, p.message, problems=[p])
 
 
@@ -288,10 +288,11 @@ def examine_workbook(book: Workbook, name: str, ctx: Context, probe: "CellProbe 
         if sheet.error or sheet.too_long:
             if meta_subject:  # a known subject sheet that cannot be read: that sheet fails
                 code, detail = ("sheet_unreadable", sheet.error) if sheet.error else ("sheet_too_long", f"{sheet.too_long} 行")
-                out.problems.append(problem(code, file=name, sheet=sheet.name, detail=detail))
+                out.problems.append(problem(code, file=name, sheet=sheet.name, detail=detail, technical=sheet.technical))
                 out.sheets.append(SheetRecord(sheet.name, meta.assessor, meta_subject, False))
             elif sheet.error:
-                out.problems.append(problem("sheet_unreadable", file=name, sheet=sheet.name, detail=sheet.error))
+                out.problems.append(problem("sheet_unreadable", file=name, sheet=sheet.name, detail=sheet.error,
+                                            technical=sheet.technical))
             continue
         block = find_identity(sheet.rows)
         if meta is not None:

@@ -2,7 +2,14 @@
 
 Formats are told apart by their content, never by the file name, sizes are checked in the
 zip directory before anything is parsed, and every cell is converted at once to plain Python
-values. Every failure becomes an `UnreadableFile` with a catalogue code and a plain reason.
+values. Every failure becomes an `UnreadableFile` with a catalogue code, a reason in Chinese
+and, apart from it, the library's own words for support (`technical`).
+
+Sizes are bounded before calamine builds a grid, for every format: calamine allocates the
+whole rectangle from A1 to the furthest cell (or reserves a declared dimension), so a 1.5 KB
+file with one cell at XFD1048576 asks for hundreds of GB and aborts the process. The declared
+dimensions and cell references of each format are read first from the raw parts, streaming.
+Calamine's Rust panics (a BaseException) are caught like its other errors.
 """
 
 from __future__ import annotations
@@ -10,16 +17,18 @@ from __future__ import annotations
 import html
 import io
 import re
+import struct
+import zlib
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import olefile
 import python_calamine as pc
 
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 ZIP_MAGIC = b"PK\x03\x04"
-ENCRYPTED_MARK = "EncryptionInfo".encode("utf-16-le")
 ODS_MIME = b"application/vnd.oasis.opendocument.spreadsheet"
 _MODIFIED = re.compile(rb"<dcterms:modified[^>]*>([^<]{10,40})</dcterms:modified>")
 _ODS_DATE = re.compile(rb"<dc:date>([^<]{10,40})</dc:date>")
@@ -32,6 +41,7 @@ class Limits:
     max_ratio: float = 200
     max_sheets: int = 300
     max_rows: int = 1000
+    max_columns: int = 200
 
     @classmethod
     def from_settings(cls, limits: dict) -> "Limits":
@@ -39,12 +49,14 @@ class Limits:
 
 
 class UnreadableFile(Exception):
-    """A returned file that cannot be read at all; `code` is a messages.CATALOGUE key."""
+    """A returned file that cannot be read at all; `code` is a messages.CATALOGUE key, `detail`
+    Chinese words for its template, `technical` the library's own words (for support only)."""
 
-    def __init__(self, code: str, detail: str = ""):
+    def __init__(self, code: str, detail: str = "", technical: str = ""):
         super().__init__(f"{code}: {detail}")
         self.code = code
         self.detail = detail
+        self.technical = technical
 
 
 @dataclass
@@ -52,8 +64,9 @@ class Sheet:
     name: str
     rows: list[list] = field(default_factory=list)
     hidden: bool = False
-    error: str = ""  # set when this sheet alone could not be read
-    too_long: int = 0  # the row count, when over Limits.max_rows
+    error: str = ""  # set (in Chinese) when this sheet alone could not be read
+    too_long: int = 0  # the rows found (at least this many), when over Limits.max_rows
+    technical: str = ""  # the library's own words for `error`, for support only
 
 
 @dataclass
@@ -66,14 +79,27 @@ class Workbook:
         return next((s for s in self.sheets if s.name == name), None)
 
 
-def sniff(data: bytes) -> tuple[str, zipfile.ZipFile | None]:
-    """The format from the content: xlsx, xlsm, xlsb, ods or xls (raises UnreadableFile)."""
+@dataclass
+class Opened:
+    """A file's format and the container calamine is about to read."""
+
+    format: str
+    data: bytes  # what calamine reads (a zip with its names normalised, if they needed it)
+    archive: zipfile.ZipFile | None = None
+    stream: bytes = b""  # an xls's BIFF workbook stream
+    book: str = ""  # the workbook part of an xlsx, xlsm or xlsb (xl/workbook.xml, or as _rels/.rels says)
+    biff5: bool = False  # an Excel 5/95 workbook (the stream is called "Book")
+
+
+def sniff(data: bytes, limits: Limits = Limits()) -> Opened:
+    """The format from the content: xlsx, xlsm, xlsb, ods or xls (raises UnreadableFile). A zip
+    is checked for bombs against `limits` before any part is inflated."""
     if not data:
         raise UnreadableFile("empty_file")
     if data.startswith(OLE_MAGIC):
-        if ENCRYPTED_MARK in data[:1_000_000]:
-            raise UnreadableFile("encrypted")
-        return "xls", None
+        return _sniff_ole(data)
+    if _bare_biff(data):
+        raise UnreadableFile("old_format")
     if not data.startswith(ZIP_MAGIC):
         head = data[:8]
         kind = "PDF 文档" if head.startswith(b"%PDF") else "文本文件" if _looks_like_text(data) else "未知格式"
@@ -81,17 +107,126 @@ def sniff(data: bytes) -> tuple[str, zipfile.ZipFile | None]:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         names = set(archive.namelist())
-    except (zipfile.BadZipFile, OSError, ValueError) as err:
-        raise UnreadableFile("corrupt", "压缩结构损坏") from err
-    if "xl/workbook.xml" in names:
-        return ("xlsm" if "xl/vbaProject.bin" in names else "xlsx"), archive
-    if "xl/workbook.bin" in names:
-        return "xlsb", archive
-    if "mimetype" in names and archive.read("mimetype").strip() == ODS_MIME:
-        return "ods", archive
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+        raise UnreadableFile("corrupt", "压缩结构损坏", _technical(err)) from err
+    check_zip(archive, limits)
+    archive, data, names = _normalise_zip(archive, data, names)
+    book = workbook_part(archive, names)
+    if book.endswith(".xml"):
+        macros = any(n.endswith("vbaProject.bin") for n in names)
+        return Opened("xlsm" if macros else "xlsx", data, archive, book=book)
+    if book.endswith(".bin"):
+        if book != "xl/workbook.bin":  # calamine follows _rels/.rels for xlsx, not for xlsb
+            archive, data = _move_workbook(archive, book)
+            book = "xl/workbook.bin"
+        return Opened("xlsb", data, archive, book=book)
+    if "mimetype" in names and _read_part(archive, "mimetype", 200).strip() == ODS_MIME:
+        if b"encryption-data" in _read_part(archive, "META-INF/manifest.xml", 1_000_000):
+            raise UnreadableFile("encrypted")
+        return Opened("ods", data, archive)
     if "word/document.xml" in names:
         raise UnreadableFile("not_spreadsheet", "Word 文档")
     raise UnreadableFile("not_spreadsheet", "压缩包")
+
+
+def _read_part(archive: zipfile.ZipFile, name: str, cap: int) -> bytes:
+    """At most `cap` bytes of a part (b"" when missing or broken)."""
+    try:
+        with archive.open(name) as handle:
+            return handle.read(cap)
+    except (KeyError, zipfile.BadZipFile, OSError, RuntimeError, EOFError, ValueError):
+        return b""
+
+
+_OFFICE_DOCUMENT = re.compile(rb'Type="[^"]*/officeDocument"')
+
+
+def workbook_part(archive: zipfile.ZipFile, names: set[str]) -> str:
+    """Where the workbook part is: xl/workbook.xml (or .bin), or wherever the package
+    relationships (_rels/.rels) say; "" when there is none."""
+    for name in ("xl/workbook.xml", "xl/workbook.bin"):
+        if name in names:
+            return name
+    for tag in _REL_TAG.findall(_read_part(archive, "_rels/.rels", 1_000_000)):
+        if _OFFICE_DOCUMENT.search(tag):
+            target = _resolve("", _attr(tag, b"Target"))
+            if target in names and target.endswith((".xml", ".bin")):
+                return target
+    return ""
+
+
+def _normalise_zip(archive: zipfile.ZipFile, data: bytes, names: set[str]):
+    """A workbook whose entry names use backslashes (written by some zip tools) rewritten in
+    memory with forward slashes, which both zipfile and calamine expect. Sizes were checked by
+    check_zip already. Returns the archive, data and names unchanged when nothing needs it."""
+    if not any("\\" in n for n in names):
+        return archive, data, names
+    out = io.BytesIO()
+    try:
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+            for info in archive.infolist():
+                if not info.is_dir():
+                    z.writestr(info.filename.replace("\\", "/"), archive.read(info.filename))
+    except (zipfile.BadZipFile, OSError, RuntimeError, EOFError, ValueError, zlib.error) as err:
+        raise UnreadableFile("corrupt", "压缩结构损坏", _technical(err)) from err
+    data = out.getvalue()
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    return archive, data, set(archive.namelist())
+
+
+def _move_workbook(archive: zipfile.ZipFile, book: str) -> tuple[zipfile.ZipFile, bytes]:
+    """An xlsb whose workbook sits elsewhere (e.g. wtf/workbook.bin) rewritten in memory with that
+    folder as xl/ and the workbook as xl/workbook.bin, where calamine looks for it."""
+    folder, rels = _rels_of(book)
+
+    def place(name: str) -> str:
+        if name == book:
+            return "xl/workbook.bin"
+        if name == rels:
+            return "xl/_rels/workbook.bin.rels"
+        return "xl/" + name[len(folder):] if folder and name.startswith(folder) else name
+
+    out = io.BytesIO()
+    try:
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+            for info in archive.infolist():
+                if info.is_dir():
+                    continue
+                part = archive.read(info.filename)
+                if info.filename == "_rels/.rels":
+                    part = part.replace(f'Target="{book}"'.encode(), b'Target="xl/workbook.bin"').replace(
+                        f'Target="/{book}"'.encode(), b'Target="xl/workbook.bin"')
+                z.writestr(place(info.filename), part)
+    except (zipfile.BadZipFile, OSError, RuntimeError, EOFError, ValueError, zlib.error) as err:
+        raise UnreadableFile("corrupt", "压缩结构损坏", _technical(err)) from err
+    data = out.getvalue()
+    return zipfile.ZipFile(io.BytesIO(data)), data
+
+
+def _bare_biff(data: bytes) -> bool:
+    """A BIFF2-4 workbook (or a bare BIFF5/8 stream): a BOF record at offset 0, no OLE container."""
+    return len(data) >= 8 and data[0] == 0x09 and data[1] in (0x00, 0x02, 0x04, 0x08) and 4 <= data[2] <= 20 and data[3] == 0
+
+
+def _sniff_ole(data: bytes) -> Opened:
+    """An OLE container: an encrypted OOXML workbook, an xls (BIFF8, or BIFF5 in "Book"), or
+    another Office document."""
+    try:
+        with olefile.OleFileIO(data) as ole:
+            streams = {"/".join(parts).lower(): "/".join(parts) for parts in ole.listdir()}
+            if "encryptioninfo" in streams or "encryptedpackage" in streams:
+                raise UnreadableFile("encrypted")
+            name = streams.get("workbook") or streams.get("book")
+            if name is None:
+                kind = "Word 文档" if "worddocument" in streams else "PowerPoint 文档" if "powerpoint document" in streams \
+                    else "其他 Office 文件"
+                raise UnreadableFile("not_spreadsheet", kind)
+            stream = ole.openstream(name).read()
+    except UnreadableFile:
+        raise
+    except Exception as err:  # noqa: BLE001 - olefile raises many types for broken containers
+        raise UnreadableFile("corrupt", "文件结构损坏", _technical(err)) from err
+    return Opened("xls", data, stream=stream, biff5=name.lower() == "book")
 
 
 def _looks_like_text(data: bytes) -> bool:
@@ -109,7 +244,7 @@ def check_zip(archive: zipfile.ZipFile, limits: Limits) -> None:
         total += info.file_size
         ratio = info.file_size / max(info.compress_size, 1)
         if info.file_size > 1_000_000 and ratio > limits.max_ratio:
-            raise UnreadableFile("zip_bomb", f"{info.filename} 压缩比 {ratio:.0f} 倍")
+            raise UnreadableFile("zip_bomb", f"其中一部分压缩比 {ratio:.0f} 倍", info.filename[:200])
     if total > limits.max_unzipped_mb * 1_000_000:
         raise UnreadableFile("zip_bomb", f"解压后 {total / 1e6:.0f} MB")
 
@@ -118,30 +253,121 @@ _SHEET_TAG = re.compile(rb"<(?:\w+:)?sheet\b[^>]*>")
 _REL_TAG = re.compile(rb"<Relationship\b[^>]*>")
 _ATTR = re.compile(rb'([\w:.-]+)="([^"]*)"')
 _SHEET_DATA = re.compile(rb"<(\w+:)?sheetData\b")
-SCAN_FROM = 1_000_000  # sheet parts larger than this (inflated) are counted before parsing
+_DIMENSION = re.compile(rb'<(?:\w+:)?dimension\b[^>]*?\bref="([^"]*)"')
+_CELL_REF = re.compile(rb'\sr="\$?([A-Za-z]{1,4})\$?([0-9]{1,10})"')
+_ROW_REF = re.compile(rb'<(?:\w+:)?row\b[^>]*?\sr="([0-9]{1,10})"')
+_A1 = re.compile(r"\$?([A-Za-z]{1,4})\$?([0-9]{1,10})$")
+MAX_COLUMNS = 64  # value cells a sheet may hold per allowed row (a form uses 8 columns)
 
 
-def long_sheets(archive: zipfile.ZipFile, limits: Limits) -> dict[str, int]:
-    """Sheets of an xlsx/xlsm with more rows than limits.max_rows (name -> rows), counted by
-    streaming the XML, so that calamine never builds a million-row sheet in memory."""
-    big = [i for i in archive.infolist() if i.filename.startswith("xl/worksheets/") and i.file_size > SCAN_FROM]
-    if not big:
-        return {}
+@dataclass
+class Size:
+    """How large a sheet says it is or holds, found before calamine parses it."""
+
+    rows: int = 0     # the furthest row (1-based), counted or referenced or declared
+    columns: int = 0  # the furthest column (1-based)
+    cells: int = 0
+
+    def grow(self, rows: int = 0, columns: int = 0) -> None:
+        self.rows, self.columns = max(self.rows, rows), max(self.columns, columns)
+
+    def too_long(self, limits: "Limits") -> bool:
+        return self.rows > limits.max_rows or self.cells > limits.max_rows * MAX_COLUMNS
+
+    def over(self, limits: "Limits") -> str:
+        """Why this sheet is refused before parsing, in Chinese ("" when it is within the limits)."""
+        if self.too_long(limits):
+            return f"{max(self.rows, limits.max_rows + 1)} 行"
+        if self.columns > limits.max_columns:
+            return f"{self.columns} 列"
+        return ""
+
+
+def column_number(letters: str) -> int:
+    """A1-style column letters as a 1-based number (A -> 1, XFD -> 16384)."""
+    n = 0
+    for ch in letters.upper():
+        n = n * 26 + ord(ch) - 64
+    return n
+
+
+def _a1(ref: str) -> tuple[int, int]:
+    """(row, column) of the last cell of an A1 reference or range ("A1:H40" -> (40, 8))."""
+    match = _A1.search(ref.split(":")[-1].strip())
+    return (int(match.group(2)), column_number(match.group(1))) if match else (0, 0)
+
+
+def sheet_parts(archive: zipfile.ZipFile, book: str) -> dict[str, str]:
+    """Sheet part -> sheet name, from the workbook's XML and its relationships ({} if unreadable)."""
+    folder, rels = _rels_of(book)
     try:
-        parts = {_attr(tag, b"Id"): _attr(tag, b"Target") for tag in _REL_TAG.findall(
-            archive.read("xl/_rels/workbook.xml.rels"))}
+        parts = {_attr(tag, b"Id"): _attr(tag, b"Target") for tag in _REL_TAG.findall(archive.read(rels))}
         names = {}
-        for tag in _SHEET_TAG.findall(archive.read("xl/workbook.xml")):
-            target = parts.get(_attr(tag, b"r:id") or _attr(tag, b"id"), "").lstrip("/")
-            names[target if target.startswith("xl/") else "xl/" + target] = html.unescape(_attr(tag, b"name"))
-    except (KeyError, zipfile.BadZipFile, OSError, RuntimeError):
+        for tag in _SHEET_TAG.findall(archive.read(book)):
+            target = parts.get(_attr(tag, b"r:id") or _attr(tag, b"id"), "")
+            names[_resolve(folder, target)] = html.unescape(_attr(tag, b"name"))
+    except (KeyError, zipfile.BadZipFile, OSError, RuntimeError, EOFError, ValueError, zlib.error):
         return {}
+    return names
+
+
+def _rels_of(part: str) -> tuple[str, str]:
+    """A part's folder and its relationships part ("xl/workbook.xml" -> "xl/", "xl/_rels/workbook.xml.rels")."""
+    folder, _, stem = part.rpartition("/")
+    folder = folder + "/" if folder else ""
+    return folder, f"{folder}_rels/{stem}.rels"
+
+
+def _resolve(folder: str, target: str) -> str:
+    """A relationship's target as a zip entry name: absolute from the root, else from `folder`."""
+    target = target.replace("\\", "/")
+    if target.startswith("/"):
+        return target.lstrip("/")
+    parts: list[str] = []
+    for piece in (folder + target).split("/"):
+        if piece == "..":
+            parts = parts[:-1]
+        elif piece not in ("", "."):
+            parts.append(piece)
+    return "/".join(parts)
+
+
+def oversize_sheets(opened: Opened, limits: Limits) -> dict[str, Size]:
+    """Sheets of an xlsx, xlsm or xlsb beyond the limits (name -> size), found by streaming
+    each sheet part, so that calamine never builds their grid. Raises UnreadableFile when a
+    part is beyond the limits and its sheet cannot be named (the whole file is refused)."""
+    archive, folder = opened.archive, _rels_of(opened.book)[0]
+    if opened.format == "xlsb":
+        names, measure = xlsb_sheet_names(archive, opened.book), _xlsb_size
+    else:
+        names, measure = sheet_parts(archive, opened.book), _xml_size
     found = {}
-    for info in big:
-        rows, cells = _count_rows(archive, info.filename)
-        if (rows > limits.max_rows or cells > limits.max_rows * MAX_COLUMNS) and info.filename in names:
-            found[names[info.filename]] = max(rows, limits.max_rows + 1)
+    for info in archive.infolist():
+        if not (info.filename in names or info.filename.startswith(folder + "worksheets/")) or info.is_dir():
+            continue
+        size = measure(archive, info.filename, limits)
+        if not size.over(limits):
+            continue
+        if info.filename not in names:
+            raise UnreadableFile("too_big", f"工作表有 {size.over(limits)}", info.filename)
+        found[names[info.filename]] = size
     return found
+
+
+_UNIQUE_COUNT = re.compile(rb'<(?:\w+:)?sst\b[^>]*?\buniqueCount="\s*([0-9]{1,30})')
+
+
+def check_shared_strings(opened: Opened) -> None:
+    """Refuse a shared-string table that declares more strings than its part could hold: calamine
+    reserves room for uniqueCount strings on opening, and 4,000,000,000 of them abort the process."""
+    folder = _rels_of(opened.book)[0]
+    for info in opened.archive.infolist():
+        if info.filename.lower() != (folder + "sharedstrings.xml").lower():
+            continue
+        found = _UNIQUE_COUNT.search(_read_part(opened.archive, info.filename, 64_000))
+        declared = int(found.group(1)) if found else 0
+        if declared > info.file_size // 5 + 1000:  # each string takes at least <si/>, 5 bytes
+            raise UnreadableFile("zip_bomb", f"共享字符串表声明了 {declared} 项", info.filename)
 
 
 def _attr(tag: bytes, key: bytes) -> str:
@@ -151,41 +377,243 @@ def _attr(tag: bytes, key: bytes) -> str:
     return ""
 
 
-def _count_rows(archive: zipfile.ZipFile, part: str) -> tuple[int, int]:
-    """Rows and cells in a sheet part, counted while inflating it 1 MB at a time."""
-    rows = cells = 0
+def _xml_size(archive: zipfile.ZipFile, part: str, limits: Limits) -> Size:
+    """The declared dimension, the furthest row and cell reference, and the number of rows and
+    cells of a sheet's XML, read while inflating it 1 MB at a time; it stops as soon as the sheet
+    is known to be beyond the limits (the counts are then what was seen so far)."""
+    size, rows, cells = Size(), 0, 0
     tail, prefix = b"", None
     try:
         with archive.open(part) as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 block = tail + chunk
                 if prefix is None:  # <sheetData> or <x:sheetData>: the namespace prefix of every tag
+                    dimension = _DIMENSION.search(block)
+                    if dimension:
+                        size.grow(*_a1(dimension.group(1).decode("ascii", "replace")))
                     found = _SHEET_DATA.search(block)
-                    prefix = (found.group(1) if found else None) or b""
-                cut = max(block.rfind(b"<"), 0)  # a tag cut in two is counted with the next chunk
+                    prefix = (found.group(1) if found else None) or (b"" if len(block) > (1 << 20) else None)
+                cut = max(block.rfind(b"<"), 0)  # a tag cut in two is read with the next chunk
                 block, tail = block[:cut], block[cut:]
-                rows += block.count(b"<" + prefix + b"row")
-                cells += block.count(b"<" + prefix + b"c ") + block.count(b"<" + prefix + b"c>")
-    except (zipfile.BadZipFile, OSError, RuntimeError, EOFError):
-        return 0, 0
+                rows, cells = rows + _count(block, prefix, b"row"), cells + _count(block, prefix, b"c")
+                _grow_refs(size, block)
+                size.grow(rows=rows)
+                size.cells = cells
+                if size.over(limits):
+                    return size
+    except (zipfile.BadZipFile, OSError, RuntimeError, EOFError, ValueError, zlib.error):
+        return size  # calamine will report the damage itself
+    rows, cells = rows + _count(tail, prefix, b"row"), cells + _count(tail, prefix, b"c")
+    _grow_refs(size, tail)
+    size.grow(rows=rows)
+    size.cells = cells
+    return size
+
+
+def _count(block: bytes, prefix: bytes | None, tag: bytes) -> int:
     prefix = prefix or b""
-    return rows + tail.count(b"<" + prefix + b"row"), cells + tail.count(b"<" + prefix + b"c ")
+    if tag == b"row":
+        return block.count(b"<" + prefix + b"row")
+    return block.count(b"<" + prefix + b"c ") + block.count(b"<" + prefix + b"c>")
 
 
+def _grow_refs(size: Size, block: bytes) -> None:
+    refs = _CELL_REF.findall(block)
+    if refs:
+        letters = {c for c, _ in refs}
+        size.grow(max(int(r) for _, r in refs), max(column_number(c.decode()) for c in letters))
+    rows = _ROW_REF.findall(block)
+    if rows:
+        size.grow(rows=max(map(int, rows)))
+
+
+# -- xlsb: BIFF12 records ------------------------------------------------------------------------
+BRT_ROW_HDR, BRT_WS_DIM, BRT_BUNDLE_SH = 0x0000, 0x0094, 0x009C
+BRT_CELLS = set(range(1, 14)) | {0x003E}  # BrtCellBlank .. BrtFmlaError, BrtCellRString: col first
+
+
+def _brt_records(handle, keep: int = 16):
+    """(type, the first `keep` bytes of the body) of each BIFF12 record, reading 1 MB at a time."""
+    buf, skip = b"", 0
+    for chunk in iter(lambda: handle.read(1 << 20), b""):
+        if skip >= len(chunk):
+            skip -= len(chunk)
+            continue
+        buf, skip, pos = buf + chunk[skip:], 0, 0
+        while True:
+            head = _brt_header(buf, pos)
+            if head is None:
+                break
+            typ, length, start = head
+            if start + min(length, keep) > len(buf):
+                break  # the start of the body comes with the next chunk
+            yield typ, buf[start:start + min(length, keep)]
+            if start + length > len(buf):
+                skip, pos = start + length - len(buf), len(buf)
+                break
+            pos = start + length
+        buf = buf[pos:]
+
+
+def _brt_header(buf: bytes, pos: int) -> tuple[int, int, int] | None:
+    """A record's type, length and where its body starts; None when the header is cut off."""
+    try:
+        typ = buf[pos]
+        pos += 1
+        if typ & 0x80:
+            typ = (typ & 0x7F) | ((buf[pos] & 0x7F) << 7)
+            pos += 1
+        length = 0
+        for shift in (0, 7, 14, 21):
+            byte = buf[pos]
+            pos += 1
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+    except IndexError:
+        return None
+    return typ, length, pos
+
+
+def _xlsb_size(archive: zipfile.ZipFile, part: str, limits: Limits) -> Size:
+    """The declared BrtWsDim, the furthest row and column and the cells of an xlsb sheet part
+    (read until it is known to be beyond the limits)."""
+    size = Size()
+    try:
+        with archive.open(part) as handle:
+            for n, (typ, body) in enumerate(_brt_records(handle)):
+                if n % 1024 == 0 and size.over(limits):  # known to be too large: stop reading
+                    return size
+                if typ == BRT_WS_DIM and len(body) >= 16:
+                    _, row_last, _, col_last = struct.unpack_from("<4I", body)
+                    size.grow(row_last + 1, col_last + 1)
+                elif typ == BRT_ROW_HDR and len(body) >= 4:
+                    size.grow(rows=struct.unpack_from("<I", body)[0] + 1)
+                elif typ in BRT_CELLS and len(body) >= 4:
+                    size.cells += 1
+                    size.grow(columns=struct.unpack_from("<I", body)[0] + 1)
+    except (zipfile.BadZipFile, OSError, RuntimeError, EOFError, ValueError, zlib.error):
+        return size
+    return size
+
+
+def xlsb_sheet_names(archive: zipfile.ZipFile, book: str = "xl/workbook.bin") -> dict[str, str]:
+    """Sheet part -> name of an xlsb, from workbook.bin's BrtBundleSh records and the rels."""
+    folder, rels = _rels_of(book)
+    try:
+        parts = {_attr(tag, b"Id"): _attr(tag, b"Target") for tag in _REL_TAG.findall(archive.read(rels))}
+        names = {}
+        with archive.open(book) as handle:
+            for typ, body in _brt_records(handle, keep=4096):
+                if typ != BRT_BUNDLE_SH:
+                    continue
+                rel, at = _wide_string(body, 8)
+                name, _ = _wide_string(body, at)
+                if rel in parts:
+                    names[_resolve(folder, parts[rel])] = name
+    except (KeyError, zipfile.BadZipFile, OSError, RuntimeError, EOFError, ValueError, zlib.error, struct.error):
+        return {}
+    return names
+
+
+def _wide_string(body: bytes, at: int) -> tuple[str, int]:
+    count = struct.unpack_from("<I", body, at)[0]
+    if count == 0xFFFFFFFF:
+        return "", at + 4
+    end = at + 4 + 2 * count
+    return body[at + 4:end].decode("utf-16-le", "replace"), end
+
+
+# -- xls: BIFF5/BIFF8 records --------------------------------------------------------------------
+BOF, EOF_, FILEPASS, BOUNDSHEET, DIMENSIONS = 0x0809, 0x000A, 0x002F, 0x0085, 0x0200
+XLS_BOFS = {0x0809, 0x0009, 0x0209, 0x0409}
+XLS_CELLS = {0x0006, 0x00D6, 0x00FD, 0x0201, 0x0203, 0x0204, 0x0205, 0x027E}  # row, column first
+XLS_MULTI = {0x00BD, 0x00BE}  # MULRK, MULBLANK: row, first column, ..., last column
+
+
+def xls_sizes(stream: bytes, limits: Limits) -> dict[str, Size]:
+    """Each sheet's declared DIMENSIONS and furthest cell in an xls workbook stream, walked the
+    way calamine walks it (the globals, then each sheet from its BOUNDSHEET offset). Raises
+    UnreadableFile for a password (FILEPASS) or too many sheets."""
+    sheets: dict[int, str] = {}
+    biff8 = True
+    for typ, body in _biff_records(stream, 0):
+        if typ == BOF and len(body) >= 2:
+            biff8 = struct.unpack_from("<H", body)[0] != 0x0500
+        elif typ == FILEPASS:
+            raise UnreadableFile("encrypted")
+        if typ == BOUNDSHEET and len(body) >= 8:
+            sheets[struct.unpack_from("<I", body)[0]] = _boundsheet_name(body, biff8)
+        elif typ == EOF_:
+            break
+    if len(sheets) > limits.max_sheets:
+        raise UnreadableFile("too_many_sheets", f"{len(sheets)} 张")
+    return {name: _biff_sheet_size(stream, offset, limits) for offset, name in sheets.items()}
+
+
+def _biff_records(stream: bytes, pos: int):
+    while pos + 4 <= len(stream):
+        typ, length = struct.unpack_from("<HH", stream, pos)
+        yield typ, stream[pos + 4:pos + 4 + length]
+        pos += 4 + length
+
+
+def _boundsheet_name(body: bytes, biff8: bool) -> str:
+    """A BOUNDSHEET's sheet name (for messages only: calamine decodes BIFF5 names by code page)."""
+    count = body[6]
+    if biff8:  # a flags byte, then Latin-1 or UTF-16 characters
+        wide = len(body) > 7 and body[7] & 1
+        return body[8:8 + count * (2 if wide else 1)].decode("utf-16-le" if wide else "latin-1", "replace")
+    return body[7:7 + count].decode("latin-1", "replace")
+
+
+def _biff_sheet_size(stream: bytes, offset: int, limits: Limits) -> Size:
+    """A sheet's declared and furthest extent, read until it is known to be beyond the limits."""
+    size, depth, seen_bof = Size(), 0, False
+    for n, (typ, body) in enumerate(_biff_records(stream, offset)):
+        if n % 1024 == 0 and size.over(limits):
+            break
+        if depth:  # an embedded chart's substream: calamine skips it
+            depth += typ in XLS_BOFS
+            depth -= typ == EOF_
+            continue
+        if typ in XLS_BOFS:
+            depth, seen_bof = (depth + 1, seen_bof) if seen_bof else (depth, True)
+        elif typ == EOF_:
+            break
+        elif typ == DIMENSIONS and len(body) in (10, 14):
+            first_row, last_row, first_col, last_col = (struct.unpack_from("<IIHH", body) if len(body) == 14
+                                                        else struct.unpack_from("<HHHH", body))
+            first_col = 0 if first_col > 0xFF or last_col < first_col else first_col
+            if last_row >= 1 and first_row > last_row - 1:
+                last_row = 1 << 32  # calamine's row count wraps around: as good as endless
+            size.grow(last_row, last_col)
+        elif typ in XLS_CELLS and len(body) >= 4:
+            row, col = struct.unpack_from("<HH", body)
+            size.cells += 1
+            size.grow(row + 1, col + 1)
+        elif typ in XLS_MULTI and len(body) >= 6:
+            row, _ = struct.unpack_from("<HH", body)
+            size.cells += 1
+            size.grow(row + 1, struct.unpack_from("<H", body, len(body) - 2)[0] + 1)
+    return size
+
+
+# -- ods ---------------------------------------------------------------------------------------------
 _ODS_TAG = re.compile(rb"<table:(table-row|table-cell|covered-table-cell|table)(?=[\s/>])([^>]*)>")
-MAX_COLUMNS = 64  # value cells a sheet may hold per allowed row (a form uses 8 columns)
 
 
-def long_tables(archive: zipfile.ZipFile, limits: Limits) -> dict[str, tuple[int, int]]:
-    """Tables of an ODS whose rows or cells with a value, repeats expanded, exceed the limits
-    (name -> (rows, cells)). A few bytes of table:number-rows-repeated can otherwise make
-    calamine build hundreds of millions of cells when it opens the file."""
-    found: dict[str, tuple[int, int]] = {}
-    name, rows, cells, repeat, tail, row_has_value = "", 0, 0, 1, b"", False
+def long_tables(archive: zipfile.ZipFile, limits: Limits) -> dict[str, Size]:
+    """Tables of an ODS whose rows, columns or cells with a value, repeats expanded, exceed the
+    limits (name -> Size). A few bytes of table:number-rows-repeated can otherwise make calamine
+    build hundreds of millions of cells when it opens the file."""
+    found: dict[str, Size] = {}
+    name, size, repeat, column, tail, row_has_value = "", Size(), 0, 0, b"", False
+    at = 0  # the rows above the current one, repeats expanded: a value far down makes a tall grid
 
     def close() -> None:
-        if name and (rows > limits.max_rows or cells > limits.max_rows * MAX_COLUMNS):
-            found[name] = (rows, cells)
+        if name and size.over(limits):
+            found[name] = size
 
     try:
         with archive.open("content.xml") as handle:
@@ -197,18 +625,22 @@ def long_tables(archive: zipfile.ZipFile, limits: Limits) -> dict[str, tuple[int
                 for tag, attrs in _ODS_TAG.findall(block):
                     if tag == b"table":
                         close()
-                        name, rows, cells = html.unescape(_attr(attrs, b"table:name")), 0, 0
+                        name, size, at, repeat = html.unescape(_attr(attrs, b"table:name")), Size(), 0, 0
                     elif tag == b"table-row":
+                        at += repeat
                         repeat = _int(_attr(attrs, b"table:number-rows-repeated"))
-                        row_has_value = False
-                    elif b"office:value-type" in attrs:
+                        row_has_value, column = False, 0
+                    else:
                         n = _int(_attr(attrs, b"table:number-columns-repeated"))
-                        cells += repeat * n
-                        if not row_has_value:
-                            rows += repeat
-                            row_has_value = True
+                        column += n
+                        if b"office:value-type" in attrs:
+                            size.cells += repeat * n
+                            size.grow(columns=column)
+                            if not row_has_value:
+                                size.grow(rows=at + repeat)
+                                row_has_value = True
         close()
-    except (KeyError, zipfile.BadZipFile, OSError, RuntimeError, EOFError):
+    except (KeyError, zipfile.BadZipFile, OSError, RuntimeError, EOFError, ValueError, zlib.error):
         return found
     return found
 
@@ -249,59 +681,104 @@ def read_workbook(path: str | Path, limits: Limits = Limits(), data: bytes | Non
         data = path.read_bytes()
     elif len(data) > limits.max_file_mb * 1_000_000:
         raise UnreadableFile("too_large", f"{len(data) / 1e6:.1f} MB")
-    fmt, archive = sniff(data)
-    too_long: dict[str, int] = {}
-    if archive is not None:
-        check_zip(archive, limits)
-        if fmt in ("xlsx", "xlsm"):
-            too_long = long_sheets(archive, limits)
-        elif fmt == "ods":  # calamine builds every table of an ODS on opening: refuse the file
-            for name, (rows, cells) in long_tables(archive, limits).items():
-                raise UnreadableFile("zip_bomb", f"工作表“{name[:31]}”展开后有 {rows} 行、{cells} 个单元格")
+    opened = sniff(data, limits)
+    oversize: dict[str, Size] = {}
+    if opened.format in ("xlsx", "xlsm", "xlsb"):
+        if opened.format != "xlsb":
+            check_shared_strings(opened)
+        oversize = oversize_sheets(opened, limits)
+    elif opened.format == "ods":  # calamine builds every table of an ODS on opening: refuse the file
+        for name, size in long_tables(opened.archive, limits).items():
+            raise UnreadableFile("zip_bomb", f"工作表“{name[:31]}”展开后有 {size.rows} 行、{size.columns} 列、"
+                                             f"{size.cells} 个单元格")
+    elif opened.format == "xls":  # likewise every sheet of an xls
+        for name, size in xls_sizes(opened.stream, limits).items():
+            reason = size.over(limits)
+            if reason:
+                raise UnreadableFile("too_big", f"工作表“{name[:31]}”有 {reason}")
     try:
-        book = pc.CalamineWorkbook.from_filelike(io.BytesIO(data))
+        book = pc.CalamineWorkbook.from_filelike(io.BytesIO(opened.data))
     except pc.PasswordError as err:
-        raise UnreadableFile("encrypted") from err
-    except Exception as err:  # calamine raises several types for broken files
-        raise UnreadableFile("corrupt", _short(err)) from err
+        raise UnreadableFile("encrypted", technical=_technical(err)) from err
+    except BaseException as err:  # calamine raises several types for broken files, and panics
+        if not _is_read_failure(err):
+            raise
+        raise _unreadable(err, opened) from err
     try:
-        meta = list(book.sheets_metadata)
+        try:
+            meta = list(book.sheets_metadata)
+        except BaseException as err:
+            if not _is_read_failure(err):
+                raise
+            raise _unreadable(err, opened) from err
         if len(meta) > limits.max_sheets:
             raise UnreadableFile("too_many_sheets", f"{len(meta)} 张")
-        sheets = [_read_sheet(book, m, limits, too_long.get(m.name, 0))
+        sheets = [_read_sheet(book, m, limits, oversize.get(m.name))
                   for m in meta if m.typ == pc.SheetTypeEnum.WorkSheet]
     finally:
         book.close()
-    return Workbook(fmt, sheets, modified_time(fmt, archive))
+    return Workbook(opened.format, sheets, modified_time(opened.format, opened.archive))
 
 
-def _read_sheet(book: pc.CalamineWorkbook, meta: pc.SheetMetadata, limits: Limits, rows: int = 0) -> Sheet:
+def _is_read_failure(err: BaseException) -> bool:
+    """An error of calamine's: any Exception, or a Rust panic (pyo3's PanicException derives from
+    BaseException so that `except Exception` misses it). KeyboardInterrupt and SystemExit are not."""
+    return isinstance(err, Exception) or type(err).__name__ == "PanicException"
+
+
+def _unreadable(err: BaseException, opened: Opened) -> UnreadableFile:
+    """The UnreadableFile for calamine's failure to open a file, with a reason in Chinese."""
+    text = _technical(err)
+    if type(err).__name__ == "PanicException":
+        return UnreadableFile("read_failed", technical=text)
+    if opened.biff5:
+        return UnreadableFile("old_format", technical=text)
+    if "password" in text.lower():
+        return UnreadableFile("encrypted", technical=text)
+    if isinstance(err, zipfile.BadZipFile) or "zip" in text.lower():
+        return UnreadableFile("corrupt", "压缩结构损坏", text)
+    return UnreadableFile("corrupt", "文件内容不完整或不符合格式", text)
+
+
+def _read_sheet(book: pc.CalamineWorkbook, meta: pc.SheetMetadata, limits: Limits,
+                oversize: Size | None = None) -> Sheet:
     sheet = Sheet(meta.name, hidden=meta.visible != pc.SheetVisibleEnum.Visible)
-    if rows:  # counted in the XML already: never parsed
-        sheet.too_long = rows
+    if oversize:  # measured in the raw part already: never parsed
+        _refuse(sheet, oversize, limits)
         return sheet
     try:
         data = book.get_sheet_by_name(meta.name)
-        height = data.end[0] + 1 if data.end else 0
-        if height > limits.max_rows:
-            sheet.too_long = height
+        size = Size(data.end[0] + 1, data.end[1] + 1) if data.end else Size()
+        if size.over(limits):
+            _refuse(sheet, size, limits)
             return sheet
         sheet.rows = data.to_python(skip_empty_area=False)
-    except Exception as err:  # a damaged sheet fails alone; the others still read
-        sheet.error = _plain(err)
+    except BaseException as err:  # a damaged sheet fails alone; the others still read
+        if not _is_read_failure(err):
+            raise
+        sheet.error, sheet.technical = _plain(err), _technical(err)
     return sheet
 
 
+def _refuse(sheet: Sheet, size: Size, limits: Limits) -> None:
+    """Mark a sheet beyond the limits: too many rows as too_long, too many columns as an error."""
+    if size.too_long(limits):
+        sheet.too_long = max(size.rows, limits.max_rows + 1)
+    else:
+        sheet.error = f"有 {size.columns} 列，超出上限 {limits.max_columns} 列"
+
+
 def _plain(err: BaseException) -> str:
-    """A sheet's read error in words the office can forward (calamine's own text otherwise)."""
+    """A sheet's read error in Chinese words the office can forward."""
     text = str(err)
     if type(err).__name__ == "WorksheetNotFound":
         return "工作表的内容在文件中缺失"
     if "entity" in text.lower():
         return "含有 XML 实体声明，为安全起见未读取"
-    return _short(err)
+    return "工作表内容不完整或不符合格式"
 
 
-def _short(err: BaseException) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return text[:160]
+def _technical(err: BaseException) -> str:
+    """The library's own words, for support: the error's type and first line."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text}"[:300]

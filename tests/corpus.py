@@ -18,6 +18,7 @@ import random
 import re
 import shutil
 import string
+import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -164,6 +165,79 @@ def _spec_form(dst: Path, *, period: str = PERIOD, system_id: str = SYSTEM, asse
     write_form(FormSpec(dst, system, period, Assessor(*assessor), chosen, answers=answers))
     return dst
 
+
+# -- binary formats written here: a BIFF8 .xls in an OLE container, an xlsb ---------------------------
+def _record(typ: int, body: bytes = b"") -> bytes:
+    return struct.pack("<HH", typ, len(body)) + body
+
+
+def biff8_stream(sheets: dict[str, list[tuple[int, int, object]]], *, dimensions: dict[str, tuple[int, int]] | None = None,
+                 globals_extra: bytes = b"", sheet_extra: bytes = b"") -> bytes:
+    """A BIFF8 workbook stream: sheet name -> cells (row, col, number or text), 0-based. Each sheet
+    declares DIMENSIONS from its cells unless `dimensions` gives (rows, columns) to declare."""
+    bof = lambda kind: _record(0x0809, struct.pack("<HHHHII", 0x0600, kind, 0x0DBB, 0x07CC, 0, 0x0006))  # noqa: E731
+    head = bof(0x0005) + _record(0x0042, struct.pack("<H", 1200)) + globals_extra  # CODEPAGE: UTF-16
+    names = list(sheets)
+    bound = [lambda pos, n=n: _record(0x0085, struct.pack("<IBBBB", pos, 0, 0, len(n), 1) + n.encode("utf-16-le"))
+             for n in names]
+    bodies = []
+    for name in names:
+        cells = sheets[name]
+        rows, cols = (dimensions or {}).get(name) or (max((r for r, _, _ in cells), default=-1) + 1,
+                                                      max((c for _, c, _ in cells), default=-1) + 1)
+        body = bof(0x0010) + _record(0x0200, struct.pack("<IIHHH", 0, rows, 0, cols, 0)) + sheet_extra
+        for row, col, value in cells:
+            if isinstance(value, str):
+                text = value.encode("utf-16-le")
+                body += _record(0x0204, struct.pack("<HHHHB", row, col, 15, len(value), 1) + text)
+            else:
+                body += _record(0x0203, struct.pack("<HHHd", row, col, 15, float(value)))
+        bodies.append(body + _record(0x000A))
+    size = len(head) + sum(len(b(0)) for b in bound) + len(_record(0x000A))
+    out, pos = b"", size
+    for make, body in zip(bound, bodies):
+        out += make(pos)
+        pos += len(body)
+    return head + out + _record(0x000A) + b"".join(bodies)
+
+
+def ole_file(streams: dict[str, bytes], declare_padded: bool = True) -> bytes:
+    """A minimal OLE compound file (version 3, 512-byte sectors) holding a few streams at the
+    root, each padded to 4 KB so that all live in the regular FAT (no mini stream). With
+    `declare_padded` False a short stream keeps its own size: the format then says it lives in the
+    (absent) mini stream, which olefile tolerates and calamine 0.37 panics on."""
+    sector, end, free = 512, 0xFFFFFFFE, 0xFFFFFFFF
+    datas = [d + bytes(max(0, 4096 - len(d))) for d in streams.values()]
+    chains, fat, next_sector = [], [0xFFFFFFFD, end], 2  # sector 0: the FAT, sector 1: the directory
+    for d in datas:
+        n = -(-len(d) // sector)
+        chains.append(next_sector)
+        fat += [next_sector + i + 1 for i in range(n - 1)] + [end]
+        next_sector += n
+    assert len(fat) <= sector // 4, "streams too large for one FAT sector"
+    fat += [free] * (sector // 4 - len(fat))
+
+    def entry(name: str, kind: int, child: int, right: int, start: int, size: int) -> bytes:
+        raw = name.encode("utf-16-le") + b"\0\0"
+        return (raw.ljust(64, b"\0") + struct.pack("<HBBIII", len(raw), kind, 1, free, right, child) + bytes(16 + 4 + 16)
+                + struct.pack("<III", start, size, 0))
+
+    names = list(streams)
+    directory = entry("Root Entry", 5, 1, free, end, 0)
+    for i, (name, d) in enumerate(zip(names, datas)):  # a right-leaning chain of siblings
+        size = len(d) if declare_padded else len(streams[name])
+        directory += entry(name, 2, free, i + 2 if i + 1 < len(names) else free, chains[i], size)
+    directory = directory.ljust(sector, b"\0")
+    header = (bytes.fromhex("d0cf11e0a1b11ae1") + bytes(16) + struct.pack("<HHHHH", 0x3E, 3, 0xFFFE, 9, 6) + bytes(6)
+              + struct.pack("<IIIIIIIII", 0, 1, 1, 0, 4096, end, 0, end, 0) + struct.pack("<I", 0) + b"\xff" * 4 * 108)
+    return header + struct.pack(f"<{sector // 4}I", *fat) + directory + b"".join(d.ljust(-(-len(d) // sector) * sector, b"\0") for d in datas)
+
+
+def xls_file(path: Path, sheets: dict[str, list[tuple[int, int, object]]], stream_name: str = "Workbook",
+             declare_padded: bool = True, **kw) -> Path:
+    """An .xls of a few sheets of cells (see biff8_stream) in an OLE container."""
+    path.write_bytes(ole_file({stream_name: biff8_stream(sheets, **kw)}, declare_padded))
+    return path
 
 # -- the cases -----------------------------------------------------------------------------------
 def text_renamed(out, base):
@@ -360,26 +434,47 @@ def long_string(out, base):
     return _score_xml(base, out / "long_string.xlsx", '<c r="{ref}" t="inlineStr"><is><t>' + text + "</t></is></c>")
 
 
-def ods_repeat_bomb(out, base):
-    """An ODS of 1 KB whose one row, repeated a million times, holds a thousand numbers."""
-    p = out / "ods_repeat_bomb.ods"
+def _ods(path: Path, table: str) -> Path:
+    """A one-table ODS (named C001) whose table element holds `table`."""
     content = (
         '<?xml version="1.0" encoding="UTF-8"?><office:document-content '
         'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
         'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
         'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2">'
-        '<office:body><office:spreadsheet><table:table table:name="C001">'
-        '<table:table-row table:number-rows-repeated="1048576"><table:table-cell table:number-columns-repeated="1024" '
-        'office:value-type="float" office:value="4"><text:p>4</text:p></table:table-cell></table:table-row>'
+        f'<office:body><office:spreadsheet><table:table table:name="C001">{table}'
         "</table:table></office:spreadsheet></office:body></office:document-content>"
     )
-    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as z:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet", compress_type=zipfile.ZIP_STORED)
         z.writestr("content.xml", content)
         z.writestr("META-INF/manifest.xml", '<manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:'
                    'xmlns:manifest:1.0"><manifest:file-entry manifest:full-path="/" manifest:media-type='
                    '"application/vnd.oasis.opendocument.spreadsheet"/></manifest:manifest>')
-    return p
+    return path
+
+
+_ODS_FOUR = 'office:value-type="float" office:value="4"><text:p>4</text:p></table:table-cell>'
+
+
+def ods_repeat_bomb(out, base):
+    """An ODS of 1 KB whose one row, repeated a million times, holds a thousand numbers."""
+    return _ods(out / "ods_repeat_bomb.ods", '<table:table-row table:number-rows-repeated="1048576"><table:table-cell '
+                f'table:number-columns-repeated="1024" {_ODS_FOUR}</table:table-row>')
+
+
+def ods_far_cell(out, base):
+    """An ODS of one number in A1 and one after 1,048,574 repeated empty rows and 16,383 empty cells."""
+    return _ods(out / "ods_far_cell.ods", f'<table:table-row><table:table-cell {_ODS_FOUR}</table:table-row>'
+                '<table:table-row table:number-rows-repeated="1048574"><table:table-cell/></table:table-row>'
+                '<table:table-row><table:table-cell table:number-columns-repeated="16383"/>'
+                f'<table:table-cell {_ODS_FOUR}</table:table-row>')
+
+
+def ods_wide(out, base):
+    """An ODS of one row: a number, 5,000 empty cells, a number (5,002 columns wide)."""
+    return _ods(out / "ods_wide.ods", f'<table:table-row><table:table-cell {_ODS_FOUR}'
+                f'<table:table-cell table:number-columns-repeated="5000"/><table:table-cell {_ODS_FOUR}'
+                "</table:table-row>")
 
 
 NESTING = 100_000
@@ -578,6 +673,226 @@ def long_remark(out, base):
     return _edit(base, out / "long_remark.xlsx", change)
 
 
+def _brt(typ: int, body: bytes = b"") -> bytes:
+    """One BIFF12 record: type and length as 7-bit varints, then the body."""
+    def varint(n: int) -> bytes:
+        out = b""
+        while True:
+            out += bytes([(n & 0x7F) | (0x80 if n > 0x7F else 0)])
+            n >>= 7
+            if not n:
+                return out
+    return varint(typ) + varint(len(body)) + body
+
+
+def xlsb_file(path: Path, sheets: dict[str, list[tuple[int, int, object]]],
+              declared: dict[str, tuple[int, int]] | None = None) -> Path:
+    """A minimal .xlsb: sheet name -> cells (row, col, number or text; 0-based). Each sheet's
+    BrtWsDim declares the cells' own extent unless `declared` gives (rows, columns)."""
+    wide = lambda text: struct.pack("<I", len(text)) + text.encode("utf-16-le")  # noqa: E731
+    book = _brt(0x0083) + _brt(0x008F)
+    parts = {}
+    for n, (name, cells) in enumerate(sheets.items(), start=1):
+        hidden = name == META_SHEET  # as in the form: the metadata sheet is hidden
+        book += _brt(0x009C, struct.pack("<II", int(hidden), n) + wide(f"rId{n}") + wide(name))
+        rows, cols = (declared or {}).get(name) or (max(r for r, _, _ in cells) + 1, max(c for _, c, _ in cells) + 1)
+        sheet = _brt(0x0081) + _brt(0x0094, struct.pack("<IIII", 0, rows - 1, 0, cols - 1)) + _brt(0x0091)
+        for row in sorted({r for r, _, _ in cells}):
+            sheet += _brt(0x0000, struct.pack("<IIHHBI", row, 0, 300, 0, 0, 0))
+            for r, c, v in cells:
+                if r == row:  # BrtCellSt for text, BrtCellReal for numbers
+                    sheet += (_brt(0x0006, struct.pack("<II", c, 0) + wide(v)) if isinstance(v, str)
+                              else _brt(0x0005, struct.pack("<IId", c, 0, float(v))))
+        parts[f"xl/worksheets/sheet{n}.bin"] = sheet + _brt(0x0092) + _brt(0x0082)
+    book += _brt(0x0090) + _brt(0x0084)
+    pkg = "http://schemas.openxmlformats.org/package/2006"
+    doc = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+    rels = "".join(f'<Relationship Id="rId{n}" Type="{doc}/worksheet" Target="worksheets/sheet{n}.bin"/>'
+                   for n in range(1, len(sheets) + 1))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("[Content_Types].xml", f'<Types xmlns="{pkg}/content-types"><Default Extension="rels" '
+                   'ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="bin" '
+                   'ContentType="application/vnd.ms-excel.sheet.binary.macroEnabled.main"/></Types>')
+        z.writestr("_rels/.rels", f'<Relationships xmlns="{pkg}/relationships"><Relationship Id="rId1" '
+                   f'Type="{doc}/officeDocument" Target="xl/workbook.bin"/></Relationships>')
+        z.writestr("xl/_rels/workbook.bin.rels", f'<Relationships xmlns="{pkg}/relationships">{rels}</Relationships>')
+        z.writestr("xl/workbook.bin", book)
+        for name, data in parts.items():
+            z.writestr(name, data)
+    return path
+
+# -- sizes beyond a form, for every format; odd containers; old and password-protected files --------
+def _add_cell(base: Path, dst: Path, ref: str) -> Path:
+    """The C001 sheet with one more number cell at `ref`, in a row of its own after the others."""
+    part = sheet_part(base, SHEET1)
+    row = re.match(r"[A-Z]+([0-9]+)", ref).group(1)
+
+    def change(xml: str) -> str:
+        xml = re.sub(r'<dimension ref="[^"]*"\s*/>', f'<dimension ref="A1:{ref}"/>', xml)
+        return xml.replace("</sheetData>", f'<row r="{row}"><c r="{ref}"><v>1</v></c></row></sheetData>', 1)
+
+    return _rewrite(base, dst, {part: change})
+
+
+def far_cell(out, base):
+    """One more cell at XFD1048576: calamine would allocate the rectangle up to it (~550 GB)."""
+    return _add_cell(base, out / "far_cell.xlsx", "XFD1048576")
+
+
+def wide_sheet(out, base):
+    """One more cell at XFD40: 40 rows, but 16,384 columns wide (~10 GB as a grid)."""
+    return _add_cell(base, out / "wide_sheet.xlsx", "XFD40")
+
+
+def make_abort_xlsx(path: Path) -> Path:
+    """A 1.5 KB workbook with one cell at A1 and one at XFD1048576. Opened by calamine directly
+    (python_calamine.CalamineWorkbook.from_path(path).get_sheet_by_index(0)), the process asks
+    for ~550 GB and aborts (SIGABRT); happyhome's reader refuses the sheet before calamine sees it."""
+    ns = 'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"'
+    rel = 'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"'
+    pkg = "http://schemas.openxmlformats.org/package/2006"
+    doc = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("[Content_Types].xml", f'<Types xmlns="{pkg}/content-types"><Default Extension="rels" '
+                   'ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" '
+                   'ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType="application/'
+                   'vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/><Override PartName="/xl/worksheets/'
+                   'sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/></Types>')
+        z.writestr("_rels/.rels", f'<Relationships xmlns="{pkg}/relationships"><Relationship Id="rId1" '
+                   f'Type="{doc}/officeDocument" Target="xl/workbook.xml"/></Relationships>')
+        z.writestr("xl/workbook.xml", f'<workbook {ns} {rel}><sheets><sheet name="C001" sheetId="1" r:id="rId1"/>'
+                   "</sheets></workbook>")
+        z.writestr("xl/_rels/workbook.xml.rels", f'<Relationships xmlns="{pkg}/relationships"><Relationship Id="rId1" '
+                   f'Type="{doc}/worksheet" Target="worksheets/sheet1.xml"/></Relationships>')
+        z.writestr("xl/worksheets/sheet1.xml", f'<worksheet {ns}><sheetData><row r="1"><c r="A1"><v>1</v></c></row>'
+                   '<row r="1048576"><c r="XFD1048576"><v>2</v></c></row></sheetData></worksheet>')
+    return path
+
+
+def abort_xlsx(out, base):
+    return make_abort_xlsx(out / "abort.xlsx")
+
+
+def _form_cells(base: Path) -> dict[str, list[tuple[int, int, object]]]:
+    """The metadata, C001 and C002 sheets' cells of the base form (0-based), to write it as .xls/.xlsb."""
+    book = openpyxl.load_workbook(base)
+    return {name: [(c.row - 1, c.column - 1, c.value) for row in book[name].iter_rows() for c in row
+                   if isinstance(c.value, (int, float, str))] for name in (META_SHEET, SHEET1, SHEET2)}
+
+
+def shared_strings_count(out, base):
+    """The form with a shared-string table that declares 4,000,000,000 strings: calamine reserves
+    96 GB for them when it opens the file, and the process aborts."""
+    return _rewrite(base, out / "shared_strings_count.xlsx", {}, add={
+        "xl/sharedStrings.xml": b'<?xml version="1.0" encoding="UTF-8"?><sst xmlns="http://schemas.openxmlformats.org/'
+                                b'spreadsheetml/2006/main" count="1" uniqueCount="4000000000"><si><t>x</t></si></sst>'})
+
+
+def xls_declared_range(out, base):
+    """An .xls of the form's cells whose C001 sheet declares a 65,536 x 256 range (DIMENSIONS):
+    calamine reserves the whole rectangle (~1 GB) when it opens the file."""
+    return xls_file(out / "declared_range.xls", _form_cells(base), dimensions={SHEET1: (65536, 256)})
+
+
+def xls_far_cell(out, base):
+    """An .xls of the form's cells plus a number at the last row and column an .xls can address."""
+    cells = _form_cells(base)
+    cells[SHEET1].append((65535, 255, 1.0))
+    return xls_file(out / "far_cell.xls", cells)
+
+
+def xlsb_far_cell(out, base):
+    """The form as an .xlsb, the C001 sheet with one more number at XFD1048576 (calamine aborts
+    on it); the C002 sheet still counts."""
+    cells = _form_cells(base)
+    cells[SHEET1].append((1048575, 16383, 1.0))
+    return xlsb_file(out / "far_cell.xlsb", cells)
+
+
+def xlsb_declared_range(out, base):
+    """The form as an .xlsb whose C001 sheet declares 1,048,576 x 16,384 (BrtWsDim)."""
+    return xlsb_file(out / "declared_range.xlsb", _form_cells(base), declared={SHEET1: (1048576, 16384)})
+
+
+def xlsb_workbook_elsewhere(out, base):
+    """The form as an .xlsb whose workbook sits under book/ (named by _rels/.rels), not xl/."""
+    p = xlsb_file(out / "xlsb_elsewhere.tmp", _form_cells(base))
+    dst = out / "workbook_elsewhere.xlsb"
+    with zipfile.ZipFile(p) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename).replace(b'"xl/', b'"book/')
+            zout.writestr(re.sub(r"^xl/", "book/", info.filename), data)
+    p.unlink()
+    return dst
+
+
+def make_panic_xls(path: Path) -> Path:
+    """An .xls whose workbook stream is shorter than 4 KB but is stored in the regular FAT: olefile
+    reads it, calamine 0.37 panics (pyo3_runtime.PanicException, "index out of bounds")."""
+    return xls_file(path, {"C001": [(0, 0, "编号"), (0, 1, "得分"), (1, 0, "C01"), (1, 1, 4.0)]}, declare_padded=False)
+
+
+def panic_xls(out, base):
+    return make_panic_xls(out / "panic.xls")
+
+
+def xls_password(out, base):
+    """An .xls saved with a password (RC4): a FILEPASS record in the workbook globals."""
+    filepass = _record(0x002F, struct.pack("<HHH", 1, 1, 1) + bytes(48))
+    return xls_file(out / "password.xls", _form_cells(base), globals_extra=filepass)
+
+
+def xls_password_xor(out, base):
+    """An .xls protected by the older XOR obfuscation (FILEPASS of type 0)."""
+    filepass = _record(0x002F, struct.pack("<HHH", 0, 0x1234, 0x5678))
+    return xls_file(out / "password_xor.xls", _form_cells(base), globals_extra=filepass)
+
+
+def biff4_workbook(out, base):
+    """An Excel 4.0 workbook: bare BIFF4 records, no OLE container."""
+    p = out / "excel4.xls"
+    p.write_bytes(_record(0x0409, struct.pack("<HHH", 0, 0x0010, 0)) + _record(0x0203, struct.pack("<HHHd", 0, 0, 0, 4.0))
+                  + _record(0x000A))
+    return p
+
+
+def ods_password(out, base):
+    """An ODS saved with a password: its manifest carries encryption data, content.xml is ciphertext."""
+    p = out / "password.ods"
+    manifest = ('<manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0">'
+                '<manifest:file-entry manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/>'
+                '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml" manifest:size="2048">'
+                '<manifest:encryption-data manifest:checksum-type="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0#sha256-1k" '
+                'manifest:checksum="AAAA"><manifest:algorithm manifest:algorithm-name="http://www.w3.org/2001/04/xmlenc#aes256-cbc" '
+                'manifest:initialisation-vector="AAAA"/></manifest:encryption-data></manifest:file-entry></manifest:manifest>')
+    rng = random.Random(3)
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet", compress_type=zipfile.ZIP_STORED)
+        z.writestr("content.xml", bytes(rng.randrange(256) for _ in range(2048)))
+        z.writestr("META-INF/manifest.xml", manifest)
+    return p
+
+
+def backslash_zip(out, base):
+    """The genuine form re-zipped by a tool that writes Windows paths (xl\\worksheets\\sheet1.xml)."""
+    p = out / "backslash.xlsx"
+    with zipfile.ZipFile(base) as zin, zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename.replace("/", "\\"), zin.read(info.filename))
+    return p
+
+
+def workbook_elsewhere(out, base):
+    """The genuine form with its workbook under book/ instead of xl/, named by _rels/.rels."""
+    p = out / "workbook_elsewhere.xlsx"
+    with zipfile.ZipFile(base) as zin, zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename.endswith(".rels") or info.filename == "[Content_Types].xml":
+                data = data.replace(b"/xl/", b"/book/").replace(b'"xl/', b'"book/')
+            zout.writestr(re.sub(r"^xl/", "book/", info.filename), data)
+    return p
+
 CASES: list[Case] = [
     # not a (readable) spreadsheet
     Case("text_renamed", "a text file renamed .xlsx", text_renamed, Expect("file", "not_spreadsheet")),
@@ -645,6 +960,38 @@ CASES: list[Case] = [
     Case("score_bool", "得分 a logical value (TRUE)", score_bool, Expect("sheet", "not_a_number", SHEET1)),
     Case("score_blank", "得分 left blank", score_blank, Expect("sheet", "blank_score", SHEET1)),
     Case("long_remark", "备注 of 100,000 characters", long_remark, Expect("warning", "remark_cut", SHEET1)),
+    # sizes beyond a form in every format, checked before calamine builds a grid
+    Case("far_cell", "one more cell at XFD1048576 (calamine would ask for ~550 GB)", far_cell,
+         Expect("sheet", "sheet_too_long", SHEET1), hostile=True),
+    Case("wide_sheet", "one more cell at XFD40: 40 rows but 16,384 columns", wide_sheet,
+         Expect("sheet", "sheet_unreadable", SHEET1), hostile=True),
+    Case("abort_xlsx", "a 1.5 KB workbook with cells at A1 and XFD1048576 (aborts calamine)", abort_xlsx,
+         Expect("file", "no_identity"), hostile=True),
+    Case("shared_strings_count", "a shared-string table declaring 4,000,000,000 strings (aborts calamine)",
+         shared_strings_count, Expect("file", "zip_bomb"), hostile=True),
+    Case("xls_declared_range", ".xls whose sheet declares a 65,536 × 256 range", xls_declared_range,
+         Expect("file", "too_big"), hostile=True),
+    Case("xls_far_cell", ".xls with a cell at the last row and column (IV65536)", xls_far_cell,
+         Expect("file", "too_big"), hostile=True),
+    Case("xlsb_far_cell", ".xlsb with one more cell at XFD1048576 (aborts calamine)", xlsb_far_cell,
+         Expect("sheet", "sheet_too_long", SHEET1), hostile=True),
+    Case("xlsb_declared_range", ".xlsb whose sheet declares 1,048,576 × 16,384 (BrtWsDim)", xlsb_declared_range,
+         Expect("sheet", "sheet_too_long", SHEET1), hostile=True),
+    Case("ods_far_cell", ".ods with a number after 1,048,574 empty rows and 16,383 empty cells", ods_far_cell,
+         Expect("file", "zip_bomb"), hostile=True),
+    Case("ods_wide", ".ods of one row 5,002 columns wide", ods_wide, Expect("file", "zip_bomb"), hostile=True),
+    Case("panic_xls", ".xls that makes calamine panic (a short stream outside the mini stream)", panic_xls,
+         Expect("file", "read_failed"), hostile=True),
+    # containers named for what they are
+    Case("xls_password", ".xls with a password (RC4)", xls_password, Expect("file", "encrypted")),
+    Case("xls_password_xor", ".xls with a password (XOR obfuscation)", xls_password_xor, Expect("file", "encrypted")),
+    Case("ods_password", ".ods with a password (encrypted manifest)", ods_password, Expect("file", "encrypted")),
+    Case("biff4", "an Excel 4.0 workbook (BIFF4, no OLE container)", biff4_workbook, Expect("file", "old_format")),
+    Case("backslash_zip", "the form re-zipped with backslashes in entry names", backslash_zip, Expect("accepted")),
+    Case("workbook_elsewhere", "the form with its workbook under book/ (named by _rels/.rels)", workbook_elsewhere,
+         Expect("accepted")),
+    Case("xlsb_workbook_elsewhere", "the form as .xlsb with its workbook under book/", xlsb_workbook_elsewhere,
+         Expect("accepted")),
 ]
 BY_NAME = {case.name: case for case in CASES}
 

@@ -4,7 +4,8 @@ The normaliser is checked against an oracle written here from the documented rul
 the code: a 得分 is accepted exactly when it denotes a number in [0, 满分] — a number cell
 as it is; text after folding full-width characters, dropping spaces (and zero-width marks)
 and one trailing 分 — and it never raises. The roster reader returns a roster or raises
-InputError, whatever the cells hold.
+InputError, whatever the cells hold. The workbook reader, given mutants of small generated .xls
+and .xlsb files, returns a workbook or raises UnreadableFile, never a panic or an abort.
 """
 
 from __future__ import annotations
@@ -204,3 +205,73 @@ def test_the_oracle_itself():
     assert oracle(float("nan"), 4.0)[0] is False
     assert oracle(True, 4.0)[0] is False
     assert oracle(" ", 4.0) == (False, None, True)
+
+
+# -- the workbook reader on mutated binary files ----------------------------------------------------------
+MUTANTS = 400  # per format; a few seconds
+FUZZ_CELLS = {"C001": [(0, 0, "编号"), (0, 1, "得分"), (1, 0, "C01"), (1, 1, 4.0), (5, 3, "备注")], "C002": [(2, 2, 1.5)]}
+
+
+def fuzz_reader(kind: str, seed: int, count: int, folder: str) -> dict[str, int]:
+    """Read `count` mutants of a small generated .xls (bytes of its workbook stream changed) or
+    .xlsb (bytes of a BIFF12 part changed); returns outcome -> count. Anything but a Workbook or an
+    UnreadableFile with a catalogue code propagates."""
+    import io
+    import random
+    import zipfile
+    from collections import Counter
+
+    import corpus
+    from pipeline.messages import CATALOGUE
+    from pipeline.reader import UnreadableFile, read_workbook
+
+    rng, out = random.Random(seed), Counter()
+    if kind == "xls":
+        seed_bytes = corpus.xls_file(Path(folder) / "seed.xls", FUZZ_CELLS).read_bytes()
+    else:
+        with zipfile.ZipFile(corpus.xlsb_file(Path(folder) / "seed.xlsb", FUZZ_CELLS)) as z:
+            parts = {i.filename: z.read(i.filename) for i in z.infolist()}
+    for _ in range(count):
+        if kind == "xls":  # the workbook stream starts after the header, FAT and directory sectors
+            data = bytearray(seed_bytes)
+            for _ in range(rng.randint(1, 8)):
+                data[rng.randrange(1536, 2136)] = rng.randrange(256)
+        else:
+            target = rng.choice(["xl/worksheets/sheet1.bin", "xl/workbook.bin"])
+            part = bytearray(parts[target])
+            for _ in range(rng.randint(1, 6)):
+                part[rng.randrange(len(part))] = rng.randrange(256)
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, "w") as z:
+                for name, body in parts.items():
+                    z.writestr(name, bytes(part) if name == target else body)
+            data = buffer.getvalue()
+        try:
+            read_workbook("mutant", data=bytes(data))
+            out["read"] += 1
+        except UnreadableFile as err:
+            assert err.code in CATALOGUE, err.code
+            out[err.code] += 1
+    return dict(out)
+
+
+def test_mutated_xls_and_xlsb_never_escape_the_reader(tmp_path):
+    """Mutants of a generated .xls and .xlsb are read or refused with a catalogue code, in a child
+    process capped at 1 GB: a calamine panic must be caught, and an abort (a failed allocation)
+    would fail this test instead of killing the test run."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, resource, sys; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+            "import test_fuzz\n"
+            f"print(json.dumps({{k: test_fuzz.fuzz_reader(k, 7, {MUTANTS}, sys.argv[1]) for k in ('xls', 'xlsb')}}))\n")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=600,
+                            cwd=Path(__file__).parent, env={**__import__("os").environ, "RUST_BACKTRACE": "0",
+                                                           "OPENBLAS_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = json.loads(result.stdout.splitlines()[-1])
+    for kind, outcomes in found.items():
+        assert sum(outcomes.values()) == MUTANTS
+        assert outcomes.get("read", 0) > 0 and len(outcomes) > 1, (kind, outcomes)  # the mutants do vary
+    assert found["xls"].get("read_failed", 0) + found["xlsb"].get("read_failed", 0) > 0  # panics were met and caught
