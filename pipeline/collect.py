@@ -74,6 +74,8 @@ from pipeline.workers import NO_MEMORY, TIMED_OUT, WorkerFailed, Workers
 
 SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods")
 IGNORED_SHEETS = {GUIDE_SHEET, SUMMARY_SHEET, META_SHEET}
+# The form's own sheets that hold nothing to collect: never parsed (汇总's totals are never read).
+UNREAD_SHEETS = frozenset({GUIDE_SHEET, SUMMARY_SHEET})
 SUBTOTAL_WORDS = {"合计", "小计", "汇总", "总计", "总分", "得分合计"}
 ERROR_VALUES = {"#DIV/0!", "#VALUE!", "#N/A", "#N/A!", "#REF!", "#NAME?", "#NUM!", "#NULL!", "#SPILL!",
                 "#CALC!", "#GETTING_DATA", "#FIELD!", "#BLOCKED!", "#CONNECT!", "#BUSY!", "#UNKNOWN!", "#NA"}
@@ -246,7 +248,7 @@ class Meta:
 def examine(data: bytes, name: str, ctx: Context) -> Examined:
     """Read and judge one returned file from its bytes; never raises."""
     try:
-        book = read_workbook(name, ctx.limits, data=data)
+        book = read_workbook(name, ctx.limits, data=data, skip=UNREAD_SHEETS)
     except UnreadableFile as err:
         p = problem(err.code, file=name, detail=err.detail, technical=err.technical)
         return Examined(None, None, STATUS_REJECTED, p.message, problems=[p])

@@ -14,6 +14,7 @@ Calamine's Rust panics (a BaseException) are caught like its other errors.
 
 from __future__ import annotations
 
+import functools
 import html
 import io
 import re
@@ -332,7 +333,7 @@ def _resolve(folder: str, target: str) -> str:
     return "/".join(parts)
 
 
-def oversize_sheets(opened: Opened, limits: Limits) -> dict[str, Size]:
+def oversize_sheets(opened: Opened, limits: Limits, skip: frozenset[str] = frozenset()) -> dict[str, Size]:
     """Sheets of an xlsx, xlsm or xlsb beyond the limits (name -> size), found by streaming
     each sheet part, so that calamine never builds their grid. Raises UnreadableFile when a
     part is beyond the limits and its sheet cannot be named (the whole file is refused)."""
@@ -344,6 +345,8 @@ def oversize_sheets(opened: Opened, limits: Limits) -> dict[str, Size]:
     found = {}
     for info in archive.infolist():
         if not (info.filename in names or info.filename.startswith(folder + "worksheets/")) or info.is_dir():
+            continue
+        if names.get(info.filename) in skip:
             continue
         size = measure(archive, info.filename, limits)
         if not size.over(limits):
@@ -392,32 +395,49 @@ def _xml_size(archive: zipfile.ZipFile, part: str, limits: Limits) -> Size:
                     if dimension:
                         size.grow(*_a1(dimension.group(1).decode("ascii", "replace")))
                     found = _SHEET_DATA.search(block)
-                    prefix = (found.group(1) if found else None) or (b"" if len(block) > (1 << 20) else None)
+                    if found:
+                        prefix = found.group(1) or b""
+                    elif len(block) > (1 << 20):
+                        prefix = b""
                 cut = max(block.rfind(b"<"), 0)  # a tag cut in two is read with the next chunk
                 block, tail = block[:cut], block[cut:]
-                rows, cells = rows + _count(block, prefix, b"row"), cells + _count(block, prefix, b"c")
-                _grow_refs(size, block)
+                n_rows, n_cells, far = _tags(block, prefix, limits)
+                rows, cells = rows + n_rows, cells + n_cells
+                _grow_refs(size, block, far)
                 size.grow(rows=rows)
                 size.cells = cells
                 if size.over(limits):
                     return size
     except (zipfile.BadZipFile, OSError, RuntimeError, EOFError, ValueError, zlib.error):
         return size  # calamine will report the damage itself
-    rows, cells = rows + _count(tail, prefix, b"row"), cells + _count(tail, prefix, b"c")
-    _grow_refs(size, tail)
+    n_rows, n_cells, far = _tags(tail, prefix, limits)
+    rows, cells = rows + n_rows, cells + n_cells
+    _grow_refs(size, tail, far)
     size.grow(rows=rows)
     size.cells = cells
     return size
 
 
-def _count(block: bytes, prefix: bytes | None, tag: bytes) -> int:
-    prefix = prefix or b""
-    if tag == b"row":
-        return block.count(b"<" + prefix + b"row")
-    return block.count(b"<" + prefix + b"c ") + block.count(b"<" + prefix + b"c>")
+def _tags(block: bytes, prefix: bytes | None, limits: Limits) -> tuple[int, int, re.Pattern | None]:
+    """The rows and cells in `block`, and — where every row and cell names its place first
+    (`<row r="…"`, `<c r="…"`, as Excel, WPS, LibreOffice and xlsxwriter write them) — a pattern
+    of the references that may be beyond the limits: a column past Z has two letters, a row past
+    max_rows at least as many digits. A form's 17,000 short references then cost a few passes in
+    C rather than a Python object each; any other layout is read reference by reference."""
+    row, cell, far = _fast_refs(prefix or b"", limits)
+    row_open, row_bare = block.count(row + b" "), block.count(row + b">")
+    cell_open, cell_bare = block.count(cell + b" "), block.count(cell + b">") + block.count(cell + b"/>")
+    plain = (prefix is not None and far is not None and not row_bare and not cell_bare and b'r="$' not in block
+             and block.count(row + b' r="') == row_open and block.count(cell + b' r="') == cell_open)
+    return row_open + row_bare, cell_open + cell_bare, far if plain else None
 
 
-def _grow_refs(size: Size, block: bytes) -> None:
+def _grow_refs(size: Size, block: bytes, far: re.Pattern | None = None) -> None:
+    """Grow `size` by the cell and row references in `block`: only those `far` finds, when given."""
+    if far is not None:
+        for match in far.finditer(block):
+            _grow_refs(size, block[match.start():match.start() + 40])
+        return
     refs = _CELL_REF.findall(block)
     if refs:
         letters = {c for c, _ in refs}
@@ -425,6 +445,19 @@ def _grow_refs(size: Size, block: bytes) -> None:
     rows = _ROW_REF.findall(block)
     if rows:
         size.grow(rows=max(map(int, rows)))
+
+
+@functools.lru_cache(maxsize=16)
+def _fast_refs(prefix: bytes, limits: Limits) -> tuple[bytes, bytes, re.Pattern | None]:
+    """The row tag, the cell tag and a pattern of the references that may be beyond `limits`
+    (None where a short reference can be too: fewer than 26 columns allowed)."""
+    cell, row = b"<" + prefix + b"c", b"<" + prefix + b"row"
+    if limits.max_columns < 26 or limits.max_rows < 1:
+        return row, cell, None
+    digits = len(str(limits.max_rows))
+    far = re.compile(re.escape(cell) + rb' r="(?:[A-Za-z]{2}|[A-Za-z][0-9]{%d})|' % digits
+                     + re.escape(row) + rb' r="[0-9]{%d}' % digits)
+    return row, cell, far
 
 
 # -- xlsb: BIFF12 records ------------------------------------------------------------------------
@@ -671,8 +704,10 @@ def modified_time(fmt: str, archive: zipfile.ZipFile | None) -> datetime | None:
     return stamp.astimezone(timezone.utc).replace(tzinfo=None)
 
 
-def read_workbook(path: str | Path, limits: Limits = Limits(), data: bytes | None = None) -> Workbook:
-    """Read every sheet of a workbook into plain rows (raises UnreadableFile)."""
+def read_workbook(path: str | Path, limits: Limits = Limits(), data: bytes | None = None,
+                  skip: frozenset[str] = frozenset()) -> Workbook:
+    """Read every sheet of a workbook into plain rows (raises UnreadableFile); sheets named in
+    `skip` (of an xlsx, xlsm or xlsb) are neither measured nor parsed, and left out."""
     path = Path(path)
     if data is None:
         size = path.stat().st_size
@@ -686,7 +721,7 @@ def read_workbook(path: str | Path, limits: Limits = Limits(), data: bytes | Non
     if opened.format in ("xlsx", "xlsm", "xlsb"):
         if opened.format != "xlsb":
             check_shared_strings(opened)
-        oversize = oversize_sheets(opened, limits)
+        oversize = oversize_sheets(opened, limits, skip)
     elif opened.format == "ods":  # calamine builds every table of an ODS on opening: refuse the file
         for name, size in long_tables(opened.archive, limits).items():
             raise UnreadableFile("zip_bomb", f"工作表“{name[:31]}”展开后有 {size.rows} 行、{size.columns} 列、"
@@ -713,8 +748,9 @@ def read_workbook(path: str | Path, limits: Limits = Limits(), data: bytes | Non
             raise _unreadable(err, opened) from err
         if len(meta) > limits.max_sheets:
             raise UnreadableFile("too_many_sheets", f"{len(meta)} 张")
+        lazy = skip if opened.format in ("xlsx", "xlsm", "xlsb") else frozenset()  # the others are read whole
         sheets = [_read_sheet(book, m, limits, oversize.get(m.name))
-                  for m in meta if m.typ == pc.SheetTypeEnum.WorkSheet]
+                  for m in meta if m.typ == pc.SheetTypeEnum.WorkSheet and m.name not in lazy]
     finally:
         book.close()
     return Workbook(opened.format, sheets, modified_time(opened.format, opened.archive))

@@ -13,6 +13,7 @@ edit, save), or the zip's XML parts rewritten directly where openpyxl cannot exp
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import re
@@ -22,7 +23,7 @@ import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable
 
@@ -78,7 +79,21 @@ def _edit(base: Path, dst: Path, change: Callable[[openpyxl.Workbook], None]) ->
     book = openpyxl.load_workbook(base)
     change(book)
     book.save(dst)
+    staged = dst.with_name(dst.name + ".stamp")
+    _rewrite(dst, staged, {})  # a saved time of its own (openpyxl stamps "now", to the second)
+    staged.replace(dst)
     return dst
+
+
+_SAVED = itertools.count(1)
+_MODIFIED = re.compile(r"(<dcterms:modified[^>]*>)[^<]*(</dcterms:modified>)")
+
+
+def _restamp(xml: str) -> str:
+    """Each generated return saved a second after the one before: returns that differ and were
+    saved in the same second are a conflict (neither counts), which is not what a case tests."""
+    when = datetime(2026, 11, 20, 9, 0, 0) + timedelta(seconds=next(_SAVED))
+    return _MODIFIED.sub(lambda m: f"{m.group(1)}{when:%Y-%m-%dT%H:%M:%SZ}{m.group(2)}", xml, count=1)
 
 
 def sheet_part(path: Path, sheet: str) -> str:
@@ -101,6 +116,7 @@ def sheet_part(path: Path, sheet: str) -> str:
 def _rewrite(src: Path, dst: Path, changes: dict[str, Callable[[str], str] | None],
              add: dict[str, bytes] | None = None) -> Path:
     """Copy a zip, rewriting (or, with None, dropping) some parts and adding others."""
+    changes = {"docProps/core.xml": _restamp, **changes}
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
         for info in zin.infolist():
             data = zin.read(info.filename)

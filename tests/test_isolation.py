@@ -142,7 +142,7 @@ def test_collect_goes_on_past_files_that_panic_abort_hang_or_eat_memory(workspac
     read = collect_module.read_workbook
     reads: list[str] = []
 
-    def misbehaving(name, limits, data=None):
+    def misbehaving(name, limits, data=None, **options):
         reads.append(str(name))  # seen in the worker only: the list stays empty in this process
         if data == b"panic":
             raise PanicException("called `Result::unwrap()` on an `Err` value")
@@ -154,7 +154,7 @@ def test_collect_goes_on_past_files_that_panic_abort_hang_or_eat_memory(workspac
             bytearray(2000 * MB)
         if name == "grid.xlsx":
             calamine_grid(data)  # a real native abort, past every size check
-        return read(name, limits, data=data)
+        return read(name, limits, data=data, **options)
 
     monkeypatch.setattr(collect_module, "read_workbook", misbehaving)
     stop, peak = threading.Event(), []
