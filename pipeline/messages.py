@@ -16,7 +16,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     # the file as a whole
     "empty_file": (ERROR, "文件是空的（0 字节），请重新发送填好的评分表。"),
     "not_spreadsheet": (ERROR, "这不是 Excel/WPS 电子表格文件（{detail}），请发送系统下发的评分表（.xlsx）。"),
-    "encrypted": (ERROR, "文件已加密，请取消密码后重新发送。"),
+    "encrypted": (ERROR, "文件设置了密码（已加密），无法读取。请在 Excel 或 WPS 中取消密码后另存，再重新发送。"),
     "read_failed": (ERROR, "文件无法读取（读取时出错），请用 Excel 或 WPS 打开后另存为 .xlsx 再发送。"),
     "old_format": (ERROR, "这是旧版 Excel 格式（Excel 95 或更早），请用 Excel 或 WPS 打开后另存为 .xlsx 再发送。"),
     "too_big": (ERROR, "文件中的工作表过大（{detail}），不是系统下发的评分表，未读取。请使用系统下发的评分表填写。"),

@@ -389,7 +389,7 @@ def test_broken_files_are_one_rejected_row_each_and_the_run_continues(workspace)
         "truncated.xlsx": ("已拒收", rows["truncated.xlsx"][1]),
         "report.pdf": ("已拒收", "这不是 Excel/WPS 电子表格文件（PDF 文档），请发送系统下发的评分表（.xlsx）。"),
         "notes.txt": ("已拒收", "这不是 Excel/WPS 电子表格文件（文本文件），请发送系统下发的评分表（.xlsx）。"),
-        "locked.xlsx": ("已拒收", "文件已加密，请取消密码后重新发送。"),
+        "locked.xlsx": ("已拒收", "文件设置了密码（已加密），无法读取。请在 Excel 或 WPS 中取消密码后另存，再重新发送。"),
     }
     assert rows["truncated.xlsx"][1].startswith("文件已损坏或不完整")
     assert counts(workspace)["files"] == 6  # every one is in the ledger ...
