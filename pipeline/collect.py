@@ -312,7 +312,8 @@ def examine_workbook(book: Workbook, name: str, ctx: Context, probe: "CellProbe 
     if meta is None:
         out.assessor = Counter(a for _, _, a, _ in candidates).most_common(1)[0][0]
     else:
-        found = {s for _, s, _, _ in candidates}
+        # a listed sheet that is there but could not be read is reported as such, not as missing
+        found = {s for _, s, _, _ in candidates} | {r.subject for r in out.sheets}
         for subject in dict.fromkeys(meta.sheets.values()):
             if subject not in found:
                 out.problems.append(problem("missing_sheet", file=name, value=subject))

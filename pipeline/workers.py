@@ -13,6 +13,7 @@ it returns (which must pickle).
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing as mp
 import os
 import signal
@@ -210,6 +211,7 @@ def _serve(conn: Connection, target: Callable, context: Any, max_memory_mb: floa
 def _quiet() -> None:
     """Send the worker's own output to nowhere: a native library that aborts prints a stack
     trace on stderr, which is noise on the office's terminal (the reason is recorded instead)."""
+    faulthandler.disable()  # it writes to a copy of stderr of its own (PYTHONFAULTHANDLER, pytest)
     try:
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, 1)

@@ -482,3 +482,15 @@ def test_docs_corpus_table_matches_the_run(built, mixed):
         DOCS.write_text(text + ("\n" + notes if notes else ""), encoding="utf-8")
     assert DOCS.is_file(), "run with HAPPYHOME_WRITE_DOCS=1 to create docs/corpus.md"
     assert DOCS.read_text(encoding="utf-8").split("\n" + HAND_WRITTEN)[0] == text
+
+
+def test_a_sheet_too_large_to_read_is_named_as_such_not_as_missing(built, mixed):
+    """The form lists the sheet and it is there: it is refused for its size, and nothing says it
+    has disappeared."""
+    ws, _, bad, _ = built
+    conn = ledger(ws)
+    for case in ("far_cell", "wide_sheet", "xlsb_far_cell"):
+        codes = {code for (code,) in conn.execute(
+            "SELECT p.code FROM problems p JOIN files f ON f.id = p.file_id WHERE f.name = ?", (bad[case].name,))}
+        assert codes & {"sheet_too_long", "sheet_unreadable"}, (case, codes)
+        assert "missing_sheet" not in codes, (case, codes)
