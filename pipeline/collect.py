@@ -246,7 +246,8 @@ class Meta:
 
 
 def examine(data: bytes, name: str, ctx: Context) -> Examined:
-    """Read and judge one returned file from its bytes; never raises."""
+    """Read and judge one returned file from its bytes. Raises nothing but MemoryError, which the
+    worker process running it reports as a file over the memory cap."""
     try:
         book = read_workbook(name, ctx.limits, data=data, skip=UNREAD_SHEETS)
     except UnreadableFile as err:
