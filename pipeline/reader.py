@@ -384,8 +384,16 @@ def _xml_size(archive: zipfile.ZipFile, part: str, limits: Limits) -> Size:
     """The declared dimension, the furthest row and cell reference, and the number of rows and
     cells of a sheet's XML, read while inflating it 1 MB at a time; it stops as soon as the sheet
     is known to be beyond the limits (the counts are then what was seen so far)."""
-    size, rows, cells = Size(), 0, 0
-    tail, prefix = b"", None
+    size, tail, prefix, counted = Size(), b"", None, 0  # counted: row elements seen so far
+
+    def absorb(block: bytes) -> None:
+        nonlocal counted
+        rows, cells, far = _tags(block, prefix, limits)
+        counted += rows
+        _grow_refs(size, block, far)
+        size.grow(rows=counted)
+        size.cells += cells
+
     try:
         with archive.open(part) as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -401,20 +409,12 @@ def _xml_size(archive: zipfile.ZipFile, part: str, limits: Limits) -> Size:
                         prefix = b""
                 cut = max(block.rfind(b"<"), 0)  # a tag cut in two is read with the next chunk
                 block, tail = block[:cut], block[cut:]
-                n_rows, n_cells, far = _tags(block, prefix, limits)
-                rows, cells = rows + n_rows, cells + n_cells
-                _grow_refs(size, block, far)
-                size.grow(rows=rows)
-                size.cells = cells
+                absorb(block)
                 if size.over(limits):
                     return size
     except (zipfile.BadZipFile, OSError, RuntimeError, EOFError, ValueError, zlib.error):
         return size  # calamine will report the damage itself
-    n_rows, n_cells, far = _tags(tail, prefix, limits)
-    rows, cells = rows + n_rows, cells + n_cells
-    _grow_refs(size, tail, far)
-    size.grow(rows=rows)
-    size.cells = cells
+    absorb(tail)
     return size
 
 

@@ -118,9 +118,9 @@ class Workers:
                 ticket, data, name = self._queue.popleft()
                 try:
                     slot.conn.send((ticket, data, name))
-                except (OSError, ValueError) as err:  # the worker is gone: replace it, hand the file on
+                except (OSError, ValueError):  # the worker is gone: replace it, hand the file on
                     self._queue.appendleft((ticket, data, name))
-                    self._replace(slot, f"could not hand over the file: {err}")
+                    self._replace(slot)
                     continue
                 slot.ticket, slot.started = ticket, time.monotonic()
 
@@ -152,7 +152,7 @@ class Workers:
                 self._replace(slot)
         self._dispatch()
 
-    def _replace(self, slot: _Slot, why: str = "") -> None:
+    def _replace(self, slot: _Slot) -> None:
         if slot.process.is_alive():
             slot.process.kill()
         slot.process.join(timeout=5)
