@@ -1,12 +1,13 @@
 """The workspace lock: one run at a time writes a workspace's ledger.
 
-An advisory `fcntl.flock` on a lock file beside the ledger. The kernel drops the lock when
-the holder exits, however it exits (even SIGKILL), so a stale lock file never blocks anyone.
+An advisory `fcntl.flock` on a lock file beside the ledger (on Windows, where there is no
+fcntl, `msvcrt.locking` of one byte past the end of the file, so that the holder's process id at
+its start stays readable). The system drops the lock when the holder exits, however it exits
+(even SIGKILL), so a stale lock file never blocks anyone.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from contextlib import contextmanager
@@ -16,6 +17,14 @@ from typing import Iterator
 from pipeline.atomic import explain
 from pipeline.config import Workspace
 from pipeline.errors import LockedError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+    import msvcrt
+
+WINDOWS_LOCK_AT = 1 << 20  # the byte msvcrt locks: beyond the process id written at the start
 
 
 def lock_path(ws: Workspace) -> Path:
@@ -36,26 +45,47 @@ def workspace_lock(ws: Workspace, wait: float | None = None) -> Iterator[Path]:
         raise explain(err, path) from err
     try:
         deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = _holder(path)
-                    raise LockedError(
-                        f"Another happyhome run{holder} is using the workspace {ws.root} (lock {path}); "
-                        f"waited {wait:g} s. Run again when it has finished."
-                    ) from None
-                time.sleep(0.1)
+        while not _try_lock(fd):
+            if time.monotonic() >= deadline:
+                holder = _holder(path)
+                raise LockedError(
+                    f"Another happyhome run{holder} is using the workspace {ws.root} (lock {path}); "
+                    f"waited {wait:g} s. Run again when it has finished."
+                )
+            time.sleep(0.1)
         os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, f"{os.getpid()}\n".encode())
         try:
             yield path
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            _unlock(fd)
     finally:
         os.close(fd)
+
+
+def _try_lock(fd: int) -> bool:
+    """Take the lock without waiting; False when another process holds it."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+    os.lseek(fd, WINDOWS_LOCK_AT, os.SEEK_SET)
+    try:
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError:
+        return False
+    return True
+
+
+def _unlock(fd: int) -> None:
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return
+    os.lseek(fd, WINDOWS_LOCK_AT, os.SEEK_SET)
+    msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
 
 def _holder(path: Path) -> str:
