@@ -384,6 +384,9 @@ def _xml_size(archive: zipfile.ZipFile, part: str, limits: Limits) -> Size:
     """The declared dimension, the furthest row and cell reference, and the number of rows and
     cells of a sheet's XML, read while inflating it 1 MB at a time; it stops as soon as the sheet
     is known to be beyond the limits (the counts are then what was seen so far)."""
+    small = _form_sized(archive, part, limits)
+    if small is not None:
+        return small
     size, tail, prefix, counted = Size(), b"", None, 0  # counted: row elements seen so far
 
     def absorb(block: bytes) -> None:
@@ -416,6 +419,36 @@ def _xml_size(archive: zipfile.ZipFile, part: str, limits: Limits) -> Size:
         return size  # calamine will report the damage itself
     absorb(tail)
     return size
+
+
+def _form_sized(archive: zipfile.ZipFile, part: str, limits: Limits) -> Size | None:
+    """The declared dimension of a sheet part shown to be within the limits in one pass, or None
+    when that takes the careful count of `_xml_size`. A part small enough to hold no more cells
+    than the limits allow, in which every row and cell tag opens with a short reference (`<row
+    r="12"`, `<c r="G12"`: at most column Z and row 999), cannot place a cell beyond them: that
+    is how Excel, WPS, LibreOffice and xlsxwriter write a form, and one regular-expression search
+    in C proves it, where counting every tag costs as much as parsing the sheet."""
+    small_enough = limits.max_rows * MAX_COLUMNS * len(b'<c r="A1"/>')  # fewer bytes, fewer cells
+    short = _short_refs(limits)
+    try:
+        if short is None or archive.getinfo(part).file_size > small_enough:
+            return None
+        xml = archive.read(part)  # never more than the declared size, checked against the limits
+    except (KeyError, zipfile.BadZipFile, OSError, RuntimeError, EOFError, ValueError, zlib.error):
+        return None
+    found = _SHEET_DATA.search(xml)
+    if len(xml) > small_enough or b"\0" in xml[:256] or (found and found.group(1)) or short.search(xml):
+        return None
+    dimension = _DIMENSION.search(xml, 0, found.start() if found else len(xml))
+    return Size(*_a1(dimension.group(1).decode("ascii", "replace"))) if dimension else Size()
+
+
+@functools.lru_cache(maxsize=4)
+def _short_refs(limits: Limits) -> re.Pattern | None:
+    """A pattern of the row and cell tags that do not open with a reference below the limits."""
+    if limits.max_columns < 26 or limits.max_rows < 999:
+        return None
+    return re.compile(rb'<(?:c(?! r="[A-Z][0-9]{1,3}")|row(?! r="[0-9]{1,3}"))[\s/>]')
 
 
 def _tags(block: bytes, prefix: bytes | None, limits: Limits) -> tuple[int, int, re.Pattern | None]:

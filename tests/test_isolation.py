@@ -8,6 +8,7 @@ import os
 import sqlite3
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import openpyxl
@@ -18,6 +19,7 @@ import xlsxwriter
 
 import pipeline.collect as collect_module
 from conftest import fill_form, run
+from pipeline.reader import Limits, Size, _form_sized, _xml_size
 from pipeline.workers import CRASHED, NO_MEMORY, TIMED_OUT, WorkerFailed, Workers
 from test_collect import PERIOD, answers, make_forms, returned
 
@@ -196,3 +198,40 @@ def test_collect_goes_on_past_files_that_panic_abort_hang_or_eat_memory(workspac
     assert time.monotonic() - again_started < 10  # the hanging file is not read again
     assert "already collected" in again.output or "已收取" in again.output
     assert reads == []
+
+
+def _sheet_zip(sheet_data: str, dimension: str = "A1:B2", prefix: str = "") -> zipfile.ZipFile:
+    p = f"{prefix}:" if prefix else ""
+    xml = (f'<?xml version="1.0"?><{p}worksheet xmlns{":" + prefix if prefix else ""}="urn:x">'
+           f'<{p}dimension ref="{dimension}"/><{p}sheetData>{sheet_data}</{p}sheetData></{p}worksheet>')
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("xl/worksheets/sheet1.xml", xml)
+    return zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+
+
+FORM_ROWS = '<row r="1"><c r="A1" t="s"><v>0</v></c><c r="H1"/></row><row r="999"><c r="Z999"><v>5</v></c></row>'
+
+
+def test_a_form_sized_sheet_is_measured_in_one_pass_and_anything_else_is_counted():
+    limits = Limits()
+    part = "xl/worksheets/sheet1.xml"
+    assert _form_sized(_sheet_zip(FORM_ROWS, "A1:Z999"), part, limits) == Size(999, 26)
+    # the declared dimension still counts: a sheet that says it is huge is measured carefully
+    assert _xml_size(_sheet_zip(FORM_ROWS, "A1:XFD1048576"), part, limits).over(limits)
+    for beyond in ('<row r="1"><c r="AA1"/></row>',          # a column past Z
+                   '<row r="1000"><c r="A1000"/></row>',     # a row with four digits
+                   '<row r="1"><c r="XFD1048576"/></row>',
+                   '<row r="1"><c t="s" r="A1"/></row>',     # the reference not first
+                   '<row r="1"><c r="$A$1"/></row>',
+                   '<row r="1"><c/><c/></row>',              # cells placed by position
+                   '<row><c r="A1"/></row>',
+                   '<row r="1"><c\tr="A1"/></row>'):
+        assert _form_sized(_sheet_zip(beyond), part, limits) is None, beyond
+    assert _form_sized(_sheet_zip(FORM_ROWS, prefix="x"), part, limits) is None  # <x:c ...: counted
+    big = '<row r="1">' + '<c r="A1"/>' * (limits.max_rows * 64 + 1) + "</row>"  # more cells than allowed
+    assert _form_sized(_sheet_zip(big), part, limits) is None
+    assert _xml_size(_sheet_zip(big), part, limits).over(limits)
+    # what the careful count finds for the far ones, the one-pass check never hides
+    assert _xml_size(_sheet_zip('<row r="1"><c r="XFD1048576"/></row>'), part, limits).over(limits)
+    assert _xml_size(_sheet_zip('<row r="1"><c/></row>' * 1001), part, limits).over(limits)
