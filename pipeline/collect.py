@@ -641,7 +641,8 @@ class CollectResult:
 
     @property
     def rejected_any(self) -> bool:
-        return any(f.status in (STATUS_REJECTED, STATUS_PARTIAL, STATUS_UNREADABLE) for f in self.files)
+        """A file or sheet of this run is not counted: rejected, unreadable, or in a conflict."""
+        return any(f.status in (STATUS_REJECTED, STATUS_PARTIAL, STATUS_UNREADABLE) or f.conflicts for f in self.files)
 
 
 def find_files(paths: list[Path]) -> list[Path]:

@@ -768,6 +768,20 @@ def test_returns_saved_in_the_same_second_with_different_scores_are_a_conflict(w
     assert "冲突" not in again.output and counts(workspace) == before
 
 
+def test_strict_counts_a_conflict_as_a_sheet_not_taken_in(workspace):
+    path = make_forms(workspace)["E01"]
+    folder = returned(workspace)
+    changed = answers("E01")
+    changed["C001"]["C01"] = 1.5
+    same_second = datetime(2026, 11, 20, 9, 0)
+    set_saved(fill_form(path, answers("E01"), save_as=folder / "a.xlsx"), same_second)
+    set_saved(fill_form(path, changed, save_as=folder / "b.xlsx"), same_second)
+    result = collect(workspace, "--strict", expect=6)  # neither C001 counts: the office must act
+    assert "C001" in result.output
+    (folder / "b.xlsx").unlink()
+    collect(workspace, "--strict", expect=0)  # settled: a counts
+
+
 def test_a_newer_return_settles_a_conflict(workspace):
     path = make_forms(workspace)["E01"]
     folder = returned(workspace)
