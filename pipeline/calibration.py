@@ -171,14 +171,22 @@ def _percentile(values: np.ndarray, q: float, method: str, block: int = 1000) ->
                            for i in range(0, values.shape[1], block)])
 
 
+def half_up_array(values: np.ndarray, decimals: int = 2) -> np.ndarray:
+    """scoring.half_up over an array: half away from zero, after removing binary noise (59.995
+    is 59.99499999… as a float; np.round would give 59.99, and rounds 0.125 to even, 0.12)."""
+    scale = 10.0 ** decimals
+    magnitude = np.floor(np.round(np.abs(values) * scale, 6) + 0.5) / scale
+    return np.copysign(magnitude, values)
+
+
 def _competition_ranks(reps: np.ndarray) -> np.ndarray:
     """Per replicate: 1 + how many subjects scored strictly higher (1, 2, 2, 4).
 
-    Totals equal to 2 decimals tie, as they do in the published ranking.
+    Totals equal to 2 decimals (四舍五入) tie, as they do in the published ranking.
     """
     ranks = np.empty(reps.shape, dtype=np.int32)
     for i, row in enumerate(reps):
-        key = np.round(row, 2)
+        key = half_up_array(row, 2)
         ranks[i] = len(key) - np.searchsorted(np.sort(key), key, side="right") + 1
     return ranks
 

@@ -259,3 +259,17 @@ def test_interval_alpha_equals_the_krippendorff_package_on_incomplete_designs():
         units = np.broadcast_to(np.arange(data.shape[1]), data.shape)
         present = ~np.isnan(data)
         assert calibration.interval_alpha(data[present], units[present]) == pytest.approx(expected, abs=1e-9)
+
+
+def test_bootstrap_ties_use_the_same_half_up_rounding_as_the_ranking():
+    from pipeline.calibration import _competition_ranks, half_up_array
+    from pipeline.scoring import half_up
+
+    values = np.array([59.995, 0.125, 2.675, -1.005, 80.0049999999, 1.0, 0.0, 12.345, 99.99999])
+    assert list(half_up_array(values, 2)) == [half_up(v, 2) for v in values]
+    assert list(half_up_array(values, 2))[:3] == [60.0, 0.13, 2.68]
+    rng = np.random.default_rng(3)
+    sample = np.round(rng.uniform(0, 100, 2000) * 8) / 8 / 3  # means of eighth-points: many x.xx5 cases
+    assert list(half_up_array(sample, 2)) == [half_up(v, 2) for v in sample]
+    # 59.995 and 60.00 are one rank (both 60.00), np.round made 59.995 the lower
+    assert _competition_ranks(np.array([[60.0, 59.995, 59.98]])).tolist() == [[1, 1, 3]]
