@@ -259,12 +259,13 @@ def write_rollup_xlsx(result: RollupResult, path: str | Path) -> Path:
         book = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False,
                                               "strings_to_numbers": False, "nan_inf_to_errors": False})
         book.set_properties({"title": f"{result.system.name} 月度汇总 {result.start}—{result.end}", "comments": "happyhome"})
+        number = "0." + "0" * result.decimals if result.decimals > 0 else "0"  # the totals as compared
         f = {
             "head": book.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1, "text_wrap": True, "valign": "vcenter", "align": "center"}),
             "text": book.add_format({"border": 1}),
-            "num": book.add_format({"border": 1, "num_format": "0.00"}),
+            "num": book.add_format({"border": 1, "num_format": number}),
             "int": book.add_format({"border": 1, "num_format": "0"}),
-            "delta": book.add_format({"border": 1, "num_format": "+0.00;[Red]-0.00;0.00"}),
+            "delta": book.add_format({"border": 1, "num_format": f"+{number};[Red]-{number};{number}"}),
             "move": book.add_format({"border": 1, "num_format": "↑0;[Red]↓0;–"}),
             "pct": book.add_format({"border": 1, "num_format": "0.0%"}),
             "nodata": book.add_format({"border": 1, "font_color": "#808080", "align": "center"}),

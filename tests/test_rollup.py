@@ -222,3 +222,14 @@ def test_heatmap_colours_by_grade_band_not_by_the_months_spread(workspace):
     about = list(book["说明"].iter_rows(values_only=True))
     at = next(n for n, r in enumerate(about) if r[0] == "总分表底色")
     assert [v for v in about[at + 1] if v] == ["优秀 ≥ 90", "良好 ≥ 80", "合格 ≥ 60", "不合格 < 60"]
+
+
+def test_the_workbook_shows_totals_with_the_decimals_they_are_compared_at(workspace):
+    toml = workspace / "happyhome.toml"
+    toml.write_text(toml.read_text(encoding="utf-8").replace("rank_decimals = 2", "rank_decimals = 1"), encoding="utf-8")
+    _fill(workspace)
+    run(workspace, "rollup", "--system", "community", "--to", "2026-12")
+    book = openpyxl.load_workbook(workspace / "output" / "rollup" / "rollup-community-2026-09_2026-12.xlsx")
+    assert book["总分"]["E2"].number_format == "0.0"
+    deltas = [c for row in book["较上月"].iter_rows(min_row=2, min_col=3) for c in row if isinstance(c.value, (int, float))]
+    assert deltas and {c.number_format for c in deltas} <= {"+0.0;[Red]-0.0;0.0", "0.0"}
