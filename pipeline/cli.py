@@ -20,6 +20,7 @@ from rich.table import Table
 from pipeline import __version__
 from pipeline.config import Workspace, check_period
 from pipeline.errors import HappyhomeError, UsageError
+from pipeline.rounds import check_stage, round_key
 from pipeline.systems import BUILTIN, load_system
 
 console = Console(highlight=False, soft_wrap=True)  # paths stay whole, copy-pasteable
@@ -71,6 +72,21 @@ def system_option(f):
 def period_option(f):
     return click.option("--period", required=True, callback=lambda c, p, v: _period(v), metavar="YYYY-MM",
                         help="The round, a month such as 2026-11.")(f)
+
+
+def stage_option(f):
+    return click.option("--stage", default="督导", show_default=True, callback=lambda c, p, v: _stage(v),
+                        metavar="遴选|督导|评估|验收",
+                        help="The programme stage of the round (selection|supervision|evaluation|acceptance "
+                             "also accepted). Rounds of other stages than 督导 keep their files in "
+                             "<period>-<stage> folders, e.g. output/2027-03-遴选/.")(f)
+
+
+def _stage(value: str) -> str:
+    try:
+        return check_stage(value)
+    except UsageError as err:
+        raise click.BadParameter(str(err)) from err
 
 
 def _period(value: str) -> str:
@@ -160,12 +176,14 @@ def init(directory: Path) -> None:
 @main.command()
 @system_option
 @period_option
+@stage_option
 @click.option("--roster", type=click.Path(dir_okay=False, path_type=Path), help="Roster workbook [default: paths.roster].")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where to write the forms [default: output/forms/<period>/<system>/].")
 @click.option("--force", is_flag=True, help="Replace forms of this round that exist already.")
 @click.pass_context
-def forms(ctx: click.Context, system_ref: str, period: str, roster: Path | None, out_dir: Path | None, force: bool) -> None:
+def forms(ctx: click.Context, system_ref: str, period: str, stage: str, roster: Path | None, out_dir: Path | None,
+          force: bool) -> None:
     """Write one fillable workbook per assessor for a round.
 
     Example: happyhome forms --system community --period 2026-11
@@ -176,7 +194,7 @@ def forms(ctx: click.Context, system_ref: str, period: str, roster: Path | None,
     ws = open_workspace(ctx)
     system = load_system(system_ref)
     people = read_roster_for(roster or ws.path("roster"), system)
-    specs = plan_forms(ws, system, period, people, out_dir)
+    specs = plan_forms(ws, system, round_key(period, stage), people, out_dir)
     workers = workers_for(ws["collect"]["workers"]) if len(specs) >= 8 else 1
     with progress_bar("Writing forms", len(specs)) as advance:
         result = write_forms(specs, force=force, workers=workers, progress=advance)
@@ -193,10 +211,11 @@ def _roster_for(ws: Workspace, system):
 @main.command()
 @system_option
 @period_option
+@stage_option
 @click.option("--export", "export", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the chase list (one row per missing assignment) to this .xlsx for mail merge.")
 @click.pass_context
-def status(ctx: click.Context, system_ref: str, period: str, export: Path | None) -> None:
+def status(ctx: click.Context, system_ref: str, period: str, stage: str, export: Path | None) -> None:
     """Per assessor: assigned, received and missing for a round, with contacts.
 
     Example: happyhome status --system community --period 2026-11 --export chase.xlsx
@@ -207,6 +226,7 @@ def status(ctx: click.Context, system_ref: str, period: str, export: Path | None
     ws = open_workspace(ctx)
     system = load_system(system_ref)
     people = _roster_for(ws, system)
+    period = round_key(period, stage)
     with Ledger.for_reading(ws.path("ledger")) as ledger:
         result = round_status(ws, system, period, people, ledger)
     table = Table(title=f"{system.name} {period} 期回收情况（截止 {result.deadline:%Y-%m-%d %H:%M}）")
@@ -236,13 +256,14 @@ def status(ctx: click.Context, system_ref: str, period: str, export: Path | None
 @main.command()
 @system_option
 @period_option
+@stage_option
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--roster", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Roster workbook [default: paths.roster].")
 @click.option("--strict", is_flag=True, help="Exit with status 6 when any file or sheet was rejected.")
 @click.pass_context
-def collect(ctx: click.Context, system_ref: str, period: str, paths: tuple[Path, ...], roster: Path | None,
-            strict: bool) -> None:
+def collect(ctx: click.Context, system_ref: str, period: str, stage: str, paths: tuple[Path, ...],
+            roster: Path | None, strict: bool) -> None:
     """Take in returned workbooks: validate, record in the ledger, report.
 
     PATHS are files and folders (searched recursively) [default: input/returned/<period>/].
@@ -267,6 +288,7 @@ def collect(ctx: click.Context, system_ref: str, period: str, paths: tuple[Path,
     ws = open_workspace(ctx)
     system = load_system(system_ref)
     people = read_roster_for(roster or ws.path("roster"), system)
+    period = round_key(period, stage)
     targets = list(paths) or [ws.returned(period)]
     with workspace_lock(ws):
         total = len(find_files(targets))
@@ -316,6 +338,7 @@ def collect(ctx: click.Context, system_ref: str, period: str, paths: tuple[Path,
 @main.command()
 @system_option
 @period_option
+@stage_option
 @click.option("--method", type=click.Choice(["mean", "trimmed"]), default=None,
               help="How assessors' scores combine [default: scoring.method in happyhome.toml].")
 @click.option("--by", type=click.Choice(["省份", "城市", "区县"]), default=None,
@@ -323,7 +346,7 @@ def collect(ctx: click.Context, system_ref: str, period: str, paths: tuple[Path,
 @click.option("--calibrate", is_flag=True, help="Add totals and ranks with assessor leniency removed.")
 @click.option("--top", default=10, show_default=True, help="Ranks to print.")
 @click.pass_context
-def report(ctx: click.Context, system_ref: str, period: str, method: str | None, by: str | None,
+def report(ctx: click.Context, system_ref: str, period: str, stage: str, method: str | None, by: str | None,
            calibrate: bool, top: int) -> None:
     """Rank and grade a round: summary workbook, results CSV and HTML digest.
 
@@ -332,6 +355,7 @@ def report(ctx: click.Context, system_ref: str, period: str, method: str | None,
     from pipeline.report import report as run_report
 
     ws = open_workspace(ctx)
+    period = round_key(period, stage)
     result = run_report(ws, system_ref, period, method=method, by=by, calibrate=calibrate)
     res = result.scores
     decimals = res.params["rank_decimals"]
@@ -361,8 +385,10 @@ def _month(ctx, param, value):
 @click.option("--to", "end", callback=_month, metavar="YYYY-MM", help="Last month [default: the last on record].")
 @click.option("--method", type=click.Choice(["mean", "trimmed"]), default=None,
               help="How assessors' scores combine [default: scoring.method in happyhome.toml].")
+@stage_option
 @click.pass_context
-def rollup(ctx: click.Context, system_ref: str, start: str | None, end: str | None, method: str | None) -> None:
+def rollup(ctx: click.Context, system_ref: str, start: str | None, end: str | None, method: str | None,
+           stage: str) -> None:
     """Roll the monthly rounds up: totals, changes, ranks, flags and returns by month.
 
     Writes output/rollup/rollup-<system>-<from>_<to>.xlsx and .html. A month in the range
@@ -379,7 +405,7 @@ def rollup(ctx: click.Context, system_ref: str, start: str | None, end: str | No
     system = load_system(system_ref)
     people = _roster_for(ws, system)
     with Ledger.for_reading(ws.path("ledger")) as ledger:
-        result = run_rollup(ws, system, people, ledger, start, end, method)
+        result = run_rollup(ws, system, people, ledger, start, end, method, stage=stage)
     table = Table(title=f"{system.name} {result.start} … {result.end}")
     for name, justify in (("期次", "left"), ("已评", "right"), ("平均总分", "right"), ("按时", "right"),
                           ("逾期", "right"), ("未收", "right"), ("下降", "right"), ("未评", "right")):

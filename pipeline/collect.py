@@ -63,12 +63,14 @@ from typing import Callable
 from xlsxwriter.utility import xl_rowcol_to_cell
 
 from pipeline.atomic import atomic_path, check_writable, explain
-from pipeline.config import Workspace, check_period
+from pipeline.config import Workspace
+from pipeline.errors import UsageError
 from pipeline.forms import BLOCK_LABELS, GUIDE_SHEET, META_SHEET, SUMMARY_SHEET, sign
 from pipeline.ledger import FileRecord, Ledger, Settled, SheetRecord
 from pipeline.messages import ERROR, PHRASES, Problem, problem
 from pipeline.reader import Limits, Sheet, UnreadableFile, Workbook, read_workbook
 from pipeline.roster import Roster
+from pipeline.rounds import SUPERVISION, check_key, check_stage, round_key, split_key
 from pipeline.systems import Item, System
 from pipeline.workers import NO_MEMORY, TIMED_OUT, WorkerFailed, Workers
 
@@ -91,7 +93,7 @@ STATUS_DUPLICATE, STATUS_ALREADY, STATUS_UNREADABLE = "duplicate", "already", "u
 # A form of another system or period (the returned folder is shared by both systems): recorded in
 # this round as rejected, with its reason, and left for its own round's run to take in.
 STATUS_OTHER_ROUND = "other_round"
-ROUND_CODES = ("wrong_system", "wrong_period")
+ROUND_CODES = ("wrong_system", "wrong_period", "wrong_stage")
 
 
 # -- the score normaliser ---------------------------------------------------------------------
@@ -199,16 +201,24 @@ class Context:
     returned: str = "input/returned"  # the returned folder as the office sees it (relative to the workspace)
     max_memory_mb: float = 0   # what one worker may take to read a file (0 = no cap)
     max_seconds: float = 0     # how long it may take (0 = no cap)
+    stage: str = SUPERVISION   # 遴选 | 督导 | 评估 | 验收: a form of another stage is another round's
+
+    @property
+    def key(self) -> str:
+        """The round's name in folders and the ledger (2026-11, 2027-03-遴选)."""
+        return round_key(self.period, self.stage)
 
     @classmethod
     def build(cls, ws: Workspace, system: System, period: str, roster: Roster) -> "Context":
+        """`period` is the round's key (pipeline.rounds): 2026-11, or 2027-03-遴选 for a 遴选 round."""
+        period, stage = split_key(check_key(period))
         assigned = {a: frozenset(s) for a, s in roster.assignments(system.subject_type).items()}
         folder = ws.path("returned")
         shown = folder.relative_to(ws.root).as_posix() if folder.is_relative_to(ws.root) else str(folder)
         limits = ws["limits"]
         return cls(system, period, frozenset(roster.assessors), frozenset(roster.subjects), assigned,
                    Limits.from_settings(limits), int(limits["max_remark_chars"]), shown,
-                   limits["max_memory_mb"], limits["max_seconds_per_file"])
+                   limits["max_memory_mb"], limits["max_seconds_per_file"], stage)
 
 
 @dataclass
@@ -243,6 +253,7 @@ class Meta:
     period: str
     assessor: str
     sheets: dict[str, str]  # sheet name -> subject code
+    stage: str = SUPERVISION
 
 
 def examine(data: bytes, name: str, ctx: Context) -> Examined:
@@ -373,9 +384,10 @@ def parse_meta(rows: list[list]) -> tuple[Meta | None, str | None]:
             sheets[row[2]] = row[1]
         elif len(row) >= 2:
             values[row[0]] = row[1]
-    try:
-        return Meta(values["system"], values["checksum"], values["period"], values["assessor"], sheets), None
-    except KeyError:
+    try:  # forms written before stages were stamped are 督导 forms
+        return Meta(values["system"], values["checksum"], values["period"], values["assessor"], sheets,
+                    check_stage(values.get("stage"))), None
+    except (KeyError, UsageError):
         return None, "meta_tampered"
 
 
@@ -386,17 +398,21 @@ def _check_meta(meta: Meta, ctx: Context, name: str) -> Problem | None:
         return problem("old_structure", file=name, sheet=META_SHEET, value=meta.checksum, expected=ctx.system.checksum)
     if meta.period != ctx.period:
         return problem("wrong_period", file=name, sheet=META_SHEET, value=meta.period, expected=ctx.period,
-                       where=_belongs(ctx, meta.period))
+                       where=_belongs(ctx, meta.period, meta.stage))
+    if meta.stage != ctx.stage:
+        return problem("wrong_stage", file=name, sheet=META_SHEET, value=meta.stage, expected=ctx.stage,
+                       where=_belongs(ctx, meta.period, meta.stage))
     if meta.assessor not in ctx.assessors:
         return problem("unknown_assessor", file=name, sheet=META_SHEET, value=meta.assessor)
     return None
 
 
-def _belongs(ctx: Context, period: str) -> str:
-    """Where a form of another period goes, as the office sees the folders ("" for a period that is no month)."""
+def _belongs(ctx: Context, period: str, stage: str | None = None) -> str:
+    """Where a form of another round goes, as the office sees the folders ("" for a period that is no
+    month). A form that does not say its stage is taken to be of this round's stage."""
     if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", period):
         return ""
-    return PHRASES["put_in_folder"].format(folder=f"{ctx.returned}/{period}/")
+    return PHRASES["put_in_folder"].format(folder=f"{ctx.returned}/{round_key(period, stage or ctx.stage)}/")
 
 
 def find_identity(rows: list[list]) -> Identity:
@@ -714,7 +730,7 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
     """
     from pipeline.collection import write_collection
 
-    check_period(period)
+    check_key(period)
     files = find_files(paths if paths else [ws.returned(period)])
     ctx = Context.build(ws, system, period, roster)
     advance = progress or (lambda n=1: None)
@@ -784,7 +800,7 @@ def _prepare(path: Path, stat: os.stat_result, ledger: Ledger, archive: Path, ct
         return None
     # A file is recorded once per round: the returned folder is shared by both systems, so a zone
     # form seen (and rejected) by a community run is still new to the zone run.
-    known = ledger.known(sha, ctx.period, ctx.system.id)
+    known = ledger.known(sha, ctx.key, ctx.system.id)
     if known is not None and known["original_path"] == str(path) and known["status"] == STATUS_REJECTED:
         if ledger.has_problem(known["id"], ROUND_CODES):
             result.files.append(FileOutcome(str(path), path.name, STATUS_OTHER_ROUND, sha, known["assessor"],
@@ -858,7 +874,7 @@ def _finish(job: _Job, ledger: Ledger, ctx: Context, result: CollectResult, pool
     record = FileRecord(
         sha256=job.sha, name=job.path.name, original_path=str(job.path), size=job.size,
         received_at=job.received_at, saved_at=examined.saved_at or job.mtime_utc,
-        archive_path=str(job.archive_path), period=ctx.period, system=ctx.system.id,
+        archive_path=str(job.archive_path), period=ctx.key, system=ctx.system.id,
         assessor=examined.assessor, format=examined.format, status=examined.status, reason=examined.reason,
         sheets=examined.sheets, problems=examined.problems,
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, UsageError
+from pipeline.rounds import check_key, split_key
 
 CONFIG_NAME = "happyhome.toml"
 DEFAULTS_PATH = Path(__file__).with_name(CONFIG_NAME)
@@ -88,17 +89,20 @@ class Workspace:
     def output(self) -> Path:
         return self.path("output")
 
+    # `period` below is a round's key: "2026-11" for a 督导 round, "2027-03-遴选" for another
+    # stage (pipeline.rounds): the folders of the stages stay apart.
     def period_output(self, period: str) -> Path:
-        return self.output / check_period(period)
+        return self.output / check_key(period)
 
     def returned(self, period: str) -> Path:
-        return self.path("returned") / check_period(period)
+        return self.path("returned") / check_key(period)
 
     def forms_dir(self, period: str, system_id: str) -> Path:
-        return self.output / "forms" / check_period(period) / system_id
+        return self.output / "forms" / check_key(period) / system_id
 
     def deadline(self, period: str) -> datetime:
-        """The end of the day returns for `period` are due."""
+        """The end of the day returns for `period` (a round key: its month counts) are due."""
+        period = split_key(check_key(period))[0]
         override = self.settings["round"]["deadlines"].get(period)
         if override:
             day = datetime.fromisoformat(str(override))

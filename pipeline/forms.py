@@ -18,10 +18,11 @@ from typing import Callable
 import xlsxwriter
 from xlsxwriter.utility import xl_rowcol_to_cell
 
-from pipeline.config import Workspace, check_period
+from pipeline.config import Workspace
 from pipeline.errors import UsageError
 from pipeline.names import safe_filename, safe_sheet_name
 from pipeline.roster import Assessor, Roster, Subject
+from pipeline.rounds import SUPERVISION, check_key, round_key, split_key
 from pipeline.systems import System
 from pipeline.atomic import atomic_path
 
@@ -49,6 +50,7 @@ class FormSpec:
     assessor: Assessor
     subjects: tuple[Subject, ...]
     organiser: str = ""
+    stage: str = SUPERVISION  # 遴选 | 督导 | 评估 | 验收: stamped in the metadata and the titles
     contact: str = ""
     deadline: str = ""
     # Pre-filled answers, subject -> item -> (score, remark): how the demo and the benchmark
@@ -63,8 +65,9 @@ class FormsResult:
     subjects: int
 
 
-def form_id(system: System, period: str, assessor: str, subjects: list[str]) -> str:
-    blob = json.dumps([system.id, system.checksum, period, assessor, subjects], ensure_ascii=False)
+def form_id(system: System, period: str, assessor: str, subjects: list[str], stage: str = SUPERVISION) -> str:
+    key = [system.id, system.checksum, period, assessor, subjects] + ([stage] if stage != SUPERVISION else [])
+    blob = json.dumps(key, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
@@ -73,11 +76,12 @@ def meta_rows(spec: FormSpec, sheet_names: list[str]) -> list[list[str]]:
     codes = [s.code for s in spec.subjects]
     rows = [
         ["happyhome_form", META_VERSION],
-        ["form_id", form_id(spec.system, spec.period, spec.assessor.code, codes)],
+        ["form_id", form_id(spec.system, spec.period, spec.assessor.code, codes, spec.stage)],
         ["system", spec.system.id],
         ["system_version", spec.system.version],
         ["checksum", spec.system.checksum],
         ["period", spec.period],
+        ["stage", spec.stage],
         ["assessor", spec.assessor.code],
     ]
     rows += [["subject", code, name] for code, name in zip(codes, sheet_names)]
@@ -91,9 +95,14 @@ def sign(rows: list[list[str]]) -> str:
     return hashlib.sha256(("happyhome:" + blob).encode("utf-8")).hexdigest()[:16]
 
 
-def form_filename(period: str, system: System, assessor: Assessor) -> str:
-    parts = [period, system.id, assessor.code, assessor.name]
+def form_filename(period: str, system: System, assessor: Assessor, stage: str = SUPERVISION) -> str:
+    parts = [round_key(period, stage), system.id, assessor.code, assessor.name]
     return safe_filename("_".join(safe_filename(p, 60) for p in parts), 180) + ".xlsx"
+
+
+def form_title(spec: FormSpec) -> str:
+    """创新实践社区评价指标体系·遴选评分表 (a 督导 form keeps the system's plain 评分表)."""
+    return f"{spec.system.name}·{spec.stage}评分表" if spec.stage != SUPERVISION else f"{spec.system.name} 评分表"
 
 
 def subject_sheet_names(subjects: tuple[Subject, ...]) -> list[str]:
@@ -120,7 +129,7 @@ def write_form(spec: FormSpec) -> Path:
     """Write one assessor's workbook atomically; returns its path."""
     with atomic_path(spec.path) as tmp:
         book = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False, "in_memory": True})
-        book.set_properties({"title": f"{spec.system.name} 评分表 {spec.period}", "author": spec.organiser,
+        book.set_properties({"title": f"{form_title(spec)} {spec.period}", "author": spec.organiser,
                              "comments": "happyhome"})
         f = _formats(book)
         names = subject_sheet_names(spec.subjects)
@@ -167,7 +176,8 @@ def _guide(book, f, spec: FormSpec) -> None:
     system = spec.system
     basic = sum(i.max for i in system.items if i.level1 == "基础指标")
     lines = [
-        (f"{system.name} · {spec.period} 期评分表", "title"),
+        (f"{form_title(spec)} · {spec.period} 期" if spec.stage != SUPERVISION else f"{system.name} · {spec.period} 期评分表",
+         "title"),
         (f"评估人：{spec.assessor.name}（编号 {spec.assessor.code}）    本表共 {len(spec.subjects)} 个评估对象", "note_bold"),
     ]
     if spec.deadline:
@@ -207,7 +217,7 @@ def _subject_sheet(book, f, spec: FormSpec, subject: Subject, name: str) -> tupl
     widths = (7, 9, 10, 13, 62, 9, 7, 28)
     for c, w in enumerate(widths):
         ws.set_column(c, c, w)
-    ws.merge_range(0, 0, 0, 7, f"{system.name} · 评分表", f["title"])
+    ws.merge_range(0, 0, 0, 7, form_title(spec) if spec.stage != SUPERVISION else f"{system.name} · 评分表", f["title"])
     ws.set_row(0, 26)
     block = [
         ("评估对象", subject.name, "对象编号", subject.code),
@@ -310,17 +320,19 @@ def _summary(ws, f, spec: FormSpec, names: list[str], ranges: list[tuple[int, in
 
 
 def plan_forms(ws: Workspace, system: System, period: str, roster: Roster, out_dir: Path | None = None) -> list[FormSpec]:
-    """The forms of one round: one per assessor with subjects of this system assigned."""
-    check_period(period)
-    out_dir = Path(out_dir) if out_dir else ws.forms_dir(period, system.id)
+    """The forms of one round (`period` is its key, e.g. 2026-11 or 2027-03-遴选): one per
+    assessor with subjects of this system assigned."""
+    key = period
+    period, stage = split_key(check_key(key))
+    out_dir = Path(out_dir) if out_dir else ws.forms_dir(key, system.id)
     rnd = ws["round"]
-    deadline = ws.deadline(period).strftime("%Y-%m-%d")
+    deadline = ws.deadline(key).strftime("%Y-%m-%d")
     specs = []
     for code, subject_codes in roster.assignments(system.subject_type).items():
         assessor = roster.assessors[code]
         specs.append(FormSpec(
-            path=out_dir / form_filename(period, system, assessor),
-            system=system, period=period, assessor=assessor,
+            path=out_dir / form_filename(period, system, assessor, stage),
+            system=system, period=period, assessor=assessor, stage=stage,
             subjects=tuple(roster.subjects[s] for s in subject_codes),
             organiser=rnd["organiser"], contact=rnd["contact"], deadline=deadline,
         ))

@@ -31,6 +31,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "meta_tampered": (ERROR, "表单信息已被改动（校验不符），无法确认来源。请使用系统下发的原始评分表重新填写。"),
     "wrong_system": (ERROR, "这是“{found}”的评分表，本轮收取的是“{expected}”。"),
     "wrong_period": (ERROR, "这是 {found} 期的评分表，本轮收取的是 {expected} 期。{where}"),
+    "wrong_stage": (ERROR, "这是{found}阶段的评分表，本轮是{expected}阶段。{where}"),
     "old_structure": (ERROR, "评分表所用的指标体系版本已过期（结构校验 {found}，当前为 {expected}），请使用新下发的评分表。"),
     "unknown_assessor": (ERROR, "评估人编号 {found} 不在名单中。"),
     "no_subject_sheets": (ERROR, "文件中找不到任何评估对象工作表（可能被删除或改名），请使用系统下发的评分表填写。"),

@@ -19,12 +19,13 @@ import pandas as pd
 import xlsxwriter
 
 from pipeline.atomic import atomic_path
-from pipeline.config import Workspace, check_period
+from pipeline.config import Workspace
 from pipeline.digest import agreement_note, category_shares, digest_context, flag_counts, write_digest
 from pipeline.errors import InputError, UsageError
 from pipeline.ledger import Ledger
 from pipeline.names import inert_csv
 from pipeline.roster import Roster, read_roster_for
+from pipeline.rounds import check_key, cli_args
 from pipeline.status import CONFLICT, NOT_RECEIVED, StatusResult, round_status
 from pipeline.scoring import BY_COLUMNS, FLAG_KINDS, METHODS, RoundResult, half_up, rounding_note, score_round
 from pipeline.systems import LEVEL1, System, load_system
@@ -503,7 +504,7 @@ def nothing_collected(ws: Workspace, system: System, period: str, n_files: int) 
              if n_files else "还没有收取到任何评分表")
     return (f"本轮（{system.name} {period}）{found}，无法生成报告，未写入任何文件。"
             f"请把退回的评分表放入 {ws.returned(period)}，再运行 "
-            f"happyhome collect --system {system.id} --period {period}。")
+            f"happyhome collect --system {system.id} {cli_args(period)}。")
 
 
 def report(
@@ -521,7 +522,7 @@ def report(
     `calibrate` adds calibrated totals and ranks (implied when calibration.official is
     "calibrated"); the plain ranking is always shown and stays first.
     """
-    period = check_period(period)
+    period = check_key(period)
     if method is not None and method not in METHODS:
         raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     if by is not None and by not in BY_COLUMNS:

@@ -23,6 +23,7 @@ from pipeline.config import Workspace, check_period
 from pipeline.errors import UsageError
 from pipeline.ledger import Ledger
 from pipeline.roster import Roster
+from pipeline.rounds import SUPERVISION, round_key, split_key
 from pipeline.scoring import NOT_RATED, half_up, round_series, score_round
 from pipeline.systems import System
 
@@ -97,12 +98,13 @@ def month_range(start: str, end: str) -> list[str]:
     return out
 
 
-def periods_on_record(ledger: Ledger, system: str) -> list[str]:
-    """Every period the ledger holds a file or a sheet for, for this system."""
+def periods_on_record(ledger: Ledger, system: str, stage: str = SUPERVISION) -> list[str]:
+    """Every month the ledger holds a file or a sheet for, for this system's rounds of `stage`."""
     rows = ledger.conn.execute(
         "SELECT period FROM files WHERE system = ? UNION SELECT period FROM sheets WHERE system = ? ORDER BY 1",
         (system, system)).fetchall()
-    return [r[0] for r in rows]
+    rounds = [split_key(r[0]) for r in rows]
+    return [r[0] for r in rounds if r is not None and r[1] == stage]
 
 
 def _local(stamp: str) -> datetime:
@@ -111,9 +113,11 @@ def _local(stamp: str) -> datetime:
 
 
 def compute_rollup(ws: Workspace, system: System, roster: Roster, ledger: Ledger,
-                   start: str | None = None, end: str | None = None, method: str | None = None) -> RollupResult:
-    """The roll-up's tables (reads the ledger, writes nothing)."""
-    on_record = periods_on_record(ledger, system.id)
+                   start: str | None = None, end: str | None = None, method: str | None = None,
+                   stage: str = SUPERVISION) -> RollupResult:
+    """The roll-up's tables (reads the ledger, writes nothing): the months of the rounds of one
+    stage, 督导 unless told (the other stages' rounds are not monthly, but may be rolled up too)."""
+    on_record = periods_on_record(ledger, system.id, stage)
     if not on_record and not (start and end):
         raise UsageError(f"No round of the {system.id} system is in the ledger yet: run `happyhome collect` first.")
     start = start or (on_record[0] if on_record else end)
@@ -137,7 +141,7 @@ def compute_rollup(ws: Workspace, system: System, roster: Roster, ledger: Ledger
             month_rows.append((period, deadline, False, sum(map(len, assignments.values())), math.nan, math.nan, math.nan))
             continue
         with_data.append(period)
-        scores = ledger.accepted_scores(period, system.id)
+        scores = ledger.accepted_scores(round_key(period, stage), system.id)
         result = score_round(scores, system, roster, ws.settings, method=used_method, intervals=False)
         note = result.method_note
         subj = result.subjects
@@ -154,7 +158,7 @@ def compute_rollup(ws: Workspace, system: System, roster: Roster, ledger: Ledger
         level2_rows[period]["__total__"] = (half_up(float((rated["total"] / system.total).mean()), 3)
                                             if len(rated) else math.nan)
         # returns: an assignment is on time or late by when the file of its accepted sheet arrived
-        sheets = ledger.sheets(period, system.id)
+        sheets = ledger.sheets(round_key(period, stage), system.id)
         sheets = sheets[sheets["status"] == "accepted"]
         arrived = {(a, s): _local(t) for a, s, t in zip(sheets["assessor"], sheets["subject"], sheets["received_at"])}
         totals = [0, 0, 0, 0]
@@ -233,11 +237,13 @@ def compute_rollup(ws: Workspace, system: System, roster: Roster, ledger: Ledger
 
 
 def rollup(ws: Workspace, system: System, roster: Roster, ledger: Ledger, start: str | None = None,
-           end: str | None = None, method: str | None = None, organiser: str | None = None) -> RollupResult:
-    """Compute the roll-up and write output/rollup/rollup-<system>-<from>_<to>.xlsx and .html."""
-    result = compute_rollup(ws, system, roster, ledger, start, end, method)
+           end: str | None = None, method: str | None = None, organiser: str | None = None,
+           stage: str = SUPERVISION) -> RollupResult:
+    """Compute the roll-up and write output/rollup/rollup-<system>-<from>_<to>.xlsx and .html
+    (…_<to>-<stage>.xlsx for the rounds of a stage other than 督导)."""
+    result = compute_rollup(ws, system, roster, ledger, start, end, method, stage)
     out = ws.output / "rollup"
-    stem = f"rollup-{system.id}-{result.start}_{result.end}"
+    stem = f"rollup-{system.id}-{result.start}_{result.end}" + ("" if stage == SUPERVISION else f"-{stage}")
     result.xlsx = write_rollup_xlsx(result, out / f"{stem}.xlsx")
     result.html = write_text(out / f"{stem}.html", render_rollup(result, organiser or ws["round"]["organiser"]))
     return result

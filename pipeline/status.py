@@ -15,9 +15,10 @@ from pathlib import Path
 import xlsxwriter
 
 from pipeline.atomic import atomic_path
-from pipeline.config import Workspace, check_period
+from pipeline.config import Workspace
 from pipeline.ledger import Ledger
 from pipeline.roster import Roster
+from pipeline.rounds import check_key
 from pipeline.systems import System
 
 CHASE_SHEET = "催收名单"
@@ -75,7 +76,7 @@ class StatusResult:
 
 def round_status(ws: Workspace, system: System, period: str, roster: Roster, ledger: Ledger) -> StatusResult:
     """Assigned, received and missing per assessor for one system and round."""
-    check_period(period)
+    check_key(period)
     sheets = ledger.sheets(period, system.id)
 
     def pairs(status: str) -> set[tuple[str, str]]:
