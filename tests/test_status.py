@@ -9,7 +9,7 @@ import openpyxl
 from pipeline.config import Workspace
 from pipeline.ledger import FileRecord, Ledger, SheetRecord
 from pipeline.roster import read_roster
-from pipeline.status import CHASE_COLUMNS, CONFLICT, NOT_RECEIVED, REJECTED, round_status
+from pipeline.status import CHASE_COLUMNS, CHASE_DETAIL_COLUMNS, CONFLICT, NOT_RECEIVED, REJECTED, round_status
 from pipeline.systems import load_system
 from tests.conftest import run
 
@@ -65,11 +65,14 @@ def test_status_cli_and_chase_list_workbook(workspace, tmp_path):
     book = openpyxl.load_workbook(out)
     sheet = book.worksheets[0]
     rows = [tuple(c.value for c in row) for row in sheet.iter_rows()]
-    assert rows[0] == CHASE_COLUMNS
+    assert rows[0][:len(CHASE_COLUMNS)] == CHASE_COLUMNS  # today's columns first, unchanged
+    assert rows[0][len(CHASE_COLUMNS):] == CHASE_DETAIL_COLUMNS
     assert not sheet.merged_cells.ranges
     assert [(r[0], r[4]) for r in rows[1:]] == [("E02", "C002"), ("E02", "C003"), ("E03", "C001"), ("E03", "C002"), ("E03", "C003")]
     first = rows[1]
-    assert first == ("E02", "李强", "四川大学", "13800000002", "C002", "玉林街道黉门街社区", PERIOD, "2026-11-25", REJECTED)
+    assert first[:len(CHASE_COLUMNS)] == ("E02", "李强", "四川大学", "13800000002", "C002", "玉林街道黉门街社区", PERIOD,
+                                          "2026-11-25", REJECTED)
+    assert first[len(CHASE_COLUMNS):] == ("", "", "", "", "")  # a rejected sheet with no problem recorded
     assert all(isinstance(v, str) for r in rows for v in r)  # a phone number stays text for mail merge
     assert not list(out.parent.glob(".*"))  # written atomically: no temporary file left
 
