@@ -20,6 +20,7 @@ from rich.table import Table
 from pipeline import __version__
 from pipeline.config import Workspace, check_period
 from pipeline.errors import HappyhomeError, UsageError
+from pipeline.i18n import _
 from pipeline.systems import BUILTIN, load_system
 
 console = Console(highlight=False, soft_wrap=True)  # paths stay whole, copy-pasteable
@@ -137,21 +138,38 @@ def systems_show(system_ref: str, full: bool) -> None:
 # -- init -----------------------------------------------------------------------------------
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
-def init(directory: Path) -> None:
+@click.option("--organiser", help="Who runs the round, printed on forms, digests and letters ([round] organiser).")
+@click.option("--contact", help="Whom assessors ask, printed on forms and letters ([round] contact).")
+@click.option("--deadline-day", type=click.IntRange(1, 28),
+              help="Returns are due by this day of each month, 23:59 ([round] deadline_day).")
+def init(directory: Path, organiser: str | None, contact: str | None, deadline_day: int | None) -> None:
     """Create a workspace: input/, output/, happyhome.toml and an example roster.
 
-    Example: happyhome init my-round
+    --organiser, --contact and --deadline-day are written into happyhome.toml (also into
+    an existing one), so forms and letters carry them from the first round.
+
+    Example: happyhome init my-round --organiser 某某区民政局 --contact "张老师 010-12345678" --deadline-day 25
     """
     from pipeline.workspace import init_workspace
 
     from shlex import quote
 
-    result = init_workspace(directory)
+    result = init_workspace(directory, organiser=organiser, contact=contact, deadline_day=deadline_day)
     # Quoted where a shell needs it (a space, a bracket), so a path or the hint can be copied.
     for path in result.created:
         console.print(f"已创建  {quote(str(path))}", markup=False)
     for path in result.kept:
         console.print(f"已保留  {quote(str(path))}（已存在，未改动）", markup=False)
+    for path in result.updated:
+        console.print(_("Updated  {path}").format(path=quote(str(path))), markup=False)
+    config = quote(str(result.root / "happyhome.toml"))
+    for key, value in result.settings.items():
+        console.print(_("Set [round] {key} = {value} in {config}").format(key=key, value=value, config=config),
+                      markup=False)
+    if not result.settings:
+        console.print(_("Forms and letters name the round's organiser and contact and its deadline day: set them "
+                        "in {config} under [round] (organiser, contact, deadline_day), or run init again with "
+                        "--organiser, --contact and --deadline-day.").format(config=config), markup=False)
     console.print(f"下一步：编辑 {quote(str(result.root / 'input' / 'roster.xlsx'))}，然后运行 "
                   f"`happyhome -w {quote(str(directory))} forms --system community --period YYYY-MM`", markup=False)
 
