@@ -213,11 +213,18 @@ def _roster_for(ws: Workspace, system):
 @period_option
 @click.option("--export", "export", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the chase list (one row per missing assignment) to this .xlsx for mail merge.")
+@click.option("--letters", "letters_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write a letter to every assessor who owes something into this folder: one .txt each and letters.xlsx.")
 @click.pass_context
-def status(ctx: click.Context, system_ref: str, period: str, export: Path | None) -> None:
+def status(ctx: click.Context, system_ref: str, period: str, export: Path | None, letters_dir: Path | None) -> None:
     """Per assessor: assigned, received and missing for a round, with contacts.
 
-    Example: happyhome status --system community --period 2026-11 --export chase.xlsx
+    --letters DIR writes, for every assessor who still owes a subject, a letter listing what
+    is missing and every open problem (file, sheet, cell, value, what to enter), the deadline
+    and the office's contact: <编号>-<姓名>.txt to paste into WeChat or an e-mail, and one
+    sheet each of DIR/letters.xlsx. Letters of an earlier run no longer needed are removed.
+
+    Example: happyhome status --system community --period 2026-11 --export chase.xlsx --letters letters
     """
     from pipeline.ledger import Ledger
     from pipeline.status import CONFLICT, NOT_RECEIVED, REJECTED, round_status, write_chase_list
@@ -247,7 +254,16 @@ def status(ctx: click.Context, system_ref: str, period: str, export: Path | None
                   + (f" ({'; '.join(notes)})" if notes else ""))
     if export:
         write_chase_list(result, export)
-        console.print(f"Chase list: {export} ({result.missing} row(s))")
+        console.print(f"Chase list: {export} ({len(result.chase_detail_rows())} row(s))")
+    if letters_dir:
+        from pipeline.letters import plan_letters, write_letters
+
+        written = write_letters(plan_letters(ws, result), letters_dir)
+        console.print(_("Wrote {n} letter(s) to {folder} (and {book})").format(
+            n=len(written.paths), folder=written.folder, book=written.book.name), soft_wrap=True)
+        if written.removed:
+            console.print(_("Removed {n} letter(s) of an earlier run: {names}").format(
+                n=len(written.removed), names=" ".join(p.name for p in written.removed)), soft_wrap=True)
 
 
 # -- collect --------------------------------------------------------------------------------
