@@ -57,8 +57,11 @@ def round_ws(workspace: Path) -> Path:
     forms = {p.name.split("_")[2]: p for p in (workspace / "output" / "forms" / PERIOD / "community").glob("*.xlsx")}
     folder = workspace / "input" / "returned" / PERIOD
     folder.mkdir(parents=True, exist_ok=True)
-    fill_form(forms["E01"], full(), save_as=folder / "张敏.xlsx")
-    fill_form(forms["E02"], full(("C001", "C002")), save_as=folder / "李强.xlsx")
+    first = SYSTEM.items[0]
+    typed = full()
+    typed["C001"][first.code] = f"{first.max:g}分"  # taken with a warning: a reminder, nothing owed
+    fill_form(forms["E01"], typed, save_as=folder / "张敏.xlsx")
+    fill_form(forms["E02"], typed | {"C003": {}}, save_as=folder / "李强.xlsx")
     bad = full()
     bad["C002"][SYSTEM.items[0].code] = "abc"
     set_saved(fill_form(forms["E03"], bad, save_as=folder / "王芳-v1.xlsx"), datetime(2026, 11, 18, 9))
@@ -78,7 +81,8 @@ def test_a_letter_for_each_assessor_who_owes_and_none_for_the_others(round_ws, t
     assert sorted(texts) == ["E02-李强.txt", "E03-王芳.txt"]  # E01 owes nothing
     e02, e03 = texts["E02-李强.txt"], texts["E03-王芳.txt"]
     assert e02.startswith("李强老师：您好！")
-    assert "C003 南湖街道南湖社区" in e02 and "C001" not in e02 and "C002" not in e02
+    owed = e02[e02.index("一、"):e02.index("二、")]
+    assert "C003 南湖街道南湖社区" in owed and "C001" not in owed and "C002" not in owed
     # its sheet came back blank: one line, not one per item
     (blank,) = [l for l in e02.splitlines() if "未填写" in l]
     assert "文件 李强.xlsx" in blank and "工作表 C003" in blank and f"{len(SYSTEM.items)} 项得分均未填写" in blank
@@ -93,6 +97,10 @@ def test_a_letter_for_each_assessor_who_owes_and_none_for_the_others(round_ws, t
         assert "2026年11月20日" in text
         assert CONTACT in text and ORGANISER in text
     assert "{{" not in e02 + e03 and "None" not in e02 + e03
+    # a warning on a sheet that counts is a reminder, in its own part, never a reason to write
+    first, reminder = SYSTEM.items[0], e02[e02.index("三、提醒"):]
+    assert "工作表 C001" in reminder and f"“{first.max:g}分”已按 {first.max:g} 计入" in reminder
+    assert "提醒" not in e03
 
 
 def test_letters_workbook_has_an_overview_and_a_sheet_per_letter(round_ws, tmp_path):
@@ -102,8 +110,8 @@ def test_letters_workbook_has_an_overview_and_a_sheet_per_letter(round_ws, tmp_p
     assert book.sheetnames == [OVERVIEW_SHEET, "E02 李强", "E03 王芳"]
     overview = [tuple(c.value for c in row) for row in book[OVERVIEW_SHEET].iter_rows()]
     assert overview[0] == OVERVIEW_COLUMNS
-    assert [(r[0], r[1], r[4], r[5], r[7]) for r in overview[1:]] == [("E02", "李强", 1, 1, "E02-李强.txt"),
-                                                                      ("E03", "王芳", 1, 1, "E03-王芳.txt")]
+    assert [(r[0], r[1], r[4], r[5], r[6], r[7]) for r in overview[1:]] == [("E02", "李强", 1, 1, 1, "E02-李强.txt"),
+                                                                            ("E03", "王芳", 1, 1, 0, "E03-王芳.txt")]
     sheet = book["E03 王芳"]
     rows = [tuple(c.value for c in row) for row in sheet.iter_rows()]
     assert rows[0][0] == "王芳老师：您好！"
@@ -115,6 +123,7 @@ def test_letters_workbook_has_an_overview_and_a_sheet_per_letter(round_ws, tmp_p
     assert sheet.page_setup.paperSize == 9 and sheet.page_setup.orientation == "landscape"
     assert any(ORGANISER == v for r in rows for v in r)
     e02 = [tuple(c.value for c in row) for row in book["E02 李强"].iter_rows()]
+    assert [r[0] for r in e02 if r[0] in ("需修改", "提醒")] == ["需修改", "提醒"]
     assert [r[:3] for r in e02 if r[0] == "需修改"] == [("需修改", "C003 南湖街道南湖社区", "李强.xlsx")]
 
 

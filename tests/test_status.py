@@ -118,3 +118,26 @@ def test_a_conflict_is_owed_and_says_so_until_settled(workspace, tmp_path):
     assert "! 冲突" in printed and "failed validation" not in printed  # E02's rejected C001 was fixed by d2
     rows = [tuple(c.value for c in row) for row in openpyxl.load_workbook(out).worksheets[0].iter_rows(min_row=2)]
     assert [(r[0], r[4], r[8]) for r in rows if r[0] == "E03"] == [("E03", "C003", CONFLICT)]
+
+
+def test_errors_of_a_whole_file_go_with_the_assessor_until_a_later_return_is_taken_in(workspace):
+    from pipeline.messages import problem
+
+    ws = Workspace.open(workspace)
+    roster = read_roster(ws.path("roster"))
+    old = _file("o1", "E02", [], saved=datetime(2026, 11, 20, 9))
+    old.status = "rejected"
+    old.problems = [problem("old_structure", file="o1.xlsx", sheet="_happyhome", value="abc", expected="def"),
+                    problem("wrong_period", file="o1.xlsx", sheet="_happyhome", value="2026-10", expected=PERIOD)]
+    with Ledger(ws.path("ledger")) as ledger:
+        ledger.add_file(old)
+        result = round_status(ws, load_system("community"), PERIOD, roster, ledger)
+        by = {a.code: a for a in result.assessors}
+        # the outdated form is E02's to replace; a form of another round is the office's to file
+        assert [p.code for p in by["E02"].file_problems] == ["old_structure"]
+        rows = [r for r in result.chase_detail_rows() if r[0] == "E02"]
+        assert len(rows) == 3 and all(r[9] == "o1.xlsx" and "版本已过期" in r[13] for r in rows)
+        ledger.add_file(_file("n1", "E02", [("C001", True)], saved=datetime(2026, 11, 21, 9)))
+        result = round_status(ws, load_system("community"), PERIOD, roster, ledger)
+    by = {a.code: a for a in result.assessors}
+    assert by["E02"].file_problems == [] and len(by["E02"].missing) == 2  # replaced by a return taken in
