@@ -81,7 +81,9 @@ class Letter:
         ask = "修改后发送" if self.to_fix else "发送"
         when = (f"本期截止日期为 {day(self.deadline)}，现已过期，请尽快{ask}。" if self.overdue
                 else f"请于 {day(self.deadline)}前{ask}。")
-        return f"感谢您承担 {self.round_title}工作。核对您发回的评分表后，以下事项还需要您处理。{when}"
+        returned = self.file_problems or self.reminders or any(m.reason != NOT_RECEIVED for m in self.missing)
+        found = "核对您发回的评分表后，以下事项还需要您处理。" if returned else "截至目前，我们还没有收到您以下评估对象的评分。"
+        return f"感谢您承担 {self.round_title}工作。{found}{when}"
 
 
 @dataclass
