@@ -225,3 +225,20 @@ def test_forms_show_the_contact_and_organiser_set_by_init(round_ws):
     guide = [c.value for c in openpyxl.load_workbook(form)["填表说明"]["A"] if c.value]
     assert any(CONTACT in line for line in guide) and ORGANISER in guide
     assert any("2026-11-20" in line for line in guide)
+
+
+def test_a_hand_edited_manifest_cannot_remove_other_files(tmp_path):
+    from pipeline.letters import write_letters
+
+    folder = tmp_path / "letters"
+    folder.mkdir()
+    outside = tmp_path / "outside.txt"
+    for path in (outside, folder / "notes.md", folder / "E09-旧.txt"):
+        path.write_text("x", encoding="utf-8")
+    (folder / MANIFEST).write_text('{"files": ["../outside.txt", "notes.md", "E09-旧.txt", 3, "/etc/passwd"]}',
+                                   encoding="utf-8")
+    result = write_letters([], folder)
+    assert [p.name for p in result.removed] == ["E09-旧.txt"]  # a letter it wrote: gone
+    assert outside.exists() and (folder / "notes.md").exists()
+    (folder / MANIFEST).write_text("not json", encoding="utf-8")
+    assert write_letters([], folder).removed == []
