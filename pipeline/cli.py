@@ -260,10 +260,10 @@ def status(ctx: click.Context, system_ref: str, period: str, export: Path | None
 
         written = write_letters(plan_letters(ws, result), letters_dir)
         console.print(_("Wrote {n} letter(s) to {folder} (and {book})").format(
-            n=len(written.paths), folder=written.folder, book=written.book.name), soft_wrap=True)
+            n=len(written.paths), folder=written.folder, book=written.book.name), soft_wrap=True, markup=False)
         if written.removed:
             console.print(_("Removed {n} letter(s) of an earlier run: {names}").format(
-                n=len(written.removed), names=" ".join(p.name for p in written.removed)), soft_wrap=True)
+                n=len(written.removed), names=" ".join(p.name for p in written.removed)), soft_wrap=True, markup=False)
 
 
 # -- collect --------------------------------------------------------------------------------
