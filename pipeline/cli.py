@@ -20,6 +20,7 @@ from rich.table import Table
 from pipeline import __version__
 from pipeline.config import Workspace, check_period
 from pipeline.errors import HappyhomeError, UsageError
+from pipeline.i18n import _
 from pipeline.rounds import check_stage, round_key
 from pipeline.systems import BUILTIN, load_system
 
@@ -153,21 +154,38 @@ def systems_show(system_ref: str, full: bool) -> None:
 # -- init -----------------------------------------------------------------------------------
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
-def init(directory: Path) -> None:
+@click.option("--organiser", help="Who runs the round, printed on forms, digests and letters ([round] organiser).")
+@click.option("--contact", help="Whom assessors ask, printed on forms and letters ([round] contact).")
+@click.option("--deadline-day", type=click.IntRange(1, 28),
+              help="Returns are due by this day of each month, 23:59 ([round] deadline_day).")
+def init(directory: Path, organiser: str | None, contact: str | None, deadline_day: int | None) -> None:
     """Create a workspace: input/, output/, happyhome.toml and an example roster.
 
-    Example: happyhome init my-round
+    --organiser, --contact and --deadline-day are written into happyhome.toml (also into
+    an existing one), so forms and letters carry them from the first round.
+
+    Example: happyhome init my-round --organiser 某某区民政局 --contact "张老师 010-12345678" --deadline-day 25
     """
     from pipeline.workspace import init_workspace
 
     from shlex import quote
 
-    result = init_workspace(directory)
+    result = init_workspace(directory, organiser=organiser, contact=contact, deadline_day=deadline_day)
     # Quoted where a shell needs it (a space, a bracket), so a path or the hint can be copied.
     for path in result.created:
         console.print(f"已创建  {quote(str(path))}", markup=False)
     for path in result.kept:
         console.print(f"已保留  {quote(str(path))}（已存在，未改动）", markup=False)
+    for path in result.updated:
+        console.print(_("Updated  {path}").format(path=quote(str(path))), markup=False)
+    config = quote(str(result.root / "happyhome.toml"))
+    for key, value in result.settings.items():
+        console.print(_("Set [round] {key} = {value} in {config}").format(key=key, value=value, config=config),
+                      markup=False)
+    if not result.settings:
+        console.print(_("Forms and letters name the round's organiser and contact and its deadline day: set them "
+                        "in {config} under [round] (organiser, contact, deadline_day), or run init again with "
+                        "--organiser, --contact and --deadline-day.").format(config=config), markup=False)
     console.print(f"下一步：编辑 {quote(str(result.root / 'input' / 'roster.xlsx'))}，然后运行 "
                   f"`happyhome -w {quote(str(directory))} forms --system community --period YYYY-MM`", markup=False)
 
@@ -214,11 +232,19 @@ def _roster_for(ws: Workspace, system):
 @stage_option
 @click.option("--export", "export", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the chase list (one row per missing assignment) to this .xlsx for mail merge.")
+@click.option("--letters", "letters_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write a letter to every assessor who owes something into this folder: one .txt each and letters.xlsx.")
 @click.pass_context
-def status(ctx: click.Context, system_ref: str, period: str, stage: str, export: Path | None) -> None:
+def status(ctx: click.Context, system_ref: str, period: str, stage: str, export: Path | None,
+           letters_dir: Path | None) -> None:
     """Per assessor: assigned, received and missing for a round, with contacts.
 
-    Example: happyhome status --system community --period 2026-11 --export chase.xlsx
+    --letters DIR writes, for every assessor who still owes a subject, a letter listing what
+    is missing and every open problem (file, sheet, cell, value, what to enter), the deadline
+    and the office's contact: <编号>-<姓名>.txt to paste into WeChat or an e-mail, and one
+    sheet each of DIR/letters.xlsx. Letters of an earlier run no longer needed are removed.
+
+    Example: happyhome status --system community --period 2026-11 --export chase.xlsx --letters letters
     """
     from pipeline.ledger import Ledger
     from pipeline.status import CONFLICT, NOT_RECEIVED, REJECTED, round_status, write_chase_list
@@ -249,7 +275,16 @@ def status(ctx: click.Context, system_ref: str, period: str, stage: str, export:
                   + (f" ({'; '.join(notes)})" if notes else ""))
     if export:
         write_chase_list(result, export)
-        console.print(f"Chase list: {export} ({result.missing} row(s))")
+        console.print(f"Chase list: {export} ({len(result.chase_detail_rows())} row(s))")
+    if letters_dir:
+        from pipeline.letters import plan_letters, write_letters
+
+        written = write_letters(plan_letters(ws, result), letters_dir)
+        console.print(_("Wrote {n} letter(s) to {folder} (and {book})").format(
+            n=len(written.paths), folder=written.folder, book=written.book.name), soft_wrap=True, markup=False)
+        if written.removed:
+            console.print(_("Removed {n} letter(s) of an earlier run: {names}").format(
+                n=len(written.removed), names=" ".join(p.name for p in written.removed)), soft_wrap=True, markup=False)
 
 
 # -- collect --------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "duplicate_item": (ERROR, "指标 {found} 出现了不止一行（另见 {detail}），本表未计入。"),
     "unknown_item": (WARNING, "“{found}”不是本指标体系的指标编号，该行已忽略。"),
     "blank_score": (ERROR, "{item} 的得分未填写，本表未计入。"),
+    "sheet_blank": (ERROR, "本表 {detail} 项得分均未填写，本表未计入。请填写后重新发送。"),
     "not_a_number": (ERROR, "{item} 的得分“{found}”不是数字，本表未计入。请填写 0 到 {max} 之间的数字。"),
     "error_value": (ERROR, "{item} 的得分是错误值 {found}，本表未计入。请直接填写数字。"),
     "formula_no_value": (ERROR, "{item} 的得分是公式 {found}，文件里没有它的计算结果，本表未计入。请直接填写数字。"),
@@ -60,6 +61,9 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "superseded": (WARNING, "{found} 的评分已被较新的文件 {detail} 替换。"),
     "conflict": (ERROR, "{found} 还有一份评分不同的文件 {detail}，两份的保存时间相同（{saved}），无法判断以哪份为准，"
                         "均未计入。请与评估人确认后，从收取文件夹中移除不要的那份，再重新收取。"),
+    # the same conflict, worded for the assessor's letter (the office's wording is `conflict`)
+    "conflict_return": (ERROR, "{found} 收到两份评分不同的文件（{detail}），保存时间相同，无法判断以哪份为准，均未计入。"
+                               "请确认后，将正确的那份重新保存并发送。"),
     "problem_fixed": (WARNING, "已更正：{found} 已由 {detail} 重新提交并通过校验。"),
 }
 

@@ -4,6 +4,13 @@ An assignment (assessor, subject) counts as received when the ledger holds an ac
 for it in this round; a sheet that came back but failed validation is still missing, and the
 chase list says so, because the assessor has to send it again. Two different returns saved in
 the same second are a conflict: missing too, until the office removes one and collects again.
+
+Each missing assignment carries the open problems that explain it, the way the assessor must
+read them: only the latest rejected sheet's errors (an earlier return of the same subject was
+replaced by it), never a problem marked fixed (`resolved_by`). Errors of a whole file (e.g. an
+outdated form) go with the assessor while they still owe something and no later return of
+theirs was taken in; warnings on sheets that count are reminders. A file nobody can be named
+for (unreadable, unidentified) and a form of another round are the office's, not an assessor's.
 """
 
 from __future__ import annotations
@@ -15,8 +22,10 @@ from pathlib import Path
 import xlsxwriter
 
 from pipeline.atomic import atomic_path
+from pipeline.collect import ROUND_CODES
 from pipeline.config import Workspace
 from pipeline.ledger import Ledger
+from pipeline.messages import ERROR, Problem, problem
 from pipeline.roster import Roster
 from pipeline.rounds import check_key
 from pipeline.systems import System
@@ -26,6 +35,8 @@ CHASE_COLUMNS = ("评估人编号", "姓名", "单位", "联系方式", "评估�
 NOT_RECEIVED = "未收到"
 REJECTED = "已收到但未通过校验，请修改后重新发送"
 CONFLICT = "收到两份保存时间相同但评分不同的文件，请确认以哪份为准"
+# Appended after CHASE_COLUMNS: where the problem is and what to enter instead (one row per problem).
+CHASE_DETAIL_COLUMNS = ("文件", "工作表", "单元格", "填写值", "问题说明")
 
 
 @dataclass
@@ -35,6 +46,7 @@ class Missing:
     subject: str
     name: str
     reason: str  # NOT_RECEIVED, REJECTED or CONFLICT
+    problems: list[Problem] = field(default_factory=list)  # open problems that keep it missing
 
 
 @dataclass
@@ -46,6 +58,17 @@ class AssessorStatus:
     assigned: int
     received: int
     missing: list[Missing] = field(default_factory=list)
+    file_problems: list[Problem] = field(default_factory=list)  # open errors of a whole returned file
+    reminders: list[Problem] = field(default_factory=list)  # warnings on sheets that count: nothing to resend
+
+    @property
+    def owes(self) -> bool:
+        """Something to send or correct (file problems are only kept while something is missing)."""
+        return bool(self.missing)
+
+    @property
+    def open_problems(self) -> list[Problem]:
+        return [p for m in self.missing for p in m.problems] + self.file_problems
 
 
 @dataclass
@@ -73,6 +96,19 @@ class StatusResult:
         return [(a.code, a.name, a.org, a.contact, m.subject, m.name, self.period, day, m.reason)
                 for a in self.assessors for m in a.missing]
 
+    def chase_detail_rows(self) -> list[tuple[str, ...]]:
+        """The chase rows with CHASE_DETAIL_COLUMNS appended: one row per open problem of a missing
+        assignment (a whole file's problems go with each assignment not received), else one row
+        with the detail empty."""
+        day = self.deadline.strftime("%Y-%m-%d")
+        rows = []
+        for a in self.assessors:
+            for m in a.missing:
+                base = (a.code, a.name, a.org, a.contact, m.subject, m.name, self.period, day, m.reason)
+                found = m.problems + (a.file_problems if m.reason == NOT_RECEIVED else [])
+                rows += [base + (p.file, p.sheet, p.cell, p.value, p.message) for p in found] or [base + ("",) * 5]
+        return rows
+
 
 def round_status(ws: Workspace, system: System, period: str, roster: Roster, ledger: Ledger) -> StatusResult:
     """Assigned, received and missing per assessor for one system and round."""
@@ -85,19 +121,84 @@ def round_status(ws: Workspace, system: System, period: str, roster: Roster, led
 
     accepted, conflicts = pairs("accepted"), pairs("conflict")
     seen = set(zip(sheets["assessor"], sheets["subject"]))
+    found = _open_problems(sheets, ledger.files(period, system.id), ledger.problems(period, system.id), accepted,
+                           len(system.items))
     rows = []
     for code, subjects in roster.assignments(system.subject_type).items():
         person = roster.assessors[code]
         missing = [Missing(s, roster.subjects[s].name,
-                           CONFLICT if (code, s) in conflicts else REJECTED if (code, s) in seen else NOT_RECEIVED)
+                           CONFLICT if (code, s) in conflicts else REJECTED if (code, s) in seen else NOT_RECEIVED,
+                           found.by_subject.get((code, s), []))
                    for s in subjects if (code, s) not in accepted]
         rows.append(AssessorStatus(code, person.name, person.org, person.contact, len(subjects),
-                                   len(subjects) - len(missing), missing))
+                                   len(subjects) - len(missing), missing,
+                                   found.by_file.get(code, []) if missing else [], found.reminders.get(code, [])))
     return StatusResult(period, system, ws.deadline(period), rows)
 
 
+@dataclass
+class _Found:
+    by_subject: dict[tuple[str, str], list[Problem]] = field(default_factory=dict)  # (assessor, subject) -> errors
+    by_file: dict[str, list[Problem]] = field(default_factory=dict)  # assessor -> errors of whole files
+    reminders: dict[str, list[Problem]] = field(default_factory=dict)  # assessor -> warnings on counted sheets
+
+
+def _open_problems(sheets, files, problems, accepted: set[tuple[str, str]], n_items: int) -> _Found:
+    """Sort the round's unresolved problems by the assessor and assignment they hold back. A sheet
+    left wholly blank is one problem (sheet_blank), not one per item."""
+    out = _Found()
+    by_sheet = {(s.file_id, s.sheet): s for s in sheets.itertuples(index=False)}
+    # Of several rejected returns of one subject only the latest speaks: it replaced the others.
+    latest: dict[tuple[str, str], tuple[str, int]] = {}
+    for s in sheets.itertuples(index=False):
+        if s.status == "rejected":
+            key = (s.assessor, s.subject)
+            latest[key] = max(latest.get(key, ("", -1)), (s.saved_at, s.id))
+    owner = {f.id: f.assessor for f in files.itertuples(index=False) if isinstance(f.assessor, str) and f.assessor}
+    saved = {f.id: f.saved_at if isinstance(f.saved_at, str) else f.received_at for f in files.itertuples(index=False)}
+    # A whole file's errors stop counting once a later return of the same assessor was taken in.
+    taken: dict[str, str] = {}
+    for f in files.itertuples(index=False):
+        if f.id in owner and f.status in ("accepted", "partial"):
+            taken[owner[f.id]] = max(taken.get(owner[f.id], ""), saved[f.id])
+    for p in problems.itertuples(index=False):
+        if p.resolved_by == p.resolved_by and p.resolved_by is not None:  # not NaN: fixed by a later sheet
+            continue
+        shown = Problem(p.code, p.severity, p.message, file=p.file, sheet=p.sheet, cell=p.cell, value=p.value)
+        sheet = by_sheet.get((p.file_id, p.sheet))
+        if sheet is not None:
+            key = (sheet.assessor, sheet.subject)
+            if p.severity != ERROR:
+                if sheet.status == "accepted":
+                    out.reminders.setdefault(sheet.assessor, []).append(shown)
+            elif sheet.status == "rejected" and key not in accepted and latest.get(key) == (sheet.saved_at, sheet.id):
+                out.by_subject.setdefault(key, []).append(shown)
+            continue
+        assessor = owner.get(p.file_id)
+        if assessor is None or p.code in ROUND_CODES:
+            continue
+        if p.code == "missing_sheet" and (assessor, p.value) not in accepted:
+            out.by_subject.setdefault((assessor, p.value), []).append(shown)  # why it is still missing
+        elif p.severity == ERROR and saved[p.file_id] >= taken.get(assessor, ""):
+            out.by_file.setdefault(assessor, []).append(shown)
+    for key, found in out.by_subject.items():
+        blank = [p for p in found if p.code == "blank_score"]
+        if n_items > 1 and len(blank) == n_items == len({(p.file, p.sheet) for p in blank}) * n_items:
+            first = blank[0]
+            out.by_subject[key] = [p for p in found if p.code != "blank_score"] + [
+                problem("sheet_blank", file=first.file, sheet=first.sheet, detail=n_items)]
+    for key in {(s.assessor, s.subject) for s in sheets.itertuples(index=False) if s.status == "conflict"}:
+        clash = sheets[(sheets["assessor"] == key[0]) & (sheets["subject"] == key[1]) & (sheets["status"] == "conflict")]
+        names = "、".join(dict.fromkeys(clash["file"]))  # one problem, naming both files
+        out.by_subject.setdefault(key, []).append(
+            problem("conflict_return", file=names, sheet="、".join(dict.fromkeys(clash["sheet"])), value=key[1],
+                    detail=names))
+    return out
+
+
 def write_chase_list(result: StatusResult, path: str | Path) -> Path:
-    """The chase list as a plain workbook for mail merge: one header row, one row per missing assignment."""
+    """The chase list as a plain workbook for mail merge: one header row, one row per missing assignment
+    (one per open problem where it has several), the problem's detail in the columns after CHASE_COLUMNS."""
     path = Path(path)
     with atomic_path(path) as tmp:
         book = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False,
@@ -106,15 +207,19 @@ def write_chase_list(result: StatusResult, path: str | Path) -> Path:
         head = book.add_format({"bold": True})
         text = book.add_format({"num_format": "@"})
         sheet = book.add_worksheet(CHASE_SHEET)
-        sheet.write_row(0, 0, CHASE_COLUMNS, head)
-        rows = result.chase_rows()
+        columns = CHASE_COLUMNS + CHASE_DETAIL_COLUMNS
+        sheet.write_row(0, 0, columns, head)
+        rows = result.chase_detail_rows()
+        wrapped = book.add_format({"num_format": "@", "text_wrap": True, "valign": "top"})
         for r, row in enumerate(rows, start=1):
             for c, value in enumerate(row):
-                sheet.write_string(r, c, str(value), text)  # text, never a formula or a number
-        for c, width in enumerate((10, 10, 30, 22, 12, 26, 9, 11, 34)):
+                # text, never a formula or a number; the message wraps
+                sheet.write_string(r, c, str(value), wrapped if c == len(columns) - 1 else text)
+        for c, width in enumerate((10, 10, 30, 22, 12, 26, 9, 11, 34, 30, 24, 8, 14)):
             sheet.set_column(c, c, width)
+        sheet.set_column(len(columns) - 1, len(columns) - 1, 70)
         sheet.freeze_panes(1, 0)
-        sheet.autofilter(0, 0, max(len(rows), 1), len(CHASE_COLUMNS) - 1)
+        sheet.autofilter(0, 0, max(len(rows), 1), len(columns) - 1)
         sheet.set_landscape()
         sheet.set_paper(9)
         sheet.fit_to_pages(1, 0)

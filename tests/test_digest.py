@@ -181,6 +181,7 @@ def test_wheel_ships_templates(workspace, tmp_path):
     import zipfile
     names = zipfile.ZipFile(wheel).namelist()
     assert {"pipeline/templates/base.html", "pipeline/templates/digest.html", "pipeline/templates/_partials.html"} <= set(names)
+    assert "pipeline/templates/letter.txt" in names  # status --letters
 
     env_dir = tmp_path / "venv"
     venv.create(env_dir, system_site_packages=False, with_pip=False)
@@ -202,6 +203,8 @@ def test_wheel_ships_templates(workspace, tmp_path):
         assert d.template_dirs()[0] == __import__('pathlib').Path(pipeline.__file__).parent / 'templates', d.template_dirs()
         assert len(d.template_dirs()) == 1, d.template_dirs()  # no source tree beside an installed package
         res = report(Workspace.open({str(workspace)!r}), 'community', '{PERIOD}')
+        from pipeline.letters import text_environment
+        assert text_environment().get_template('letter.txt')
         print(res.digest)
     """)
     # Run away from the source tree, so the checkout cannot be imported by accident.

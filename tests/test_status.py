@@ -9,7 +9,7 @@ import openpyxl
 from pipeline.config import Workspace
 from pipeline.ledger import FileRecord, Ledger, SheetRecord
 from pipeline.roster import read_roster
-from pipeline.status import CHASE_COLUMNS, CONFLICT, NOT_RECEIVED, REJECTED, round_status
+from pipeline.status import CHASE_COLUMNS, CHASE_DETAIL_COLUMNS, CONFLICT, NOT_RECEIVED, REJECTED, round_status
 from pipeline.systems import load_system
 from tests.conftest import run
 
@@ -65,11 +65,14 @@ def test_status_cli_and_chase_list_workbook(workspace, tmp_path):
     book = openpyxl.load_workbook(out)
     sheet = book.worksheets[0]
     rows = [tuple(c.value for c in row) for row in sheet.iter_rows()]
-    assert rows[0] == CHASE_COLUMNS
+    assert rows[0][:len(CHASE_COLUMNS)] == CHASE_COLUMNS  # today's columns first, unchanged
+    assert rows[0][len(CHASE_COLUMNS):] == CHASE_DETAIL_COLUMNS
     assert not sheet.merged_cells.ranges
     assert [(r[0], r[4]) for r in rows[1:]] == [("E02", "C002"), ("E02", "C003"), ("E03", "C001"), ("E03", "C002"), ("E03", "C003")]
     first = rows[1]
-    assert first == ("E02", "李强", "四川大学", "13800000002", "C002", "玉林街道黉门街社区", PERIOD, "2026-11-25", REJECTED)
+    assert first[:len(CHASE_COLUMNS)] == ("E02", "李强", "四川大学", "13800000002", "C002", "玉林街道黉门街社区", PERIOD,
+                                          "2026-11-25", REJECTED)
+    assert first[len(CHASE_COLUMNS):] == ("", "", "", "", "")  # a rejected sheet with no problem recorded
     assert all(isinstance(v, str) for r in rows for v in r)  # a phone number stays text for mail merge
     assert not list(out.parent.glob(".*"))  # written atomically: no temporary file left
 
@@ -115,3 +118,26 @@ def test_a_conflict_is_owed_and_says_so_until_settled(workspace, tmp_path):
     assert "! 冲突" in printed and "failed validation" not in printed  # E02's rejected C001 was fixed by d2
     rows = [tuple(c.value for c in row) for row in openpyxl.load_workbook(out).worksheets[0].iter_rows(min_row=2)]
     assert [(r[0], r[4], r[8]) for r in rows if r[0] == "E03"] == [("E03", "C003", CONFLICT)]
+
+
+def test_errors_of_a_whole_file_go_with_the_assessor_until_a_later_return_is_taken_in(workspace):
+    from pipeline.messages import problem
+
+    ws = Workspace.open(workspace)
+    roster = read_roster(ws.path("roster"))
+    old = _file("o1", "E02", [], saved=datetime(2026, 11, 20, 9))
+    old.status = "rejected"
+    old.problems = [problem("old_structure", file="o1.xlsx", sheet="_happyhome", value="abc", expected="def"),
+                    problem("wrong_period", file="o1.xlsx", sheet="_happyhome", value="2026-10", expected=PERIOD)]
+    with Ledger(ws.path("ledger")) as ledger:
+        ledger.add_file(old)
+        result = round_status(ws, load_system("community"), PERIOD, roster, ledger)
+        by = {a.code: a for a in result.assessors}
+        # the outdated form is E02's to replace; a form of another round is the office's to file
+        assert [p.code for p in by["E02"].file_problems] == ["old_structure"]
+        rows = [r for r in result.chase_detail_rows() if r[0] == "E02"]
+        assert len(rows) == 3 and all(r[9] == "o1.xlsx" and "版本已过期" in r[13] for r in rows)
+        ledger.add_file(_file("n1", "E02", [("C001", True)], saved=datetime(2026, 11, 21, 9)))
+        result = round_status(ws, load_system("community"), PERIOD, roster, ledger)
+    by = {a.code: a for a in result.assessors}
+    assert by["E02"].file_problems == [] and len(by["E02"].missing) == 2  # replaced by a return taken in
