@@ -335,7 +335,7 @@ def _print_pdf(html: Path) -> Path | None:
         err_console.print(_("Warning: no PDF written. {reason} The HTML was written and can be printed "
                             "from a browser: {path}").format(reason=err, path=html), markup=False, soft_wrap=True)
         return None
-    console.print(f"wrote    {path}", soft_wrap=True)
+    console.print(_("wrote    {path}").format(path=path), soft_wrap=True)
     return path
 
 

@@ -251,7 +251,7 @@ def big_round(workspace: Path) -> None:
 
 
 @pytest.mark.browser
-def test_report_pdf(workspace):
+def test_report_pdf(workspace, english):
     real_browser()
     big_round(workspace)
     result = run(workspace, "report", "--system", "community", "--period", PERIOD, "--pdf")
@@ -285,7 +285,7 @@ def test_report_pdf(workspace):
 
 
 @pytest.mark.browser
-def test_rollup_pdf(workspace):
+def test_rollup_pdf(workspace, english):
     real_browser()
     from test_rollup import _fill
 
