@@ -123,7 +123,7 @@ def print_pdf(html: str | Path, pdf: str | Path, browser: str, timeout: float = 
     with tempfile.TemporaryDirectory(prefix="happyhome-browser-", ignore_cleanup_errors=True) as profile:
         with atomic_path(pdf) as tmp:
             tmp.unlink()  # the browser creates it: an empty file left behind would pass for output
-            _run(browser_command(browser, html, tmp, Path(profile)), browser, html, timeout)
+            _run(browser_command(browser, html, tmp.resolve(), Path(profile)), browser, html, timeout)
             try:
                 with open(tmp, "rb") as fh:
                     whole = fh.read(5) == b"%PDF-"
