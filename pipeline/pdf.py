@@ -43,9 +43,10 @@ def _runnable(path: str | Path) -> bool:
 
 
 def configured_browser() -> str | None:
-    """HAPPYHOME_BROWSER as given (surrounding quotes, as Windows' "Copy as path" adds, removed)."""
+    """HAPPYHOME_BROWSER as given: surrounding quotes (Windows' "Copy as path" adds them) removed,
+    ~ and environment variables (%ProgramFiles% on Windows, $HOME elsewhere) expanded."""
     value = os.environ.get(ENV, "").strip().strip('"').strip()
-    return value or None
+    return os.path.expandvars(os.path.expanduser(value)) if value else None
 
 
 def find_browser() -> str | None:
@@ -123,18 +124,34 @@ def print_pdf(html: str | Path, pdf: str | Path, browser: str, timeout: float = 
     with tempfile.TemporaryDirectory(prefix="happyhome-browser-", ignore_cleanup_errors=True) as profile:
         with atomic_path(pdf) as tmp:
             tmp.unlink()  # the browser creates it: an empty file left behind would pass for output
-            _run(browser_command(browser, html, tmp.resolve(), Path(profile)), browser, html, timeout)
-            try:
-                with open(tmp, "rb") as fh:
-                    whole = fh.read(5) == b"%PDF-"
-            except FileNotFoundError:
-                whole = False
-            if not whole:
+            code, stderr = _run(browser_command(browser, html, tmp.resolve(), Path(profile)), browser, html, timeout)
+            # A whole PDF counts even if the browser then exits badly (some builds do on shutdown);
+            # without one, its exit status and last words are the reason.
+            if not _whole_pdf(tmp):
+                if code != 0:
+                    words = _last_words(stderr)
+                    raise OutputError(_("The browser {browser} failed to print {path} (exit status {code}){detail}.").format(
+                        browser=browser, path=html, code=code, detail=f": {words}" if words else ""))
                 raise OutputError(_("The browser {browser} wrote no PDF for {path}.").format(browser=browser, path=html))
     return pdf
 
 
-def _run(command: list[str], browser: str, html: Path, timeout: float) -> None:
+def _whole_pdf(path: Path) -> bool:
+    """The file starts as a PDF does and ends with its %%EOF marker (a cut-off write does not)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(5)
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 1024))
+            tail = fh.read()
+    except FileNotFoundError:
+        return False
+    return head == b"%PDF-" and b"%%EOF" in tail
+
+
+def _run(command: list[str], browser: str, html: Path, timeout: float) -> tuple[int, bytes]:
+    """Run the browser to the end: (exit status, stderr). A browser that cannot start or does not
+    finish in `timeout` seconds is an OutputError."""
     posix = os.name == "posix"
     try:
         # Its own process group (POSIX), so a browser that hangs is stopped with its helper processes.
@@ -155,10 +172,7 @@ def _run(command: list[str], browser: str, html: Path, timeout: float) -> None:
         proc.communicate()
         raise OutputError(_("The browser {browser} did not finish printing {path} within {seconds} seconds.").format(
             browser=browser, path=html, seconds=int(timeout))) from None
-    if proc.returncode != 0:
-        words = _last_words(stderr)
-        raise OutputError(_("The browser {browser} failed to print {path} (exit status {code}){detail}.").format(
-            browser=browser, path=html, code=proc.returncode, detail=f": {words}" if words else ""))
+    return proc.returncode, stderr
 
 
 def pdf_beside(html: str | Path, browser: str | None = None) -> Path:

@@ -58,7 +58,7 @@ def executable(path: Path, text: str) -> Path:
 FAKE = """#!/bin/sh
 # A fake browser: records its arguments, then writes a PDF where --print-to-pdf says.
 printf '%s\\n' "$@" > "$(dirname "$0")/args.txt"
-for a in "$@"; do case "$a" in --print-to-pdf=*) printf '%%PDF-1.4 fake\\n' > "${a#--print-to-pdf=}";; esac; done
+for a in "$@"; do case "$a" in --print-to-pdf=*) printf '%%PDF-1.4 fake\\n%%%%EOF\\n' > "${a#--print-to-pdf=}";; esac; done
 """
 
 
@@ -96,6 +96,9 @@ def test_find_browser_on_path_in_order_and_from_the_environment(monkeypatch, tmp
     assert pdf.find_browser() == str(mine)
     monkeypatch.setenv(pdf.ENV, "msedge")  # a command name is looked up on PATH
     assert pdf.find_browser() == str(edge)
+    monkeypatch.setenv("APPS", str(tmp_path / "apps"))
+    monkeypatch.setenv(pdf.ENV, "$APPS/my chrome")  # %ProgramFiles%\… on Windows
+    assert pdf.find_browser() == str(mine)
     # A setting that names nothing is not replaced by another browser: it is reported.
     monkeypatch.setenv(pdf.ENV, str(tmp_path / "gone" / "chrome.exe"))
     assert pdf.find_browser() is None
@@ -160,6 +163,9 @@ def pdf_umask() -> int:
     ("exit 0", ["wrote no PDF"]),
     ("for a in \"$@\"; do case \"$a\" in --print-to-pdf=*) : > \"${a#--print-to-pdf=}\";; esac; done", ["wrote no PDF"]),
     ("sleep 30", ["within 1 seconds"]),
+    # Cut off: a PDF's start without its %%EOF marker, then a crash.
+    ("for a in \"$@\"; do case \"$a\" in --print-to-pdf=*) printf '%%PDF-1.4 cut' > \"${a#--print-to-pdf=}\";; esac; done; exit 139",
+     ["exit status 139"]),
 ])
 def test_a_failing_browser_is_an_output_error_and_leaves_nothing(tmp_path, english, script, words):
     browser = executable(tmp_path / "bin" / "chromium", "#!/bin/sh\n" + script + "\n")
@@ -173,6 +179,14 @@ def test_a_failing_browser_is_an_output_error_and_leaves_nothing(tmp_path, engli
     assert all(w in str(caught.value) for w in words), str(caught.value)
     assert old.read_bytes() == b"%PDF-1.4 last month's"  # the previous PDF is untouched
     assert leftovers(html.parent) == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fake browsers are shell scripts")
+def test_a_whole_pdf_counts_even_if_the_browser_then_exits_badly(tmp_path):
+    browser = executable(tmp_path / "bin" / "chromium", FAKE + "exit 1\n")
+    html = tmp_path / "digest.html"
+    html.write_text("<p>x</p>", encoding="utf-8")
+    assert pdf.print_pdf(html, tmp_path / "digest.pdf", str(browser)).read_bytes().endswith(b"%%EOF\n")
 
 
 def test_missing_browser_executable_is_an_output_error(tmp_path, english):
