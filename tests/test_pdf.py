@@ -367,3 +367,19 @@ def test_without_pdf_no_browser_is_looked_for(workspace, monkeypatch):
     monkeypatch.setattr(pdf, "find_browser", lambda: pytest.fail("looked for a browser"))
     result = run(workspace, "report", "--system", "community", "--period", PERIOD)
     assert ".pdf" not in result.output
+
+
+def test_the_print_footer_is_in_the_page_itself(workspace):
+    """Ctrl+P gets the same footer as --pdf: the round and page numbers are in the page's @page rule,
+    with the organiser's text escaped for CSS (a quote or an end tag cannot break the stylesheet)."""
+    from pipeline.report import report
+
+    big_round(workspace)
+    html = report(Workspace.open(workspace), "community", PERIOD).digest.read_text(encoding="utf-8")
+    page = BeautifulSoup(html, "html.parser")
+    styles = page.head.find_all("style")
+    css = styles[0].get_text()
+    assert len(styles) == 1 and "@bottom-right" in css and page.head.find("title") is not None
+    assert 'content: "第 " counter(page) " 页 / 共 " counter(pages) " 页"' in css
+    assert f"content: {css_string(ORGANISER + ' · 创新实践社区评价指标体系 · ' + PERIOD + ' 评估结果')};" in css
+    assert "size: A4" in css and "thead { display: table-header-group; }" in css
