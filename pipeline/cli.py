@@ -370,6 +370,32 @@ def collect(ctx: click.Context, system_ref: str, period: str, stage: str, paths:
 
 
 # -- report ---------------------------------------------------------------------------------
+PDF_HELP = ("Also print the HTML to {name} beside it, with a Chromium-family browser (Chromium, "
+            "Google Chrome or Microsoft Edge; HAPPYHOME_BROWSER names one). Without one: a warning, "
+            "the other outputs, exit status 0.")
+
+
+def _print_pdf(html: Path) -> Path | None:
+    """Print an HTML output to PDF beside it; a missing browser or a failed print is a warning,
+    not an error, because every other output of the command is written and valid."""
+    from pipeline.errors import OutputError
+    from pipeline.i18n import _
+    from pipeline.pdf import BrowserNotFound, pdf_beside
+
+    try:
+        path = pdf_beside(html)
+    except BrowserNotFound as err:
+        err_console.print(_("Warning: no PDF written. {reason} The HTML was written: {path}").format(
+            reason=err, path=html), markup=False, soft_wrap=True)
+        return None
+    except OutputError as err:
+        err_console.print(_("Warning: no PDF written. {reason} The HTML was written and can be printed "
+                            "from a browser: {path}").format(reason=err, path=html), markup=False, soft_wrap=True)
+        return None
+    console.print(_("wrote    {path}").format(path=path), soft_wrap=True)
+    return path
+
+
 @main.command()
 @system_option
 @period_option
@@ -380,10 +406,15 @@ def collect(ctx: click.Context, system_ref: str, period: str, stage: str, paths:
               help="Also rank within each province, city or county.")
 @click.option("--calibrate", is_flag=True, help="Add totals and ranks with assessor leniency removed.")
 @click.option("--top", default=10, show_default=True, help="Ranks to print.")
+@click.option("--pdf", "pdf", is_flag=True, help=PDF_HELP.format(name="digest-<system>.pdf"))
 @click.pass_context
 def report(ctx: click.Context, system_ref: str, period: str, stage: str, method: str | None, by: str | None,
-           calibrate: bool, top: int) -> None:
+           calibrate: bool, top: int, pdf: bool) -> None:
     """Rank and grade a round: summary workbook, results CSV and HTML digest.
+
+    With --pdf the digest is also printed to digest-<system>.pdf beside it. When no
+    browser is found or printing fails, a warning says why and what to install; every
+    other output is still written and the exit status stays 0.
 
     Example: happyhome report --system community --period 2026-11 --by 省份
     """
@@ -407,6 +438,8 @@ def report(ctx: click.Context, system_ref: str, period: str, stage: str, method:
                   f"{len(res.flags)} flag(s). {res.agreement.get('reading', '')}", soft_wrap=True)
     for path in result.paths:
         console.print(f"wrote    {path}", soft_wrap=True)
+    if pdf:
+        _print_pdf(result.digest)
 
 
 # -- rollup ---------------------------------------------------------------------------------
@@ -421,13 +454,16 @@ def _month(ctx, param, value):
 @click.option("--method", type=click.Choice(["mean", "trimmed"]), default=None,
               help="How assessors' scores combine [default: scoring.method in happyhome.toml].")
 @stage_option
+@click.option("--pdf", "pdf", is_flag=True, help=PDF_HELP.format(name="rollup-<system>-<from>_<to>.pdf"))
 @click.pass_context
 def rollup(ctx: click.Context, system_ref: str, start: str | None, end: str | None, method: str | None,
-           stage: str) -> None:
+           stage: str, pdf: bool) -> None:
     """Roll the monthly rounds up: totals, changes, ranks, flags and returns by month.
 
     Writes output/rollup/rollup-<system>-<from>_<to>.xlsx and .html. A month in the range
-    with nothing collected is shown as 无数据.
+    with nothing collected is shown as 无数据. With --pdf the HTML is also printed to a PDF
+    beside it; without a browser (or when printing fails) a warning says why, the other
+    outputs are written and the exit status stays 0.
 
     Example: happyhome rollup --system community --from 2026-06 --to 2026-11
     """
@@ -459,6 +495,8 @@ def rollup(ctx: click.Context, system_ref: str, start: str | None, end: str | No
     console.print(table)
     console.print(f"wrote    {result.xlsx}", soft_wrap=True)
     console.print(f"wrote    {result.html}", soft_wrap=True)
+    if pdf:
+        _print_pdf(result.html)
 
 
 # -- demo -----------------------------------------------------------------------------------

@@ -56,6 +56,22 @@ def fmt_int(value, empty: str = "—") -> str:
     return str(int(value))
 
 
+def css_string(value) -> Markup:
+    """`value` as a double-quoted CSS string, for `content:` in the page's stylesheet.
+
+    Inside <style> HTML escapes are not decoded, so autoescaping would print &#34; literally:
+    quotes, backslashes, line breaks, `<` (which could close the element) and other ASCII
+    punctuation become CSS hex escapes instead; letters, digits and non-ASCII text stay as they are.
+    """
+    out = []
+    for ch in "" if value is None else str(value):
+        if ch.isalnum() or ch == " " or (ord(ch) > 0x7F and ch.isprintable()) or ch in "-_.,:;()/+":
+            out.append(ch)
+        else:
+            out.append(f"\\{ord(ch):x} ")  # the space ends the escape and is not shown
+    return Markup('"' + "".join(out) + '"')
+
+
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
     """The one jinja2 environment for every HTML happyhome writes."""
@@ -70,7 +86,7 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(num=fmt_num, pct=fmt_pct, int0=fmt_int)
+    env.filters.update(num=fmt_num, pct=fmt_pct, int0=fmt_int, css_string=css_string)
     return env
 
 
