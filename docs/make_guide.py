@@ -10,7 +10,7 @@ bottom, acting on these markers (HTML comments, invisible when the guide is rend
 
     <!-- run: happyhome forms --system community --period 2026-11 -->
     ```text
-    (replaced by the command's real output)
+    (the command's real output, put here and replaced by the script)
     ```
 
     <!-- step: NAME [ARG] -->   an action the officer takes by hand, done here by the script:
@@ -22,9 +22,12 @@ bottom, acting on these markers (HTML comments, invisible when the guide is rend
 
     <!-- list: input/returned/2026-11 -->   followed by a ```text block: the folder's files
 
+    <!-- sheet: output/2026-11/collection-community.xlsx 问题 -->   followed by a Markdown table
+        (or nothing, the first time): the sheet as the office sees it, empty columns left out
+
     <!-- problems:begin --> … <!-- problems:end -->   the table of every problem in messages.py
 
-A new command in the guide is one marker line plus an empty ```text block. Commands run as
+A new command in the guide is one marker line: the script adds the ```text block. Commands run as
 subprocesses with a fixed terminal width and no colour; the temporary folder is cut from
 paths, so they read as the officer's relative paths. Pictures (docs/img/) are made from the
 real outputs: a form through LibreOffice (soffice → PDF → pdftoppm) and the digest through
@@ -62,8 +65,8 @@ HOME = "幸福家园"  # the folder the officer works in; the workspace is made 
 PICTURE_SOURCES = ("templates/*.html", "pipeline/forms.py", "pipeline/digest.py", "pipeline/charts.py")
 
 MARKER = re.compile(
-    r"<!-- (?P<kind>run|step|list): (?P<arg>.+?) -->\n"
-    r"(?:(?P<fence>```text\n)(?P<body>.*?)```\n)?", re.S)
+    r"<!-- (?P<kind>run|step|list|sheet): (?P<arg>.+?) -->\n"
+    r"(?:(?P<fence>```text\n)(?P<body>.*?)```\n|(?P<rows>(?:\|[^\n]*\n)+))?", re.S)
 PROBLEMS = re.compile(r"(<!-- problems:begin -->\n).*?(<!-- problems:end -->)", re.S)
 
 
@@ -137,6 +140,10 @@ MEANING: dict[str, tuple[str, str, str]] = {
     "problem_fixed": (SHEET, "此前的错误已由评估人重新提交的文件更正。", "无需处理，不必再催。"),
 }
 SEVERITY = {"error": "错误", "warning": "提示"}
+
+
+def _text(value: object) -> str:
+    return "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _cell(text: str) -> str:
@@ -271,6 +278,17 @@ class Walk:
             rows.append(f"{stamp}  {path.stat().st_size:>8,}  {path.relative_to(base).as_posix()}")
         return "\n".join(rows)
 
+    def sheet(self, arg: str) -> str:
+        """A sheet of a workbook the guide made, as a Markdown table (columns with no value left out)."""
+        from python_calamine import CalamineWorkbook
+
+        path, name = arg.rsplit(" ", 1)
+        sheet = CalamineWorkbook.from_path(str(self.cwd / path)).get_sheet_by_name(name)
+        rows = [[_text(v) for v in row] for row in sheet.to_python()]
+        keep = [c for c in range(len(rows[0])) if any(row[c] for row in rows[1:])]
+        table = [rows[0], ["---"] * len(rows[0])] + rows[1:]
+        return "\n".join("| " + " | ".join(_cell(row[c]) for c in keep) + " |" for row in table)
+
     # the terminal
     def run(self, command: str) -> Ran:
         args = shlex.split(command)
@@ -309,6 +327,11 @@ def happyhome_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "pipeline"]
 
 
+def outline(text: str) -> list[str]:
+    """The guide's headings and pictures: refilling its markers must leave them as they are."""
+    return re.findall(r"^#+ .*$|!\[[^\]]*\]\([^)]*\)", text, re.M)
+
+
 def walk(text: str, base: Path, on_run=None) -> tuple[str, Walk]:
     """Act on every marker of the guide in order; returns the guide with its blocks refilled."""
     w = Walk(base)
@@ -321,15 +344,17 @@ def walk(text: str, base: Path, on_run=None) -> tuple[str, Walk]:
             w.step(arg)
             out.append(m.group(0))
             continue
-        if not m["fence"]:
-            raise SystemExit(f"{GUIDE.name}: <!-- {kind}: {arg} --> must be followed by a ```text block")
+        if kind == "sheet":
+            out.append(f"<!-- {kind}: {arg} -->\n{w.sheet(arg)}\n")
+            continue
         if kind == "run":
             ran = w.run(arg)
             on_run and on_run(ran)
             body = ran.output
         else:
             body = w.listing(arg)
-        out.append(f"<!-- {kind}: {arg} -->\n```text\n{body}\n```\n")
+        # (a table just below a command's marker is the prose's own: kept)
+        out.append(f"<!-- {kind}: {arg} -->\n```text\n{body}\n```\n{m['rows'] or ''}")
     out.append(text[last:])
     return "".join(out), w
 
@@ -444,6 +469,9 @@ def main(argv: list[str] | None = None) -> int:
         if failed:
             for r in failed:
                 print(f"failed ({r.exit_code}): {r.command}\n{r.output}", file=sys.stderr)
+            return 1
+        if outline(text) != outline(GUIDE.read_text(encoding="utf-8")):
+            print("refilling the markers changed the guide's headings or pictures: not written", file=sys.stderr)
             return 1
         GUIDE.write_text(text, encoding="utf-8")
         print(f"wrote {GUIDE.relative_to(ROOT)} ({len(w.ran)} command outputs)")
