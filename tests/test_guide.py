@@ -149,7 +149,7 @@ def test_the_checker_catches_what_it_should():
 
 def test_every_run_marker_has_its_output():
     empty = [m["arg"] for m in make_guide.MARKER.finditer(GUIDE)
-             if m["kind"] in ("run", "list") and not (m["body"] or "").strip()]
+             if m["kind"] in ("run", "list", "sheet") and not (m["body"] or m["rows"] or "").strip()]
     assert not empty, f"no output under {empty}: {REMAKE}"
 
 
@@ -197,6 +197,15 @@ def test_the_fingerprint_follows_the_picture_sources(tmp_path):
     assert make_guide.fingerprint(tmp_path) == before
 
 
+def test_every_link_inside_the_guide_points_at_a_heading():
+    """Anchors as GitHub makes them: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^#+ (.+)$", FENCE.sub("", GUIDE), re.M)
+    anchors = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+    links = re.findall(r"\]\(#([^)]+)\)", GUIDE)
+    assert len(links) >= 10
+    assert [link for link in links if link not in anchors] == []
+
+
 def test_the_readme_first_screen_links_the_guide():
     first_screen = "\n".join((ROOT / "README.md").read_text(encoding="utf-8").splitlines()[:20])
     assert "](docs/使用说明.md)" in first_screen
@@ -214,4 +223,5 @@ def test_the_guide_runs_from_top_to_bottom(tmp_path):
         assert ran.output.strip(), ran.command
         assert str(tmp_path) not in ran.output, ran.command
     assert make_guide.PROBLEMS.search(text)
+    assert make_guide.outline(text) == make_guide.outline(GUIDE)  # the prose is left as it is
     assert (walk.workspace / "output" / walk.period / "digest-community.html").is_file()
