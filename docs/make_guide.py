@@ -392,10 +392,10 @@ def _first_page_with(pdf: Path, text: str) -> int:
 
 
 # The digest's parts pictured: file name -> (the section it starts at, None: the page's top;
-# the section it stops before, or its height in pixels, or None: the page's end).
+# where it stops: before a section, before the nth subject card, or None: at the page's end).
 DIGEST_PARTS = {
     "digest-top.png": (None, "subjects"),
-    "digest-cards.png": ("subjects", 1000),  # two rows of cards show what a card holds
+    "digest-cards.png": ("subjects", 7),  # two rows of three cards show what a card holds
     "digest-end.png": ("flags", None),
 }
 
@@ -421,7 +421,12 @@ def digest_pictures(digest: Path, scratch: Path) -> dict[str, Path]:
             " return [s.id, Math.floor(h.getBoundingClientRect().top + window.scrollY) - 12]; }))")
         for name, (first, stop) in DIGEST_PARTS.items():
             top = 0 if first is None else tops[first]
-            bottom = tops[stop] if isinstance(stop, str) else height if stop is None else min(height, top + stop)
+            if isinstance(stop, int):  # a digest with fewer cards is pictured down to its flags
+                bottom = browser.evaluate(
+                    f"(c => c ? Math.floor(c.getBoundingClientRect().top + window.scrollY) - 4 : null)"
+                    f"(document.querySelectorAll('article.card')[{stop - 1}])") or tops["flags"]
+            else:
+                bottom = tops[stop] if stop else height
             data = browser.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
                                 clip={"x": 0, "y": top, "width": 1400, "height": bottom - top, "scale": 1})["data"]
             out = scratch / name
