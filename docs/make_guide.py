@@ -23,7 +23,8 @@ bottom, acting on these markers (HTML comments, invisible when the guide is rend
     <!-- list: input/returned/2026-11 -->   followed by a ```text block: the folder's files
 
     <!-- sheet: output/2026-11/collection-community.xlsx 问题 -->   followed by a Markdown table
-        (or nothing, the first time): the sheet as the office sees it, empty columns left out
+        (or nothing, the first time): the sheet as the office sees it, empty columns left out;
+        a number after the sheet's name shows only that many rows
 
     <!-- problems:begin --> … <!-- problems:end -->   the table of every problem in messages.py
 
@@ -279,14 +280,20 @@ class Walk:
         return "\n".join(rows)
 
     def sheet(self, arg: str) -> str:
-        """A sheet of a workbook the guide made, as a Markdown table (columns with no value left out)."""
+        """A sheet of a workbook the guide made, as a Markdown table (columns with no value left out);
+        `PATH SHEET N` shows its first N rows and how many there are."""
         from python_calamine import CalamineWorkbook
 
-        path, name = arg.rsplit(" ", 1)
+        words = arg.split(" ")
+        limit = int(words.pop()) if words[-1].isdigit() else None
+        path, name = " ".join(words[:-1]), words[-1]
         sheet = CalamineWorkbook.from_path(str(self.cwd / path)).get_sheet_by_name(name)
         rows = [[_text(v) for v in row] for row in sheet.to_python()]
-        keep = [c for c in range(len(rows[0])) if any(row[c] for row in rows[1:])]
-        table = [rows[0], ["---"] * len(rows[0])] + rows[1:]
+        head, data = rows[0], [row for row in rows[1:] if any(row)]
+        keep = [c for c in range(len(head)) if head[c] and any(row[c] for row in data)]
+        if limit is not None and len(data) > limit:
+            data = data[:limit] + [[f"…（共 {len(data)} 行）"] + [""] * (len(head) - 1)]
+        table = [head, ["---"] * len(head)] + data
         return "\n".join("| " + " | ".join(_cell(row[c]) for c in keep) + " |" for row in table)
 
     # the terminal
