@@ -27,13 +27,9 @@ GUIDE_PATH = ROOT / "docs" / "使用说明.md"
 GUIDE = GUIDE_PATH.read_text(encoding="utf-8")
 REMAKE = "run `python docs/make_guide.py` and commit docs/"
 
-# Options that other branches are adding while this guide is written: the guide may show them
-# before they exist here; once they exist they are checked like any other. (command, option) ->
-# whether the option takes a value. Remove an entry once its branch is merged.
-PENDING = {
-    ("init", "--organiser"): True, ("init", "--contact"): True, ("init", "--deadline-day"): True,
-    ("status", "--letters"): True, ("report", "--pdf"): False, ("rollup", "--pdf"): False,
-}
+# Options the guide may name before they exist (while a branch adding them is open): (command,
+# option) -> whether the option takes a value. Empty: every option it names is checked.
+PENDING: dict[tuple[str, str], bool] = {}
 
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 
