@@ -21,6 +21,7 @@ from xlsxwriter.utility import xl_rowcol_to_cell
 from pipeline.atomic import atomic_path, write_text
 from pipeline.config import Workspace, check_period
 from pipeline.errors import UsageError
+from pipeline.i18n import _
 from pipeline.ledger import Ledger
 from pipeline.roster import Roster
 from pipeline.scoring import NOT_RATED, half_up, round_series, score_round
@@ -89,7 +90,7 @@ def month_range(start: str, end: str) -> list[str]:
     y, m = map(int, check_period(start).split("-"))
     y2, m2 = map(int, check_period(end).split("-"))
     if (y, m) > (y2, m2):
-        raise UsageError(f"--from {start} is after --to {end}")
+        raise UsageError(_("--from {start} is after --to {end}").format(start=start, end=end))
     out = []
     while (y, m) <= (y2, m2):
         out.append(f"{y:04d}-{m:02d}")
@@ -115,7 +116,8 @@ def compute_rollup(ws: Workspace, system: System, roster: Roster, ledger: Ledger
     """The roll-up's tables (reads the ledger, writes nothing)."""
     on_record = periods_on_record(ledger, system.id)
     if not on_record and not (start and end):
-        raise UsageError(f"No round of the {system.id} system is in the ledger yet: run `happyhome collect` first.")
+        raise UsageError(_("No round of the {system} system is in the ledger yet: run `happyhome collect` first.")
+                         .format(system=system.id))
     start = start or (on_record[0] if on_record else end)
     end = end or (on_record[-1] if on_record and on_record[-1] >= start else start)
     periods = month_range(start, end)
