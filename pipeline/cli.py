@@ -159,8 +159,8 @@ class HappyhomeGroup(TranslatedHelp, click.Group):
         except HappyhomeError as err:
             if ctx.meta.get("debug"):
                 raise
-            label = _("Error:")
-            err_console.print(f"[bold red]{escape(label)}[/] {escape(str(err))}", markup=True)
+            head, _placeholder, tail = _("Error: {message}").partition("{message}")  # click's words for it
+            err_console.print(Text.assemble((head, "bold red"), str(err), tail))
             sys.exit(err.exit_code)
         except KeyboardInterrupt:
             err_console.print(_("Interrupted: finished files are kept; run the command again to continue."),
