@@ -52,24 +52,27 @@ _NO_LINE_START = set("，。；：、）》」』！？］”,.;:)]")
 
 
 def _fill(text: str, width: int, initial_indent: str = "", subsequent_indent: str = "") -> str:
-    lines, line, used = [], initial_indent, cell_len(initial_indent)
-    start, gap, joined = used, "", False
+    lines: list[list[str]] = [[initial_indent]]
+    gap, joined = "", False
     for token in _TOKENS.findall(text):
+        line = lines[-1]
         if token.isspace():
-            gap = (" " if "\n" in token else token) if used > start else ""
-            # a source line break between two Chinese characters is not a space
-            joined = "\n" in token
+            gap = (" " if "\n" in token else token) if len(line) > 1 else ""
+            joined = "\n" in token  # a source line break between two Chinese characters is not a space
             continue
-        if gap and joined and cell_len(line[-1]) == 2 and cell_len(token[0]) == 2:
+        if gap and joined and cell_len(line[-1][-1]) == 2 and cell_len(token[0]) == 2:
             gap = ""
-        size = cell_len(token)
-        if used > start and used + len(gap) + size > width and token[0] not in _NO_LINE_START:
-            lines.append(line.rstrip())
-            line, used, gap = subsequent_indent, cell_len(subsequent_indent), ""
-            start = used
-        line, used, gap = line + gap + token, used + len(gap) + size, ""
-    lines.append(line.rstrip())
-    return "\n".join(lines)
+        if len(line) > 1 and cell_len("".join(line) + gap + token) > width:
+            moved = [token]
+            if token[0] in _NO_LINE_START and len(line) > 2 and not line[-1].isspace():
+                moved.insert(0, line.pop())  # the character before it goes down with it
+            while line and line[-1].isspace():
+                line.pop()
+            lines.append([subsequent_indent, *moved])
+        else:
+            line += [gap, token] if gap else [token]
+        gap = ""
+    return "\n".join("".join(line).rstrip() for line in lines)
 
 
 def wrap_text(text: str, width: int = 78, initial_indent: str = "", subsequent_indent: str = "",
