@@ -183,7 +183,7 @@ def test_a_second_collect_refuses_while_the_first_holds_the_workspace(tmp_path):
     assert sorted([a.returncode, b.returncode]) == [0, 5], (a.err, b.err)
     winner, loser = (a, b) if a.returncode == 0 else (b, a)
     assert "另一个 happyhome 运行" in loser.err and "Traceback" not in loser.err
-    assert f"(process {winner.pid})" in loser.err
+    assert f"（进程 {winner.pid}）" in loser.err
     assert assert_consistent(ws) == N_FILES
     assert len(accepted(ws)) == N_FILES * len(SUBJECTS) * N_ITEMS
 
