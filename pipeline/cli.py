@@ -498,9 +498,9 @@ def report(ctx: click.Context, system_ref: str, period: str, method: str | None,
                       f"{r['total']:.{decimals}f}" if rated else "", escape(r["grade"]), str(r["n_assessors"]),
                       escape(r["rank_label"]))
     console.print(table)
-    console.print(_("Rated {rated} of {subjects}; returns {received}/{assigned}; {flags} flag(s).").format(
+    console.print(_("Rated {rated} of {subjects}; returns {received}/{assigned}; {flags} flag(s). {reading}").format(
         rated=res.n_rated, subjects=len(res.subjects), received=result.received, assigned=result.assigned,
-        flags=len(res.flags)) + " " + res.agreement.get("reading", ""), markup=False)
+        flags=len(res.flags), reading=res.agreement.get("reading", "")).rstrip(), markup=False)
     for path in result.paths:
         console.print(_("wrote    {path}").format(path=path), markup=False)
 

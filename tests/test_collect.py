@@ -356,7 +356,7 @@ def test_edited_metadata_wrong_period_wrong_system_and_foreign_files_are_rejecte
     assert rows["october.xlsx"]["说明"] == ("这是 2026-10 期的评分表，本轮收取的是 2026-11 期。"
                                           "请放入 input/returned/2026-10/ 文件夹，收取该期时计入。")
     assert "这是“zone”的评分表，本轮收取的是“community”。" in {r["问题"] for r in book["问题"]}
-    assert "非本轮  zone.xlsx：这是“zone”的评分表" in result.output
+    assert "非本轮    zone.xlsx：这是“zone”的评分表" in result.output
     assert re.search(r"非本轮的评分表\s*│\s*2\s", result.output)
     # a file is recorded once per round: the zone run over the same (shared) folder takes the zone form
     zone_run = run(workspace, "collect", "--system", "zone", "--period", PERIOD)
@@ -616,8 +616,8 @@ def test_a_zone_form_without_metadata_in_the_shared_folder_is_left_to_the_zone_r
     del book[META_SHEET]
     book.save(target)
     community = collect(workspace)
-    assert "非本轮  zone-nometa.xlsx" in community.output and counts(workspace)["files"] == 1
-    assert "非本轮  zone-nometa.xlsx" in collect(workspace).output  # and says so again, changing nothing
+    assert "非本轮    zone-nometa.xlsx" in community.output and counts(workspace)["files"] == 1
+    assert "非本轮    zone-nometa.xlsx" in collect(workspace).output  # and says so again, changing nothing
     assert counts(workspace)["files"] == 1
     run(workspace, "collect", "--system", "zone", "--period", PERIOD)
     with Ledger(workspace / "ledger" / "happyhome.sqlite") as ledger:
