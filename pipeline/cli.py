@@ -355,11 +355,11 @@ def status(ctx: click.Context, system_ref: str, period: str, export: Path | None
         result = round_status(ws, system, period, people, ledger)
     table = Table(title=_("{system} {period}: returns (deadline {deadline})").format(
         system=system.name, period=period, deadline=f"{result.deadline:%Y-%m-%d %H:%M}"))
-    for name in (_("Code"), _("Name"), _("Contact")):
+    for name in (_("Code"), _("Assessor"), _("Contact")):
         table.add_column(name, no_wrap=True)
-    for name in (_("Assigned"), _("Received"), _("Missing")):
+    for name in (_("Due"), _("In"), _("Owed")):
         table.add_column(name, justify="right", no_wrap=True)
-    table.add_column(_("Missing subjects"))
+    table.add_column(_("Subjects owed"))
     marks = {NOT_RECEIVED: "", REJECTED: "*", CONFLICT: "!"}
     for a in result.assessors:
         owed = " ".join(m.subject + marks[m.reason] for m in a.missing)
@@ -489,7 +489,7 @@ def report(ctx: click.Context, system_ref: str, period: str, method: str | None,
     res = result.scores
     decimals = res.params["rank_decimals"]
     table = Table(title=escape(f"{result.system.name} {period}（{res.method}）"))
-    for name, justify in ((_("Rank"), "right"), (_("Code"), "left"), (_("Name"), "left"), (_("Total"), "right"),
+    for name, justify in ((_("Rank"), "right"), (_("Code"), "left"), (_("Name"), "left"), (_("Total score"), "right"),
                           (_("Grade"), "left"), (_("Assessors"), "right"), (_("Interval"), "left")):
         table.add_column(name, justify=justify, no_wrap=True)
     for r in res.subjects.head(top).to_dict("records"):
@@ -537,7 +537,7 @@ def rollup(ctx: click.Context, system_ref: str, start: str | None, end: str | No
     with Ledger.for_reading(ws.path("ledger")) as ledger:
         result = run_rollup(ws, system, people, ledger, start, end, method)
     table = Table(title=escape(f"{system.name} {result.start} … {result.end}"))
-    for name, justify in ((_("Month"), "left"), (_("Rated"), "right"), (_("Mean total"), "right"),
+    for name, justify in ((_("Month"), "left"), (_("Rated"), "right"), (_("Mean"), "right"),
                           (_("On time"), "right"), (_("Late"), "right"), (_("Not received"), "right"),
                           (_("Drops"), "right"), (_("Unrated"), "right")):
         table.add_column(name, justify=justify, no_wrap=True)
