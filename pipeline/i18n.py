@@ -139,7 +139,10 @@ def extract():
     from babel.messages.catalog import Catalog
     from babel.messages.extract import extract_from_dir
 
-    template = Catalog(project="happyhome", charset="utf-8", fuzzy=False)
+    from pipeline import __version__
+
+    template = Catalog(project="happyhome", version=__version__, charset="utf-8", fuzzy=False,
+                       language_team="happyhome")
     for filename, lineno, message, comments, context in extract_from_dir(
             PACKAGE, method_map=[("**.py", _extract_python)], keywords=KEYWORDS,
             comment_tags=("TRANSLATORS:",), strip_comment_tags=True):
@@ -171,7 +174,14 @@ def update() -> None:
     from babel.messages.mofile import write_mo
     from babel.messages.pofile import write_po
 
+    from babel.messages.pofile import read_po as _read
+
     template = extract()
+    if POT.exists():  # the same messages: keep the date, so a refresh that changes nothing changes no file
+        with open(POT, "rb") as fh:
+            previous = _read(fh)
+        if [(m.id, m.locations) for m in previous] == [(m.id, m.locations) for m in template]:
+            template.creation_date = previous.creation_date
     PO.parent.mkdir(parents=True, exist_ok=True)
     with open(POT, "wb") as fh:
         write_po(fh, template, width=100, omit_header=False, sort_output=False)
