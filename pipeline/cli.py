@@ -172,12 +172,12 @@ class HappyhomeGroup(TranslatedHelp, click.Group):
 
 
 def _choose_language(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    # Without --lang, set_language reads HAPPYHOME_LANG itself, leniently ("zh_CN", "en_US.UTF-8").
     set_language(value)
 
 
 @click.group(cls=HappyhomeGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--lang", type=click.Choice(["zh", "en"]), envvar="HAPPYHOME_LANG", is_eager=True, expose_value=False,
-              callback=_choose_language,
+@click.option("--lang", type=click.Choice(["zh", "en"]), is_eager=True, expose_value=False, callback=_choose_language,
               help=N_("Language of the terminal: zh (Simplified Chinese, the default) or en. "
                       "Also HAPPYHOME_LANG; LANG and LC_ALL are not consulted."))
 @click.version_option(__version__, prog_name="happyhome", message="%(prog)s %(version)s",

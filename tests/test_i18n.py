@@ -139,7 +139,9 @@ def test_help_is_chinese_by_default_and_english_on_request():
     zh = invoke("--help")
     assert "用法: happyhome [OPTIONS] COMMAND [ARGS]..." in zh and "选项:" in zh and "命令:" in zh
     assert "显示本帮助并退出。" in zh and "列出指标体系。" in zh and "Show this message" not in zh
-    for en in (invoke("--lang", "en", "--help"), invoke("--help", env={"HAPPYHOME_LANG": "en"})):
+    assert "用法:" in invoke("--help", env={"HAPPYHOME_LANG": "zh_CN.UTF-8"})
+    for en in (invoke("--lang", "en", "--help"), invoke("--help", env={"HAPPYHOME_LANG": "en"}),
+               invoke("--help", env={"HAPPYHOME_LANG": "en_GB"})):
         assert "Usage: happyhome [OPTIONS] COMMAND [ARGS]..." in en and "Options:" in en and "Commands:" in en
         assert "Show this message and exit." in en and "List the indicator systems." in en
         assert not re.search(r"[\u4e00-\u9fff]{2,}", en.replace("社区高质量发展幸福家园行动", "")), en
