@@ -171,6 +171,15 @@ class HappyhomeGroup(TranslatedHelp, click.Group):
             sys.exit(130)
 
 
+class PathType(click.Path):
+    """click.Path whose kind ("file", "directory") is worded when a value is checked, not at import."""
+
+    def convert(self, value, param, ctx):
+        kind = "path" if self.file_okay == self.dir_okay else "file" if self.file_okay else "directory"
+        self.name = _(kind)  # the msgids are click's own (pipeline.i18n.CLICK_MESSAGES)
+        return super().convert(value, param, ctx)
+
+
 def _choose_language(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     # Without --lang, set_language reads HAPPYHOME_LANG itself, leniently ("zh_CN", "en_US.UTF-8").
     set_language(value)
@@ -182,7 +191,7 @@ def _choose_language(ctx: click.Context, param: click.Parameter, value: str | No
                       "Also HAPPYHOME_LANG; LANG and LC_ALL are not consulted."))
 @click.version_option(__version__, prog_name="happyhome", message="%(prog)s %(version)s",
                       help=N_("Show the version and exit."))
-@click.option("-w", "--workspace", "workspace", type=click.Path(file_okay=False, path_type=Path),
+@click.option("-w", "--workspace", "workspace", type=PathType(file_okay=False, path_type=Path),
               default=".", show_default=True, envvar="HAPPYHOME_WORKSPACE", metavar="DIR",
               help=N_("The workspace folder (holds happyhome.toml, input/, output/)."))
 @click.option("--debug", is_flag=True, help=N_("Show tracebacks."))
@@ -277,7 +286,7 @@ def systems_show(system_ref: str, full: bool) -> None:
 
 # -- init -----------------------------------------------------------------------------------
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
+@click.argument("directory", type=PathType(file_okay=False, path_type=Path), default=".")
 def init(directory: Path) -> None:
     """Create a workspace: input/, output/, happyhome.toml and an example roster.
 
@@ -302,9 +311,9 @@ def init(directory: Path) -> None:
 @main.command()
 @system_option
 @period_option
-@click.option("--roster", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+@click.option("--roster", type=PathType(dir_okay=False, path_type=Path), metavar="FILE",
               help=N_("Roster workbook [default: paths.roster]."))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+@click.option("--out", "out_dir", type=PathType(file_okay=False, path_type=Path), metavar="DIR",
               help=N_("Where to write the forms [default: output/forms/<period>/<system>/]."))
 @click.option("--force", is_flag=True, help=N_("Replace forms of this round that exist already."))
 @click.pass_context
@@ -337,7 +346,7 @@ def _roster_for(ws: Workspace, system):
 @main.command()
 @system_option
 @period_option
-@click.option("--export", "export", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+@click.option("--export", "export", type=PathType(dir_okay=False, path_type=Path), metavar="FILE",
               help=N_("Write the chase list (one row per missing assignment) to this .xlsx for mail merge."))
 @click.pass_context
 def status(ctx: click.Context, system_ref: str, period: str, export: Path | None) -> None:
@@ -384,8 +393,8 @@ def status(ctx: click.Context, system_ref: str, period: str, export: Path | None
 @main.command()
 @system_option
 @period_option
-@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
-@click.option("--roster", type=click.Path(dir_okay=False, exists=True, path_type=Path), metavar="FILE",
+@click.argument("paths", nargs=-1, type=PathType(exists=True, path_type=Path))
+@click.option("--roster", type=PathType(dir_okay=False, exists=True, path_type=Path), metavar="FILE",
               help=N_("Roster workbook [default: paths.roster]."))
 @click.option("--strict", is_flag=True, help=N_("Exit with status 6 when any file or sheet was rejected."))
 @click.pass_context
@@ -559,7 +568,7 @@ def rollup(ctx: click.Context, system_ref: str, start: str | None, end: str | No
 
 # -- demo -----------------------------------------------------------------------------------
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default="demo")
+@click.argument("directory", type=PathType(file_okay=False, path_type=Path), default="demo")
 @click.option("--small", is_flag=True,
               help=N_("A small programme (6 zones, 12 communities, 5 assessors, 2 months), for tests."))
 @click.option("--end", default="2026-11", show_default=True, callback=_month, metavar="YYYY-MM",

@@ -184,6 +184,10 @@ def test_click_errors_are_chinese_by_default():
     out = invoke("report", "--system", "community", "--period", PERIOD, "--method", "median", expect=2)
     assert "'--method' 的取值无效：'median' 不是可选值 'mean', 'trimmed' 之一。" in out
     assert "没有选项 '--nonesuch'" in invoke("--nonesuch", expect=2)
+    # click names the kind of a path at import; it is worded in the language of the run
+    assert "路径 'nonesuch' 不存在。" in invoke("collect", "--system", "community", "--period", PERIOD, "nonesuch", expect=2)
+    out = invoke("--lang", "en", "collect", "--system", "community", "--period", PERIOD, "nonesuch", expect=2)
+    assert "Path 'nonesuch' does not exist." in out
 
 
 def test_tables_line_up_with_chinese_text():
