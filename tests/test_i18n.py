@@ -67,6 +67,14 @@ def test_extraction_sees_calls_and_the_help_of_every_command():
                 assert param.help in extracted, (command.name, param.name)
 
 
+def test_no_message_is_built_before_it_is_looked_up():
+    """`_(f"…{x}")` or `_("a" + b)` cannot be extracted nor found in the catalogue: use named fields."""
+    built = re.compile(r"\bN?_\(\s*(?:[rbu]?f[\"']|[\"'][^\"']*[\"']\s*[+%])")
+    for path in (ROOT / "pipeline").rglob("*.py"):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            assert not built.search(line), f"{path.name}:{number}: {line.strip()}"
+
+
 def fields(text: str) -> list[tuple]:
     """The str.format fields (name, conversion, spec) and %-placeholders of a message, sorted."""
     found = [(name, conversion or "", spec or "") for _, name, spec, conversion in string.Formatter().parse(text)
