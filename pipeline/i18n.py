@@ -217,6 +217,10 @@ def check() -> int:
 
 
 if __name__ == "__main__":  # python -m pipeline.i18n update|check
+    try:
+        import babel  # noqa: F401
+    except ImportError:
+        sys.exit("python -m pipeline.i18n needs Babel: pip install -e '.[test]'")
     command = sys.argv[1] if len(sys.argv) > 1 else "update"
     if command == "update":
         update()
