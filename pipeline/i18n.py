@@ -12,8 +12,9 @@ Refresh the catalogue after changing any string (needs Babel, a test extra):
     python -m pipeline.i18n update
 
 It extracts `_()`, `N_()`, `ngettext()` and the docstrings of click commands from pipeline/,
-writes pipeline/locale/happyhome.pot, merges it into the zh_CN .po (keeping translations,
-dropping stale entries) and compiles the .mo. New entries have an empty msgstr until translated;
+writes pipeline/locale/happyhome.pot (with each message's file and line), merges it into the
+zh_CN .po (keeping translations, dropping stale entries; sorted by msgid, without line numbers, so
+branches merge cleanly) and compiles the .mo. New entries have an empty msgstr until translated;
 `python -m pipeline.i18n check` lists them (tests/test_i18n.py fails while any is left).
 """
 
@@ -199,8 +200,8 @@ def update() -> None:
             message.flags.discard("fuzzy")
             if isinstance(message.id, (tuple, list)):
                 message.string = ("",) * catalog.num_plurals
-    with open(PO, "wb") as fh:
-        write_po(fh, catalog, width=100, ignore_obsolete=True)
+    with open(PO, "wb") as fh:  # sorted, no line numbers: branches that add messages merge cleanly
+        write_po(fh, catalog, width=100, ignore_obsolete=True, no_location=True, sort_output=True)
     with open(MO, "wb") as fh:
         write_mo(fh, catalog, use_fuzzy=False)
     left = untranslated(catalog)
