@@ -15,19 +15,20 @@ from pathlib import Path
 from typing import Iterator
 
 from pipeline.errors import OutputError
+from pipeline.i18n import _
 
 
 def explain(err: OSError, path: Path) -> OutputError:
     """Turn an OSError into a message an operator can act on."""
     reasons = {
-        errno.ENOSPC: "the disk is full",
-        errno.EDQUOT: "the disk quota is exhausted",
-        errno.EROFS: "the folder is on a read-only file system",
-        errno.EACCES: "permission denied (is the folder read-only, or the file open in Excel?)",
-        errno.EPERM: "permission denied",
+        errno.ENOSPC: _("the disk is full"),
+        errno.EDQUOT: _("the disk quota is exhausted"),
+        errno.EROFS: _("the folder is on a read-only file system"),
+        errno.EACCES: _("permission denied (is the folder read-only, or the file open in Excel?)"),
+        errno.EPERM: _("permission denied"),
     }
     reason = reasons.get(err.errno, err.strerror or str(err))
-    return OutputError(f"Cannot write {path}: {reason}.")
+    return OutputError(_("Cannot write {path}: {reason}.").format(path=path, reason=reason))
 
 
 def check_writable(folder: str | Path, need: int = 0) -> None:
@@ -46,8 +47,8 @@ def check_writable(folder: str | Path, need: int = 0) -> None:
     except OSError as err:
         raise explain(err, folder) from err
     if free < need:
-        raise OutputError(f"Cannot write {folder}: the disk is full ({free / 1e6:.1f} MB free, "
-                          f"about {need / 1e6:.1f} MB needed).")
+        raise OutputError(_("Cannot write {folder}: the disk is full ({free} MB free, about {need} MB needed).")
+                          .format(folder=folder, free=f"{free / 1e6:.1f}", need=f"{need / 1e6:.1f}"))
 
 
 def current_umask() -> int:

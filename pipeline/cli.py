@@ -3,33 +3,159 @@
 Exit codes: 0 done (rejected returns included); 1 an error; 2 a usage or config error;
 3 an unusable input; 4 an output that cannot be written; 5 the workspace is busy;
 6 `collect --strict` saw a rejection.
+
+Every word for people goes through `_()` (pipeline/i18n.py): Simplified Chinese unless
+`--lang en` or HAPPYHOME_LANG=en. Help texts are English in the decorators (marked `N_()`, or
+docstrings) and translated when --help is shown, so the language chosen at run time applies.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import click
+import click.formatting
+from rich.cells import cell_len
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from pipeline import __version__
 from pipeline.config import Workspace, check_period
 from pipeline.errors import HappyhomeError, UsageError
-from pipeline.i18n import _
+from pipeline.i18n import N_, _, set_language
 from pipeline.rounds import check_stage, round_key
 from pipeline.systems import BUILTIN, load_system
 
 console = Console(highlight=False, soft_wrap=True)  # paths stay whole, copy-pasteable
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-class HappyhomeGroup(click.Group):
+def pad(text: str, width: int) -> str:
+    """Pad to `width` terminal cells: a Chinese character takes two, so str.ljust misaligns."""
+    return text + " " * max(width - cell_len(text), 0)
+
+
+# Chinese has no spaces and each character takes two cells, while click wraps help text by
+# character count at spaces: its lines would run past the terminal. Wrap by display width instead,
+# breaking between Chinese characters, never inside a word, option or path (they stay copyable).
+_WIDE = "\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef"
+# a space, one wide character (with any opening brackets before it), a run of anything else
+_TOKENS = re.compile(rf"\s+|[\[(（《「『［“]*[{_WIDE}]|[^\s{_WIDE}]+|.")
+_NO_LINE_START = set("，。；：、）》」』！？］”,.;:)]")
+
+
+def _fill(text: str, width: int, initial_indent: str = "", subsequent_indent: str = "") -> str:
+    lines: list[list[str]] = [[initial_indent]]
+    gap, joined = "", False
+    for token in _TOKENS.findall(text):
+        line = lines[-1]
+        if token.isspace():
+            gap = (" " if "\n" in token else token) if len(line) > 1 else ""
+            joined = "\n" in token  # a source line break between two Chinese characters is not a space
+            continue
+        if gap and joined and cell_len(line[-1][-1]) == 2 and cell_len(token[0]) == 2:
+            gap = ""
+        if len(line) > 1 and cell_len("".join(line) + gap + token) > width:
+            moved = [token]
+            if token[0] in _NO_LINE_START and len(line) > 2 and not line[-1].isspace():
+                moved.insert(0, line.pop())  # the character before it goes down with it
+            while line and line[-1].isspace():
+                line.pop()
+            lines.append([subsequent_indent, *moved])
+        else:
+            line += [gap, token] if gap else [token]
+        gap = ""
+    return "\n".join("".join(line).rstrip() for line in lines)
+
+
+def wrap_text(text: str, width: int = 78, initial_indent: str = "", subsequent_indent: str = "",
+              preserve_paragraphs: bool = False) -> str:
+    """click.formatting.wrap_text measured in terminal cells (same paragraphs and \\b blocks)."""
+    text = text.expandtabs()
+    if not preserve_paragraphs:
+        return _fill(text, width, initial_indent, subsequent_indent)
+    paragraphs: list[tuple[int, bool, list[str]]] = []
+    block: list[str] = []
+    indent = 0
+
+    def flush() -> None:
+        if block:
+            raw = block[0].strip() == "\b"
+            paragraphs.append((indent, raw, block[1:] if raw else list(block)))
+            block.clear()
+
+    for line in text.splitlines():
+        if not line:
+            flush()
+        else:
+            if not block:
+                indent = len(line) - len(line.lstrip())
+            block.append(line.lstrip() if not block or block[0].strip() != "\b" else line)
+    flush()
+    out = []
+    for indent, raw, lines in paragraphs:
+        pad_ = " " * indent
+        if raw:
+            out.append("\n".join(f"{initial_indent}{pad_}{line}" for line in lines))
+        else:
+            out.append(_fill("\n".join(lines), width, initial_indent + pad_, subsequent_indent + pad_))
+    return "\n\n".join(out)
+
+
+# HelpFormatter (write_text, write_dl, write_usage) looks both up in its module: measure in cells.
+click.formatting.wrap_text = wrap_text
+click.formatting.term_len = lambda text: cell_len(click.unstyle(text))
+
+
+class TranslatedHelp:
+    """Translates help texts when they are shown: the decorators ran at import, before --lang."""
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        saved = self.help, self.short_help
+        self.help, self.short_help = (_(inspect.cleandoc(t)) if t else t for t in saved)
+        try:
+            return super().get_short_help_str(limit)
+        finally:
+            self.help, self.short_help = saved
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        saved = self.help
+        self.help = _(inspect.cleandoc(saved)) if saved else saved
+        try:
+            super().format_help_text(ctx, formatter)
+        finally:
+            self.help = saved
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        params = [p for p in self.get_params(ctx) if getattr(p, "help", None)]
+        saved = [p.help for p in params]
+        help_option = self.get_help_option(ctx)
+        for p in params:  # click's help option was worded in the language of its first use
+            p.help = _("Show this message and exit.") if p is help_option else _(p.help)
+        try:
+            super().format_options(ctx, formatter)
+        finally:
+            for p, text in zip(params, saved):
+                p.help = text
+
+
+class HappyhomeCommand(TranslatedHelp, click.Command):
+    pass
+
+
+class HappyhomeGroup(TranslatedHelp, click.Group):
     """Turns library errors into one-line messages and exit codes; tracebacks only with --debug."""
+
+    command_class = HappyhomeCommand
+    group_class = type  # subgroups are HappyhomeGroup too
 
     def invoke(self, ctx: click.Context):
         try:
@@ -37,19 +163,39 @@ class HappyhomeGroup(click.Group):
         except HappyhomeError as err:
             if ctx.meta.get("debug"):
                 raise
-            err_console.print(f"[bold red]Error:[/] {err}", markup=True, soft_wrap=True)
+            head, _placeholder, tail = _("Error: {message}").partition("{message}")  # click's words for it
+            err_console.print(Text.assemble((head, "bold red"), str(err), tail))
             sys.exit(err.exit_code)
         except KeyboardInterrupt:
-            err_console.print("Interrupted: finished files are kept; run the command again to continue.")
+            err_console.print(_("Interrupted: finished files are kept; run the command again to continue."),
+                              markup=False)
             sys.exit(130)
 
 
+class PathType(click.Path):
+    """click.Path whose kind ("file", "directory") is worded when a value is checked, not at import."""
+
+    def convert(self, value, param, ctx):
+        kind = "path" if self.file_okay == self.dir_okay else "file" if self.file_okay else "directory"
+        self.name = _(kind)  # the msgids are click's own (pipeline.i18n.CLICK_MESSAGES)
+        return super().convert(value, param, ctx)
+
+
+def _choose_language(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    # Without --lang, set_language reads HAPPYHOME_LANG itself, leniently ("zh_CN", "en_US.UTF-8").
+    set_language(value)
+
+
 @click.group(cls=HappyhomeGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="happyhome")
-@click.option("-w", "--workspace", "workspace", type=click.Path(file_okay=False, path_type=Path),
-              default=".", show_default=True, envvar="HAPPYHOME_WORKSPACE",
-              help="The workspace folder (holds happyhome.toml, input/, output/).")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.option("--lang", type=click.Choice(["zh", "en"]), is_eager=True, expose_value=False, callback=_choose_language,
+              help=N_("Language of the terminal: zh (Simplified Chinese, the default) or en. "
+                      "Also HAPPYHOME_LANG; LANG and LC_ALL are not consulted."))
+@click.version_option(__version__, prog_name="happyhome", message="%(prog)s %(version)s",
+                      help=N_("Show the version and exit."))
+@click.option("-w", "--workspace", "workspace", type=PathType(file_okay=False, path_type=Path),
+              default=".", show_default=True, envvar="HAPPYHOME_WORKSPACE", metavar="DIR",
+              help=N_("The workspace folder (holds happyhome.toml, input/, output/)."))
+@click.option("--debug", is_flag=True, help=N_("Show tracebacks."))
 @click.pass_context
 def main(ctx: click.Context, workspace: Path, debug: bool) -> None:
     """happyhome — scoring rounds of the 社区高质量发展幸福家园行动.
@@ -61,26 +207,28 @@ def main(ctx: click.Context, workspace: Path, debug: bool) -> None:
     ctx.obj = workspace
 
 
+
 def open_workspace(ctx: click.Context) -> Workspace:
     return Workspace.open(ctx.obj)
 
 
 def system_option(f):
     return click.option("--system", "system_ref", required=True, metavar="ID|PATH",
-                        help=f"Indicator system: {' or '.join(BUILTIN)}, or the path of a YAML file in the same schema.")(f)
+                        help=N_("Indicator system: the id of a built-in one (see `happyhome systems`), "
+                                "or the path of a YAML file in the same schema."))(f)
 
 
 def period_option(f):
     return click.option("--period", required=True, callback=lambda c, p, v: _period(v), metavar="YYYY-MM",
-                        help="The round, a month such as 2026-11.")(f)
+                        help=N_("The round, a month such as 2026-11."))(f)
 
 
 def stage_option(f):
     return click.option("--stage", default="督导", show_default=True, callback=lambda c, p, v: _stage(v),
                         metavar="遴选|督导|评估|验收",
-                        help="The programme stage of the round (selection|supervision|evaluation|acceptance "
-                             "also accepted). Rounds of other stages than 督导 keep their files in "
-                             "<period>-<stage> folders, e.g. output/2027-03-遴选/.")(f)
+                        help=N_("The programme stage of the round (selection|supervision|evaluation|acceptance "
+                                "also accepted). Rounds of other stages than 督导 keep their files in "
+                                "<period>-<stage> folders, e.g. output/2027-03-遴选/."))(f)
 
 
 def _stage(value: str) -> str:
@@ -123,7 +271,7 @@ def systems(ctx: click.Context) -> None:
     """
     if ctx.invoked_subcommand:
         return
-    table = Table("id", "name", "subject type", "items", "total", "version")
+    table = Table(_("id"), _("name"), _("subject type"), _("items"), _("total"), _("version"))
     for column in table.columns[:3]:
         column.no_wrap = True
     for sys_id in BUILTIN:
@@ -134,18 +282,19 @@ def systems(ctx: click.Context) -> None:
 
 @systems.command("show")
 @click.argument("system_ref", metavar="ID|PATH")
-@click.option("--full", is_flag=True, help="Print each criterion's whole text.")
+@click.option("--full", is_flag=True, help=N_("Print each criterion's whole text."))
 def systems_show(system_ref: str, full: bool) -> None:
     """Print one system's items.
 
     Example: happyhome systems show community
     """
     s = load_system(system_ref)
-    table = Table("编号", "一级指标", "二级指标", "三级指标", "满分", "评价内容", title=f"{s.name} ({s.id} {s.version})")
+    table = Table(_("Code"), _("Level 1"), _("Level 2"), _("Level 3"), _("Max"), _("Criterion"),
+                  title=f"{s.name} ({s.id} {s.version})")
     for item in s.items:
         text = item.criterion if full else (item.criterion[:24] + "…" if len(item.criterion) > 24 else item.criterion)
         table.add_row(item.code, item.level1, item.level2, item.level3, f"{item.max:g}", text)
-    table.add_row("", "", "", "合计", f"{s.total:g}", "")
+    table.add_row("", "", "", _("Total"), f"{s.total:g}", "")
     console.print(table)
     for decision in s.decisions:
         console.print(f"• {decision}")
@@ -153,11 +302,11 @@ def systems_show(system_ref: str, full: bool) -> None:
 
 # -- init -----------------------------------------------------------------------------------
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
-@click.option("--organiser", help="Who runs the round, printed on forms, digests and letters ([round] organiser).")
-@click.option("--contact", help="Whom assessors ask, printed on forms and letters ([round] contact).")
+@click.argument("directory", type=PathType(file_okay=False, path_type=Path), default=".")
+@click.option("--organiser", help=N_("Who runs the round, printed on forms, digests and letters ([round] organiser)."))
+@click.option("--contact", help=N_("Whom assessors ask, printed on forms and letters ([round] contact)."))
 @click.option("--deadline-day", type=click.IntRange(1, 28),
-              help="Returns are due by this day of each month, 23:59 ([round] deadline_day).")
+              help=N_("Returns are due by this day of each month, 23:59 ([round] deadline_day)."))
 def init(directory: Path, organiser: str | None, contact: str | None, deadline_day: int | None) -> None:
     """Create a workspace: input/, output/, happyhome.toml and an example roster.
 
@@ -173,9 +322,9 @@ def init(directory: Path, organiser: str | None, contact: str | None, deadline_d
     result = init_workspace(directory, organiser=organiser, contact=contact, deadline_day=deadline_day)
     # Quoted where a shell needs it (a space, a bracket), so a path or the hint can be copied.
     for path in result.created:
-        console.print(f"已创建  {quote(str(path))}", markup=False)
+        console.print(_("created  {path}").format(path=quote(str(path))), markup=False)
     for path in result.kept:
-        console.print(f"已保留  {quote(str(path))}（已存在，未改动）", markup=False)
+        console.print(_("kept     {path} (exists, left unchanged)").format(path=quote(str(path))), markup=False)
     for path in result.updated:
         console.print(_("Updated  {path}").format(path=quote(str(path))), markup=False)
     config = quote(str(result.root / "happyhome.toml"))
@@ -186,8 +335,9 @@ def init(directory: Path, organiser: str | None, contact: str | None, deadline_d
         console.print(_("Forms and letters name the round's organiser and contact and its deadline day: set them "
                         "in {config} under [round] (organiser, contact, deadline_day), or run init again with "
                         "--organiser, --contact and --deadline-day.").format(config=config), markup=False)
-    console.print(f"下一步：编辑 {quote(str(result.root / 'input' / 'roster.xlsx'))}，然后运行 "
-                  f"`happyhome -w {quote(str(directory))} forms --system community --period YYYY-MM`", markup=False)
+    command = f"happyhome -w {quote(str(directory))} forms --system community --period YYYY-MM"
+    console.print(_("Next: edit {roster}, then run `{command}`").format(
+        roster=quote(str(result.root / 'input' / 'roster.xlsx')), command=command), markup=False)
 
 
 # -- forms ----------------------------------------------------------------------------------
@@ -195,10 +345,11 @@ def init(directory: Path, organiser: str | None, contact: str | None, deadline_d
 @system_option
 @period_option
 @stage_option
-@click.option("--roster", type=click.Path(dir_okay=False, path_type=Path), help="Roster workbook [default: paths.roster].")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Where to write the forms [default: output/forms/<period>/<system>/].")
-@click.option("--force", is_flag=True, help="Replace forms of this round that exist already.")
+@click.option("--roster", type=PathType(dir_okay=False, path_type=Path), metavar="FILE",
+              help=N_("Roster workbook [default: paths.roster]."))
+@click.option("--out", "out_dir", type=PathType(file_okay=False, path_type=Path), metavar="DIR",
+              help=N_("Where to write the forms [default: output/forms/<period>/<system>/]."))
+@click.option("--force", is_flag=True, help=N_("Replace forms of this round that exist already."))
 @click.pass_context
 def forms(ctx: click.Context, system_ref: str, period: str, stage: str, roster: Path | None, out_dir: Path | None,
           force: bool) -> None:
@@ -214,9 +365,10 @@ def forms(ctx: click.Context, system_ref: str, period: str, stage: str, roster: 
     people = read_roster_for(roster or ws.path("roster"), system)
     specs = plan_forms(ws, system, round_key(period, stage), people, out_dir)
     workers = workers_for(ws["collect"]["workers"]) if len(specs) >= 8 else 1
-    with progress_bar("Writing forms", len(specs)) as advance:
+    with progress_bar(_("Writing forms"), len(specs)) as advance:
         result = write_forms(specs, force=force, workers=workers, progress=advance)
-    console.print(f"Wrote {len(result.paths)} form(s) ({result.subjects} subject sheets) to {result.out_dir}")
+    console.print(_("Wrote {n} form(s) ({subjects} subject sheets) to {folder}").format(
+        n=len(result.paths), subjects=result.subjects, folder=result.out_dir), markup=False)
 
 
 # -- status, rollup, demo ---------------------------------------------------------------------
@@ -230,10 +382,11 @@ def _roster_for(ws: Workspace, system):
 @system_option
 @period_option
 @stage_option
-@click.option("--export", "export", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the chase list (one row per missing assignment) to this .xlsx for mail merge.")
-@click.option("--letters", "letters_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Write a letter to every assessor who owes something into this folder: one .txt each and letters.xlsx.")
+@click.option("--export", "export", type=PathType(dir_okay=False, path_type=Path), metavar="FILE",
+              help=N_("Write the chase list (one row per missing assignment) to this .xlsx for mail merge."))
+@click.option("--letters", "letters_dir", type=PathType(file_okay=False, path_type=Path), metavar="DIR",
+              help=N_("Write a letter to every assessor who owes something into this folder: one .txt each and "
+                      "letters.xlsx."))
 @click.pass_context
 def status(ctx: click.Context, system_ref: str, period: str, stage: str, export: Path | None,
            letters_dir: Path | None) -> None:
@@ -255,27 +408,32 @@ def status(ctx: click.Context, system_ref: str, period: str, stage: str, export:
     period = round_key(period, stage)
     with Ledger.for_reading(ws.path("ledger")) as ledger:
         result = round_status(ws, system, period, people, ledger)
-    table = Table(title=f"{system.name} {period} 期回收情况（截止 {result.deadline:%Y-%m-%d %H:%M}）")
-    for name in ("编号", "姓名", "联系方式"):
+    table = Table(title=_("{system} {period}: returns (deadline {deadline})").format(
+        system=system.name, period=period, deadline=f"{result.deadline:%Y-%m-%d %H:%M}"))
+    for name in (_("Code"), _("Assessor"), _("Contact")):
         table.add_column(name, no_wrap=True)
-    for name in ("应评", "已收", "缺"):
+    for name in (_("Due"), _("In"), _("Owed")):
         table.add_column(name, justify="right", no_wrap=True)
-    table.add_column("缺的对象")
+    table.add_column(_("Subjects owed"))
     marks = {NOT_RECEIVED: "", REJECTED: "*", CONFLICT: "!"}
     for a in result.assessors:
         owed = " ".join(m.subject + marks[m.reason] for m in a.missing)
-        table.add_row(a.code, a.name, a.contact, str(a.assigned), str(a.received),
-                      f"[red]{len(a.missing)}[/]" if a.missing else "0", owed)
+        table.add_row(escape(a.code), escape(a.name), escape(a.contact), str(a.assigned), str(a.received),
+                      f"[red]{len(a.missing)}[/]" if a.missing else "0", escape(owed))
     console.print(table)
     reasons = {m.reason for a in result.assessors for m in a.missing}
-    notes = [note for reason, note in ((REJECTED, "* came back but failed validation"),
-                                       (CONFLICT, "! 冲突：两份保存时间相同但评分不同的文件，办公室移除其中一份后重新收取"))
+    notes = [note for reason, note in (
+        (REJECTED, _("* came back but failed validation")),
+        (CONFLICT, _("! conflict: two files saved at the same time with different scores; "
+                     "the office removes one and collects again")))
              if reason in reasons]
-    console.print(f"Assigned {result.assigned}, received {result.received}, missing {result.missing}"
-                  + (f" ({'; '.join(notes)})" if notes else ""))
+    line = _("Assigned {assigned}, received {received}, missing {missing}").format(
+        assigned=result.assigned, received=result.received, missing=result.missing)
+    console.print(line + (_(" ({notes})").format(notes=_("; ").join(notes)) if notes else ""), markup=False)
     if export:
         write_chase_list(result, export)
-        console.print(f"Chase list: {export} ({len(result.chase_detail_rows())} row(s))")
+        console.print(_("Chase list: {path} ({n} row(s))").format(path=export, n=len(result.chase_detail_rows())),
+                      markup=False)
     if letters_dir:
         from pipeline.letters import plan_letters, write_letters
 
@@ -292,10 +450,10 @@ def status(ctx: click.Context, system_ref: str, period: str, stage: str, export:
 @system_option
 @period_option
 @stage_option
-@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
-@click.option("--roster", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="Roster workbook [default: paths.roster].")
-@click.option("--strict", is_flag=True, help="Exit with status 6 when any file or sheet was rejected.")
+@click.argument("paths", nargs=-1, type=PathType(exists=True, path_type=Path))
+@click.option("--roster", type=PathType(dir_okay=False, exists=True, path_type=Path), metavar="FILE",
+              help=N_("Roster workbook [default: paths.roster]."))
+@click.option("--strict", is_flag=True, help=N_("Exit with status 6 when any file or sheet was rejected."))
 @click.pass_context
 def collect(ctx: click.Context, system_ref: str, period: str, stage: str, paths: tuple[Path, ...],
             roster: Path | None, strict: bool) -> None:
@@ -327,52 +485,62 @@ def collect(ctx: click.Context, system_ref: str, period: str, stage: str, paths:
     targets = list(paths) or [ws.returned(period)]
     with workspace_lock(ws):
         total = len(find_files(targets))
-        with progress_bar("Collecting", total) as advance:
+        with progress_bar(_("Collecting"), total) as advance:
             result = run_collect(ws, system, period, targets, people, progress=advance)
     if not paths and not ws.returned(period).is_dir():
-        err_console.print(f"Nothing to collect: {ws.returned(period)} does not exist.")
-    table = Table(title=f"{system.name} {period}", show_header=True)
-    table.add_column("files")
-    table.add_column("count", justify="right")
+        err_console.print(_("Nothing to collect: {folder} does not exist.").format(folder=ws.returned(period)),
+                          markup=False)
+    table = Table(title=escape(f"{system.name} {period}"), show_header=True)
+    table.add_column(_("files"))
+    table.add_column(_("count"), justify="right")
     rows = [
-        ("accepted", result.count("accepted")),
-        ("partly accepted", result.count("partial")),
-        ("rejected", result.count("rejected") + result.count(STATUS_UNREADABLE)),
-        ("duplicates", result.count(STATUS_DUPLICATE)),
-        ("already collected", result.count(STATUS_ALREADY)),
-        ("forms of another round", result.count(STATUS_OTHER_ROUND)),
-        ("superseded sheets", result.superseded),
-        ("still missing (assignments)", result.missing),
+        (_("accepted"), result.count("accepted")),
+        (_("partly accepted"), result.count("partial")),
+        (_("rejected"), result.count("rejected") + result.count(STATUS_UNREADABLE)),
+        (_("duplicates"), result.count(STATUS_DUPLICATE)),
+        (_("already collected"), result.count(STATUS_ALREADY)),
+        (_("forms of another round"), result.count(STATUS_OTHER_ROUND)),
+        (_("superseded sheets"), result.superseded),
+        (_("still missing (assignments)"), result.missing),
     ]
     for label, n in rows:
         table.add_row(label, str(n))
     console.print(table)
+    say = lambda text: console.print(text, markup=False)  # noqa: E731  (file names may hold [brackets])
     for f in result.files:
         if f.status in ("rejected", STATUS_UNREADABLE):
-            console.print(f"rejected  {f.name}: {f.reason}", soft_wrap=True)
+            say(_("rejected  {file}: {reason}").format(file=f.name, reason=f.reason))
         elif f.status == "partial":
-            console.print(f"partly    {f.name}: {f.sheets - f.accepted_sheets} of {f.sheets} subject sheets "
-                          f"rejected (see sheet 问题 of the report)", soft_wrap=True)
+            say(_("partly    {file}: {rejected} of {sheets} subject sheets rejected (see sheet 问题 of the report)")
+                .format(file=f.name, rejected=f.sheets - f.accepted_sheets, sheets=f.sheets))
         elif f.status == STATUS_OTHER_ROUND:
-            console.print(f"other round  {f.name}: {f.reason}", soft_wrap=True)
+            say(_("other round  {file}: {reason}").format(file=f.name, reason=f.reason))
         for earlier, sheet in f.replaced:
-            console.print(f"replaced  {earlier} ({sheet}) by {f.name}", soft_wrap=True)
+            say(_("replaced  {earlier} ({sheet}) by {file}").format(earlier=earlier, sheet=sheet, file=f.name))
         for subject, other in f.conflicts:
-            console.print(f"冲突      {f.name} 与 {other}：{subject} 保存时间相同但评分不同，均未计入（见“问题”表）",
-                          soft_wrap=True)
+            say(_("conflict  {file} and {other}: {subject} saved at the same time with different scores; "
+                  "neither is counted (see sheet 问题)").format(file=f.name, other=other, subject=subject))
     for settled in result.settled:
-        kept = f"，以 {settled.kept} 为准" if settled.kept else ""
-        console.print(f"冲突已处理  {settled.subject}（{settled.assessor}）：{'、'.join(settled.withdrawn)} 已移除{kept}",
-                      soft_wrap=True)
-    console.print(f"Collection report: {result.report}")
+        if settled.kept:
+            text = _("conflict settled  {subject} ({assessor}): {withdrawn} removed, {kept} stands")
+        else:
+            text = _("conflict settled  {subject} ({assessor}): {withdrawn} removed")
+        say(text.format(subject=settled.subject, assessor=settled.assessor, withdrawn=_(", ").join(settled.withdrawn),
+                        kept=settled.kept))
+    say(_("Collection report: {path}").format(path=result.report))
     if strict and result.rejected_any:
         ctx.exit(6)
 
 
 # -- report ---------------------------------------------------------------------------------
-PDF_HELP = ("Also print the HTML to {name} beside it, with a Chromium-family browser (Chromium, "
-            "Google Chrome or Microsoft Edge; HAPPYHOME_BROWSER names one). Without one: a warning, "
-            "the other outputs, exit status 0.")
+PDF_HELP = {  # one message each: the help is translated when shown, a formatted string could not be
+    "report": N_("Also print the HTML to digest-<system>.pdf beside it, with a Chromium-family browser "
+                 "(Chromium, Google Chrome or Microsoft Edge; HAPPYHOME_BROWSER names one). Without one: a "
+                 "warning, the other outputs, exit status 0."),
+    "rollup": N_("Also print the HTML to rollup-<system>-<from>_<to>.pdf beside it, with a Chromium-family "
+                 "browser (Chromium, Google Chrome or Microsoft Edge; HAPPYHOME_BROWSER names one). Without "
+                 "one: a warning, the other outputs, exit status 0."),
+}
 
 
 def _print_pdf(html: Path) -> Path | None:
@@ -401,12 +569,12 @@ def _print_pdf(html: Path) -> Path | None:
 @period_option
 @stage_option
 @click.option("--method", type=click.Choice(["mean", "trimmed"]), default=None,
-              help="How assessors' scores combine [default: scoring.method in happyhome.toml].")
+              help=N_("How assessors' scores combine [default: scoring.method in happyhome.toml]."))
 @click.option("--by", type=click.Choice(["省份", "城市", "区县"]), default=None,
-              help="Also rank within each province, city or county.")
-@click.option("--calibrate", is_flag=True, help="Add totals and ranks with assessor leniency removed.")
-@click.option("--top", default=10, show_default=True, help="Ranks to print.")
-@click.option("--pdf", "pdf", is_flag=True, help=PDF_HELP.format(name="digest-<system>.pdf"))
+              help=N_("Also rank within each province, city or county."))
+@click.option("--calibrate", is_flag=True, help=N_("Add totals and ranks with assessor leniency removed."))
+@click.option("--top", default=10, show_default=True, help=N_("Ranks to print."))
+@click.option("--pdf", "pdf", is_flag=True, help=PDF_HELP["report"])
 @click.pass_context
 def report(ctx: click.Context, system_ref: str, period: str, stage: str, method: str | None, by: str | None,
            calibrate: bool, top: int, pdf: bool) -> None:
@@ -425,19 +593,21 @@ def report(ctx: click.Context, system_ref: str, period: str, stage: str, method:
     result = run_report(ws, system_ref, period, method=method, by=by, calibrate=calibrate)
     res = result.scores
     decimals = res.params["rank_decimals"]
-    table = Table(title=f"{result.system.name} {period}（{res.method}）")
-    for name, justify in (("排名", "right"), ("编号", "left"), ("名称", "left"), ("总分", "right"),
-                          ("等级", "left"), ("评估人数", "right"), ("区间", "left")):
+    table = Table(title=escape(f"{result.system.name} {period}（{res.method}）"))
+    for name, justify in ((_("Rank"), "right"), (_("Code"), "left"), (_("Name"), "left"), (_("Total score"), "right"),
+                          (_("Grade"), "left"), (_("Assessors"), "right"), (_("Interval"), "left")):
         table.add_column(name, justify=justify, no_wrap=True)
     for r in res.subjects.head(top).to_dict("records"):
         rated = r["n_assessors"] > 0
-        table.add_row(f"{int(r['rank'])}" if rated else "", r["subject"], r["name"],
-                      f"{r['total']:.{decimals}f}" if rated else "", r["grade"], str(r["n_assessors"]), r["rank_label"])
+        table.add_row(f"{int(r['rank'])}" if rated else "", escape(r["subject"]), escape(r["name"]),
+                      f"{r['total']:.{decimals}f}" if rated else "", escape(r["grade"]), str(r["n_assessors"]),
+                      escape(r["rank_label"]))
     console.print(table)
-    console.print(f"Rated {res.n_rated} of {len(res.subjects)}; returns {result.received}/{result.assigned}; "
-                  f"{len(res.flags)} flag(s). {res.agreement.get('reading', '')}", soft_wrap=True)
+    console.print(_("Rated {rated} of {subjects}; returns {received}/{assigned}; {flags} flag(s). {reading}").format(
+        rated=res.n_rated, subjects=len(res.subjects), received=result.received, assigned=result.assigned,
+        flags=len(res.flags), reading=res.agreement.get("reading", "")).rstrip(), markup=False)
     for path in result.paths:
-        console.print(f"wrote    {path}", soft_wrap=True)
+        console.print(_("wrote    {path}").format(path=path), markup=False)
     if pdf:
         _print_pdf(result.digest)
 
@@ -449,12 +619,13 @@ def _month(ctx, param, value):
 
 @main.command()
 @system_option
-@click.option("--from", "start", callback=_month, metavar="YYYY-MM", help="First month [default: the first on record].")
-@click.option("--to", "end", callback=_month, metavar="YYYY-MM", help="Last month [default: the last on record].")
+@click.option("--from", "start", callback=_month, metavar="YYYY-MM",
+              help=N_("First month [default: the first on record]."))
+@click.option("--to", "end", callback=_month, metavar="YYYY-MM", help=N_("Last month [default: the last on record]."))
 @click.option("--method", type=click.Choice(["mean", "trimmed"]), default=None,
-              help="How assessors' scores combine [default: scoring.method in happyhome.toml].")
+              help=N_("How assessors' scores combine [default: scoring.method in happyhome.toml]."))
 @stage_option
-@click.option("--pdf", "pdf", is_flag=True, help=PDF_HELP.format(name="rollup-<system>-<from>_<to>.pdf"))
+@click.option("--pdf", "pdf", is_flag=True, help=PDF_HELP["rollup"])
 @click.pass_context
 def rollup(ctx: click.Context, system_ref: str, start: str | None, end: str | None, method: str | None,
            stage: str, pdf: bool) -> None:
@@ -477,14 +648,15 @@ def rollup(ctx: click.Context, system_ref: str, start: str | None, end: str | No
     people = _roster_for(ws, system)
     with Ledger.for_reading(ws.path("ledger")) as ledger:
         result = run_rollup(ws, system, people, ledger, start, end, method, stage=stage)
-    table = Table(title=f"{system.name} {result.start} … {result.end}")
-    for name, justify in (("期次", "left"), ("已评", "right"), ("平均总分", "right"), ("按时", "right"),
-                          ("逾期", "right"), ("未收", "right"), ("下降", "right"), ("未评", "right")):
+    table = Table(title=escape(f"{system.name} {result.start} … {result.end}"))
+    for name, justify in ((_("Month"), "left"), (_("Rated"), "right"), (_("Mean"), "right"),
+                          (_("On time"), "right"), (_("Late"), "right"), (_("Not received"), "right"),
+                          (_("Drops"), "right"), (_("Unrated"), "right")):
         table.add_column(name, justify=justify, no_wrap=True)
     monthly, flags = result.monthly, result.flags
     for r in result.returns_month.itertuples(index=False):
         if not r.has_data:
-            table.add_row(r.period, "[dim]无数据[/]", "", "", "", "", "", "")
+            table.add_row(r.period, Text(_("no data"), style="dim"), "", "", "", "", "", "")
             continue
         month = monthly[monthly["period"] == r.period]
         kinds = flags[flags["period"] == r.period]["kind"]
@@ -493,19 +665,21 @@ def rollup(ctx: click.Context, system_ref: str, start: str | None, end: str | No
                       str(int(r.on_time)), str(int(r.late)), str(int(r.missing)),
                       str(int((kinds == DROP).sum())), str(int((kinds == UNRATED).sum())))
     console.print(table)
-    console.print(f"wrote    {result.xlsx}", soft_wrap=True)
-    console.print(f"wrote    {result.html}", soft_wrap=True)
+    console.print(_("wrote    {path}").format(path=result.xlsx), markup=False)
+    console.print(_("wrote    {path}").format(path=result.html), markup=False)
     if pdf:
         _print_pdf(result.html)
 
 
 # -- demo -----------------------------------------------------------------------------------
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default="demo")
-@click.option("--small", is_flag=True, help="A small programme (6 zones, 12 communities, 5 assessors, 2 months), for tests.")
+@click.argument("directory", type=PathType(file_okay=False, path_type=Path), default="demo")
+@click.option("--small", is_flag=True,
+              help=N_("A small programme (6 zones, 12 communities, 5 assessors, 2 months), for tests."))
 @click.option("--end", default="2026-11", show_default=True, callback=_month, metavar="YYYY-MM",
-              help="The last of the six monthly rounds.")
-@click.option("--seed", default=20261129, show_default=True, help="Random seed: the same seed gives the same files.")
+              help=N_("The last of the six monthly rounds."))
+@click.option("--seed", default=20261129, show_default=True,
+              help=N_("Random seed: the same seed gives the same files."))
 def demo(directory: Path, small: bool, end: str, seed: int) -> None:
     """Build an example workspace in DIRECTORY and run six monthly rounds in it.
 
@@ -518,35 +692,40 @@ def demo(directory: Path, small: bool, end: str, seed: int) -> None:
     """
     import time
 
-    from pipeline.demo import FULL, SMALL, build_demo
+    from pipeline.demo import FULL, LATE, SMALL, build_demo
 
     started = time.perf_counter()
-    with Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console) as bar:
         def stage(label: str, total: int):
-            task = bar.add_task(label, total=total)
+            task = bar.add_task(pad(_(label), 28), total=total)  # the stages' labels are marked N_() in demo.py
             return lambda n=1: bar.advance(task, n)
 
         result = build_demo(directory, SMALL if small else FULL, end=end, seed=seed, stage=stage)
     elapsed = time.perf_counter() - started
-    console.print(f"Demo workspace: {result.root}  ({result.subjects} subjects, {result.assessors} assessors, "
-                  f"{len(result.periods)} months {result.periods[0]}…{result.periods[-1]}, {result.files} workbooks)",
-                  soft_wrap=True)
-    table = Table(title="Faulty returns planted in the demo", show_lines=False)
-    table.add_column("期次", no_wrap=True)
-    table.add_column("文件", overflow="fold")
-    table.add_column("问题", overflow="fold")
+    say = lambda text: console.print(text, markup=False)  # noqa: E731
+    say(_("Demo workspace: {root}  ({subjects} subjects, {assessors} assessors, {months} months {first}…{last}, "
+          "{files} workbooks)").format(root=result.root, subjects=result.subjects, assessors=result.assessors,
+                                       months=len(result.periods), first=result.periods[0],
+                                       last=result.periods[-1], files=result.files))
+    table = Table(title=_("Faulty returns planted in the demo"), show_lines=False)
+    table.add_column(_("Month"), no_wrap=True)
+    table.add_column(_("File"), overflow="fold")
+    table.add_column(_("Problem"), overflow="fold")
     for period, name, note in result.faults:
-        if note != "逾期":
-            table.add_row(period, name, note)
+        if note != LATE:
+            table.add_row(period, escape(name), escape(_(note)))
     console.print(table)
-    late = sum(1 for _, _, note in result.faults if note == "逾期")
-    console.print(f"…and {late} returns that arrived after the deadline.")
+    late = sum(1 for fault in result.faults if fault[2] == LATE)
+    say(_("…and {n} returns that arrived after the deadline.").format(n=late))
+    digest, rollup_label = _("latest digest"), _("roll-up")
+    width = max(cell_len(digest), cell_len(rollup_label)) + 2
     for system, path in result.digests.items():
-        console.print(f"latest digest  {system:<10} {path}", soft_wrap=True)
+        say(f"{pad(digest, width)}{system:<10} {path}")
     for system, (xlsx, html) in result.rollups.items():
-        console.print(f"roll-up        {system:<10} {html}", soft_wrap=True)
-        console.print(f"{'':<26}{xlsx}", soft_wrap=True)
-    steps = ", ".join(f"{name} {sec:.1f} s" for name, sec in result.seconds.items())
-    console.print(f"Done in {elapsed:.1f} s ({steps}). Try: happyhome -w {directory} status --system community --period {result.periods[-1]}",
-                  soft_wrap=True)
+        say(f"{pad(rollup_label, width)}{system:<10} {html}")
+        say(f"{'':<{width + 11}}{xlsx}")
+    steps = _(", ").join(_("{step} {seconds:.1f} s").format(step=_(name), seconds=sec)
+                         for name, sec in result.seconds.items())
+    try_it = f"happyhome -w {directory} status --system community --period {result.periods[-1]}"
+    say(_("Done in {seconds:.1f} s ({steps}). Try: {command}").format(seconds=elapsed, steps=steps, command=try_it))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, UsageError
+from pipeline.i18n import _
 from pipeline.rounds import check_key, split_key
 
 CONFIG_NAME = "happyhome.toml"
@@ -36,25 +37,26 @@ def _merge(base: dict, override: dict, where: str, source: Path) -> dict:
     for key, value in override.items():
         name = f"{where}.{key}" if where else key
         if key not in base:
-            raise ConfigError(f"{source}: unknown setting '{name}'")
+            raise ConfigError(_("{source}: unknown setting '{name}'").format(source=source, name=name))
         default = base[key]
         if isinstance(default, dict):
             if not isinstance(value, dict):
-                raise ConfigError(f"{source}: '{name}' must be a table")
+                raise ConfigError(_("{source}: '{name}' must be a table").format(source=source, name=name))
             # free-form tables (e.g. round.deadlines) start empty and take any key
             merged[key] = _merge(default, value, name, source) if default else dict(value)
             continue
         numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) if numeric else isinstance(value, type(default))
         if not ok:
-            raise ConfigError(f"{source}: '{name}' must be {type(default).__name__}, found {value!r}")
+            raise ConfigError(_("{source}: '{name}' must be {type}, found {value!r}").format(
+                source=source, name=name, type=type(default).__name__, value=value))
         merged[key] = value
     return merged
 
 
 def check_period(period: str) -> str:
     if not isinstance(period, str) or not PERIOD_RE.match(period):
-        raise UsageError(f"--period must be a month as YYYY-MM (e.g. 2026-11), got {period!r}")
+        raise UsageError(_("--period must be a month as YYYY-MM (e.g. 2026-11), got {value!r}").format(value=period))
     return period
 
 
@@ -74,7 +76,7 @@ class Workspace:
             try:
                 user = tomllib.loads(path.read_text(encoding="utf-8"))
             except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-                raise ConfigError(f"{path}: not valid TOML: {err}") from err
+                raise ConfigError(_("{path}: not valid TOML: {error}").format(path=path, error=err)) from err
             settings = _merge(settings, user, "", path)
         _validate(settings, path)
         return cls(root, settings)
@@ -114,20 +116,22 @@ class Workspace:
 def _validate(s: dict, path: Path) -> None:
     sc = s["scoring"]
     if sc["method"] not in ("mean", "trimmed"):
-        raise ConfigError(f"{path}: 'scoring.method' must be \"mean\" or \"trimmed\", found {sc['method']!r}")
+        raise ConfigError(_("{path}: 'scoring.method' must be \"mean\" or \"trimmed\", found {value!r}").format(
+            path=path, value=sc["method"]))
     for band in sc["grades"]:
         if not isinstance(band, dict) or set(band) != {"name", "min"}:
-            raise ConfigError(f"{path}: each of 'scoring.grades' needs exactly 'name' and 'min'")
+            raise ConfigError(_("{path}: each of 'scoring.grades' needs exactly 'name' and 'min'").format(path=path))
     mins = [band["min"] for band in sc["grades"]]
     if mins != sorted(mins, reverse=True):
-        raise ConfigError(f"{path}: 'scoring.grades' must be listed from the highest 'min' down")
+        raise ConfigError(_("{path}: 'scoring.grades' must be listed from the highest 'min' down").format(path=path))
     if s["calibration"]["official"] not in ("plain", "calibrated"):
-        raise ConfigError(f"{path}: 'calibration.official' must be \"plain\" or \"calibrated\"")
+        raise ConfigError(_("{path}: 'calibration.official' must be \"plain\" or \"calibrated\"").format(path=path))
     if not 1 <= s["round"]["deadline_day"] <= 28:
-        raise ConfigError(f"{path}: 'round.deadline_day' must be between 1 and 28")
+        raise ConfigError(_("{path}: 'round.deadline_day' must be between 1 and 28").format(path=path))
     for period, day in s["round"]["deadlines"].items():
         try:
             check_period(period)
             datetime.fromisoformat(str(day))
         except (UsageError, ValueError) as err:
-            raise ConfigError(f"{path}: 'round.deadlines' needs \"YYYY-MM\" = \"YYYY-MM-DD\", found {period} = {day!r}") from err
+            raise ConfigError(_("{path}: 'round.deadlines' needs \"YYYY-MM\" = \"YYYY-MM-DD\", found {period} = {day!r}")
+                              .format(path=path, period=period, day=day)) from err

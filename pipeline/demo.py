@@ -23,6 +23,7 @@ import numpy as np
 from pipeline.config import CONFIG_NAME, Workspace, check_period
 from pipeline.errors import UsageError
 from pipeline.forms import FormSpec, plan_forms, write_form
+from pipeline.i18n import N_, _
 from pipeline.roster import Roster, read_roster, write_roster
 from pipeline.systems import System, load_system
 
@@ -32,6 +33,17 @@ MARKER = ".happyhome-demo"  # a folder holding this file was built by `happyhome
 
 # Stage callback: (label, total) -> advance(n=1). The CLI turns it into progress bars.
 Stage = Callable[[str, int], Callable[..., None]]
+
+# What is wrong with a planted return (the demo's summary table; translated where shown).
+LATE = N_("late")
+OUT_OF_RANGE = N_("a score out of range")
+OUT_OF_RANGE_CORRECTED = N_("a score out of range (corrected later)")
+RESENT = N_("resent after correction")
+BLANK_SCORE = N_("a score left blank")
+LAST_MONTHS_FORM = N_("typed into last month's form")
+NOT_A_FORM = N_("not a scoring form")
+NOT_RETURNED = N_("not returned at all")
+POSTPONED = N_("not assessed this month: every assessor left it blank")
 
 
 @dataclass(frozen=True)
@@ -107,9 +119,9 @@ def months_ending(end: str, n: int) -> list[str]:
 def make_data(size: DemoSize = FULL, end: str = DEFAULT_END, seed: int = SEED) -> DemoData:
     """Draw the roster and the latent model (deterministic for a seed)."""
     if not (1 <= size.zones <= len(REGIONS)) or size.communities < 1 or size.months < 1:
-        raise UsageError(f"demo size out of range: {size}")
+        raise UsageError(_("demo size out of range: {size}").format(size=size))
     if not 5 <= size.assessors <= len(ASSESSORS):
-        raise UsageError(f"the demo needs 5 to {len(ASSESSORS)} assessors (each zone is rated by 5)")
+        raise UsageError(_("the demo needs 5 to {n} assessors (each zone is rated by 5)").format(n=len(ASSESSORS)))
     rng = np.random.default_rng([seed, 1])
     subjects = []
     for n, (province, city, district) in enumerate(REGIONS[: size.zones], start=1):
@@ -256,7 +268,7 @@ def plan_round(ws: Workspace, data: DemoData, roster: Roster, systems: list[Syst
             path = folder / spec.path.name
             late = (system.id, assessor) in (("community", order[-1]), ("zone", order[-2]))  # one late file each
             received = _late(rng, deadline) if late else _on_time(rng, deadline)
-            note = "逾期" if received > deadline else ""
+            note = LATE if received > deadline else ""
             faulty = {s: dict(items) for s, items in answers.items()}
             first_subject, first_item = subjects[0], system.items[-1]
             if last and system.id == "community" and assessor in (order[1], order[3]):
@@ -265,15 +277,15 @@ def plan_round(ws: Workspace, data: DemoData, roster: Roster, systems: list[Syst
                 typed = score * 10 if score * 10 > first_item.max else first_item.max + 1
                 faulty[first_subject][first_item.code] = (typed, "")
                 if assessor == order[1]:
-                    answers, note = faulty, "超出范围的得分"
+                    answers, note = faulty, OUT_OF_RANGE
                 else:  # … and the same assessor sends a corrected file two days later
                     returns.append(Return(path, received - timedelta(days=2), _saved_before(rng, received - timedelta(days=2)),
-                                          replace(spec, path=path, answers=faulty), note="超出范围的得分（随后更正）"))
-                    path, note = path.with_name(path.stem + "_更正.xlsx"), "更正后重发"
+                                          replace(spec, path=path, answers=faulty), note=OUT_OF_RANGE_CORRECTED))
+                    path, note = path.with_name(path.stem + "_更正.xlsx"), RESENT
             if last and assessor == order[2] and (system.id == "community" or len(subjects) > 1):
                 answers = {s: dict(items) for s, items in answers.items()}
                 answers[subjects[-1]][system.items[0].code] = (None, "")  # a score left blank
-                note = "漏填得分"
+                note = BLANK_SCORE
             returns.append(Return(path, received, _saved_before(rng, received), replace(spec, path=path, answers=answers), note=note))
     if last:
         sent = [f for f in (previous.forms if previous else []) if f.system.id == "community"]
@@ -283,9 +295,9 @@ def plan_round(ws: Workspace, data: DemoData, roster: Roster, systems: list[Syst
             answers = answers_for(data, spec.system, month, spec.assessor.code, [s.code for s in spec.subjects])
             returns.append(Return(folder / spec.path.name, when, _saved_before(rng, when),
                                   replace(spec, path=folder / spec.path.name, answers=answers),
-                                  note="用了上月的表"))
+                                  note=LAST_MONTHS_FORM))
         for name, body in _not_ours():
-            returns.append(Return(folder / name, _on_time(rng, deadline), content=body, note="不是评分表"))
+            returns.append(Return(folder / name, _on_time(rng, deadline), content=body, note=NOT_A_FORM))
     return RoundPlan(period, forms, returns, missing, postponed)
 
 
@@ -358,10 +370,10 @@ class DemoResult:
 def prepare_folder(root: Path) -> None:
     """Refuse a non-empty folder that is not a previous demo; empty a previous demo."""
     if root.exists() and not root.is_dir():
-        raise UsageError(f"{root} exists and is not a folder.")
+        raise UsageError(_("{root} exists and is not a folder.").format(root=root))
     if root.is_dir() and any(root.iterdir()):
         if not (root / MARKER).is_file():
-            raise UsageError(f"{root} is not empty and was not made by `happyhome demo`; choose another folder.")
+            raise UsageError(_("{root} is not empty and was not made by `happyhome demo`; choose another folder.").format(root=root))
         for child in root.iterdir():
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     root.mkdir(parents=True, exist_ok=True)
@@ -404,39 +416,39 @@ def build_demo(root: str | Path = "demo", size: DemoSize = FULL, end: str = DEFA
     roster = read_roster(ws.path("roster"))
     systems = [load_system("zone"), load_system("community")]
     plans = plan_rounds(ws, data, roster, systems)
-    lap("plan")
+    lap(N_("plan"))
 
     n_jobs = sum(len(p.forms) + sum(1 for r in p.returns if r.spec) for p in plans)
     workers = workers if workers is not None else (os.cpu_count() or 1)
-    files = write_round_files(plans, workers=workers, advance=stage("Writing forms and returns", n_jobs))
-    lap("write")
+    files = write_round_files(plans, workers=workers, advance=stage(N_("Writing forms and returns"), n_jobs))
+    lap(N_("write"))
 
     collected, digests, summaries, rollups = {}, {}, {}, {}
     with workspace_lock(ws):
-        advance = stage("Collecting", len(plans) * len(systems))
+        advance = stage(N_("Collecting"), len(plans) * len(systems))
         for plan in plans:
             # community first: the files that are nobody's form are reported in its round
             for system in reversed(systems):
                 collected[plan.period, system.id] = collect(ws, system, plan.period, None, roster, workers=1)
                 advance(1)
-        lap("collect")
-        advance = stage("Reporting", len(plans) * len(systems))
+        lap(N_("collect"))
+        advance = stage(N_("Reporting"), len(plans) * len(systems))
         for plan in plans:
             for system in systems:
                 result = report(ws, system, plan.period)
                 digests[system.id], summaries[system.id] = result.digest, result.summary
                 advance(1)
-        lap("report")
-        advance = stage("Rolling up", len(systems))
+        lap(N_("report"))
+        advance = stage(N_("Rolling up"), len(systems))
         with Ledger(ws.path("ledger")) as ledger:
             for system in systems:
                 result = rollup(ws, system, roster, ledger)
                 rollups[system.id] = (result.xlsx, result.html)
                 advance(1)
-        lap("rollup")
+        lap(N_("rollup"))
     faults = [(p.period, r.path.relative_to(ws.returned(p.period)).as_posix(), r.note) for p in plans for r in p.returns if r.note]
-    faults += [(p.period, f"{a} {roster.assessors[a].name}（{system}）", "整份未交") for p in plans for system, a in p.missing]
-    faults += [(p.period, f"{code} {roster.subjects[code].name}", "当月未评估：各评估人均留空") for p in plans for code in p.postponed]
+    faults += [(p.period, f"{a} {roster.assessors[a].name}（{system}）", NOT_RETURNED) for p in plans for system, a in p.missing]
+    faults += [(p.period, f"{code} {roster.subjects[code].name}", POSTPONED) for p in plans for code in p.postponed]
     faults.sort(key=lambda f: f[0])  # by month, stable
     return DemoResult(root, data.periods, len(data.subjects), len(data.assessors), files, faults, collected,
                       digests, summaries, rollups, seconds)

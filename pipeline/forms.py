@@ -20,6 +20,7 @@ from xlsxwriter.utility import xl_rowcol_to_cell
 
 from pipeline.config import Workspace
 from pipeline.errors import UsageError
+from pipeline.i18n import _
 from pipeline.names import safe_filename, safe_sheet_name
 from pipeline.roster import Assessor, Roster, Subject
 from pipeline.rounds import SUPERVISION, check_key, round_key, split_key
@@ -337,7 +338,7 @@ def plan_forms(ws: Workspace, system: System, period: str, roster: Roster, out_d
             organiser=rnd["organiser"], contact=rnd["contact"], deadline=deadline,
         ))
     if not specs:
-        raise UsageError(f"No subject of type {system.subject_type} is assigned to anyone in the roster.")
+        raise UsageError(_("No subject of type {type} is assigned to anyone in the roster.").format(type=system.subject_type))
     return specs
 
 
@@ -347,8 +348,8 @@ def write_forms(specs: list[FormSpec], *, force: bool = False, workers: int = 1,
     existing = [s.path for s in specs if s.path.exists()]
     if existing and not force:
         listing = "\n".join(f"  {p}" for p in existing[:20]) + ("\n  …" if len(existing) > 20 else "")
-        raise UsageError(f"{len(existing)} form(s) of this round exist already and may have gone out; "
-                         f"pass --force to replace them:\n{listing}")
+        raise UsageError(_("{n} form(s) of this round exist already and may have gone out; pass --force to replace them:")
+                         .format(n=len(existing)) + "\n" + listing)
     paths: list[Path] = []
     if workers > 1 and len(specs) > 1:
         with ProcessPoolExecutor(workers) as pool:

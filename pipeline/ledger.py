@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from pipeline.atomic import explain
 from pipeline.errors import LockedError, OutputError
+from pipeline.i18n import _
 from pipeline.messages import Problem
 
 if TYPE_CHECKING:  # pandas is imported where a frame is made: collect needs none until its report
@@ -207,8 +208,8 @@ class Ledger:
             self.conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.OperationalError as err:
             if "locked" in str(err):
-                raise LockedError(f"The ledger {self.path} is busy: another happyhome run is using it.") from err
-            raise OutputError(f"Cannot open the ledger {self.path}: {err}") from err
+                raise LockedError(_("The ledger {path} is busy: another happyhome run is using it.").format(path=self.path)) from err
+            raise OutputError(_("Cannot open the ledger {path}: {error}").format(path=self.path, error=err)) from err
         except OSError as err:
             raise explain(err, self.path) from err
 
@@ -216,8 +217,9 @@ class Ledger:
         """Apply the migration steps this ledger has not had yet, each in one transaction."""
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise OutputError(f"The ledger {self.path} has schema version {version}, made by a newer happyhome "
-                              f"(this one knows up to {SCHEMA_VERSION}): upgrade happyhome.")
+            raise OutputError(_("The ledger {path} has schema version {version}, made by a newer happyhome "
+                                "(this one knows up to {known}): upgrade happyhome.").format(
+                path=self.path, version=version, known=SCHEMA_VERSION))
         if version == SCHEMA_VERSION:
             return
         # Rebuilding a table needs foreign keys off, and that pragma is ignored inside a transaction.
@@ -231,8 +233,9 @@ class Ledger:
                     conn.execute(statement)
                 broken = conn.execute("PRAGMA foreign_key_check").fetchone()
                 if broken:
-                    raise OutputError(f"Cannot upgrade the ledger {self.path} to schema version {number}: "
-                                      f"a reference in table {broken[0]} would break.")
+                    raise OutputError(_("Cannot upgrade the ledger {path} to schema version {version}: "
+                                        "a reference in table {table} would break.").format(
+                        path=self.path, version=number, table=broken[0]))
                 conn.execute(f"PRAGMA user_version = {number}")
 
     @classmethod
@@ -257,7 +260,7 @@ class Ledger:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as err:
-            raise LockedError(f"The ledger {self.path} is busy: another happyhome run is writing it.") from err
+            raise LockedError(_("The ledger {path} is busy: another happyhome run is writing it.").format(path=self.path)) from err
         try:
             yield self.conn
         except BaseException:
@@ -268,7 +271,7 @@ class Ledger:
                 self.conn.execute("COMMIT")
             except sqlite3.OperationalError as err:
                 self.conn.execute("ROLLBACK")
-                raise OutputError(f"Cannot write the ledger {self.path}: {err}") from err
+                raise OutputError(_("Cannot write the ledger {path}: {error}").format(path=self.path, error=err)) from err
 
     # -- reading -------------------------------------------------------------------------
     def known(self, sha256: str, period: str | None = None, system: str | None = None) -> sqlite3.Row | None:

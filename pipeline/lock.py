@@ -17,6 +17,7 @@ from typing import Iterator
 from pipeline.atomic import explain
 from pipeline.config import Workspace
 from pipeline.errors import LockedError
+from pipeline.i18n import _
 
 try:
     import fcntl
@@ -49,9 +50,9 @@ def workspace_lock(ws: Workspace, wait: float | None = None) -> Iterator[Path]:
             if time.monotonic() >= deadline:
                 holder = _holder(path)
                 raise LockedError(
-                    f"Another happyhome run{holder} is using the workspace {ws.root} (lock {path}); "
-                    f"waited {wait:g} s. Run again when it has finished."
-                )
+                    _("Another happyhome run{holder} is using the workspace {root} (lock {lock}); "
+                      "waited {wait} s. Run again when it has finished.").format(
+                        holder=holder, root=ws.root, lock=path, wait=f"{wait:g}"))
             time.sleep(0.1)
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
@@ -93,4 +94,4 @@ def _holder(path: Path) -> str:
         pid = path.read_text().strip()
     except OSError:
         return ""
-    return f" (process {pid})" if pid.isdigit() else ""
+    return _(" (process {pid})").format(pid=pid) if pid.isdigit() else ""

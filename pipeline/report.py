@@ -22,6 +22,7 @@ from pipeline.atomic import atomic_path
 from pipeline.config import Workspace
 from pipeline.digest import agreement_note, category_shares, digest_context, flag_counts, write_digest
 from pipeline.errors import InputError, UsageError
+from pipeline.i18n import _
 from pipeline.ledger import Ledger
 from pipeline.names import inert_csv
 from pipeline.roster import Roster, read_roster_for
@@ -500,11 +501,17 @@ def write_results_csv(path: Path, res: RoundResult) -> Path:
 # -- the command ----------------------------------------------------------------------------
 def nothing_collected(ws: Workspace, system: System, period: str, n_files: int) -> str:
     """Why `report` refuses a round without one accepted sheet, and what to do."""
-    found = (f"已收取 {n_files} 个文件，但没有一张评分表通过校验（原因见 output/{period}/collection-{system.id}.xlsx）"
-             if n_files else "还没有收取到任何评分表")
-    return (f"本轮（{system.name} {period}）{found}，无法生成报告，未写入任何文件。"
-            f"请把退回的评分表放入 {ws.returned(period)}，再运行 "
-            f"happyhome collect --system {system.id} {cli_args(period)}。")
+    if n_files:
+        text = _("The round ({system} {period}) has {n} file(s) collected, but not one scoring sheet passed "
+                 "validation (the reasons are in output/{period}/collection-{id}.xlsx); no report was made and "
+                 "nothing was written. Put the returned forms in {folder}, then run "
+                 "happyhome collect --system {id} {options}.")
+    else:
+        text = _("The round ({system} {period}) has no scoring sheet collected yet; no report was made and "
+                 "nothing was written. Put the returned forms in {folder}, then run "
+                 "happyhome collect --system {id} {options}.")
+    return text.format(system=system.name, period=period, n=n_files, id=system.id, folder=ws.returned(period),
+                       options=cli_args(period))
 
 
 def report(
@@ -524,9 +531,9 @@ def report(
     """
     period = check_key(period)
     if method is not None and method not in METHODS:
-        raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+        raise UsageError(_("--method must be one of {choices}, got {value!r}").format(choices=", ".join(METHODS), value=method))
     if by is not None and by not in BY_COLUMNS:
-        raise UsageError(f"--by must be one of {', '.join(BY_COLUMNS)}, got {by!r}")
+        raise UsageError(_("--by must be one of {choices}, got {value!r}").format(choices=", ".join(BY_COLUMNS), value=by))
     system = system if isinstance(system, System) else load_system(system)
     # When the config makes the calibrated ranking official, it is always computed.
     calibrate = calibrate or ws["calibration"]["official"] == "calibrated"

@@ -21,6 +21,7 @@ from xlsxwriter.utility import xl_rowcol_to_cell
 from pipeline.atomic import atomic_path, write_text
 from pipeline.config import Workspace, check_period
 from pipeline.errors import UsageError
+from pipeline.i18n import _
 from pipeline.ledger import Ledger
 from pipeline.roster import Roster
 from pipeline.rounds import SUPERVISION, round_key, split_key
@@ -90,7 +91,7 @@ def month_range(start: str, end: str) -> list[str]:
     y, m = map(int, check_period(start).split("-"))
     y2, m2 = map(int, check_period(end).split("-"))
     if (y, m) > (y2, m2):
-        raise UsageError(f"--from {start} is after --to {end}")
+        raise UsageError(_("--from {start} is after --to {end}").format(start=start, end=end))
     out = []
     while (y, m) <= (y2, m2):
         out.append(f"{y:04d}-{m:02d}")
@@ -119,7 +120,8 @@ def compute_rollup(ws: Workspace, system: System, roster: Roster, ledger: Ledger
     stage, 督导 unless told (the other stages' rounds are not monthly, but may be rolled up too)."""
     on_record = periods_on_record(ledger, system.id, stage)
     if not on_record and not (start and end):
-        raise UsageError(f"No round of the {system.id} system is in the ledger yet: run `happyhome collect` first.")
+        raise UsageError(_("No round of the {system} system is in the ledger yet: run `happyhome collect` first.")
+                         .format(system=system.id))
     start = start or (on_record[0] if on_record else end)
     end = end or (on_record[-1] if on_record and on_record[-1] >= start else start)
     periods = month_range(start, end)

@@ -12,6 +12,7 @@ from pathlib import Path
 import xlsxwriter
 
 from pipeline.errors import InputError
+from pipeline.i18n import _
 from pipeline.reader import Limits, UnreadableFile, read_workbook
 from pipeline.messages import CATALOGUE
 
@@ -91,11 +92,12 @@ def read_roster(path: str | Path, known_types: tuple[str, ...] = TYPES) -> Roste
     """Read and check a roster workbook (raises InputError listing every problem)."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"找不到名单文件：{path}（运行 happyhome init 可生成一份示例名单）。")
+        raise InputError(_("Roster not found: {path} (happyhome init makes an example roster).").format(path=path))
     try:
         book = read_workbook(path, Limits(max_rows=200_000))
     except UnreadableFile as err:
-        raise InputError(f"{path}：无法读取名单：{CATALOGUE[err.code][1].format(detail=err.detail)}") from err
+        raise InputError(_("{path}: cannot read the roster: {reason}").format(
+            path=path, reason=CATALOGUE[err.code][1].format(detail=err.detail))) from err
     problems: list[str] = []
     tables = {}
     for name in (SUBJECTS, ASSESSORS, ASSIGNMENTS):
@@ -183,7 +185,8 @@ def read_roster_for(path: str | Path, system) -> Roster:
 
 def _fail(path: Path, problems: list[str]) -> None:
     listing = "\n".join(f"  - {p}" for p in problems)
-    raise InputError(f"{path}：名单有 {len(problems)} 个问题，未生成任何文件：\n{listing}")
+    raise InputError(_("{path}: the roster has {n} problem(s); no file was written:").format(path=path, n=len(problems))
+                     + "\n" + listing)
 
 
 EXAMPLE_SUBJECTS = [

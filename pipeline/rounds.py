@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from pipeline.errors import UsageError
+from pipeline.i18n import _
 
 SUPERVISION = "督导"
 STAGES = ("遴选", "督导", "评估", "验收")  # the programme's order
@@ -27,7 +28,8 @@ def check_stage(value: str | None) -> str:
     text = str(value).strip()
     stage = ALIASES.get(text.lower(), text)
     if stage not in STAGES:
-        raise UsageError(f"--stage must be one of {'|'.join(STAGES)} (or {'|'.join(ALIASES)}), got {value!r}")
+        raise UsageError(_("--stage must be one of {stages} (or {aliases}), got {value!r}").format(
+            stages="|".join(STAGES), aliases="|".join(ALIASES), value=value))
     return stage
 
 
@@ -46,7 +48,7 @@ def split_key(key: str) -> tuple[str, str] | None:
 def check_key(key: str) -> str:
     """A round key as given ("2026-11" or "2027-03-遴选"); a usage error for anything else."""
     if split_key(key) is None:
-        raise UsageError(f"--period must be a month as YYYY-MM (e.g. 2026-11), got {key!r}")
+        raise UsageError(_("--period must be a month as YYYY-MM (e.g. 2026-11), got {value!r}").format(value=key))
     return key
 
 

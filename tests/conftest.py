@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.forms import HEADER, HEADER_ROW
+from pipeline.i18n import set_language
 from pipeline.roster import write_roster
 
 SUBJECTS = [
@@ -35,6 +36,16 @@ def run(workspace: Path, *args: str, expect: int | None = 0):
     if expect is not None:
         assert result.exit_code == expect, result.output
     return result
+
+
+@pytest.fixture(autouse=True)
+def chinese_terminal(monkeypatch):
+    """Every test starts in the default language, Chinese, whatever the caller's HAPPYHOME_LANG;
+    a test that runs `--lang en` leaves no English behind for the next."""
+    monkeypatch.delenv("HAPPYHOME_LANG", raising=False)
+    set_language("zh")
+    yield
+    set_language("zh")
 
 
 @pytest.fixture

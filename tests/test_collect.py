@@ -196,7 +196,7 @@ def test_filled_forms_are_collected_with_every_score_traceable(workspace):
     (folder / "~$lock.xlsx").write_bytes(b"owner")  # an office lock file: ignored
     (folder / ".DS_Store").write_bytes(b"\0")
     result = collect(workspace)
-    assert "accepted" in result.output and "collection-community.xlsx" in result.output
+    assert "已接收" in result.output and "collection-community.xlsx" in result.output
     assert ledger_scores(workspace) == expected_scores("E01", "E02", "E03")
     with Ledger(workspace / "ledger" / "happyhome.sqlite") as ledger:
         frame = ledger.accepted_scores(PERIOD, "community")
@@ -269,7 +269,7 @@ def test_an_error_rejects_only_its_sheet_and_strict_makes_it_exit_6(workspace):
             scores[subject][item] = value
         fill_form(path, scores, save_as=folder / f"{a}.xlsx")
     first = collect(workspace, "--strict", expect=6)
-    assert "partly    E01.xlsx: 2 of 3 subject sheets rejected" in first.output
+    assert "部分接收  E01.xlsx：3 张对象表中 2 张被退回" in first.output
     got = ledger_scores(workspace)
     assert {(a, s) for a, s, _ in got} == {(a, "C003") for a in ("E01", "E02", "E03")}
     assert got == {k: v for k, v in expected_scores("E01", "E02", "E03").items() if k[1] == "C003"}
@@ -356,11 +356,11 @@ def test_edited_metadata_wrong_period_wrong_system_and_foreign_files_are_rejecte
     assert rows["october.xlsx"]["说明"] == ("这是 2026-10 期的评分表，本轮收取的是 2026-11 期。"
                                           "请放入 input/returned/2026-10/ 文件夹，收取该期时计入。")
     assert "这是“zone”的评分表，本轮收取的是“community”。" in {r["问题"] for r in book["问题"]}
-    assert "other round  zone.xlsx: 这是“zone”的评分表" in result.output
-    assert re.search(r"forms of another round\s*│\s*2\s", result.output)
+    assert "非本轮    zone.xlsx：这是“zone”的评分表" in result.output
+    assert re.search(r"非本轮的评分表\s*│\s*2\s", result.output)
     # a file is recorded once per round: the zone run over the same (shared) folder takes the zone form
     zone_run = run(workspace, "collect", "--system", "zone", "--period", PERIOD)
-    assert re.search(r"accepted\s*│\s*1\s", zone_run.output)
+    assert re.search(r"已接收\s*│\s*1\s", zone_run.output)
     with Ledger(workspace / "ledger" / "happyhome.sqlite") as ledger:
         zone_scores = ledger.accepted_scores(PERIOD, "zone")
     assert len(zone_scores) == 2 * len(zone_items) and set(zone_scores.assessor) == {"E03"}
@@ -406,12 +406,12 @@ def test_running_again_changes_nothing_and_a_copy_under_another_name_is_a_duplic
     before = counts(workspace)
     again = collect(workspace)
     assert counts(workspace) == before
-    assert re.search(r"already collected\s*│\s*3", again.output)
+    assert re.search(r"此前已收取\s*│\s*3", again.output)
     copy = folder / "resent" / "张敏-再发一次.xlsx"
     copy.parent.mkdir()
     copy.write_bytes((folder / forms["E01"].name).read_bytes())
     third = collect(workspace)
-    assert re.search(r"duplicates\s*│\s*1", third.output)
+    assert re.search(r"重复文件\s*│\s*1", third.output)
     after = counts(workspace)
     assert after == {**before, "aliases": 1}
     assert ledger_scores(workspace) == expected_scores("E01", "E02", "E03")
@@ -437,7 +437,7 @@ def test_a_later_saved_resubmission_supersedes_and_an_earlier_saved_one_does_not
     third = fill_form(path, older, save_as=folder / "v0.xlsx")
     set_saved(third, datetime(2026, 11, 21, 9, 0))  # arrives last, but was saved before v2
     result = collect(workspace)
-    assert "replaced  v1.xlsx (C001 湖滨街道东坡路社区) by v2.xlsx" in result.output
+    assert "已被取代  v1.xlsx（C001 湖滨街道东坡路社区），以 v2.xlsx 为准" in result.output
     got = ledger_scores(workspace)
     assert got["E01", "C001", "C01"] == 1.5
     assert len(got) == 3 * 19
@@ -449,7 +449,7 @@ def test_a_later_saved_resubmission_supersedes_and_an_earlier_saved_one_does_not
     assert status["v2.xlsx", "C001"][0] == "accepted"
     assert counts(workspace)["scores"] == 3 * 3 * 19  # the earlier scores stay in the ledger
     # v2 and v0 repeat v1's C002 and C003 score for score: one submission, nothing replaced there
-    assert result.output.count("replaced") == 1
+    assert result.output.count("已被取代") == 1
     assert status["v2.xlsx", "C002"][0] == status["v0.xlsx", "C003"][0] == "duplicate"
     assert status["v1.xlsx", "C002"][0] == status["v1.xlsx", "C003"][0] == "accepted"
     rows = {r["文件名"]: r for r in report(workspace)["文件"]}
@@ -546,7 +546,7 @@ def test_a_second_run_on_the_same_workspace_is_refused_while_the_first_holds_the
     set_setting(workspace, "lock_wait = 5", "lock_wait = 0.3")
     with workspace_lock(Workspace.open(workspace)):
         result = collect(workspace, expect=5)
-    assert "Another happyhome run" in result.output and "Run again when it has finished" in result.output
+    assert "另一个 happyhome 运行" in result.output and "请待其结束后再运行" in result.output
     assert not (workspace / "output" / PERIOD / "collection-community.xlsx").exists()
     collect(workspace)  # released: the next run goes ahead
 
@@ -562,7 +562,7 @@ def test_the_lock_holds_across_processes(workspace):
         assert holder.stdout.readline().strip() == "held"
         set_setting(workspace, "lock_wait = 5", "lock_wait = 0.2")
         result = collect(workspace, expect=5)
-        assert f"(process {holder.pid})" in result.output
+        assert f"（进程 {holder.pid}）" in result.output
     finally:
         holder.kill()
         holder.wait()
@@ -594,13 +594,15 @@ def test_two_copies_in_one_run_are_one_file_and_one_duplicate(workspace):
     first = fill_form(path, answers("E01"), save_as=folder / "a.xlsx")
     (folder / "b.xlsx").write_bytes(first.read_bytes())
     result = collect(workspace)
-    assert re.search(r"accepted\s*│\s*1\s", result.output) and re.search(r"duplicates\s*│\s*1\s", result.output)
+    assert re.search(r"已接收\s*│\s*1\s", result.output) and re.search(r"重复文件\s*│\s*1\s", result.output)
     assert counts(workspace)["files"] == 1 and counts(workspace)["aliases"] == 1
     assert [r["状态"] for r in report(workspace)["文件"]] == ["已接收", "重复"]
 
 
 def test_collect_help_documents_exit_codes(workspace):
     text = run(workspace, "collect", "--help").output
+    assert "--strict" in text and "6  使用了 --strict，且本次收取的文件或评分表有被退回的" in text and "示例：happyhome collect" in text
+    text = run(workspace, "--lang", "en", "collect", "--help").output
     assert "--strict" in text and "6  --strict and a file or sheet taken in by this run was rejected" in text and "Example: happyhome collect" in text
     assert run(workspace, "collect", "--system", "community", "--period", "2026-13", expect=2).exit_code == 2
 
@@ -614,8 +616,8 @@ def test_a_zone_form_without_metadata_in_the_shared_folder_is_left_to_the_zone_r
     del book[META_SHEET]
     book.save(target)
     community = collect(workspace)
-    assert "other round  zone-nometa.xlsx" in community.output and counts(workspace)["files"] == 1
-    assert "other round  zone-nometa.xlsx" in collect(workspace).output  # and says so again, changing nothing
+    assert "非本轮    zone-nometa.xlsx" in community.output and counts(workspace)["files"] == 1
+    assert "非本轮    zone-nometa.xlsx" in collect(workspace).output  # and says so again, changing nothing
     assert counts(workspace)["files"] == 1
     run(workspace, "collect", "--system", "zone", "--period", PERIOD)
     with Ledger(workspace / "ledger" / "happyhome.sqlite") as ledger:
@@ -679,7 +681,7 @@ def test_a_copy_of_a_rejected_file_says_it_failed_with_it(workspace):
     collect(workspace)
     (folder / "v1-再发.xlsx").write_bytes((folder / "v1.xlsx").read_bytes())
     result = collect(workspace)
-    assert re.search(r"duplicates\s*│\s*1\s", result.output)
+    assert re.search(r"重复文件\s*│\s*1\s", result.output)
     book = report(workspace)
     [copy] = [r for r in book["文件"] if r["文件名"] == "v1-再发.xlsx"]
     assert (copy["状态"], copy["说明"]) == ("重复", "与文件 v1.xlsx 内容相同，v1.xlsx 未通过校验，本文件同样未计入。")
@@ -696,8 +698,8 @@ def test_the_same_scores_saved_again_are_one_submission(workspace):
     # the assessor opens the form again and saves it, changing nothing: other bytes, other saved time
     set_saved(fill_form(path, answers("E01"), save_as=folder / "again.xlsx"), datetime(2026, 11, 21, 9, 0))
     result = collect(workspace)
-    assert "replaced" not in result.output and re.search(r"superseded sheets\s*│\s*0\s", result.output)
-    assert re.search(r"duplicates\s*│\s*1\s", result.output) and re.search(r"already collected\s*│\s*1\s", result.output)
+    assert "已被取代" not in result.output and re.search(r"被替换的评分表\s*│\s*0\s", result.output)
+    assert re.search(r"重复文件\s*│\s*1\s", result.output) and re.search(r"此前已收取\s*│\s*1\s", result.output)
     rows = {r["文件名"]: r for r in report(workspace)["文件"]}
     assert (rows["first.xlsx"]["状态"], rows["first.xlsx"]["接收对象数"], rows["first.xlsx"]["说明"]) == ("已接收", 3, "")
     assert rows["again.xlsx"]["状态"] == "重复"
@@ -719,7 +721,7 @@ def test_the_same_form_returned_as_xlsx_and_as_ods_is_one_submission(workspace, 
     os.utime(filled, (1_700_000_000, 1_700_000_000))  # the .xlsx reached the folder first
     (folder / "评分.ods").write_bytes(soffice_convert(filled, "ods", tmp_path / "lo").read_bytes())
     result = collect(workspace)
-    assert "replaced" not in result.output
+    assert "已被取代" not in result.output
     rows = {r["文件名"]: r["状态"] for r in report(workspace)["文件"]}
     assert rows == {"评分.xlsx": "已接收", "评分.ods": "重复"}
     assert ledger_scores(workspace) == expected_scores("E02")
@@ -752,7 +754,7 @@ def test_returns_saved_in_the_same_second_with_different_scores_are_a_conflict(w
     assert (chase["评估人编号"], chase["评估对象编号"], chase["情况"]) == ("E01", "C001", "两份评分冲突（保存时间相同），见“问题”表")
     status = run(workspace, "status", "--system", "community", "--period", PERIOD)
     assert "C001!" in status.output and "! 冲突" in status.output
-    assert "missing 7" in status.output  # E01: C001; E02 and E03: all three
+    assert "缺 7" in status.output  # E01: C001; E02 and E03: all three
     # the office keeps a: removes b and collects again
     (folder / "b.xlsx").unlink()
     settled = collect(workspace)
@@ -795,8 +797,8 @@ def test_a_newer_return_settles_a_conflict(workspace):
     scores["C003"]["C02"] = 3.0
     set_saved(fill_form(path, scores, save_as=folder / "c.xlsx"), datetime(2026, 11, 20, 9, 0, 1))  # one second later
     result = collect(workspace)
-    assert "replaced  a.xlsx (C003 南湖街道南湖社区) by c.xlsx" in result.output
-    assert "replaced  b.xlsx (C003 南湖街道南湖社区) by c.xlsx" in result.output
+    assert "已被取代  a.xlsx（C003 南湖街道南湖社区），以 c.xlsx 为准" in result.output
+    assert "已被取代  b.xlsx（C003 南湖街道南湖社区），以 c.xlsx 为准" in result.output
     assert ledger_scores(workspace)["E01", "C003", "C02"] == 3.0
     assert not [r for r in report(workspace)["未交"] if r["评估人编号"] == "E01"]
 
@@ -825,7 +827,7 @@ def test_a_fixed_resubmission_marks_the_earlier_problems_fixed(workspace):
     assert not [r for r in book["未交"] if r["评估人编号"] == "E01"]
     status = run(workspace, "status", "--system", "community", "--period", PERIOD)
     e01 = next(line for line in status.output.splitlines() if "张敏" in line)
-    assert "C002" not in e01 and "failed validation" not in status.output
+    assert "C002" not in e01 and "未通过校验" not in status.output
     assert ledger_scores(workspace) == expected_scores("E01")
 
 
@@ -867,7 +869,7 @@ def test_a_partly_rejected_file_repeating_the_rest_is_still_partly_rejected(work
     broken["C001"]["C01"] = "四"
     set_saved(fill_form(path, broken, save_as=folder / "v2.xlsx"), datetime(2026, 11, 21, 9, 0))
     result = collect(workspace, "--strict", expect=6)
-    assert "partly    v2.xlsx: 1 of 3 subject sheets rejected" in result.output and "replaced" not in result.output
+    assert "部分接收  v2.xlsx：3 张对象表中 1 张被退回" in result.output and "已被取代" not in result.output
     rows = {r["文件名"]: r for r in report(workspace)["文件"]}
     assert rows["v2.xlsx"]["状态"] == "部分接收" and rows["v2.xlsx"]["待处理问题数"] == 1
     assert "C002、C003 与文件 v1.xlsx 的评分相同" in rows["v2.xlsx"]["说明"]

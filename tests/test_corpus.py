@@ -137,7 +137,7 @@ def test_the_run_over_everything_completes(mixed):
     ws, result, _ = mixed
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert "Collection report:" in result.stdout
+    assert "收取报告：" in result.stdout
 
 
 def _file_row(conn, name):

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from pipeline.config import Workspace
-from pipeline.demo import FULL, MARKER, SMALL, build_demo, make_data, months_ending, plan_rounds
+from pipeline.demo import (BLANK_SCORE, FULL, LAST_MONTHS_FORM, MARKER, OUT_OF_RANGE, SMALL, build_demo, make_data,
+                           months_ending, plan_rounds)
 from pipeline.ledger import Ledger
 from pipeline.roster import read_roster
 from pipeline.status import NOT_RECEIVED, REJECTED, round_status
@@ -44,7 +45,7 @@ def test_full_size_programme_shape():
 def small_demo(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo") / "demo"
     out = run(root.parent, "demo", str(root), "--small")
-    assert "latest digest" in out.output and "roll-up" in out.output
+    assert "最新简报" in out.output and "汇总" in out.output and "演示中特意放入的问题回执" in out.output
     assert str(root / "output" / "2026-11" / "digest-community.html") in out.output.replace("\n", "")
     return root
 
@@ -102,13 +103,13 @@ def test_demo_faults_are_caught(small_demo):
     [(_, absent)] = plan.missing
     expected = {(absent, s, NOT_RECEIVED) for s in roster.assignments("创新实践社区")[absent]}
     for r in plan.returns:
-        if r.note in ("超出范围的得分", "漏填得分") and r.spec.system.id == "community":
-            subject = r.spec.subjects[0 if r.note == "超出范围的得分" else -1].code
+        if r.note in (OUT_OF_RANGE, BLANK_SCORE) and r.spec.system.id == "community":
+            subject = r.spec.subjects[0 if r.note == OUT_OF_RANGE else -1].code
             expected.add((r.spec.assessor.code, subject, REJECTED))
     got = {(a.code, m.subject, m.reason) for a in status.assessors for m in a.missing}
     assert got == expected and len(expected) > 2
     # last month's form filled with this month's scores: not counted, and the collection report says why
-    [wrong] = [r for r in plan.returns if r.note == "用了上月的表"]
+    [wrong] = [r for r in plan.returns if r.note == LAST_MONTHS_FORM]
     assert wrong.path.name.startswith("2026-10_community_")
     report = openpyxl.load_workbook(root / "output" / "2026-11" / "collection-community.xlsx")
     cells = [str(v) for sheet in report.worksheets for row in sheet.iter_rows(values_only=True) for v in row if v]
@@ -159,4 +160,4 @@ def test_demo_is_deterministic_and_rebuilds_only_its_own_folder(small_demo, tmp_
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
     out = run(tmp_path, "demo", str(other), "--small", expect=2)
-    assert "not empty" in out.output and (other / "notes.txt").read_text() == "keep me"
+    assert "不是空文件夹" in out.output and (other / "notes.txt").read_text() == "keep me"

@@ -182,6 +182,7 @@ def test_wheel_ships_templates(workspace, tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert {"pipeline/templates/base.html", "pipeline/templates/digest.html", "pipeline/templates/_partials.html"} <= set(names)
     assert "pipeline/templates/letter.txt" in names  # status --letters
+    assert "pipeline/locale/zh_CN/LC_MESSAGES/happyhome.mo" in names  # the terminal's Chinese
 
     env_dir = tmp_path / "venv"
     venv.create(env_dir, system_site_packages=False, with_pip=False)
@@ -208,11 +209,16 @@ def test_wheel_ships_templates(workspace, tmp_path):
         print(res.digest)
     """)
     # Run away from the source tree, so the checkout cannot be imported by accident.
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "HAPPYHOME_LANG")}
     ran = subprocess.run([str(python), "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert ran.returncode == 0, ran.stderr
     html = Path(ran.stdout.strip()).read_text(encoding="utf-8")
     assert len(BeautifulSoup(html, "html.parser").select("#ranking-rows tr")) == 3
+    # the installed package speaks Chinese from its own catalogue, English on request
+    for extra, words in (({}, ("指标数", "对象类型")), ({"HAPPYHOME_LANG": "en"}, ("items", "subject type"))):
+        listed = subprocess.run([str(python), "-m", "pipeline", "systems"], capture_output=True, text=True,
+                                encoding="utf-8", timeout=300, cwd=tmp_path, env={**env, **extra, "LANG": "en_US.UTF-8"})
+        assert listed.returncode == 0 and all(w in listed.stdout for w in words), listed.stdout + listed.stderr
 
 
 def test_charts_are_offline_reproducible_svg():

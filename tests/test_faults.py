@@ -157,7 +157,7 @@ def test_sigkill_midway_leaves_whole_files_and_a_rerun_finishes_the_same(tmp_pat
 
     again = subprocess.run(collect_cmd(round40), capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
-    assert re.search(rf"already collected\s*│\s*{kept}\s*│", again.stdout), again.stdout
+    assert re.search(rf"此前已收取\s*│\s*{kept}\s*│", again.stdout), again.stdout
     assert assert_consistent(round40) == N_FILES
 
     whole = subprocess.run(collect_cmd(twin), capture_output=True, text=True, timeout=120)
@@ -182,8 +182,8 @@ def test_a_second_collect_refuses_while_the_first_holds_the_workspace(tmp_path):
     a, b = _two_at_once(ws)
     assert sorted([a.returncode, b.returncode]) == [0, 5], (a.err, b.err)
     winner, loser = (a, b) if a.returncode == 0 else (b, a)
-    assert "Another happyhome run" in loser.err and "Traceback" not in loser.err
-    assert f"(process {winner.pid})" in loser.err
+    assert "另一个 happyhome 运行" in loser.err and "Traceback" not in loser.err
+    assert f"（进程 {winner.pid}）" in loser.err
     assert assert_consistent(ws) == N_FILES
     assert len(accepted(ws)) == N_FILES * len(SUBJECTS) * N_ITEMS
 
@@ -193,7 +193,7 @@ def test_a_second_collect_waits_for_the_first_and_counts_nothing_twice(tmp_path)
     ws = make_round(tmp_path / "ws", settings="lock_wait = 60\n")
     a, b = _two_at_once(ws)
     assert a.returncode == 0 and b.returncode == 0, (a.err, b.err)
-    already = [re.search(r"already collected\s*│\s*(\d+)\s*│", p.out) for p in (a, b)]
+    already = [re.search(r"此前已收取\s*│\s*(\d+)\s*│", p.out) for p in (a, b)]
     assert sorted(int(m.group(1)) for m in already) == [0, N_FILES], (a.out, b.out)
     assert assert_consistent(ws) == N_FILES
     conn = sqlite3.connect(ledger_path(ws))
@@ -216,7 +216,7 @@ def test_an_output_folder_that_cannot_be_written_stops_before_the_ledger_changes
     failed = subprocess.run(collect_cmd(ws), capture_output=True, text=True, timeout=60)
     assert failed.returncode == 4, (failed.stdout, failed.stderr)
     assert "Traceback" not in failed.stderr
-    assert re.search(r"Error: Cannot write .*2026-11", failed.stderr), failed.stderr
+    assert re.search(r"错误：无法写入 .*2026-11", failed.stderr), failed.stderr
     assert dump(ws) == before
     assert temp_files(ws) == []
 
@@ -238,7 +238,7 @@ def test_a_full_disk_while_archiving_gives_a_clear_error_and_keeps_the_ledger_wh
 
     monkeypatch.setattr(Path, "write_bytes", full)
     result = run(ws, "collect", "--system", SYSTEM, "--period", PERIOD, expect=4)
-    assert "the disk is full" in result.output
+    assert "磁盘已满" in result.output
     assert count_files(ws) == 0
     assert temp_files(ws) == []
     monkeypatch.undo()
@@ -274,7 +274,7 @@ def test_a_really_full_output_disk_gives_a_clear_error_and_leaves_the_ledger_unc
             os.close(fd)
         result = subprocess.run(collect_cmd(ws), capture_output=True, text=True, timeout=60)
         assert result.returncode == 4, (result.stdout, result.stderr)
-        assert "the disk is full" in result.stderr and "Traceback" not in result.stderr
+        assert "磁盘已满" in result.stderr and "Traceback" not in result.stderr
         assert count_files(ws) == 0
         assert temp_files(ws) == []
         filler.unlink()
@@ -309,9 +309,9 @@ def test_outputs_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
 
     monkeypatch.setattr(xlsxwriter.Workbook, "close", full)
     failed = run(ws, "collect", "--system", SYSTEM, "--period", PERIOD, str(returned[3]), expect=4)
-    assert "the disk is full" in failed.output
+    assert "磁盘已满" in failed.output
     failed = run(ws, "report", "--system", SYSTEM, "--period", PERIOD, expect=4)
-    assert "the disk is full" in failed.output
+    assert "磁盘已满" in failed.output
     after = {p.name: p.read_bytes() for p in out.iterdir()}
     assert set(after) == set(before)
     for name in before:  # every output is the previous one, or (a CSV written before the failure) whole
@@ -324,7 +324,7 @@ def test_outputs_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
 
     monkeypatch.undo()
     again = run(ws, "collect", "--system", SYSTEM, "--period", PERIOD, str(returned[3]))
-    assert "already collected" in again.output
+    assert "此前已收取" in again.output
     files = openpyxl.load_workbook(out / f"collection-{SYSTEM}.xlsx")["文件"]
     assert returned[3].name in [r[0] for r in files.iter_rows(min_row=2, values_only=True)]
 
@@ -341,7 +341,7 @@ def test_a_read_only_output_file_system_gives_a_clear_error_and_leaves_the_ledge
     try:
         result = subprocess.run(collect_cmd(ws), capture_output=True, text=True, timeout=60)
         assert result.returncode == 4, (result.stdout, result.stderr)
-        assert "read-only file system" in result.stderr and "Traceback" not in result.stderr
+        assert "只读文件系统" in result.stderr and "Traceback" not in result.stderr
         assert dump(ws) == before
         assert temp_files(ws) == []
     finally:

@@ -125,7 +125,7 @@ def test_forms_refuse_to_replace_forms_that_went_out_unless_forced(workspace):
     paths = make_forms(workspace)
     stamp = paths[0].stat().st_mtime_ns
     again = run(workspace, "forms", "--system", "community", "--period", PERIOD, expect=2)
-    assert "exist already" in again.output and paths[0].name in again.output
+    assert f"本轮已有 {len(paths)} 份评分表，可能已经发出；如需覆盖，请加 --force" in again.output and paths[0].name in again.output
     assert paths[0].stat().st_mtime_ns == stamp
     run(workspace, "forms", "--system", "community", "--period", PERIOD, "--force")
 

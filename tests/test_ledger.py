@@ -158,7 +158,7 @@ def test_opening_again_changes_nothing_and_a_newer_ledger_is_refused(tmp_path):
     assert conn.execute("SELECT COUNT(*) FROM sheets").fetchone()[0] == 4
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
-    with pytest.raises(OutputError, match="newer happyhome"):
+    with pytest.raises(OutputError, match="由更新版本的 happyhome 生成"):
         Ledger(path)
 
 

@@ -71,7 +71,7 @@ def round_ws(workspace: Path) -> Path:
 
 def letters(workspace: Path, folder: Path) -> dict[str, str]:
     result = run(workspace, "status", "--system", "community", "--period", PERIOD, "--letters", str(folder))
-    assert "letter(s)" in result.output
+    assert "封信" in result.output
     return {p.name: p.read_bytes().decode("utf-8") for p in folder.glob("*.txt")}  # UTF-8, or this raises
 
 
@@ -166,7 +166,7 @@ def test_the_chase_list_carries_the_problem_details(round_ws, tmp_path):
     printed = run(round_ws, "status", "--system", "community", "--period", PERIOD, "--export", str(out)).output
     rows = [tuple(c.value for c in row) for row in openpyxl.load_workbook(out).worksheets[0].iter_rows()]
     assert rows[0] == CHASE_COLUMNS + CHASE_DETAIL_COLUMNS
-    assert f"({len(rows) - 1} row(s))" in printed
+    assert f"（{len(rows) - 1} 行）" in printed
     by = {r[0]: r for r in rows[1:]}
     assert by["E02"][:9] == ("E02", "李强", "四川大学", "13800000002", "C003", "南湖街道南湖社区", PERIOD, "2026-11-20",
                              REJECTED)
@@ -189,7 +189,7 @@ def test_nobody_owes_anything_means_no_letters(workspace, tmp_path):
     out = tmp_path / "letters"
     printed = run(workspace, "status", "--system", "zone", "--period", PERIOD, "--letters", str(out)).output
     assert not list(out.glob("*.txt"))
-    assert "0 letter(s)" in printed
+    assert "已写出 0 封信" in printed
     assert openpyxl.load_workbook(out / BOOK_NAME).sheetnames == [OVERVIEW_SHEET]
 
 

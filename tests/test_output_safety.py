@@ -190,7 +190,7 @@ def test_html_outputs_escape_names_and_remarks(round_):
 def test_the_collect_listing_shows_the_formula_typed_as_a_score_as_text(round_):
     *_, collect = round_
     report = collect.output
-    assert "Collection report:" in report
+    assert "收取报告：" in report
     _, ws, *_ = round_
     problems = openpyxl.load_workbook(ws / "output" / PERIOD / f"collection-{SYSTEM}.xlsx")["问题"]
     cells = [row[3] for row in problems.iter_rows(min_row=2) if row[3].value == "=2+2"]

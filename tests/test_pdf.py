@@ -273,7 +273,7 @@ def test_report_pdf(workspace, english, monkeypatch):
     result = run(workspace, "report", "--system", "community", "--period", PERIOD, "--pdf")
     out = Workspace.open(workspace).period_output(PERIOD)
     target = out / "digest-community.pdf"
-    assert f"wrote    {target}" in result.output
+    assert f"已写入  {target}" in result.output
     with open(out / "results-community.csv", encoding="utf-8-sig") as fh:
         ranking = list(csv.DictReader(fh))
     first, last = ranking[0]["名称"], ranking[-1]["名称"]
@@ -313,7 +313,7 @@ def test_rollup_pdf(workspace, english, monkeypatch):
     folder = Workspace.open(workspace).path("output") / "rollup"
     html = folder / "rollup-community-2026-09_2026-12.html"
     target = html.with_suffix(".pdf")
-    assert f"wrote    {target}" in result.output
+    assert f"已写入  {target}" in result.output
     rows = BeautifulSoup(html.read_text(encoding="utf-8"), "html.parser").select("#heat-rows tr.subject-row")
     names = {code: name for code, name, *_ in SUBJECTS}
     first, last = names[rows[0]["data-subject"]], names[rows[-1]["data-subject"]]
@@ -332,17 +332,17 @@ def test_report_pdf_without_a_browser_warns_and_writes_the_rest(workspace, monke
     out = Workspace.open(workspace).period_output(PERIOD)
     html = out / "digest-community.html"
     flat = " ".join(result.output.split())
-    assert "Warning: no PDF written." in flat and f"{pdf.ENV} is set to {tmp_path / 'nowhere' / 'chrome.exe'}" in flat
-    assert f"The HTML was written: {html}" in flat
+    assert "提醒：未生成 PDF。" in flat and f"{pdf.ENV} 设为 {tmp_path / 'nowhere' / 'chrome.exe'}" in flat
+    assert f"HTML 已写出：{html}" in flat
     assert html.is_file() and (out / "summary-community.xlsx").is_file() and (out / "results-community.csv").is_file()
     assert not html.with_suffix(".pdf").exists() and leftovers(out) == []
 
     monkeypatch.delenv(pdf.ENV)
     result = run(workspace, "report", "--system", "community", "--period", PERIOD, "--pdf")
     flat = " ".join(result.output.split())
-    assert ("No Chromium-family browser found: install Chromium, Google Chrome or Microsoft Edge, or set "
-            "HAPPYHOME_BROWSER to its path.") in flat
-    assert "wrote" not in flat.split("Warning")[1] and not html.with_suffix(".pdf").exists()
+    assert ("找不到 Chromium 系浏览器：请安装 Chromium、Google Chrome 或 Microsoft Edge，"
+            "或把 HAPPYHOME_BROWSER 设为浏览器程序的路径。") in flat
+    assert "已写入" not in flat.split("提醒")[1] and not html.with_suffix(".pdf").exists()
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="fake browsers are shell scripts")
@@ -356,8 +356,8 @@ def test_rollup_pdf_with_a_failing_browser_warns_and_exits_0(workspace, monkeypa
     folder = Workspace.open(workspace).path("output") / "rollup"
     html = folder / "rollup-community-2026-09_2026-12.html"
     flat = " ".join(result.output.split())
-    assert "Warning: no PDF written." in flat and "exit status 21" in flat and "cannot print" in flat
-    assert f"can be printed from a browser: {html}" in flat
+    assert "提醒：未生成 PDF。" in flat and "退出状态 21" in flat and "cannot print" in flat
+    assert f"可在浏览器中打印：{html}" in flat
     assert html.is_file() and html.with_suffix(".xlsx").is_file() and not html.with_suffix(".pdf").exists()
     assert leftovers(folder) == []
 

@@ -220,7 +220,7 @@ def test_full_path_forms_fill_collect_report(workspace):
         fill_form(form, scores, remarks, save_as=folder / form.name)
     run(workspace, "collect", "--system", "community", "--period", PERIOD)
     result = run(workspace, "report", "--system", "community", "--period", PERIOD, "--calibrate")
-    assert "wrote" in result.output
+    assert "已写入" in result.output
     out = workspace / "output" / PERIOD
     rank = sheet(out / "summary-community.xlsx", "排名").set_index("编号")
     for code, total in EXPECTED.items():

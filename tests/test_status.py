@@ -60,7 +60,7 @@ def test_status_cli_and_chase_list_workbook(workspace, tmp_path):
     _ledger(workspace)
     out = tmp_path / "chase" / "催收.xlsx"
     result = run(workspace, "status", "--system", "community", "--period", PERIOD, "--export", str(out))
-    assert "missing 5" in result.output
+    assert "缺 5" in result.output
     assert "王芳" in result.output and "wangfang@example.org" in result.output
     book = openpyxl.load_workbook(out)
     sheet = book.worksheets[0]
@@ -79,7 +79,7 @@ def test_status_cli_and_chase_list_workbook(workspace, tmp_path):
 
 def test_status_with_an_empty_ledger_owes_everything(workspace):
     result = run(workspace, "status", "--system", "zone", "--period", "2026-10")
-    assert "Assigned 6, received 0, missing 6" in result.output
+    assert "应评 6，已收 0，缺 6" in result.output
     run(workspace, "status", "--system", "zone", "--period", "2026-13", expect=2)
 
 

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from pipeline.errors import ConfigError
+from pipeline.i18n import set_language
 from pipeline.systems import load_system
 from conftest import run
 
@@ -78,23 +79,27 @@ def test_a_custom_system_in_the_same_schema_loads(tmp_path):
     assert system.id == "pilot" and len(system.items) == 13
 
 
-@pytest.mark.parametrize("mutate, field", [
-    (lambda d: d["items"][1].update(code="Z01"), "items[2] (Z01).code: duplicate code"),
-    (lambda d: d["items"][0].update({"满分": 0}), "items[1] (Z01).满分: must be a positive number"),
-    (lambda d: d["items"][0].update({"满分": 8}), "the maxima sum to 101"),
-    (lambda d: d["items"][3].pop("评价内容"), "items[4] (Z04).评价内容: missing field"),
-    (lambda d: d.update(total=90), "total declares 90"),
+@pytest.mark.parametrize("mutate, field, english", [
+    (lambda d: d["items"][1].update(code="Z01"), "items[2] (Z01).code：编号 'Z01' 重复", "items[2] (Z01).code: duplicate code"),
+    (lambda d: d["items"][0].update({"满分": 0}), "items[1] (Z01).满分：须为正数", "items[1] (Z01).满分: must be a positive number"),
+    (lambda d: d["items"][0].update({"满分": 8}), "各项满分之和为 101", "the maxima sum to 101"),
+    (lambda d: d["items"][3].pop("评价内容"), "items[4] (Z04).评价内容：缺少字段", "items[4] (Z04).评价内容: missing field"),
+    (lambda d: d.update(total=90), "total 声明为 90", "total declares 90"),
 ])
-def test_an_invalid_system_names_file_and_field(tmp_path, mutate, field):
+def test_an_invalid_system_names_file_and_field(tmp_path, mutate, field, english):
     path = write_system(tmp_path, mutate)
-    with pytest.raises(ConfigError) as err:
-        load_system(path)
-    assert str(path) in str(err.value) and field in str(err.value)
+    for lang, expected in (("zh", field), ("en", english)):
+        set_language(lang)
+        with pytest.raises(ConfigError) as err:
+            load_system(path)
+        assert str(path) in str(err.value) and expected in str(err.value)
 
 
 def test_unknown_system_id_is_a_usage_error(tmp_path):
     result = run(tmp_path, "systems", "show", "nonesuch", expect=2)
-    assert "Unknown indicator system" in result.output
+    assert "未知的指标体系 'nonesuch'" in result.output
+    result = run(tmp_path, "--lang", "en", "systems", "show", "nonesuch", expect=2)
+    assert "Unknown indicator system 'nonesuch'" in result.output
 
 
 def test_systems_cli_lists_and_shows(tmp_path):

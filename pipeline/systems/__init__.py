@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.errors import ConfigError
+from pipeline.i18n import _
 
 HERE = Path(__file__).parent
 BUILTIN = ("zone", "community")
@@ -82,14 +83,12 @@ def load_system(ref: str | Path) -> System:
     else:
         path = Path(ref_str)
         if not path.is_file():
-            known = "、".join(BUILTIN)
-            raise ConfigError(
-                f"Unknown indicator system {ref_str!r}: use one of {known}, or the path of a YAML file."
-            )
+            raise ConfigError(_("Unknown indicator system {ref!r}: use one of {known}, or the path of a YAML file.")
+                              .format(ref=ref_str, known=_(", ").join(BUILTIN)))
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path}: cannot read the indicator system: {err}") from err
+        raise ConfigError(_("{path}: cannot read the indicator system: {error}").format(path=path, error=err)) from err
     return parse_system(data, path)
 
 
@@ -99,12 +98,12 @@ def parse_system(data: object, path: Path) -> System:
 
     def need(obj: dict, key: str, where: str):
         if key not in obj or obj[key] in (None, ""):
-            problems.append(f"{where}: missing field '{key}'")
+            problems.append(_("{where}: missing field '{key}'").format(where=where, key=key))
             return None
         return obj[key]
 
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: an indicator system must be a mapping with 'id', 'total' and 'items'")
+        raise ConfigError(_("{path}: an indicator system must be a mapping with 'id', 'total' and 'items'").format(path=path))
     sys_id = need(data, "id", "id")
     name = need(data, "name", "name")
     total = need(data, "total", "total")
@@ -113,29 +112,30 @@ def parse_system(data: object, path: Path) -> System:
     items: list[Item] = []
     seen: set[str] = set()
     if raw_items is not None and not isinstance(raw_items, list):
-        problems.append("items: must be a list")
+        problems.append(_("items: must be a list"))
         raw_items = []
     for n, raw in enumerate(raw_items or [], start=1):
         where = f"items[{n}]"
         if not isinstance(raw, dict):
-            problems.append(f"{where}: must be a mapping with {', '.join(ITEM_FIELDS)}")
+            problems.append(_("{where}: must be a mapping with {fields}").format(where=where, fields=", ".join(ITEM_FIELDS)))
             continue
         code = need(raw, "code", f"{where}.code")
         if code is not None:
             code = str(code).strip()
             where = f"items[{n}] ({code})"
             if code in seen:
-                problems.append(f"{where}.code: duplicate code {code!r}")
+                problems.append(_("{where}.code: duplicate code {code!r}").format(where=where, code=code))
             seen.add(code)
         values = {key: need(raw, key, f"{where}.{key}") for key in ITEM_FIELDS if key != "code"}
         values["code"] = code
         maximum = values["满分"]
         if maximum is not None:
             if isinstance(maximum, bool) or not isinstance(maximum, (int, float)) or not maximum > 0:
-                problems.append(f"{where}.满分: must be a positive number, found {maximum!r}")
+                problems.append(_("{where}.满分: must be a positive number, found {value!r}").format(where=where, value=maximum))
                 maximum = None
         if values["一级指标"] is not None and values["一级指标"] not in LEVEL1:
-            problems.append(f"{where}.一级指标: must be 基础指标 or 进阶指标, found {values['一级指标']!r}")
+            problems.append(_("{where}.一级指标: must be 基础指标 or 进阶指标, found {value!r}").format(
+                where=where, value=values["一级指标"]))
         if None in values.values() or maximum is None:
             continue
         items.append(
@@ -150,14 +150,15 @@ def parse_system(data: object, path: Path) -> System:
         )
     if not problems and total is not None:
         if isinstance(total, bool) or not isinstance(total, (int, float)):
-            problems.append(f"total: must be a number, found {total!r}")
+            problems.append(_("total: must be a number, found {value!r}").format(value=total))
         elif abs(sum(i.max for i in items) - float(total)) > 1e-9:
             found = sum(i.max for i in items)
-            problems.append(f"items.满分: the maxima sum to {found:g}, but total declares {total:g}")
+            problems.append(_("items.满分: the maxima sum to {found}, but total declares {total}").format(
+                found=f"{found:g}", total=f"{total:g}"))
     if not items and not problems:
-        problems.append("items: the system has no items")
+        problems.append(_("items: the system has no items"))
     if problems:
-        raise ConfigError(f"{path}: invalid indicator system:\n  - " + "\n  - ".join(problems))
+        raise ConfigError(_("{path}: invalid indicator system:").format(path=path) + "\n  - " + "\n  - ".join(problems))
     return System(
         id=str(sys_id),
         name=str(name),
