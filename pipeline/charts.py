@@ -10,7 +10,13 @@ from __future__ import annotations
 import re
 
 import pygal
+from pygal.etree import etree
 from pygal.style import Style
+
+# pygal serialises with lxml when it is installed (python-docx brings it) and with the standard
+# library otherwise, and the two write different SVG (lxml adds an xlink namespace): one
+# serialiser, whatever else is installed, keeps the charts the same on every machine.
+etree.to_etree()
 
 FONT = "Noto Sans CJK SC, Noto Sans SC, Source Han Sans SC, Microsoft YaHei, PingFang SC, sans-serif"
 BLUE, GREEN, AMBER, RED, GREY = "#2b6cb0", "#2f855a", "#b7791f", "#c53030", "#718096"

@@ -301,7 +301,7 @@ def examine_workbook(book: Workbook, name: str, ctx: Context, probe: "CellProbe 
         meta_subject = meta.sheets.get(sheet.name) if meta else None
         if sheet.error or sheet.too_long:
             if meta_subject:  # a known subject sheet that cannot be read: that sheet fails
-                code, detail = ("sheet_unreadable", sheet.error) if sheet.error else ("sheet_too_long", f"{sheet.too_long} 行")
+                code, detail = ("sheet_unreadable", sheet.error) if sheet.error else ("sheet_too_long", sheet.too_long)
                 out.problems.append(problem(code, file=name, sheet=sheet.name, detail=detail, technical=sheet.technical))
                 out.sheets.append(SheetRecord(sheet.name, meta.assessor, meta_subject, False))
             elif sheet.error:

@@ -66,7 +66,7 @@ class Sheet:
     rows: list[list] = field(default_factory=list)
     hidden: bool = False
     error: str = ""  # set (in Chinese) when this sheet alone could not be read
-    too_long: int = 0  # the rows found (at least this many), when over Limits.max_rows
+    too_long: str = ""  # how many rows, in Chinese ("1500 行", "超过 1000 行"), when over Limits.max_rows
     technical: str = ""  # the library's own words for `error`, for support only
 
 
@@ -268,6 +268,7 @@ class Size:
     rows: int = 0     # the furthest row (1-based), counted or referenced or declared
     columns: int = 0  # the furthest column (1-based)
     cells: int = 0
+    partial: bool = False  # reading stopped once the sheet was known to be beyond the limits
 
     def grow(self, rows: int = 0, columns: int = 0) -> None:
         self.rows, self.columns = max(self.rows, rows), max(self.columns, columns)
@@ -414,6 +415,7 @@ def _xml_size(archive: zipfile.ZipFile, part: str, limits: Limits) -> Size:
                 block, tail = block[:cut], block[cut:]
                 absorb(block)
                 if size.over(limits):
+                    size.partial = True
                     return size
     except (zipfile.BadZipFile, OSError, RuntimeError, EOFError, ValueError, zlib.error):
         return size  # calamine will report the damage itself
@@ -549,6 +551,7 @@ def _xlsb_size(archive: zipfile.ZipFile, part: str, limits: Limits) -> Size:
         with archive.open(part) as handle:
             for n, (typ, body) in enumerate(_brt_records(handle)):
                 if n % 1024 == 0 and size.over(limits):  # known to be too large: stop reading
+                    size.partial = True
                     return size
                 if typ == BRT_WS_DIM and len(body) >= 16:
                     _, row_last, _, col_last = struct.unpack_from("<4I", body)
@@ -832,7 +835,9 @@ def _read_sheet(book: pc.CalamineWorkbook, meta: pc.SheetMetadata, limits: Limit
 def _refuse(sheet: Sheet, size: Size, limits: Limits) -> None:
     """Mark a sheet beyond the limits: too many rows as too_long, too many columns as an error."""
     if size.too_long(limits):
-        sheet.too_long = max(size.rows, limits.max_rows + 1)
+        # where reading stopped early, the count so far depends on where it stopped: say only "more than"
+        rows = max(size.rows, limits.max_rows + 1)
+        sheet.too_long = f"超过 {limits.max_rows} 行" if size.partial else f"{rows} 行"
     else:
         sheet.error = f"有 {size.columns} 列，超出上限 {limits.max_columns} 列"
 
