@@ -370,6 +370,15 @@ def report(ctx: click.Context, system_ref: str, period: str, stage: str, method:
     console.print(table)
     console.print(f"Rated {res.n_rated} of {len(res.subjects)}; returns {result.received}/{result.assigned}; "
                   f"{len(res.flags)} flag(s). {res.agreement.get('reading', '')}", soft_wrap=True)
+    if result.selection is not None:
+        from pipeline.i18n import _
+        from pipeline.selection import RESERVE, SELECTED, TIED, VETOED
+
+        counts = result.selection.counts()
+        console.print(_("Selection: {selected} selected for {places} places, {tied} tied for the office to decide, "
+                        "{reserve} in reserve, {vetoed} vetoed.").format(
+            selected=counts[SELECTED], places=result.selection.places, tied=counts[TIED], reserve=counts[RESERVE],
+            vetoed=counts[VETOED]), soft_wrap=True)
     for path in result.paths:
         console.print(f"wrote    {path}", soft_wrap=True)
 
