@@ -412,8 +412,8 @@ def write_result_sheet(book, f: dict, sel: Selection) -> None:
     sh.ws.write_string(at, 0, "入选线：" + describe(sel) + "红线以上为入选（及并列）对象，红线以下依次为候补、其余对象。",
                        f["title"])
     for n, (what, rule) in enumerate(method_lines(sel), start=at + 1):
-        sh.ws.write_string(n, 0, what, f["text"])
-        sh.ws.write_string(n, 1, rule, f["text"])
+        sh.ws.write_string(n, 0, f"{what}：{rule}", f["text"])  # one text, running across the empty cells
+    sh.ws.set_column(6, 6, 9)  # 100.00 in bold needs more than its digits
     sh.ws.activate()
 
 
@@ -521,12 +521,16 @@ def write_notice_docx(path: Path, n: Notice, decimals: int = 2) -> Path:
     title = paragraph(n.title, size=22, name="宋体", bold=True, align=WD_ALIGN_PARAGRAPH.CENTER, indent=False,
                       after=16)
     title.paragraph_format.line_spacing = Pt(36)
-    for text in n.before:
-        paragraph(text, align=WD_ALIGN_PARAGRAPH.JUSTIFY)
+    for k, text in enumerate(n.before):
+        paragraph(text, align=WD_ALIGN_PARAGRAPH.JUSTIFY, after=8 if k == len(n.before) - 1 else 0)
     table = doc.add_table(rows=1, cols=len(NOTICE_HEAD))
     table.style = "Table Grid"
     table.alignment = WD_TABLE_ALIGNMENT.CENTER
-    widths = [Mm(14), Mm(20), Mm(58), Mm(48), Mm(16)]
+    table.autofit = False
+    # 156 mm: the type area of A4 with these margins; names and places get the room.
+    widths = [Mm(14), Mm(18), Mm(54), Mm(46), Mm(24)]
+    for column, width in zip(table.columns, widths):
+        column.width = width  # the grid LibreOffice and WPS lay the table out by
     for cell, head, width in zip(table.rows[0].cells, NOTICE_HEAD, widths):
         cell.width = width
         cell.paragraphs[0].alignment = WD_ALIGN_PARAGRAPH.CENTER
