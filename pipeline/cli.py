@@ -443,11 +443,12 @@ def rollup(ctx: click.Context, system_ref: str, start: str | None, end: str | No
               help="The last of the six monthly rounds.")
 @click.option("--seed", default=20261129, show_default=True, help="Random seed: the same seed gives the same files.")
 def demo(directory: Path, small: bool, end: str, seed: int) -> None:
-    """Build an example workspace in DIRECTORY and run six monthly rounds in it.
+    """Build an example workspace in DIRECTORY and run a 遴选 round and six monthly rounds in it.
 
     A synthetic programme (30 zones, 100 communities, 12 assessors) with plausible scores
-    and a few faulty returns: forms, returns, collect and report for both systems every
-    month, then the roll-ups. A previous demo in DIRECTORY is cleared and rebuilt; any
+    and a few faulty returns: a 遴选 round of the communities (more candidates than places,
+    provincial quotas, a veto) the month before, then forms, returns, collect and report for
+    both systems every month, then the roll-ups. A previous demo in DIRECTORY is cleared and rebuilt; any
     other non-empty folder is refused.
 
     Example: happyhome demo ./demo
@@ -480,6 +481,14 @@ def demo(directory: Path, small: bool, end: str, seed: int) -> None:
     console.print(f"…and {late} returns that arrived after the deadline.")
     for system, path in result.digests.items():
         console.print(f"latest digest  {system:<10} {path}", soft_wrap=True)
+    if result.selection is not None:
+        from pipeline.i18n import _
+
+        chosen = result.selection
+        console.print(_("selection      {system:<10} {digest}").format(system=chosen.system.id, digest=chosen.digest),
+                      soft_wrap=True)
+        for path in chosen.publicity:
+            console.print(f"{'':<26}{path}", soft_wrap=True)
     for system, (xlsx, html) in result.rollups.items():
         console.print(f"roll-up        {system:<10} {html}", soft_wrap=True)
         console.print(f"{'':<26}{xlsx}", soft_wrap=True)
