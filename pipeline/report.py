@@ -540,12 +540,17 @@ def report(
     scores, file_rows, status = _inputs(ws, period, system, roster)
     if not len(scores):
         raise InputError(nothing_collected(ws, system, period, len(file_rows)))
-    result = score_round(scores, system, roster, ws.settings, method=method, by=by, calibrate=calibrate)
+    settings = ws.settings
+    if split_key(period)[1] == "遴选":
+        # The 临界 flags of a 遴选 round are about its own line: the places, not calibration.selection_top.
+        settings = {**settings, "calibration": {**settings["calibration"],
+                                                "selection_top": selecting.places_for(settings, system)}}
+    result = score_round(scores, system, roster, settings, method=method, by=by, calibrate=calibrate)
     chase, assigned, received = chase_list(status), status.assigned, status.received
     files = _files(scores, file_rows)
     generated = generated or datetime.now().replace(microsecond=0)
     out = ws.period_output(period)
-    chosen = selecting.select(result, roster, ws.settings) if split_key(period)[1] == "遴选" else None
+    chosen = selecting.select(result, roster, settings) if split_key(period)[1] == "遴选" else None
     detail = detail_frame(result, scores, roster)
     detail_csv = write_detail_csv(out / f"scores-{system.id}.csv", detail)
     summary = write_summary(out / f"summary-{system.id}.xlsx", result, period=period, detail=detail, files=files,

@@ -344,7 +344,7 @@ def method_lines(sel: Selection) -> list[tuple[str, str]]:
         ("名额", f"{sel.places} 个（设置项 selection.places）"),
         ("排序", f"按总分（保留 {sel.decimals} 位小数）从高到低；总分相同依次比较"
                  + ("、".join(sel.tie_break) if sel.tie_break else "（未设置比较指标）")
-                 + "，仍相同者并列，不按编号先后决定"),
+                 + "，仍相同者并列，不按编号先后决定；本表排名含这一比较，故可与“排名”页（只比总分）不同"),
         ("一票否决", "；".join(sel.rules + ["名单“否决”列写明原因的对象"]) + "：照常排名，不入选"),
         ("省份名额", (quotas + "；" if quotas else "未设置；") + "名额已满的省份其余对象列为候补"),
         ("候补", "因所在省份名额已满而未入选的对象，按排名顺序列在入选线之后"),

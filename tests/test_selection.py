@@ -179,7 +179,7 @@ CANDIDATES = [  # best first: C001 > C002 > … > C006
     ("C003", "小营街道大学路社区", "创新实践社区", "浙江省", "杭州市", "上城区", ""),
     ("C004", "玉林街道黉门街社区", "创新实践社区", "四川省", "成都市", "武侯区", ""),
     ("C005", "南湖街道南湖社区", "创新实践社区", "湖北省", "武汉市", "洪山区", ""),
-    ("C006", "关山街道光谷社区", "创新实践社区", "湖北省", "武汉市", "洪山区", "发生重大安全责任事故"),
+    ("C006", "关山街道光谷社区", "创新实践社区", "湖北省", "武汉市", "洪山区", "发生重大安全责任事故<script>alert(1)</script>"),
     ("C007", "朝阳街道和平社区", "创新实践社区", "北京市", "北京市", "朝阳区", ""),
 ]
 
@@ -229,7 +229,7 @@ def test_a_selection_round_end_to_end(selection_round):
     notes = {r[1]: r[8] for r in rows}
     assert notes["C003"] == "所在省份名额已满（浙江省 2 个）"
     assert notes["C005"] == "一票否决：C01 得分 1.00 低于满分 4 的 50%"
-    assert notes["C006"] == "一票否决：发生重大安全责任事故" and notes["C007"] == "未评分"
+    assert notes["C006"] == "一票否决：发生重大安全责任事故<script>alert(1)</script>" and notes["C007"] == "未评分"
     assert [r[0] for r in rows] == [1, 2, 4, 3, 5, 6, None] and rows[0][6] == 100
     assert sheet.cell(4, 1).border.bottom.style == "thick"  # the selection line under the third row
 
@@ -268,6 +268,11 @@ def test_a_selection_round_end_to_end(selection_round):
     line = soup.select_one("#selection-line")
     assert line.find_previous_sibling("tr")["data-subject"] == "C004" and "入选线" in line.text
     assert "名额 3 个：入选 3 个" in soup.select_one("#selection-summary").text
+    assert soup.find("script") is None  # the roster's reason is text, escaped
+    assert "<script>alert(1)</script>" in section.select_one('tr[data-subject="C006"]').get_text()
+    # the 临界 flags of a 遴选 round are about its places (3), not calibration.selection_top (30)
+    about = {r[0]: r[1] for r in book["说明"].iter_rows(values_only=True)}
+    assert about["决策线"].startswith("前 3 名入选线")
 
 
 def test_the_notice_lists_the_selected_only_and_says_a_tie_is_left_to_the_office(tmp_path):
