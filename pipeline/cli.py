@@ -606,6 +606,14 @@ def report(ctx: click.Context, system_ref: str, period: str, stage: str, method:
     console.print(_("Rated {rated} of {subjects}; returns {received}/{assigned}; {flags} flag(s). {reading}").format(
         rated=res.n_rated, subjects=len(res.subjects), received=result.received, assigned=result.assigned,
         flags=len(res.flags), reading=res.agreement.get("reading", "")).rstrip(), markup=False)
+    if result.selection is not None:
+        from pipeline.selection import RESERVE, SELECTED, TIED, VETOED
+
+        counts = result.selection.counts()
+        console.print(_("Selection: {selected} selected for {places} places, {tied} tied for the office to decide, "
+                        "{reserve} in reserve, {vetoed} vetoed.").format(
+            selected=counts[SELECTED], places=result.selection.places, tied=counts[TIED], reserve=counts[RESERVE],
+            vetoed=counts[VETOED]), markup=False)
     for path in result.paths:
         console.print(_("wrote    {path}").format(path=path), markup=False)
     if pdf:
@@ -681,11 +689,12 @@ def rollup(ctx: click.Context, system_ref: str, start: str | None, end: str | No
 @click.option("--seed", default=20261129, show_default=True,
               help=N_("Random seed: the same seed gives the same files."))
 def demo(directory: Path, small: bool, end: str, seed: int) -> None:
-    """Build an example workspace in DIRECTORY and run six monthly rounds in it.
+    """Build an example workspace in DIRECTORY and run a selection round and six monthly rounds in it.
 
     A synthetic programme (30 zones, 100 communities, 12 assessors) with plausible scores
-    and a few faulty returns: forms, returns, collect and report for both systems every
-    month, then the roll-ups. A previous demo in DIRECTORY is cleared and rebuilt; any
+    and a few faulty returns: a selection round of the communities (more candidates than places,
+    provincial quotas, a veto) the month before, then forms, returns, collect and report for
+    both systems every month, then the roll-ups. A previous demo in DIRECTORY is cleared and rebuilt; any
     other non-empty folder is refused.
 
     Example: happyhome demo ./demo
@@ -722,6 +731,11 @@ def demo(directory: Path, small: bool, end: str, seed: int) -> None:
     width = max(cell_len(digest), cell_len(rollup_label)) + 2
     for system, path in result.digests.items():
         say(f"{pad(digest, width)}{system:<10} {path}")
+    if result.selection is not None:
+        chosen, label = result.selection, _("selection")
+        say(f"{pad(label, width)}{chosen.system.id:<10} {chosen.digest}")
+        for path in chosen.publicity:
+            say(f"{'':<{width + 11}}{path}")
     for system, (xlsx, html) in result.rollups.items():
         say(f"{pad(rollup_label, width)}{system:<10} {html}")
         say(f"{'':<{width + 11}}{xlsx}")

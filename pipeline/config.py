@@ -135,3 +135,28 @@ def _validate(s: dict, path: Path) -> None:
         except (UsageError, ValueError) as err:
             raise ConfigError(_("{path}: 'round.deadlines' needs \"YYYY-MM\" = \"YYYY-MM-DD\", found {period} = {day!r}")
                               .format(path=path, period=period, day=day)) from err
+    _validate_selection(s["selection"], path)
+
+
+def _validate_selection(sel: dict, path: Path) -> None:
+    """[selection]: what can be checked without knowing the system (names are checked per system
+    by pipeline.selection.check_settings)."""
+    for system, places in sel["places"].items():
+        if not isinstance(places, int) or isinstance(places, bool) or places < 0:
+            raise ConfigError(_("{path}: 'selection.places.{system}' must be a whole number >= 0, found {places!r}")
+                              .format(path=path, system=system, places=places))
+    if not all(isinstance(name, str) and name.strip() for name in sel["tie_break"]):
+        raise ConfigError(_("{path}: 'selection.tie_break' must list names of 一级指标, 二级指标 or item codes")
+                          .format(path=path))
+    if not isinstance(sel["publicity_days"], int) or not 1 <= sel["publicity_days"] <= 60:
+        raise ConfigError(_("{path}: 'selection.publicity_days' must be a whole number of working days, 1 to 60")
+                          .format(path=path))
+    for n, rule in enumerate(sel["veto"], start=1):
+        if not isinstance(rule, dict) or set(rule) != {"item", "below_share"}:
+            raise ConfigError(_("{path}: each [[selection.veto]] needs exactly 'item' and 'below_share' (rule {n})")
+                              .format(path=path, n=n))
+        share = rule["below_share"]
+        if not isinstance(rule["item"], str) or isinstance(share, bool) or not isinstance(share, (int, float)) \
+                or not 0 < share <= 1:
+            raise ConfigError(_("{path}: [[selection.veto]] rule {n}: 'item' is an item code and 'below_share' a "
+                                "share between 0 and 1, found {rule!r}").format(path=path, n=n, rule=rule))

@@ -1,7 +1,8 @@
 """`happyhome demo`: a complete, synthetic, seeded example workspace, run end to end.
 
 The data are invented but shaped like the programme's: 30 创新实践区 and 100 创新实践社区 in real
-province/city/district combinations, 12 assessors, and six monthly rounds. Each subject has a
+province/city/district combinations, 12 assessors, a 遴选 round of the communities the month
+before (more candidates than places, provincial quotas, a veto), and six monthly rounds. Each subject has a
 latent quality and a trend, each assessor a leniency or severity, so the roll-up has something
 to show; a handful of faulty returns exercise collection. Everything is drawn from one seed,
 and the returned workbooks carry fixed saved times, so two runs produce the same files.
@@ -169,9 +170,11 @@ def make_data(size: DemoSize = FULL, end: str = DEFAULT_END, seed: int = SEED) -
     return DemoData(subjects, assessors, pairs, months_ending(end, size.months), quality, trend, shock, leniency, seed)
 
 
-def answers_for(data: DemoData, system: System, month: int, assessor: str, subjects: list[str]) -> dict:
-    """Scores and remarks one assessor gives in one month: subject -> item -> (score, remark)."""
-    rng = np.random.default_rng([data.seed, 2, month, int(assessor[1:]), len(system.id)])
+def answers_for(data: DemoData, system: System, month: int, assessor: str, subjects: list[str], draw: int = 2) -> dict:
+    """Scores and remarks one assessor gives in one month: subject -> item -> (score, remark).
+
+    `draw` names the random stream: the 遴选 round draws its own (7) for the first month."""
+    rng = np.random.default_rng([data.seed, draw, month, int(assessor[1:]), len(system.id)])
     difficulty = np.random.default_rng([data.seed, 3, len(system.id)]).normal(0, 0.05, len(system.items))
     maxima = np.array([item.max for item in system.items])
     out = {}
@@ -301,6 +304,43 @@ def plan_round(ws: Workspace, data: DemoData, roster: Roster, systems: list[Syst
     return RoundPlan(period, forms, returns, missing, postponed)
 
 
+# -- the 遴选 round ------------------------------------------------------------------------------
+SELECTION_VETO = "发生重大安全责任事故（示例）"
+
+
+def selection_period(data: DemoData) -> str:
+    """The 遴选 round's month: the one before the monthly rounds."""
+    year, month = map(int, data.periods[0].split("-"))
+    year, month = (year - 1, 12) if month == 1 else (year, month - 1)
+    return f"{year:04d}-{month:02d}"
+
+
+def selection_setup(data: DemoData) -> tuple[int, list[tuple[str, str, int]], str]:
+    """The demo's 遴选: places (four in five communities), quotas (名额) and the vetoed community."""
+    communities = [s for s in data.subjects if s[2] == "创新实践社区"]
+    provinces = [s[3] for s in communities]
+    busiest = max(dict.fromkeys(provinces), key=provinces.count)  # the first province with the most
+    quotas = [("创新实践社区", busiest, max(1, provinces.count(busiest) // 2))]
+    return max(1, len(communities) * 4 // 5), quotas, communities[2][0]
+
+
+def plan_selection(ws: Workspace, data: DemoData, roster: Roster, system: System) -> RoundPlan:
+    """The 遴选 round of the communities: every assessor returns on time, nothing faulty."""
+    from pipeline.rounds import round_key
+
+    key = round_key(selection_period(data), "遴选")
+    rng = np.random.default_rng([data.seed, 8])
+    deadline = ws.deadline(key)
+    blank = plan_forms(ws, system, key, roster)
+    returns = []
+    for spec in blank:
+        answers = answers_for(data, system, 0, spec.assessor.code, [s.code for s in spec.subjects], draw=7)
+        path = ws.returned(key) / spec.path.name
+        received = _on_time(rng, deadline)
+        returns.append(Return(path, received, _saved_before(rng, received), replace(spec, path=path, answers=answers)))
+    return RoundPlan(key, [replace(s, answers=None) for s in blank], returns)
+
+
 def _write_job(job: tuple[FormSpec, datetime]) -> Path:
     """Write a form with a fixed saved time (in a pool worker): same seed, same bytes."""
     import xlsxwriter
@@ -327,7 +367,7 @@ def plan_rounds(ws: Workspace, data: DemoData, roster: Roster, systems: list[Sys
 
 def write_round_files(plans: list[RoundPlan], workers: int = 1, advance: Callable[..., None] | None = None) -> int:
     """Write every blank form and every return of the planned rounds; set receipt times."""
-    jobs = [(spec, datetime.fromisoformat(f"{plan.period}-01T09:00:00")) for plan in plans for spec in plan.forms]
+    jobs = [(spec, datetime.fromisoformat(f"{plan.period[:7]}-01T09:00:00")) for plan in plans for spec in plan.forms]
     jobs += [(r.spec, r.saved) for plan in plans for r in plan.returns if r.spec]
     for plan in plans:
         plan.forms and plan.forms[0].path.parent.mkdir(parents=True, exist_ok=True)
@@ -365,6 +405,7 @@ class DemoResult:
     summaries: dict[str, Path]
     rollups: dict[str, tuple[Path, Path]]  # system -> (xlsx, html)
     seconds: dict[str, float] = field(default_factory=dict)
+    selection: object = None  # the 遴选 round's ReportResult (communities)
 
 
 def prepare_folder(root: Path) -> None:
@@ -408,31 +449,42 @@ def build_demo(root: str | Path = "demo", size: DemoSize = FULL, end: str = DEFA
                                encoding="utf-8")
     init_workspace(root)
     config = root / CONFIG_NAME
-    config.write_text(config.read_text(encoding="utf-8").replace('contact = ""', 'contact = "项目办公室 010-6512 3456"', 1),
-                      encoding="utf-8")
     data = make_data(size, end, seed)
-    write_roster(root / "input" / "roster.xlsx", data.subjects, data.assessors, data.pairs)
+    places, quotas, vetoed = selection_setup(data)
+    text = config.read_text(encoding="utf-8").replace('contact = ""', 'contact = "项目办公室 010-6512 3456"', 1)
+    text = text.replace("community = 100 }", f"community = {places} }}", 1)
+    text = text.replace('objection_contact = ""', 'objection_contact = "项目办公室 010-6512 3456"', 1)
+    text = text.replace("veto = []", 'veto = [{ item = "C01", below_share = 0.5 }]', 1)
+    config.write_text(text, encoding="utf-8")
+    subjects = [(*s, SELECTION_VETO if s[0] == vetoed else "") for s in data.subjects]
+    write_roster(root / "input" / "roster.xlsx", subjects, data.assessors, data.pairs, quotas=quotas)
     ws = Workspace.open(root)
     roster = read_roster(ws.path("roster"))
     systems = [load_system("zone"), load_system("community")]
     plans = plan_rounds(ws, data, roster, systems)
+    choosing = plan_selection(ws, data, roster, systems[1])
     lap(N_("plan"))
 
-    n_jobs = sum(len(p.forms) + sum(1 for r in p.returns if r.spec) for p in plans)
+    n_jobs = sum(len(p.forms) + sum(1 for r in p.returns if r.spec) for p in [choosing, *plans])
     workers = workers if workers is not None else (os.cpu_count() or 1)
-    files = write_round_files(plans, workers=workers, advance=stage(N_("Writing forms and returns"), n_jobs))
+    files = write_round_files([choosing, *plans], workers=workers,
+                              advance=stage(N_("Writing forms and returns"), n_jobs))
     lap(N_("write"))
 
     collected, digests, summaries, rollups = {}, {}, {}, {}
     with workspace_lock(ws):
-        advance = stage(N_("Collecting"), len(plans) * len(systems))
+        advance = stage(N_("Collecting"), len(plans) * len(systems) + 1)
+        collected[choosing.period, systems[1].id] = collect(ws, systems[1], choosing.period, None, roster, workers=1)
+        advance(1)
         for plan in plans:
             # community first: the files that are nobody's form are reported in its round
             for system in reversed(systems):
                 collected[plan.period, system.id] = collect(ws, system, plan.period, None, roster, workers=1)
                 advance(1)
         lap(N_("collect"))
-        advance = stage(N_("Reporting"), len(plans) * len(systems))
+        advance = stage(N_("Reporting"), len(plans) * len(systems) + 1)
+        selected = report(ws, systems[1], choosing.period)
+        advance(1)
         for plan in plans:
             for system in systems:
                 result = report(ws, system, plan.period)
@@ -451,4 +503,4 @@ def build_demo(root: str | Path = "demo", size: DemoSize = FULL, end: str = DEFA
     faults += [(p.period, f"{code} {roster.subjects[code].name}", POSTPONED) for p in plans for code in p.postponed]
     faults.sort(key=lambda f: f[0])  # by month, stable
     return DemoResult(root, data.periods, len(data.subjects), len(data.assessors), files, faults, collected,
-                      digests, summaries, rollups, seconds)
+                      digests, summaries, rollups, seconds, selected)

@@ -190,11 +190,13 @@ def digest_context(
     organiser: str = "",
     generated: datetime | None = None,
     files_received: int | None = None,
+    selection: dict | None = None,
 ) -> dict:
     """Everything the digest template shows, as plain values.
 
     `received` and `assigned` count subject sheets; `files_received` counts the workbooks that
-    came in (accepted or not), `files` those whose scores were counted.
+    came in (accepted or not), `files` those whose scores were counted. `selection` is a 遴选
+    round's outcome (`pipeline.selection.digest_part`), shown with its selection line.
     """
     system = result.system
     decimals = result.params["rank_decimals"]
@@ -262,6 +264,7 @@ def digest_context(
         "level_pct": f"{result.params['level']:.0%}",
         "decimals": decimals,
         "rounding": rounding_note(decimals),
+        "selection": selection,
     }
 
 

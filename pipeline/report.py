@@ -11,7 +11,7 @@ import csv
 import math
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -26,7 +26,8 @@ from pipeline.i18n import _
 from pipeline.ledger import Ledger
 from pipeline.names import inert_csv
 from pipeline.roster import Roster, read_roster_for
-from pipeline.rounds import check_key, cli_args
+from pipeline.rounds import check_key, cli_args, split_key
+from pipeline import selection as selecting
 from pipeline.status import CONFLICT, NOT_RECEIVED, StatusResult, round_status
 from pipeline.scoring import BY_COLUMNS, FLAG_KINDS, METHODS, RoundResult, half_up, rounding_note, score_round
 from pipeline.systems import LEVEL1, System, load_system
@@ -49,10 +50,12 @@ class ReportResult:
     n_files: int
     assigned: int
     received: int
+    selection: "selecting.Selection | None" = None  # a 遴选 round's outcome
+    publicity: list[Path] = field(default_factory=list)  # its 公示名单 .xlsx and .docx
 
     @property
     def paths(self) -> list[Path]:
-        return [self.summary, self.csv, self.detail_csv, self.digest]
+        return [self.summary, self.csv, self.detail_csv, self.digest, *self.publicity]
 
 
 # -- inputs ---------------------------------------------------------------------------------
@@ -223,13 +226,16 @@ def rank_columns(res: RoundResult) -> tuple[list[str], list[list]]:
 
 
 def write_summary(path: Path, res: RoundResult, *, period: str, detail: pd.DataFrame, files: list[dict],
-                  generated: datetime, detail_max_rows: int = 100_000, detail_csv: str = "") -> Path:
-    """The summary workbook (xlsxwriter), written atomically."""
+                  generated: datetime, detail_max_rows: int = 100_000, detail_csv: str = "",
+                  selection: "selecting.Selection | None" = None) -> Path:
+    """The summary workbook (xlsxwriter), written atomically; a 遴选 round's starts with 遴选结果."""
     system = res.system
     with atomic_path(path) as tmp:
         book = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False})
         book.set_properties({"title": f"{system.name} {period} 评估汇总", "author": "happyhome", "created": generated})
         f = _formats(book, res.params["rank_decimals"])
+        if selection is not None:
+            selecting.write_result_sheet(book, f, selection)
         _rank_sheet(book, f, res)
         _chart_sheet(book, f, res)
         _items_sheet(book, f, res)
@@ -541,21 +547,31 @@ def report(
     scores, file_rows, status = _inputs(ws, period, system, roster)
     if not len(scores):
         raise InputError(nothing_collected(ws, system, period, len(file_rows)))
-    result = score_round(scores, system, roster, ws.settings, method=method, by=by, calibrate=calibrate)
+    settings = ws.settings
+    if split_key(period)[1] == "遴选":
+        # The 临界 flags of a 遴选 round are about its own line: the places, not calibration.selection_top.
+        settings = {**settings, "calibration": {**settings["calibration"],
+                                                "selection_top": selecting.places_for(settings, system)}}
+    result = score_round(scores, system, roster, settings, method=method, by=by, calibrate=calibrate)
     chase, assigned, received = chase_list(status), status.assigned, status.received
     files = _files(scores, file_rows)
     generated = generated or datetime.now().replace(microsecond=0)
     out = ws.period_output(period)
+    chosen = selecting.select(result, roster, settings) if split_key(period)[1] == "遴选" else None
     detail = detail_frame(result, scores, roster)
     detail_csv = write_detail_csv(out / f"scores-{system.id}.csv", detail)
     summary = write_summary(out / f"summary-{system.id}.xlsx", result, period=period, detail=detail, files=files,
                             generated=generated, detail_max_rows=ws["report"]["detail_max_rows"],
-                            detail_csv=detail_csv.name)
+                            detail_csv=detail_csv.name, selection=chosen)
     results = write_results_csv(out / f"results-{system.id}.csv", result)
+    notice, publicity = (selecting.write_outputs(out, chosen, ws.settings, generated.date(), generated)
+                         if chosen is not None else (None, []))
     context = digest_context(result, period=period, scores=scores, roster=roster, chase=chase, assigned=assigned,
                              received=received, files=files, organiser=ws["round"]["organiser"], generated=generated,
-                             files_received=len(file_rows))
+                             files_received=len(file_rows),
+                             selection=selecting.digest_part(chosen, notice) if chosen is not None else None)
     digest = write_digest(out / f"digest-{system.id}.html", context)
     return ReportResult(period=period, system=system, scores=result, summary=summary, csv=results, digest=digest,
                         detail_csv=detail_csv,
-                        n_scores=len(scores), n_files=len(files), assigned=assigned, received=received)
+                        n_scores=len(scores), n_files=len(files), assigned=assigned, received=received,
+                        selection=chosen, publicity=publicity)

@@ -1,5 +1,9 @@
 """The roster workbook: subjects (评估对象), assessors (评估人) and who rates whom (分配).
 
+For 遴选 rounds two optional additions: a 否决 column in 评估对象 (a reason, e.g. a serious
+incident, that vetoes the subject), and a sheet 名额 (类型 | 省份 | 名额) capping how many subjects
+of a type one province may have selected. Rosters without them read as before.
+
 Every problem in a roster is collected and reported together, each with its sheet and row,
 and nothing is generated from a roster that has any.
 """
@@ -16,11 +20,14 @@ from pipeline.i18n import _
 from pipeline.reader import Limits, UnreadableFile, read_workbook
 from pipeline.messages import CATALOGUE
 
-SUBJECTS, ASSESSORS, ASSIGNMENTS = "评估对象", "评估人", "分配"
+SUBJECTS, ASSESSORS, ASSIGNMENTS, QUOTAS = "评估对象", "评估人", "分配", "名额"
+VETO_COLUMN = "否决"
+QUOTA_COLUMNS = ("类型", "省份", "名额")
 SUBJECT_COLUMNS = ("编号", "名称", "类型", "省份", "城市", "区县")
 ASSESSOR_COLUMNS = ("编号", "姓名", "单位", "联系方式")
 ASSIGNMENT_COLUMNS = ("评估人编号", "评估对象编号")
-REQUIRED = {SUBJECTS: ("编号", "名称", "类型"), ASSESSORS: ("编号", "姓名"), ASSIGNMENTS: ASSIGNMENT_COLUMNS}
+REQUIRED = {SUBJECTS: ("编号", "名称", "类型"), ASSESSORS: ("编号", "姓名"), ASSIGNMENTS: ASSIGNMENT_COLUMNS,
+            QUOTAS: QUOTA_COLUMNS}
 TYPES = ("创新实践区", "创新实践社区")
 
 
@@ -32,6 +39,7 @@ class Subject:
     province: str = ""
     city: str = ""
     county: str = ""
+    veto: str = ""  # the roster's 否决 reason ("" = none)
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,7 @@ class Roster:
     subjects: dict[str, Subject]
     assessors: dict[str, Assessor]
     pairs: list[tuple[str, str]] = field(default_factory=list)  # (assessor, subject) from 分配
+    quotas: dict[tuple[str, str], int] = field(default_factory=dict)  # (类型, 省份) -> places, from 名额
 
     def assignments(self, subject_type: str) -> dict[str, list[str]]:
         """Assessor code -> subject codes of this type they rate, in roster order.
@@ -100,10 +109,10 @@ def read_roster(path: str | Path, known_types: tuple[str, ...] = TYPES) -> Roste
             path=path, reason=CATALOGUE[err.code][1].format(detail=err.detail))) from err
     problems: list[str] = []
     tables = {}
-    for name in (SUBJECTS, ASSESSORS, ASSIGNMENTS):
+    for name in (SUBJECTS, ASSESSORS, ASSIGNMENTS, QUOTAS):
         sheet = book.sheet(name)
         if sheet is None:
-            if name != ASSIGNMENTS:
+            if name not in (ASSIGNMENTS, QUOTAS):
                 problems.append(f"缺少工作表“{name}”")
             continue
         if sheet.error:
@@ -141,10 +150,10 @@ def read_roster(path: str | Path, known_types: tuple[str, ...] = TYPES) -> Roste
                 yield where, values
 
     subjects: dict[str, Subject] = {}
-    for where, values in records(SUBJECTS, SUBJECT_COLUMNS, "名称"):
+    for where, values in records(SUBJECTS, (*SUBJECT_COLUMNS, VETO_COLUMN), "名称"):
         if values["类型"] not in known_types:
             problems.append(f"{where}：类型应为 {' 或 '.join(known_types)}，实际为“{values['类型']}”")
-        subjects[values["编号"]] = Subject(*(values[c] for c in SUBJECT_COLUMNS))
+        subjects[values["编号"]] = Subject(*(values[c] for c in SUBJECT_COLUMNS), veto=values[VETO_COLUMN])
     assessors = {values["编号"]: Assessor(*(values[c] for c in ASSESSOR_COLUMNS))
                  for _, values in records(ASSESSORS, ASSESSOR_COLUMNS, "姓名")}
 
@@ -169,13 +178,44 @@ def read_roster(path: str | Path, known_types: tuple[str, ...] = TYPES) -> Roste
             for code in assessors:
                 if code not in busy:
                     problems.append(f"工作表“{ASSIGNMENTS}”：评估人 {code}（{assessors[code].name}）没有分配任何评估对象")
+    quotas = _quotas(tables.get(QUOTAS), known_types, problems, get)
     if not subjects:
         problems.append(f"工作表“{SUBJECTS}”：没有评估对象")
     if not assessors:
         problems.append(f"工作表“{ASSESSORS}”：没有评估人")
     if problems:
         _fail(path, problems)
-    return Roster(subjects, assessors, pairs)
+    return Roster(subjects, assessors, pairs, quotas)
+
+
+def _quotas(table, known_types: tuple[str, ...], problems: list[str], get) -> dict[tuple[str, str], int]:
+    """The optional 名额 sheet: (类型, 省份) -> how many of that type the province may have selected."""
+    if table is None:
+        return {}
+    header, rows = table
+    quotas: dict[tuple[str, str], int] = {}
+    first: dict[tuple[str, str], int] = {}
+    for n, row in rows:
+        kind, province, text = (get(row, header, c) for c in QUOTA_COLUMNS)
+        where = f"工作表“{QUOTAS}”第 {n} 行"
+        if kind not in known_types:
+            problems.append(f"{where}：类型应为 {' 或 '.join(known_types)}，实际为“{kind}”")
+        if not province:
+            problems.append(f"{where}：省份为空")
+        try:
+            value = float(text)
+            places = int(value) if value.is_integer() and value >= 0 else -1
+        except ValueError:
+            places = -1
+        if places < 0:
+            problems.append(f"{where}：名额应为不小于 0 的整数，实际为“{text}”")
+        if (kind, province) in first:
+            problems.append(f"{where}：{province}的{kind}名额重复列出（第一次出现在第 {first[kind, province]} 行）")
+            continue
+        first[kind, province] = n
+        if places >= 0:
+            quotas[kind, province] = places
+    return quotas
 
 
 def read_roster_for(path: str | Path, system) -> Roster:
@@ -209,8 +249,13 @@ def write_roster(
     subjects=EXAMPLE_SUBJECTS,
     assessors=EXAMPLE_ASSESSORS,
     pairs=EXAMPLE_PAIRS,
+    quotas=None,
 ) -> Path:
-    """Write a roster workbook with its own data validation (an example unless rows are given)."""
+    """Write a roster workbook with its own data validation (an example unless rows are given).
+
+    Subject rows of seven values carry a 否决 reason (the column is written only then); `quotas`,
+    rows of (类型, 省份, 名额), adds the 名额 sheet of a 遴选 round.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     book = xlsxwriter.Workbook(str(path))
@@ -231,7 +276,10 @@ def write_roster(
                                            "input_title": "编号", "input_message": prompt})
         return ws
 
-    ws = sheet(SUBJECTS, SUBJECT_COLUMNS, subjects, (10, 28, 14, 10, 10, 10), "每个评估对象一个唯一编号")
+    vetoes = any(len(row) > len(SUBJECT_COLUMNS) for row in subjects)
+    columns = (*SUBJECT_COLUMNS, VETO_COLUMN) if vetoes else SUBJECT_COLUMNS
+    subjects = [tuple(row) + ("",) * (len(columns) - len(row)) for row in subjects]
+    ws = sheet(SUBJECTS, columns, subjects, (10, 28, 14, 10, 10, 10, 36), "每个评估对象一个唯一编号")
     ws.data_validation(1, 2, 5000, 2, {"validate": "list", "source": list(TYPES),
                                        "error_title": "类型", "error_message": "请从下拉列表中选择：创新实践区 或 创新实践社区"})
     sheet(ASSESSORS, ASSESSOR_COLUMNS, assessors, (10, 12, 28, 24), "每位评估人一个唯一编号")
@@ -241,5 +289,8 @@ def write_roster(
         ws.data_validation(1, col, 50000, col, {"validate": "list", "source": f"='{other}'!$A$2:$A${max(n, 2)}",
                                                 "error_message": f"编号须在“{other}”表中"})
     ws.write_string(0, 3, "说明：本表为空时，每位评估人评估全部对象。")
+    if quotas is not None:
+        ws = sheet(QUOTAS, QUOTA_COLUMNS, [(k, p, str(n)) for k, p, n in quotas], (14, 14, 8), "评估对象的类型")
+        ws.write_string(0, 4, "说明：遴选时每个省份该类型最多入选的个数；未列出的省份不限。")
     book.close()
     return path

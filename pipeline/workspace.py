@@ -15,6 +15,7 @@ from pathlib import Path
 from pipeline.atomic import write_text
 from pipeline.config import CONFIG_NAME, default_text
 from pipeline.errors import ConfigError
+from pipeline.i18n import _
 from pipeline.roster import write_roster
 
 ROUND_KEYS = ("organiser", "contact", "deadline_day")
@@ -67,7 +68,8 @@ def set_round(text: str, values: dict[str, object]) -> str:
     try:
         loaded = tomllib.loads(new)["round"]
     except (tomllib.TOMLDecodeError, KeyError) as err:
-        raise ConfigError(f"Cannot set {', '.join(values)} in {CONFIG_NAME}: the file would not be valid TOML ({err})") from err
+        raise ConfigError(_("Cannot set {keys} in {config}: the file would not be valid TOML ({error})").format(
+            keys=", ".join(values), config=CONFIG_NAME, error=err)) from err
     assert all(loaded[k] == v for k, v in values.items()), "set_round wrote something else"
     return new
 

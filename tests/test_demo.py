@@ -82,6 +82,20 @@ def test_demo_outputs_exist_and_read_back(small_demo):
     assert (root / MARKER).is_file()
 
 
+def test_demo_selection_round(small_demo):
+    # the month before the monthly rounds, the communities' 遴选: more candidates than places,
+    # a provincial quota that makes a reserve, and a community vetoed in the roster
+    folder = small_demo / "output" / "2026-09-遴选"
+    table = pd.read_excel(folder / "summary-community.xlsx", sheet_name="遴选结果", engine="openpyxl",
+                          nrows=SMALL.communities)
+    assert list(table.columns) == ["排名", "编号", "名称", "省份", "城市", "区县", "总分", "结果", "说明"]
+    counts = table["结果"].value_counts().to_dict()
+    assert counts["入选"] == SMALL.communities * 4 // 5 and counts["候补"] >= 1 and counts["否决"] >= 1
+    assert table.loc[table["编号"] == "C003", "说明"].item() == "一票否决：发生重大安全责任事故（示例）"
+    assert (folder / "公示名单-community.docx").is_file() and (folder / "公示名单-community.xlsx").is_file()
+    assert not list((small_demo / "output" / "2026-10").glob("公示名单-*"))  # monthly rounds as before
+
+
 def test_demo_faults_are_caught(small_demo):
     root = small_demo
     ws = Workspace.open(root)
@@ -96,7 +110,7 @@ def test_demo_faults_are_caught(small_demo):
         assert (sheets["status"] == "duplicate").any() and not (sheets["status"] == "superseded").any()
         fixed = problems[problems["code"] == "out_of_range"]
         assert fixed["resolved_by"].notna().sum() == 1 and fixed["resolved_by"].isna().sum() == 1
-        assert set(ledger.periods("community")) == {"2026-10", "2026-11"}
+        assert set(ledger.periods("community")) == {"2026-09-遴选", "2026-10", "2026-11"}
         status = round_status(ws, load_system("community"), "2026-11", roster, ledger)
     # exactly what the plan left out: one assessor's whole file, the out-of-range sheet and the blank one
     plan = plan_rounds(ws, make_data(SMALL), roster, [load_system("zone"), load_system("community")])[-1]
