@@ -414,6 +414,7 @@ def amend(ctx: click.Context, system_ref: str, period: str, stage: str, subject:
     Exit status:
       0  recorded (or listed)
       2  usage error: a missing option, or a correction or undo that is refused
+      3  the roster cannot be used
       5  another run holds the workspace
 
     Example: happyhome amend --system community --period 2026-11 --subject C001 --assessor E01 --item C01 --score 3 --reason 公示异议复核
