@@ -372,6 +372,11 @@ def report(ctx: click.Context, system_ref: str, period: str, stage: str, method:
     console.print(table)
     console.print(f"Rated {res.n_rated} of {len(res.subjects)}; returns {result.received}/{result.assigned}; "
                   f"{len(res.flags)} flag(s). {res.agreement.get('reading', '')}", soft_wrap=True)
+    if result.corrections:
+        from pipeline.i18n import _
+
+        console.print(_("Includes {n} correction(s) made after publication (sheet 更正记录; happyhome amend --list).")
+                      .format(n=result.corrections), markup=False)
     for path in result.paths:
         console.print(f"wrote    {path}", soft_wrap=True)
 

@@ -49,6 +49,7 @@ class ReportResult:
     n_files: int
     assigned: int
     received: int
+    corrections: int = 0  # corrections in force (amend) included in the scores
 
     @property
     def paths(self) -> list[Path]:
@@ -587,4 +588,5 @@ def report(
     digest = write_digest(out / f"digest-{system.id}.html", context)
     return ReportResult(period=period, system=system, scores=result, summary=summary, csv=results, digest=digest,
                         detail_csv=detail_csv,
-                        n_scores=len(scores), n_files=len(files), assigned=assigned, received=received)
+                        n_scores=len(scores), n_files=len(files), assigned=assigned, received=received,
+                        corrections=int(scores["correction"].notna().sum()) if "correction" in scores else 0)

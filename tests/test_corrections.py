@@ -57,14 +57,20 @@ def add_file(root: Path, assessor: str, shares: dict[str, float], saved: datetim
 
 
 @pytest.fixture
-def round_ws(workspace: Path, monkeypatch) -> Path:
-    """The round above; E03 is not assigned C003; the operator is wangli."""
+def round_ws(workspace: Path, monkeypatch):
+    """The round above; E03 is not assigned C003; the operator is wangli; terminal lines in English
+    (the msgids), whatever the catalogue translates them to."""
+    from pipeline import i18n
+
     monkeypatch.setenv("LOGNAME", "wangli")
     pairs = [(a, s) for a, *_ in ASSESSORS for s, *_ in SUBJECTS if (a, s) != ("E03", "C003")]
     write_roster(workspace / "input" / "roster.xlsx", SUBJECTS, ASSESSORS, pairs)
     for assessor, shares in SHARES.items():
         add_file(workspace, assessor, shares, datetime(2026, 11, 20, 9))
-    return workspace
+    before = i18n.language()
+    i18n.set_language("en")
+    yield workspace
+    i18n.set_language(before)
 
 
 def ranking(root: Path) -> pd.DataFrame:
@@ -82,6 +88,7 @@ def test_a_correction_swaps_two_ranks_and_its_undo_restores_them(round_ws):
     done = run(round_ws, *AMEND, "--score", "4", "--reason", "公示异议复核：C17 佐证材料不全")
     assert "1" in done.output and "8 → 4" in done.output
     after = ranking(round_ws)
+    assert "Includes 1 correction(s)" in run(round_ws, "report", *ROUND).output
     assert after.loc["C001", "总分"] == pytest.approx(78.67, abs=0.01)
     assert after.loc["C002", "总分"] == pytest.approx(79.33, abs=0.01)
     assert after["排名"].to_dict() == {"C002": 1, "C001": 2, "C003": 3}
@@ -217,6 +224,9 @@ def test_the_modes_and_their_options(round_ws):
 def test_undo_refuses_what_cannot_be_undone(round_ws):
     run(round_ws, *AMEND, "--score", "4", "--reason", "第一次")
     run(round_ws, *AMEND, "--score", "5", "--reason", "第二次")
+    from pipeline.corrections import round_history
+
+    assert round_history(Workspace.open(round_ws), COMMUNITY, PERIOD)["status"].tolist() == ["已被 #2 更正", "有效"]
     assert "同一评分又有更正 #2，请先撤销 #2" in run(round_ws, "amend", *ROUND, "--undo", "1", expect=2).output
     assert "没有编号为 9 的更正" in run(round_ws, "amend", *ROUND, "--undo", "9", expect=2).output
     # another round (another stage) cannot undo this round's correction
