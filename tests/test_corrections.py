@@ -299,3 +299,22 @@ def test_a_version_2_ledger_gains_the_corrections_table(tmp_path, monkeypatch):
                      "new_score, reason, operator, created_at) VALUES ('edit', ?, 'community', 'E01', 'C001', 'C01', "
                      "2, 4, 3, 'x', 'y', 'z')", (V1_PERIOD,))
     conn.close()
+
+
+def test_the_operator_is_the_login_name_with_a_fallback(monkeypatch):
+    import getpass
+
+    from pipeline.corrections import operator
+
+    monkeypatch.setattr(getpass, "getuser", lambda: "wangli")
+    assert operator() == "wangli"
+
+    def no_login():
+        raise OSError("No username set in the environment")
+
+    monkeypatch.setattr(getpass, "getuser", no_login)
+    monkeypatch.delenv("USER", raising=False)
+    monkeypatch.setenv("USERNAME", "liu")
+    assert operator() == "liu"
+    monkeypatch.delenv("USERNAME")
+    assert operator() == "unknown"
