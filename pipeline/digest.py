@@ -201,6 +201,7 @@ def digest_context(
         mine = kinds.get(r["subject"], [])
         r["flag_kinds"] = "、".join(FLAG_KINDS[k] for k in FLAG_ORDER if k in mine) or (
             r["flags"] if r["grade"] == NOT_RATED else "")
+        r["corrections"] = len((corrections or {}).get(r["subject"], []))  # marked in the ranking
     counts = flag_counts(result)
     return {
         "title": f"{system.name} · {period} 评估结果",

@@ -165,6 +165,10 @@ def test_the_summary_shows_every_correction_and_marks_the_corrected_cells(round_
     assert "<b>再次复核</b>" in lines[0] and "<b>再次复核</b>" not in html  # escaped, shown as typed
     assert soup.select_one("#card-C001 .correction-note").get_text(strip=True) == "✎ 含 1 处更正"
     assert soup.select_one("#card-C003 .correction-note") is None
+    # the ranking marks the corrected subjects and links to their cards
+    marks = {tr["data-subject"]: tr.select_one("a.corrected") for tr in soup.select("#ranking-rows tr.subject-row")}
+    assert marks["C001"]["href"] == "#card-C001" and marks["C002"]["title"].startswith("含 1 处更正")
+    assert marks["C003"] is None
     assert "2 处" in soup.select_one("#corrections-note").get_text()
 
 
