@@ -18,9 +18,9 @@ from pathlib import Path
 import pandas as pd
 import xlsxwriter
 
+from pipeline import corrections as amendments
 from pipeline.atomic import atomic_path
 from pipeline.config import Workspace
-from pipeline import corrections as amendments
 from pipeline.digest import agreement_note, category_shares, digest_context, flag_counts, write_digest
 from pipeline.errors import InputError, UsageError
 from pipeline.ledger import Ledger
@@ -372,7 +372,10 @@ def _corrected(scores: pd.DataFrame, corrections: pd.DataFrame | None) -> dict[s
     if corrections is not None and len(corrections):
         notes = {int(r.id): amendments.cell_note(r) for r in corrections.itertuples(index=False)}
     original = scores["original"] if "original" in scores else scores["score"]
-    return {"原分": original.where(hit), "更正": which.map(lambda n: notes.get(int(n), "") if pd.notna(n) else "")}
+    note = pd.Series("", index=scores.index, dtype=object)
+    if hit.any():  # a national month has 760,000 scores and a handful of corrections
+        note[hit] = [notes.get(int(n), "") for n in which[hit]]
+    return {"原分": original.where(hit), "更正": note}
 
 
 def _scores_sheet(book, f, detail: pd.DataFrame, max_rows: int, csv_name: str) -> None:
