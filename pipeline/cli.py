@@ -21,6 +21,7 @@ from pathlib import Path
 import click
 import click.formatting
 from rich.cells import cell_len
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -31,7 +32,7 @@ from pipeline import __version__
 from pipeline.config import Workspace, check_period
 from pipeline.errors import HappyhomeError, UsageError
 from pipeline.i18n import N_, _, set_language
-from pipeline.rounds import check_stage, round_key
+from pipeline.rounds import check_stage, cli_args, round_key
 from pipeline.systems import BUILTIN, load_system
 
 console = Console(highlight=False, soft_wrap=True)  # paths stay whole, copy-pasteable
@@ -547,7 +548,6 @@ def _print_pdf(html: Path) -> Path | None:
     """Print an HTML output to PDF beside it; a missing browser or a failed print is a warning,
     not an error, because every other output of the command is written and valid."""
     from pipeline.errors import OutputError
-    from pipeline.i18n import _
     from pipeline.pdf import BrowserNotFound, pdf_beside
 
     try:
@@ -614,10 +614,113 @@ def report(ctx: click.Context, system_ref: str, period: str, stage: str, method:
                         "{reserve} in reserve, {vetoed} vetoed.").format(
             selected=counts[SELECTED], places=result.selection.places, tied=counts[TIED], reserve=counts[RESERVE],
             vetoed=counts[VETOED]), markup=False)
+    if result.corrections:
+        console.print(_("Includes {n} correction(s) made after publication (sheet 更正记录; happyhome amend --list).")
+                      .format(n=result.corrections), markup=False)
     for path in result.paths:
         console.print(_("wrote    {path}").format(path=path), markup=False)
     if pdf:
         _print_pdf(result.digest)
+
+
+# -- amend ----------------------------------------------------------------------------------
+AMEND_FIELDS = (("subject", "--subject"), ("assessor", "--assessor"), ("item", "--item"), ("score", "--score"),
+                ("reason", "--reason"))
+
+
+@main.command()
+@system_option
+@period_option
+@stage_option
+@click.option("--subject", metavar="ID", help=N_("The subject whose score is corrected."))
+@click.option("--assessor", metavar="ID", help=N_("The assessor whose score is corrected."))
+@click.option("--item", metavar="CODE", help=N_("The item code, e.g. C01."))
+@click.option("--score", metavar="N", help=N_("The new score, 0..满分 of the item."))
+@click.option("--reason", metavar="TEXT", help=N_("Why (required for a correction; optional with --undo)."))
+@click.option("--list", "show", is_flag=True, help=N_("List the round's corrections and undos."))
+@click.option("--undo", "number", type=int, metavar="N", help=N_("Withdraw correction N (recorded too)."))
+@click.pass_context
+def amend(ctx: click.Context, system_ref: str, period: str, stage: str, subject: str | None, assessor: str | None,
+          item: str | None, score: str | None, reason: str | None, show: bool, number: int | None) -> None:
+    """Correct an accepted score after publication, list the corrections, or undo one.
+
+    A correction is recorded in the ledger beside the return it corrects (who ran it, when,
+    why, the old and new value); the return is never changed. It is checked like a returned
+    score: the item exists, the score is within 0..满分, the assessor is assigned the subject
+    and there is an accepted score to correct. report, the digest and rollup then use the
+    corrected value and show every correction (sheet 更正记录, marked cells in 评分明细).
+    A newer return for the same assessor and subject supersedes the corrections of the old one.
+
+    \b
+    Modes:
+      amend --subject ID --assessor ID --item CODE --score N --reason TEXT
+      amend --list
+      amend --undo N [--reason TEXT]
+
+    \b
+    Exit status:
+      0  recorded (or listed)
+      2  usage error: a missing option, or a correction or undo that is refused
+      3  the roster cannot be used
+      5  another run holds the workspace
+
+    Example: happyhome amend --system community --period 2026-11 --subject C001 --assessor E01 --item C01 --score 3 --reason 公示异议复核
+    """
+    from pipeline import corrections
+    from pipeline.lock import workspace_lock
+
+    values = {"subject": subject, "assessor": assessor, "item": item, "score": score, "reason": reason}
+    given = [flag for name, flag in AMEND_FIELDS if values[name] is not None and name != "reason"]
+    if show and number is not None:
+        raise UsageError(_("--list and --undo cannot be used together"))
+    if (show or number is not None) and given:
+        raise UsageError(_("{options} cannot be used with {mode}").format(
+            options=", ".join(given), mode="--list" if show else "--undo"))
+    ws = open_workspace(ctx)
+    system = load_system(system_ref)
+    key = round_key(period, stage)
+    if show:
+        _print_corrections(corrections.round_history(ws, system, key), system, key)
+        return
+    if number is not None:
+        with workspace_lock(ws):
+            done = corrections.undo(ws, system, key, number, reason=reason or "")
+        console.print(_("Recorded undo {n} of correction {target}: {subject} {assessor} {item} {old} → {new}").format(
+            n=done.id, target=done.undoes, subject=done.subject, assessor=done.assessor, item=done.item,
+            old=corrections.shown(done.old), new=corrections.shown(done.new)), markup=False)
+    else:
+        missing = [flag for name, flag in AMEND_FIELDS if values[name] is None]
+        if missing:
+            raise UsageError(_("Missing option(s) {options}: a correction needs --subject, --assessor, --item, "
+                               "--score and --reason (or use --list or --undo N)").format(options=", ".join(missing)))
+        people = _roster_for(ws, system)
+        with workspace_lock(ws):
+            done = corrections.amend(ws, system, key, people, subject=subject, assessor=assessor, item=item,
+                                     score=score, reason=reason)
+        console.print(_("Recorded correction {n}: {subject} {assessor} {item} {old} → {new}").format(
+            n=done.id, subject=done.subject, assessor=done.assessor, item=done.item,
+            old=corrections.shown(done.old), new=corrections.shown(done.new)), markup=False)
+    console.print(_("Run `happyhome report --system {system} {round}` to bring the summary and digest up to date.").format(
+        system=system.id, round=cli_args(key)), markup=False)
+
+
+def _print_corrections(rows, system, key: str) -> None:
+    from pipeline.corrections import UNDO, shown
+    table = Table(title=f"{system.name} {key} 更正记录", box=box.SIMPLE_HEAD, pad_edge=False)
+    # Ten columns in an 80-column terminal: codes and numbers stay whole, the time, the reason and
+    # the status wrap; nothing is cut off.
+    for name, wide in (("编号", 0), ("时间", 10), ("操作人", 6), ("对象", 0), ("评估人", 0), ("指标", 0), ("原分", 0),
+                       ("新分", 0), ("理由", 8), ("状态", 6)):
+        table.add_column(name, justify="right" if name in ("编号", "原分", "新分") else "left",
+                         no_wrap=not wide, min_width=wide or None, overflow="fold")
+    for r in rows.itertuples(index=False):
+        # Text, not markup: a reason typed as "[red]" is shown as typed.
+        table.add_row(*(Text(str(v)) for v in (r.id, r.created_at, r.operator, r.subject, r.assessor, r.item,
+                                                shown(r.old_score), shown(r.new_score), r.reason, r.status)),
+                      style="dim" if r.action == UNDO else None)
+    console.print(table)
+    console.print(_("{n} correction(s) and {u} undo(s) in this round.").format(
+        n=int((rows["action"] != UNDO).sum()) if len(rows) else 0, u=int((rows["action"] == UNDO).sum()) if len(rows) else 0))
 
 
 # -- rollup ---------------------------------------------------------------------------------

@@ -108,13 +108,15 @@ class Card:
     weakest: list[tuple[str, float]] = field(default_factory=list)
     remarks: list[tuple[str, str, str]] = field(default_factory=list)  # (assessor, item label, remark)
     flags: list[str] = field(default_factory=list)
+    corrections: list[str] = field(default_factory=list)  # corrections in force after 公示, one line each
 
 
 def _place(row) -> str:
     return " ".join(str(v) for v in (row.get("province", ""), row.get("city", ""), row.get("county", "")) if v)
 
 
-def _cards(result: RoundResult, scores: pd.DataFrame, names: dict[str, str], n_items: int = 3) -> list[Card]:
+def _cards(result: RoundResult, scores: pd.DataFrame, names: dict[str, str], n_items: int = 3,
+           corrections: dict[str, list[str]] | None = None) -> list[Card]:
     labels = {i.code: f"{i.code} {i.level3}" for i in result.system.items}
     by_subject: dict[str, list[tuple[str, float]]] = {}
     for subject, item, share in zip(result.items["subject"], result.items["item"], result.items["share"]):
@@ -138,6 +140,7 @@ def _cards(result: RoundResult, scores: pd.DataFrame, names: dict[str, str], n_i
             remarks=[] if said is None else [(names.get(r.assessor, r.assessor), labels.get(r.item, r.item), r.remark)
                                              for r in said.itertuples()],
             flags=flags.get(row["subject"], []),
+            corrections=(corrections or {}).get(row["subject"], []),
         ))
     return cards
 
@@ -191,12 +194,14 @@ def digest_context(
     generated: datetime | None = None,
     files_received: int | None = None,
     selection: dict | None = None,
+    corrections: dict[str, list[str]] | None = None,
 ) -> dict:
     """Everything the digest template shows, as plain values.
 
     `received` and `assigned` count subject sheets; `files_received` counts the workbooks that
     came in (accepted or not), `files` those whose scores were counted. `selection` is a 遴选
-    round's outcome (`pipeline.selection.digest_part`), shown with its selection line.
+    round's outcome (`pipeline.selection.digest_part`), shown with its selection line. `corrections`
+    are the lines of the corrections in force per subject (`corrections.subject_notes`).
     """
     system = result.system
     decimals = result.params["rank_decimals"]
@@ -214,6 +219,7 @@ def digest_context(
         mine = kinds.get(r["subject"], [])
         r["flag_kinds"] = "、".join(FLAG_KINDS[k] for k in FLAG_ORDER if k in mine) or (
             r["flags"] if r["grade"] == NOT_RATED else "")
+        r["corrections"] = len((corrections or {}).get(r["subject"], []))  # marked in the ranking
     counts = flag_counts(result)
     return {
         "title": f"{system.name} · {period} 评估结果",
@@ -241,7 +247,8 @@ def digest_context(
         "category_chart": Markup(charts.share_bars([c[0] for c in cats], [None if c[3] is None else c[3] * 100 for c in cats],
                                                    chart_id="categories")),
         "grade_chart": Markup(charts.count_bars([g for g, _ in dist], [n for _, n in dist], chart_id="grades")),
-        "cards": _cards(result, scores, names),
+        "cards": _cards(result, scores, names, corrections=corrections),
+        "n_corrections": sum(map(len, (corrections or {}).values())),
         "unrated": [r for r in rows if r["grade"] == NOT_RATED],
         "flags": [
             {"subject": f.subject, "name": subject_names.get(f.subject, ""),

@@ -2,7 +2,8 @@
 
 One file is ingested in one transaction (`Ledger.add_file`), so a crash leaves the ledger as
 it was before that file. Nothing is ever deleted: a resubmission marks the earlier sheet
-`superseded` and points at the sheet that replaced it.
+`superseded` and points at the sheet that replaced it. Corrections made after 公示 are rows of
+their own (`corrections`, append-only), applied on top of the returns by `accepted_scores`.
 
 The schema is versioned (`PRAGMA user_version`): `MIGRATIONS` is an ordered list of steps,
 and opening a ledger applies the steps it has not had yet, each in one transaction, so a
@@ -146,8 +147,35 @@ def _statements(script: str) -> list[str]:
     return out
 
 
+# Version 3: corrections after 公示 (an objection, a 复核), kept apart from the returns they
+# correct. Append-only: a row is never updated or deleted. An `amend` row changes one score of
+# one accepted sheet (`sheet_id`) from the value then in force (`old_score`: the return's, or an
+# earlier correction's) to `new_score`; an `undo` row withdraws the amend it `undoes` (UNIQUE:
+# once) and records the values before and after. A correction applies to the return it corrected
+# only: when a newer return supersedes that sheet, the correction no longer counts.
+SCHEMA_V3 = (
+    """CREATE TABLE corrections (
+    id         INTEGER PRIMARY KEY,
+    action     TEXT NOT NULL CHECK (action IN ('amend', 'undo')),
+    period     TEXT NOT NULL,     -- the round key
+    system     TEXT NOT NULL,
+    assessor   TEXT NOT NULL,
+    subject    TEXT NOT NULL,
+    item       TEXT NOT NULL,
+    sheet_id   INTEGER NOT NULL REFERENCES sheets(id),  -- the accepted sheet whose score it corrects
+    old_score  REAL NOT NULL,     -- the value in force before this row
+    new_score  REAL NOT NULL,     -- the value in force after it
+    raw        TEXT NOT NULL DEFAULT '',  -- the new score as typed
+    reason     TEXT NOT NULL,
+    operator   TEXT NOT NULL,     -- the operating-system user who ran it
+    created_at TEXT NOT NULL,
+    undoes     INTEGER UNIQUE REFERENCES corrections(id)  -- undo: the amend it withdraws
+)""",
+    "CREATE INDEX corrections_round ON corrections (period, system)",
+)
+
 # The ordered migration steps; the ledger's user_version is the number of steps applied.
-MIGRATIONS: list[tuple[str, ...]] = [tuple(_statements(SCHEMA_V1)), SCHEMA_V2]
+MIGRATIONS: list[tuple[str, ...]] = [tuple(_statements(SCHEMA_V1)), SCHEMA_V2, SCHEMA_V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -301,8 +329,13 @@ class Ledger:
         return [r[0] for r in rows]
 
     def accepted_scores(self, period: str, system: str) -> pd.DataFrame:
-        """Every score of the round's active sheets, traceable to file, sheet and cell."""
-        return self.frame(
+        """Every score of the round's active sheets, traceable to file, sheet and cell, with the
+        corrections in force applied: `score` is the value that counts, `original` the return's,
+        `correction` the id of the correction that changed it (<NA> for none). Every reader of
+        scores (report, digest, roll-up) comes through here, so none can miss a correction."""
+        import pandas as pd
+
+        frame = self.frame(
             """SELECT s.period, s.system, s.assessor, s.subject, c.item, c.raw, c.score, c.remark,
                       f.name AS file, s.sheet, c.cell, f.sha256, s.id AS sheet_id
                FROM scores c JOIN sheets s ON s.id = c.sheet_id JOIN files f ON f.id = s.file_id
@@ -311,6 +344,54 @@ class Ledger:
             (period, system),
             chunksize=100_000,
         )
+        frame["original"] = frame["score"]
+        frame["correction"] = pd.Series(pd.NA, index=frame.index, dtype="Int64")
+        fixes = self.corrections_in_force(period, system)
+        if len(fixes) and len(frame):
+            fixes = fixes.set_index(["sheet_id", "item"])
+            key = pd.MultiIndex.from_arrays([frame["sheet_id"].astype("int64"), frame["item"].astype(str)])
+            hit = key.isin(fixes.index)
+            if hit.any():
+                found = fixes.reindex(key[hit])
+                frame.loc[hit, "score"] = found["new_score"].to_numpy(dtype=float)
+                frame.loc[hit, "correction"] = found["id"].to_numpy()
+        return frame
+
+    def corrections_in_force(self, period: str, system: str) -> pd.DataFrame:
+        """Per (sheet, item), the latest amend not undone: id, sheet_id, item, new_score. A sheet no
+        longer accepted is left to the caller (its scores are not read)."""
+        return self.frame(
+            """SELECT c.id, c.sheet_id, c.item, c.new_score FROM corrections c
+               WHERE c.period = ? AND c.system = ? AND c.action = 'amend'
+                 AND NOT EXISTS (SELECT 1 FROM corrections u WHERE u.undoes = c.id)
+                 AND c.id = (SELECT MAX(k.id) FROM corrections k
+                             WHERE k.sheet_id = c.sheet_id AND k.item = c.item AND k.action = 'amend'
+                               AND NOT EXISTS (SELECT 1 FROM corrections v WHERE v.undoes = k.id))
+               ORDER BY c.id""",
+            (period, system),
+        )
+
+    def corrections(self, period: str, system: str) -> pd.DataFrame:
+        """Every correction and undo of the round, oldest first, with the status of the sheet it
+        corrects (`sheet_status`) and the undo that withdrew it (`undone_by`, `undone_at`, `undone_op`)."""
+        return self.frame(
+            """SELECT c.id, c.action, c.period, c.system, c.assessor, c.subject, c.item, c.sheet_id, c.old_score,
+                      c.new_score, c.raw, c.reason, c.operator, c.created_at, c.undoes, s.status AS sheet_status,
+                      u.id AS undone_by, u.created_at AS undone_at, u.operator AS undone_op
+               FROM corrections c JOIN sheets s ON s.id = c.sheet_id
+               LEFT JOIN corrections u ON u.undoes = c.id
+               WHERE c.period = ? AND c.system = ? ORDER BY c.id""",
+            (period, system),
+        )
+
+    def score_of(self, period: str, system: str, assessor: str, subject: str, item: str) -> tuple[int, float, str] | None:
+        """(sheet id, score, raw) of an item on the assessor's accepted sheet for the subject, or None."""
+        return self.conn.execute(
+            """SELECT s.id, c.score, c.raw FROM scores c JOIN sheets s ON s.id = c.sheet_id
+               WHERE s.period = ? AND s.system = ? AND s.assessor = ? AND s.subject = ? AND c.item = ?
+                 AND s.status = 'accepted' ORDER BY s.id DESC LIMIT 1""",
+            (period, system, assessor, subject, item),
+        ).fetchone()
 
     def files(self, period: str, system: str) -> pd.DataFrame:
         return self.frame("SELECT * FROM files WHERE period = ? AND system = ? ORDER BY id", (period, system))
@@ -352,6 +433,18 @@ class Ledger:
                                  (file_id, *codes)).fetchone() is not None
 
     # -- writing -------------------------------------------------------------------------
+    def add_correction(self, row: dict) -> int:
+        """Append one amend or undo row (the columns of `corrections` but id); returns its id.
+        Inside an open `transaction()` it joins it, so a caller can check and write under one lock."""
+        names = ("action", "period", "system", "assessor", "subject", "item", "sheet_id", "old_score", "new_score",
+                 "raw", "reason", "operator", "created_at", "undoes")
+        sql = f"INSERT INTO corrections ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+        values = tuple(row.get(n) for n in names)
+        if self.conn.in_transaction:
+            return self.conn.execute(sql, values).lastrowid
+        with self.transaction() as conn:
+            return conn.execute(sql, values).lastrowid
+
     def add_alias(self, sha256: str, path: str, seen_at: datetime) -> bool:
         """Record the same content seen under another path; False when already recorded."""
         with self.transaction() as conn:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import xlsxwriter
 
+from pipeline import corrections as amendments
 from pipeline.atomic import atomic_path
 from pipeline.config import Workspace
 from pipeline.digest import agreement_note, category_shares, digest_context, flag_counts, write_digest
@@ -52,6 +53,7 @@ class ReportResult:
     received: int
     selection: "selecting.Selection | None" = None  # a 遴选 round's outcome
     publicity: list[Path] = field(default_factory=list)  # its 公示名单 .xlsx and .docx
+    corrections: int = 0  # corrections in force (amend) included in the scores
 
     @property
     def paths(self) -> list[Path]:
@@ -60,13 +62,14 @@ class ReportResult:
 
 # -- inputs ---------------------------------------------------------------------------------
 def _inputs(ws: Workspace, period: str, system: System, roster: Roster):
-    """Accepted scores, the round's files and its status (assigned, received, missing)."""
+    """Accepted scores (corrections applied), the round's files, its status (assigned, received,
+    missing) and its corrections."""
     with Ledger.for_reading(ws.path("ledger")) as ledger:
         # One read transaction: a collect committing meanwhile cannot split the snapshot.
         ledger.conn.execute("BEGIN")
         try:
             return (ledger.accepted_scores(period, system.id), ledger.files(period, system.id),
-                    round_status(ws, system, period, roster, ledger))
+                    round_status(ws, system, period, roster, ledger), ledger.corrections(period, system.id))
         finally:
             ledger.conn.execute("COMMIT")
 
@@ -202,6 +205,8 @@ def _formats(book, decimals: int = 2) -> dict:
         "full": book.add_format({**base, "num_format": "0.##", "bold": True, "bg_color": "#F2F2F2"}),
         "full_text": book.add_format({**base, "bold": True, "bg_color": "#F2F2F2"}),
         "bad": book.add_format({"font_color": "#9C0006", "bg_color": "#FFC7CE"}),
+        # A score changed by a correction after 公示 (评分明细): amber, bold, with a comment.
+        "corrected": book.add_format({**base, "num_format": number, "bold": True, "bg_color": "#FFE699"}),
         "title": book.add_format({**base, "bold": True, "font_size": 12}),
     }
 
@@ -227,7 +232,7 @@ def rank_columns(res: RoundResult) -> tuple[list[str], list[list]]:
 
 def write_summary(path: Path, res: RoundResult, *, period: str, detail: pd.DataFrame, files: list[dict],
                   generated: datetime, detail_max_rows: int = 100_000, detail_csv: str = "",
-                  selection: "selecting.Selection | None" = None) -> Path:
+                  selection: "selecting.Selection | None" = None, register: list[list] | None = None) -> Path:
     """The summary workbook (xlsxwriter), written atomically; a 遴选 round's starts with 遴选结果."""
     system = res.system
     with atomic_path(path) as tmp:
@@ -244,6 +249,7 @@ def write_summary(path: Path, res: RoundResult, *, period: str, detail: pd.DataF
         _flags_sheet(book, f, res)
         if res.calibrated:
             _changes_sheet(book, f, res)
+        _corrections_sheet(book, f, register or [])
         _about_sheet(book, f, res, period=period, files=files, generated=generated)
         book.close()
     return path
@@ -339,11 +345,13 @@ def _items_sheet(book, f, res: RoundResult) -> None:
 
 
 DETAIL_HEAD = ["期次", "评估人编号", "评估人", "对象编号", "对象名称", "指标编号", "三级指标", "得分", "填写值", "备注",
-               "计入", "来源文件", "工作表", "单元格", "sha256"]
+               "计入", "来源文件", "工作表", "单元格", "sha256", "原分", "更正"]
 
 
-def detail_frame(res: RoundResult, scores: pd.DataFrame, roster: Roster | None) -> pd.DataFrame:
-    """Every accepted score with who, what, where from — the 评分明细 table, built in one pass."""
+def detail_frame(res: RoundResult, scores: pd.DataFrame, roster: Roster | None,
+                 corrections: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every accepted score with who, what, where from — the 评分明细 table, built in one pass.
+    得分 is the value that counts; a corrected score also has its 原分 (the return's) and 更正."""
     people = {code: a.name for code, a in (roster.assessors if roster else {}).items()}
     subjects = dict(zip(res.subjects["subject"], res.subjects["name"]))
     level3 = {i.code: i.level3 for i in res.system.items}
@@ -358,7 +366,22 @@ def detail_frame(res: RoundResult, scores: pd.DataFrame, roster: Roster | None) 
         "填写值": scores["raw"], "备注": scores["remark"],
         "计入": pd.Series(used, index=scores.index).map({True: "是", False: "否（截尾去掉）"}),
         "来源文件": scores["file"], "工作表": scores["sheet"], "单元格": scores["cell"], "sha256": scores["sha256"],
+        **_corrected(scores, corrections),
     }, columns=DETAIL_HEAD)
+
+
+def _corrected(scores: pd.DataFrame, corrections: pd.DataFrame | None) -> dict[str, pd.Series]:
+    """原分 and 更正 of 评分明细: blank unless a correction in force changed the score."""
+    which = scores["correction"] if "correction" in scores else pd.Series(pd.NA, index=scores.index)
+    hit = which.notna()
+    notes = {}
+    if corrections is not None and len(corrections):
+        notes = {int(r.id): amendments.cell_note(r) for r in corrections.itertuples(index=False)}
+    original = scores["original"] if "original" in scores else scores["score"]
+    note = pd.Series("", index=scores.index, dtype=object)
+    if hit.any():  # a national month has 760,000 scores and a handful of corrections
+        note[hit] = [notes.get(int(n), "") for n in which[hit]]
+    return {"原分": original.where(hit), "更正": note}
 
 
 def _scores_sheet(book, f, detail: pd.DataFrame, max_rows: int, csv_name: str) -> None:
@@ -372,14 +395,29 @@ def _scores_sheet(book, f, detail: pd.DataFrame, max_rows: int, csv_name: str) -
                                  f"设置项 report.detail_max_rows）。完整的评分明细（含来源文件、工作表和单元格）"
                                  f"见同一文件夹中的 {csv_name}（UTF-8 编码，可直接用 Excel 打开）。", f["wrap"])
         return
-    fmts = [f["text"]] * 7 + [f["num"]] + [f["text"]] * 7
-    sh.table(DETAIL_HEAD, detail.values.tolist(), fmts, caps, freeze_cols=0)
+    fmts = [f["text"]] * 7 + [f["num"]] + [f["text"]] * 7 + [f["num"], f["text"]]
+    sh.table(DETAIL_HEAD, detail.values.tolist(), fmts, caps + [None, 50], freeze_cols=0)
+    score_col = DETAIL_HEAD.index("得分")
+    for r, (value, note) in enumerate(zip(detail["得分"], detail["更正"]), start=1):
+        if note:  # a corrected score stands out, and says what it was
+            sh.put(r, score_col, value, f["corrected"])
+            sh.ws.write_comment(r, score_col, note, {"x_scale": 2, "y_scale": 1.5})
+
+
+def _corrections_sheet(book, f, rows: list[list]) -> None:
+    """更正记录: every correction and undo of the round, the withdrawn ones included."""
+    sh = _Sheet(book, "更正记录", f)
+    fmts = [f["center_int"]] + [f["text"]] * 9 + [f["num"], f["num"], f["text"], f["wrap"], f["text"]]
+    sh.table(amendments.REGISTER_HEAD, rows, fmts, [None, 20, 12, None, None, 24, None, None, None, 14, None, None,
+                                                     None, 40, 14], freeze_cols=1)
+    if not rows:
+        sh.ws.write_string(2, 0, "本期没有更正记录。", f["text"])
 
 
 def write_detail_csv(path: Path, detail: pd.DataFrame) -> Path:
     """Every accepted score as UTF-8 CSV with a byte-order mark; text cells made inert."""
-    text = detail.drop(columns=["得分"]).map(inert_csv)
-    out = text.assign(得分=detail["得分"])[DETAIL_HEAD]
+    text = detail.drop(columns=["得分", "原分"]).map(inert_csv)
+    out = text.assign(得分=detail["得分"], 原分=detail["原分"])[DETAIL_HEAD]
     with atomic_path(path) as tmp:
         out.to_csv(tmp, index=False, encoding="utf-8-sig", float_format="%.10g")
     return path
@@ -544,7 +582,7 @@ def report(
     # When the config makes the calibrated ranking official, it is always computed.
     calibrate = calibrate or ws["calibration"]["official"] == "calibrated"
     roster = read_roster_for(ws.path("roster"), system)
-    scores, file_rows, status = _inputs(ws, period, system, roster)
+    scores, file_rows, status, fixes = _inputs(ws, period, system, roster)
     if not len(scores):
         raise InputError(nothing_collected(ws, system, period, len(file_rows)))
     settings = ws.settings
@@ -558,20 +596,23 @@ def report(
     generated = generated or datetime.now().replace(microsecond=0)
     out = ws.period_output(period)
     chosen = selecting.select(result, roster, settings) if split_key(period)[1] == "遴选" else None
-    detail = detail_frame(result, scores, roster)
+    detail = detail_frame(result, scores, roster, fixes)
     detail_csv = write_detail_csv(out / f"scores-{system.id}.csv", detail)
     summary = write_summary(out / f"summary-{system.id}.xlsx", result, period=period, detail=detail, files=files,
                             generated=generated, detail_max_rows=ws["report"]["detail_max_rows"],
-                            detail_csv=detail_csv.name, selection=chosen)
+                            detail_csv=detail_csv.name, selection=chosen,
+                            register=amendments.register(fixes, roster, system))
     results = write_results_csv(out / f"results-{system.id}.csv", result)
     notice, publicity = (selecting.write_outputs(out, chosen, ws.settings, generated.date(), generated)
                          if chosen is not None else (None, []))
     context = digest_context(result, period=period, scores=scores, roster=roster, chase=chase, assigned=assigned,
                              received=received, files=files, organiser=ws["round"]["organiser"], generated=generated,
                              files_received=len(file_rows),
-                             selection=selecting.digest_part(chosen, notice) if chosen is not None else None)
+                             selection=selecting.digest_part(chosen, notice) if chosen is not None else None,
+                             corrections=amendments.subject_notes(fixes, roster, system))
     digest = write_digest(out / f"digest-{system.id}.html", context)
     return ReportResult(period=period, system=system, scores=result, summary=summary, csv=results, digest=digest,
                         detail_csv=detail_csv,
                         n_scores=len(scores), n_files=len(files), assigned=assigned, received=received,
-                        selection=chosen, publicity=publicity)
+                        selection=chosen, publicity=publicity,
+                        corrections=int(scores["correction"].notna().sum()) if "correction" in scores else 0)
