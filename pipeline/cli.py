@@ -20,6 +20,7 @@ from rich.table import Table
 from pipeline import __version__
 from pipeline.config import Workspace, check_period
 from pipeline.errors import HappyhomeError, UsageError
+from pipeline.i18n import _
 from pipeline.rounds import check_stage, round_key
 from pipeline.systems import BUILTIN, load_system
 
@@ -370,6 +371,10 @@ def report(ctx: click.Context, system_ref: str, period: str, stage: str, method:
     console.print(table)
     console.print(f"Rated {res.n_rated} of {len(res.subjects)}; returns {result.received}/{result.assigned}; "
                   f"{len(res.flags)} flag(s). {res.agreement.get('reading', '')}", soft_wrap=True)
+    if result.acceptance is not None:
+        counted = "，".join(f"{name} {n}" for name, n in result.acceptance.counts)
+        console.print(_("Acceptance: {counts}; {notices} rectification notice(s).").format(
+            counts=counted, notices=len(result.acceptance.notices)), soft_wrap=True)
     for path in result.paths:
         console.print(f"wrote    {path}", soft_wrap=True)
 

@@ -125,6 +125,13 @@ def _validate(s: dict, path: Path) -> None:
         raise ConfigError(f"{path}: 'calibration.official' must be \"plain\" or \"calibrated\"")
     if not 1 <= s["round"]["deadline_day"] <= 28:
         raise ConfigError(f"{path}: 'round.deadline_day' must be between 1 and 28")
+    acc = s["acceptance"]
+    if not acc["conditional"] <= acc["pass"]:
+        raise ConfigError(f"{path}: 'acceptance.conditional' ({acc['conditional']}) must not exceed 'acceptance.pass' ({acc['pass']})")
+    if not 0 < acc["item_share"] <= 1:
+        raise ConfigError(f"{path}: 'acceptance.item_share' must be above 0 and at most 1, found {acc['item_share']!r}")
+    if not (isinstance(acc["rectify_days"], int) and acc["rectify_days"] >= 1):
+        raise ConfigError(f"{path}: 'acceptance.rectify_days' must be a whole number of days, at least 1")
     for period, day in s["round"]["deadlines"].items():
         try:
             check_period(period)

@@ -246,6 +246,7 @@ def digest_context(
         "level_pct": f"{result.params['level']:.0%}",
         "decimals": decimals,
         "rounding": rounding_note(decimals),
+        "acceptance": None,  # a 验收 round's results (pipeline.acceptance.digest_part), set by report
     }
 
 

@@ -25,11 +25,12 @@ from pipeline.errors import InputError, UsageError
 from pipeline.ledger import Ledger
 from pipeline.names import inert_csv
 from pipeline.roster import Roster, read_roster_for
-from pipeline.rounds import check_key, cli_args
+from pipeline.rounds import check_key, cli_args, split_key
 from pipeline.status import CONFLICT, NOT_RECEIVED, StatusResult, round_status
 from pipeline.scoring import BY_COLUMNS, FLAG_KINDS, METHODS, RoundResult, half_up, rounding_note, score_round
 from pipeline.systems import LEVEL1, System, load_system
 
+ACCEPTANCE = "验收"  # the stage whose report also judges 通过 / 整改后复验 / 不通过 (pipeline.acceptance)
 RANK_HEAD = ["排名", "编号", "名称", "类型", "省份", "城市", "总分", "等级", "评估人数"]
 
 
@@ -48,10 +49,11 @@ class ReportResult:
     n_files: int
     assigned: int
     received: int
+    acceptance: object | None = None  # pipeline.acceptance.AcceptanceResult in 验收 rounds
 
     @property
     def paths(self) -> list[Path]:
-        return [self.summary, self.csv, self.detail_csv, self.digest]
+        return [self.summary, self.csv, self.detail_csv, self.digest] + (self.acceptance.paths if self.acceptance else [])
 
 
 # -- inputs ---------------------------------------------------------------------------------
@@ -222,14 +224,20 @@ def rank_columns(res: RoundResult) -> tuple[list[str], list[list]]:
 
 
 def write_summary(path: Path, res: RoundResult, *, period: str, detail: pd.DataFrame, files: list[dict],
-                  generated: datetime, detail_max_rows: int = 100_000, detail_csv: str = "") -> Path:
-    """The summary workbook (xlsxwriter), written atomically."""
+                  generated: datetime, detail_max_rows: int = 100_000, detail_csv: str = "",
+                  acceptance: pd.DataFrame | None = None) -> Path:
+    """The summary workbook (xlsxwriter), written atomically; `acceptance` (a 验收 round's
+    `acceptance.acceptance_table`) adds the 验收结果 sheet after 排名."""
     system = res.system
     with atomic_path(path) as tmp:
         book = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False})
         book.set_properties({"title": f"{system.name} {period} 评估汇总", "author": "happyhome", "created": generated})
         f = _formats(book, res.params["rank_decimals"])
         _rank_sheet(book, f, res)
+        if acceptance is not None:
+            from pipeline.acceptance import write_result_sheet
+
+            write_result_sheet(book, f, acceptance)
         _chart_sheet(book, f, res)
         _items_sheet(book, f, res)
         _scores_sheet(book, f, detail, detail_max_rows, detail_csv)
@@ -539,16 +547,27 @@ def report(
     files = _files(scores, file_rows)
     generated = generated or datetime.now().replace(microsecond=0)
     out = ws.period_output(period)
+    accepted = None
+    if split_key(period)[1] == ACCEPTANCE:
+        from pipeline import acceptance
+
+        people = {code: a.name for code, a in roster.assessors.items()} if roster else {}
+        accepted = acceptance.judge(result, scores, people, ws.settings)
     detail = detail_frame(result, scores, roster)
     detail_csv = write_detail_csv(out / f"scores-{system.id}.csv", detail)
     summary = write_summary(out / f"summary-{system.id}.xlsx", result, period=period, detail=detail, files=files,
                             generated=generated, detail_max_rows=ws["report"]["detail_max_rows"],
-                            detail_csv=detail_csv.name)
+                            detail_csv=detail_csv.name, acceptance=None if accepted is None else accepted.table)
     results = write_results_csv(out / f"results-{system.id}.csv", result)
     context = digest_context(result, period=period, scores=scores, roster=roster, chase=chase, assigned=assigned,
                              received=received, files=files, organiser=ws["round"]["organiser"], generated=generated,
                              files_received=len(file_rows))
+    if accepted is not None:
+        acceptance.write_outputs(accepted, out, system_id=system.id, system_name=system.name, period=period,
+                                 organiser=ws["round"]["organiser"], contact=ws["round"]["contact"], generated=generated)
+        context["acceptance"] = acceptance.digest_part(accepted, result)
     digest = write_digest(out / f"digest-{system.id}.html", context)
     return ReportResult(period=period, system=system, scores=result, summary=summary, csv=results, digest=digest,
                         detail_csv=detail_csv,
-                        n_scores=len(scores), n_files=len(files), assigned=assigned, received=received)
+                        n_scores=len(scores), n_files=len(files), assigned=assigned, received=received,
+                        acceptance=accepted)
