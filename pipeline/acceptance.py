@@ -22,6 +22,7 @@ import pandas as pd
 
 from pipeline.atomic import atomic_path
 from pipeline.names import safe_filename
+from pipeline.rounds import split_key
 from pipeline.scoring import RoundResult, half_up
 
 PASS, CONDITIONAL, FAIL, UNRATED = "通过", "整改后复验", "不通过", "未评分"
@@ -158,7 +159,7 @@ def write_result_sheet(book, f: dict, table: pd.DataFrame) -> None:
     rows = [[r.rank, r.subject, r.name, r.province, r.city, r.county, r.total, r.result, r.reason]
             for r in table.itertuples(index=False)]
     fmts = [f["center_int"], f["center"], f["text"], f["text"], f["text"], f["text"], f["bold_num"], f["center"], f["wrap"]]
-    last = sh.table(RESULT_HEAD, rows, fmts, [None, 10, 30, 16, 16, 16, None, 12, 50], freeze_cols=3)
+    last = sh.table(RESULT_HEAD, rows, fmts, [None, 10, 30, 16, 16, 16, None, 12, 56], freeze_cols=3)
     _colour_results(sh, RESULT_HEAD.index("结果"), last, _result_formats(book))
 
 
@@ -169,9 +170,10 @@ def write_rectification_xlsx(path: Path, items: pd.DataFrame, *, system_name: st
 
     from pipeline.report import _formats, _Sheet
 
+    period = " ".join(split_key(period) or (period,))  # "2027-03 验收"
     with atomic_path(path) as tmp:
         book = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False})
-        book.set_properties({"title": f"{system_name} {period} 验收整改清单", "author": "happyhome", "created": generated})
+        book.set_properties({"title": f"{system_name} {period}整改清单", "author": "happyhome", "created": generated})
         f = _formats(book, rules.decimals)
         fill = book.add_format({"font_name": "Microsoft YaHei", "font_size": 10, "valign": "top", "text_wrap": True,
                                 "locked": False, "bg_color": "#FFF2CC", "border": 1, "border_color": "#BFBFBF"})
@@ -185,9 +187,10 @@ def write_rectification_xlsx(path: Path, items: pd.DataFrame, *, system_name: st
             rows.append([r.subject, r.name, r.result, r.item, r.level1, r.level2, level3,
                          r.score if r.item else None, r.max if r.item else None, r.share if r.item else None,
                          r.remarks, None, None])
-        fmts = [f["center"], f["wrap"], f["center"], f["center"], f["text"], f["wrap"], f["wrap"], f["num"],
+        # Only the remarks wrap: names and items fit their columns, so most rows stay one line high.
+        fmts = [f["center"], f["text"], f["center"], f["center"], f["text"], f["text"], f["text"], f["num"],
                 f["text"], f["pct"], f["wrap"], fill, fill_date]
-        caps = [8, 16, 11, 8, 9, 12, 22, 7, 6, 7, 40, 30, 12]
+        caps = [8, 24, 11, 8, 9, 14, 36, 7, 6, 7, 40, 30, 12]
         last = sh.table(RECTIFY_HEAD, rows, fmts, caps, freeze_cols=2)
         # Empty columns would be as narrow as their header: give the officers room to write.
         sh.ws.set_column(RECTIFY_HEAD.index("整改措施"), RECTIFY_HEAD.index("整改措施"), 30)
@@ -202,7 +205,7 @@ def write_rectification_xlsx(path: Path, items: pd.DataFrame, *, system_name: st
         if items.empty:
             sh.ws.write_string(note + 1, 0, "本轮所有已评对象均通过验收，无需整改。", f["text"])
         sh.ws.protect("", {"autofilter": True, "sort": True, "format_columns": True, "format_rows": True})
-        sh.ws.set_header(f"&C{system_name} {period} 验收整改清单")
+        sh.ws.set_header(f"&C{system_name} {period}整改清单")
         book.close()
     return path
 
@@ -369,7 +372,12 @@ def _notice_table(doc, notice: Notice, decimals: int) -> None:
     table = doc.add_table(rows=1 + len(rows), cols=len(TABLE_HEAD))
     table.style = "Table Grid"
     table.alignment = WD_TABLE_ALIGNMENT.CENTER
-    widths = [Cm(1.2), Cm(5.2), Cm(1.6), Cm(1.6), Cm(6.0)]
+    # The text block of A4 less the margins is 15.6 cm. LibreOffice and WPS lay a table out by its
+    # grid (w:gridCol), Word by the cells' widths: both are set, and autofit is off.
+    widths = [Cm(1.3), Cm(4.2), Cm(1.6), Cm(1.6), Cm(6.9)]
+    table.autofit = False
+    for column, width in zip(table.columns, widths):
+        column.width = width
     for row in table.rows:
         for cell, width in zip(row.cells, widths):
             cell.width = width
@@ -435,7 +443,8 @@ def write_outputs(acc: AcceptanceResult, out: Path, *, system_id: str, system_na
     """整改清单-<system>.xlsx and 整改通知/*.docx in the round's output folder `out`."""
     acc.rectification = write_rectification_xlsx(out / f"整改清单-{system_id}.xlsx", acc.items, system_name=system_name,
                                                  period=period, rules=acc.rules, generated=generated)
-    notices = build_notices(acc.table, acc.items, system_name=system_name, period=period, stage_label="验收",
+    month, stage = split_key(period) or (period, "验收")
+    notices = build_notices(acc.table, acc.items, system_name=system_name, period=month, stage_label=stage,
                             rules=acc.rules, organiser=organiser, contact=contact, day=generated.date())
     acc.notices = write_notices(out / NOTICE_DIR, notices, decimals=acc.rules.decimals, generated=generated)
     return acc

@@ -443,7 +443,8 @@ def demo(directory: Path, small: bool, end: str, seed: int) -> None:
 
     A synthetic programme (30 zones, 100 communities, 12 assessors) with plausible scores
     and a few faulty returns: forms, returns, collect and report for both systems every
-    month, then the roll-ups. A previous demo in DIRECTORY is cleared and rebuilt; any
+    month, then the roll-ups, and last a 验收 round of the zones the month after (results,
+    rectification list and notices). A previous demo in DIRECTORY is cleared and rebuilt; any
     other non-empty folder is refused.
 
     Example: happyhome demo ./demo
@@ -479,6 +480,14 @@ def demo(directory: Path, small: bool, end: str, seed: int) -> None:
     for system, (xlsx, html) in result.rollups.items():
         console.print(f"roll-up        {system:<10} {html}", soft_wrap=True)
         console.print(f"{'':<26}{xlsx}", soft_wrap=True)
+    if result.acceptance is not None:
+        accepted = result.acceptance
+        console.print(_("acceptance     {system:<10} {path}").format(system=accepted.system.id, path=accepted.summary),
+                      soft_wrap=True)
+        counted = "，".join(f"{name} {n}" for name, n in accepted.acceptance.counts)
+        console.print(_("{indent}{counts}; rectification list and {notices} notice(s) in {folder}").format(
+            indent=" " * 26, counts=counted, notices=len(accepted.acceptance.notices),
+            folder=accepted.acceptance.rectification.parent), soft_wrap=True)
     steps = ", ".join(f"{name} {sec:.1f} s" for name, sec in result.seconds.items())
     console.print(f"Done in {elapsed:.1f} s ({steps}). Try: happyhome -w {directory} status --system community --period {result.periods[-1]}",
                   soft_wrap=True)

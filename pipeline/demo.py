@@ -24,6 +24,7 @@ from pipeline.config import CONFIG_NAME, Workspace, check_period
 from pipeline.errors import UsageError
 from pipeline.forms import FormSpec, plan_forms, write_form
 from pipeline.roster import Roster, read_roster, write_roster
+from pipeline.rounds import round_key
 from pipeline.systems import System, load_system
 
 SEED = 20261129
@@ -289,6 +290,51 @@ def plan_round(ws: Workspace, data: DemoData, roster: Roster, systems: list[Syst
     return RoundPlan(period, forms, returns, missing, postponed)
 
 
+ACCEPTANCE_SYSTEM = "zone"  # the demo's 验收 round: the zones, the month after the monthly rounds
+
+
+def next_month(period: str) -> str:
+    year, month = map(int, check_period(period).split("-"))
+    return f"{year + month // 12:04d}-{month % 12 + 1:02d}"
+
+
+def acceptance_levels(data: DemoData, codes: list[str]) -> dict[str, float]:
+    """The latent level of each subject in the 验收 round, spread so that every result shows:
+    the weakest tenth (at least one) well below 60, the next fifth between 60 and 80, the rest
+    at least 86 (ordered by where the monthly rounds left them)."""
+    last = len(data.periods) - 1
+    level = {c: data.quality[c] + data.trend[c] * last for c in codes}
+    order = sorted(codes, key=lambda c: (level[c], c))
+    n_fail, n_cond = max(1, round(len(codes) * 0.1)), max(1, round(len(codes) * 0.2))
+    out = {}
+    for k, code in enumerate(order):
+        if k < n_fail:
+            out[code] = 0.50 + 0.06 * k / max(n_fail - 1, 1)
+        elif k < n_fail + n_cond:
+            out[code] = 0.66 + 0.08 * (k - n_fail) / max(n_cond - 1, 1)
+        else:
+            out[code] = float(np.clip(level[code], 0.86, 0.95))
+    return out
+
+
+def plan_acceptance(ws: Workspace, data: DemoData, roster: Roster, system: System) -> RoundPlan:
+    """The 验收 round of one system: forms, and every return on time and correct."""
+    key = round_key(next_month(data.periods[-1]), "验收")
+    deadline = ws.deadline(key)
+    folder = ws.returned(key)
+    rng = np.random.default_rng([data.seed, 5])
+    codes = [s[0] for s in data.subjects if s[2] == system.subject_type]
+    levels = replace(data, quality=acceptance_levels(data, codes), trend=dict.fromkeys(data.trend, 0.0), shock={})
+    blank = plan_forms(ws, system, key, roster)
+    returns = []
+    for spec in blank:
+        answers = answers_for(levels, system, len(data.periods), spec.assessor.code, [s.code for s in spec.subjects])
+        received = _on_time(rng, deadline)
+        path = folder / spec.path.name
+        returns.append(Return(path, received, _saved_before(rng, received), replace(spec, path=path, answers=answers)))
+    return RoundPlan(key, [replace(s, answers=None) for s in blank], returns)
+
+
 def _write_job(job: tuple[FormSpec, datetime]) -> Path:
     """Write a form with a fixed saved time (in a pool worker): same seed, same bytes."""
     import xlsxwriter
@@ -315,7 +361,7 @@ def plan_rounds(ws: Workspace, data: DemoData, roster: Roster, systems: list[Sys
 
 def write_round_files(plans: list[RoundPlan], workers: int = 1, advance: Callable[..., None] | None = None) -> int:
     """Write every blank form and every return of the planned rounds; set receipt times."""
-    jobs = [(spec, datetime.fromisoformat(f"{plan.period}-01T09:00:00")) for plan in plans for spec in plan.forms]
+    jobs = [(spec, datetime.fromisoformat(f"{plan.period[:7]}-01T09:00:00")) for plan in plans for spec in plan.forms]
     jobs += [(r.spec, r.saved) for plan in plans for r in plan.returns if r.spec]
     for plan in plans:
         plan.forms and plan.forms[0].path.parent.mkdir(parents=True, exist_ok=True)
@@ -353,6 +399,7 @@ class DemoResult:
     summaries: dict[str, Path]
     rollups: dict[str, tuple[Path, Path]]  # system -> (xlsx, html)
     seconds: dict[str, float] = field(default_factory=dict)
+    acceptance: object | None = None  # the 验收 round's ReportResult (its .acceptance: results, files)
 
 
 def prepare_folder(root: Path) -> None:
@@ -404,11 +451,13 @@ def build_demo(root: str | Path = "demo", size: DemoSize = FULL, end: str = DEFA
     roster = read_roster(ws.path("roster"))
     systems = [load_system("zone"), load_system("community")]
     plans = plan_rounds(ws, data, roster, systems)
+    accepting = next(s for s in systems if s.id == ACCEPTANCE_SYSTEM)
+    final = plan_acceptance(ws, data, roster, accepting)
     lap("plan")
 
-    n_jobs = sum(len(p.forms) + sum(1 for r in p.returns if r.spec) for p in plans)
+    n_jobs = sum(len(p.forms) + sum(1 for r in p.returns if r.spec) for p in [*plans, final])
     workers = workers if workers is not None else (os.cpu_count() or 1)
-    files = write_round_files(plans, workers=workers, advance=stage("Writing forms and returns", n_jobs))
+    files = write_round_files([*plans, final], workers=workers, advance=stage("Writing forms and returns", n_jobs))
     lap("write")
 
     collected, digests, summaries, rollups = {}, {}, {}, {}
@@ -434,9 +483,16 @@ def build_demo(root: str | Path = "demo", size: DemoSize = FULL, end: str = DEFA
                 rollups[system.id] = (result.xlsx, result.html)
                 advance(1)
         lap("rollup")
+        # After the roll-ups, which are of the monthly 督导 rounds: the zones' 验收 round.
+        advance = stage("Acceptance (验收)", 2)
+        collected[final.period, accepting.id] = collect(ws, accepting, final.period, None, roster, workers=1)
+        advance(1)
+        accepted = report(ws, accepting, final.period)
+        advance(1)
+        lap("acceptance")
     faults = [(p.period, r.path.relative_to(ws.returned(p.period)).as_posix(), r.note) for p in plans for r in p.returns if r.note]
     faults += [(p.period, f"{a} {roster.assessors[a].name}（{system}）", "整份未交") for p in plans for system, a in p.missing]
     faults += [(p.period, f"{code} {roster.subjects[code].name}", "当月未评估：各评估人均留空") for p in plans for code in p.postponed]
     faults.sort(key=lambda f: f[0])  # by month, stable
     return DemoResult(root, data.periods, len(data.subjects), len(data.assessors), files, faults, collected,
-                      digests, summaries, rollups, seconds)
+                      digests, summaries, rollups, seconds, accepted)
