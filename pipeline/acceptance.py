@@ -110,14 +110,14 @@ def rectification_items(res: RoundResult, table: pd.DataFrame, scores: pd.DataFr
             continue
         base = {"subject": t.subject, "name": t.name, "result": t.result}
         if t.result == UNRATED:
-            rows.append({**base, "note": "未收到有效评分，未判定验收结果，暂不列整改事项"})
+            rows.append({**base, "note": "未收到有效评分，未判定验收结果：暂不列整改事项"})
             continue
         mine = items[items["subject"] == t.subject]
         # Compared on the official (rounded) item score; the tolerance keeps 0.6 × 7 = 4.2 from
         # reading as 4.1999… and so counting 4.2 as below it.
         low = mine[mine["score"] < mine["max"] * rules.item_share - 1e-9]
         if low.empty:
-            rows.append({**base, "note": f"各项得分均不低于满分的 {rules.item_share:.0%}；总分未达通过线，请对照指标体系全面整改"})
+            rows.append({**base, "note": f"各项得分均不低于满分的 {rules.item_share:.0%}，总分未达通过线：请对照指标体系全面整改"})
             continue
         for r in low.itertuples(index=False):
             rows.append({**base, "item": r.item, "level1": r.level1, "level2": r.level2, "level3": r.level3,
@@ -187,8 +187,9 @@ def write_rectification_xlsx(path: Path, items: pd.DataFrame, *, system_name: st
             rows.append([r.subject, r.name, r.result, r.item, r.level1, r.level2, level3,
                          r.score if r.item else None, r.max if r.item else None, r.share if r.item else None,
                          r.remarks, None, None])
-        # Only the remarks wrap: names and items fit their columns, so most rows stay one line high.
-        fmts = [f["center"], f["text"], f["center"], f["center"], f["text"], f["text"], f["text"], f["num"],
+        # Names and items fit their columns, so most rows stay one line high; the remarks and a
+        # subject's note in place of an item (in 三级指标) wrap.
+        fmts = [f["center"], f["text"], f["center"], f["center"], f["text"], f["text"], f["wrap"], f["num"],
                 f["text"], f["pct"], f["wrap"], fill, fill_date]
         caps = [8, 24, 11, 8, 9, 14, 36, 7, 6, 7, 40, 30, 12]
         last = sh.table(RECTIFY_HEAD, rows, fmts, caps, freeze_cols=2)
