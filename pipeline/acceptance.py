@@ -283,6 +283,12 @@ def build_notices(table: pd.DataFrame, items: pd.DataFrame, *, system_name: str,
 
 
 EAST_ASIAN_BODY, EAST_ASIAN_TITLE, LATIN = "仿宋", "宋体", "Times New Roman"
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def xml_text(text: object) -> str:
+    """Text a .docx can hold: control characters (which python-docx refuses) removed."""
+    return _NOT_XML.sub("", str(text))
 
 
 def _font(run, east_asian: str, size: float, bold: bool = False) -> None:
@@ -303,7 +309,7 @@ def _cell(cell, text: str, *, bold: bool = False, centre: bool = False, size: fl
 
     para = cell.paragraphs[0]
     para.alignment = WD_ALIGN_PARAGRAPH.CENTER if centre else WD_ALIGN_PARAGRAPH.LEFT
-    _font(para.add_run(text), EAST_ASIAN_BODY, size, bold)
+    _font(para.add_run(xml_text(text)), EAST_ASIAN_BODY, size, bold)
 
 
 def _shown(value: float) -> str:
@@ -327,12 +333,13 @@ def write_notice(path: Path, notice: Notice, *, decimals: int = 2, generated: da
     normal.font.size = Pt(16)
     normal.element.get_or_add_rPr().get_or_add_rFonts().set(qn("w:eastAsia"), EAST_ASIAN_BODY)
     props = doc.core_properties
-    props.title = next((text for kind, text in notice.paragraphs if kind == "title"), "整改通知")
+    props.title = xml_text(next((text for kind, text in notice.paragraphs if kind == "title"), "整改通知"))
     props.author = "happyhome"
     if generated is not None:
         props.created = props.modified = generated
     signed = False
     for kind, text in notice.paragraphs:
+        text = xml_text(text)
         if kind == "table":
             if notice.items:  # without items the template's text says why there is no table
                 _notice_table(doc, notice, decimals)
@@ -456,6 +463,7 @@ def digest_part(acc: AcceptanceResult, res: RoundResult) -> dict:
     n_items = acc.items[acc.items["item"] != ""].groupby("subject").size()
     rows = [{"rank": r.rank, "subject": r.subject, "name": r.name, "total": r.total, "result": r.result,
              "reason": r.reason, "n_items": int(n_items.get(r.subject, 0))} for r in acc.table.itertuples(index=False)]
-    return {"counts": acc.counts, "rows": rows, "pass_line": acc.rules.pass_line, "conditional": acc.rules.conditional,
+    return {"counts": acc.counts, "rows": rows, "pass_line": f"{acc.rules.pass_line:g}",
+            "conditional": f"{acc.rules.conditional:g}",
             "item_share": acc.rules.item_share, "by_subject": {r["subject"]: r["result"] for r in rows},
             "classes": {PASS: "acc-pass", CONDITIONAL: "acc-cond", FAIL: "acc-fail", UNRATED: "acc-none"}}
