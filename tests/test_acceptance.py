@@ -213,7 +213,7 @@ def test_the_round_writes_its_outputs_in_its_folder(acceptance_round):
     assert (folder / "整改清单-community.xlsx").is_file()
     assert not (root / "output" / PERIOD).exists()
     text = " ".join(output.split())
-    assert "Acceptance: 通过 1，整改后复验 1，不通过 1; 2 rectification notice(s)." in text or "通过 1，整改后复验 1，不通过 1" in text
+    assert "通过 1，整改后复验 1，不通过 1" in text  # the counts, whatever the terminal's language
     assert "整改清单-community.xlsx" in output.replace("\n", "")
 
 
