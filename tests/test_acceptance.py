@@ -6,8 +6,7 @@ from __future__ import annotations
 import math
 import shutil
 import subprocess
-from datetime import date, datetime
-from pathlib import Path
+from datetime import date
 
 import docx
 import openpyxl
