@@ -151,8 +151,16 @@ def _colour_results(sh, col: int, last: int, colours: dict) -> None:
                                                      "format": fmt})
 
 
-def write_result_sheet(book, f: dict, table: pd.DataFrame) -> None:
-    """The summary's 验收结果 sheet: RESULT_HEAD, one row per subject in rank order."""
+def rules_note(rules: AcceptanceRules) -> str:
+    """The rules in words, under the 验收结果 table."""
+    return (f"总分四舍五入保留 {rules.decimals} 位小数后判定：不低于 {rules.pass_line:g} 分为{PASS}，不低于 "
+            f"{rules.conditional:g} 分为{CONDITIONAL}，低于 {rules.conditional:g} 分为{FAIL}；未收到有效评分的为{UNRATED}。"
+            f"未通过的对象中得分低于该项满分 {rules.item_share:.0%} 的指标列入整改清单和整改通知，整改期限 {rules.rectify_days} 天。")
+
+
+def write_result_sheet(book, f: dict, acc: "AcceptanceResult") -> None:
+    """The summary's 验收结果 sheet: RESULT_HEAD, one row per subject in rank order, the rules below."""
+    table = acc.table
     from pipeline.report import _Sheet
 
     sh = _Sheet(book, "验收结果", f)
@@ -161,6 +169,7 @@ def write_result_sheet(book, f: dict, table: pd.DataFrame) -> None:
     fmts = [f["center_int"], f["center"], f["text"], f["text"], f["text"], f["text"], f["bold_num"], f["center"], f["wrap"]]
     last = sh.table(RESULT_HEAD, rows, fmts, [None, 10, 30, 16, 16, 16, None, 12, 56], freeze_cols=3)
     _colour_results(sh, RESULT_HEAD.index("结果"), last, _result_formats(book))
+    sh.ws.write_string(last + 2, 0, rules_note(acc.rules), f["text"])
 
 
 def write_rectification_xlsx(path: Path, items: pd.DataFrame, *, system_name: str, period: str, rules: AcceptanceRules,

@@ -225,9 +225,9 @@ def rank_columns(res: RoundResult) -> tuple[list[str], list[list]]:
 
 def write_summary(path: Path, res: RoundResult, *, period: str, detail: pd.DataFrame, files: list[dict],
                   generated: datetime, detail_max_rows: int = 100_000, detail_csv: str = "",
-                  acceptance: pd.DataFrame | None = None) -> Path:
+                  acceptance=None) -> Path:
     """The summary workbook (xlsxwriter), written atomically; `acceptance` (a 验收 round's
-    `acceptance.acceptance_table`) adds the 验收结果 sheet after 排名."""
+    `acceptance.AcceptanceResult`) adds the 验收结果 sheet after 排名."""
     system = res.system
     with atomic_path(path) as tmp:
         book = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False})
@@ -557,7 +557,7 @@ def report(
     detail_csv = write_detail_csv(out / f"scores-{system.id}.csv", detail)
     summary = write_summary(out / f"summary-{system.id}.xlsx", result, period=period, detail=detail, files=files,
                             generated=generated, detail_max_rows=ws["report"]["detail_max_rows"],
-                            detail_csv=detail_csv.name, acceptance=None if accepted is None else accepted.table)
+                            detail_csv=detail_csv.name, acceptance=accepted)
     results = write_results_csv(out / f"results-{system.id}.csv", result)
     context = digest_context(result, period=period, scores=scores, roster=roster, chase=chase, assigned=assigned,
                              received=received, files=files, organiser=ws["round"]["organiser"], generated=generated,
