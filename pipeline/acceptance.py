@@ -152,14 +152,15 @@ def _colour_results(sh, col: int, last: int, colours: dict) -> None:
 
 
 def rules_note(rules: AcceptanceRules) -> str:
-    """The rules in words, under the 验收结果 table."""
+    """The rules in words, at the head of the printed 验收结果."""
     return (f"总分四舍五入保留 {rules.decimals} 位小数后判定：不低于 {rules.pass_line:g} 分为{PASS}，不低于 "
             f"{rules.conditional:g} 分为{CONDITIONAL}，低于 {rules.conditional:g} 分为{FAIL}；未收到有效评分的为{UNRATED}。"
             f"未通过的对象中得分低于该项满分 {rules.item_share:.0%} 的指标列入整改清单和整改通知，整改期限 {rules.rectify_days} 天。")
 
 
 def write_result_sheet(book, f: dict, acc: "AcceptanceResult") -> None:
-    """The summary's 验收结果 sheet: RESULT_HEAD, one row per subject in rank order, the rules below."""
+    """The summary's 验收结果 sheet: RESULT_HEAD, one row per subject in rank order; the rules in
+    its printed page header."""
     table = acc.table
     from pipeline.report import _Sheet
 
@@ -169,7 +170,9 @@ def write_result_sheet(book, f: dict, acc: "AcceptanceResult") -> None:
     fmts = [f["center_int"], f["center"], f["text"], f["text"], f["text"], f["text"], f["bold_num"], f["center"], f["wrap"]]
     last = sh.table(RESULT_HEAD, rows, fmts, [None, 10, 30, 16, 16, 16, None, 12, 56], freeze_cols=3)
     _colour_results(sh, RESULT_HEAD.index("结果"), last, _result_formats(book))
-    sh.ws.write_string(last + 2, 0, rules_note(acc.rules), f["text"])
+    # The rules head each printed page; below the table they would become a row for whoever
+    # reads the sheet as data (it is an interface: one row per subject, nothing else).
+    sh.ws.set_header(f"&C&9{rules_note(acc.rules)}", {"margin": 0.25})
 
 
 def write_rectification_xlsx(path: Path, items: pd.DataFrame, *, system_name: str, period: str, rules: AcceptanceRules,
