@@ -617,6 +617,10 @@ def report(ctx: click.Context, system_ref: str, period: str, stage: str, method:
     if result.corrections:
         console.print(_("Includes {n} correction(s) made after publication (sheet 更正记录; happyhome amend --list).")
                       .format(n=result.corrections), markup=False)
+    if result.acceptance is not None:
+        counted = "，".join(f"{name} {n}" for name, n in result.acceptance.counts)
+        console.print(_("Acceptance: {counts}; {notices} rectification notice(s).").format(
+            counts=counted, notices=len(result.acceptance.notices)), markup=False)
     for path in result.paths:
         console.print(_("wrote    {path}").format(path=path), markup=False)
     if pdf:
@@ -792,12 +796,13 @@ def rollup(ctx: click.Context, system_ref: str, start: str | None, end: str | No
 @click.option("--seed", default=20261129, show_default=True,
               help=N_("Random seed: the same seed gives the same files."))
 def demo(directory: Path, small: bool, end: str, seed: int) -> None:
-    """Build an example workspace in DIRECTORY and run a selection round and six monthly rounds in it.
+    """Build an example workspace in DIRECTORY and run selection, six monthly and acceptance rounds in it.
 
     A synthetic programme (30 zones, 100 communities, 12 assessors) with plausible scores
     and a few faulty returns: a selection round of the communities (more candidates than places,
     provincial quotas, a veto) the month before, then forms, returns, collect and report for
-    both systems every month, then the roll-ups. A previous demo in DIRECTORY is cleared and rebuilt; any
+    both systems every month, then the roll-ups, and last an acceptance round of the zones the
+    month after (results, rectification list and notices). A previous demo in DIRECTORY is cleared and rebuilt; any
     other non-empty folder is refused.
 
     Example: happyhome demo ./demo
@@ -842,6 +847,13 @@ def demo(directory: Path, small: bool, end: str, seed: int) -> None:
     for system, (xlsx, html) in result.rollups.items():
         say(f"{pad(rollup_label, width)}{system:<10} {html}")
         say(f"{'':<{width + 11}}{xlsx}")
+    if result.acceptance is not None:
+        accepted, label = result.acceptance, _("acceptance result")
+        say(f"{pad(label, width)}{accepted.system.id:<10} {accepted.summary}")
+        counted = "，".join(f"{name} {n}" for name, n in accepted.acceptance.counts)
+        say(_("{indent}{counts}; rectification list and {notices} notice(s) in {folder}").format(
+            indent=" " * (width + 11), counts=counted, notices=len(accepted.acceptance.notices),
+            folder=accepted.acceptance.rectification.parent))
     steps = _(", ").join(_("{step} {seconds:.1f} s").format(step=_(name), seconds=sec)
                          for name, sec in result.seconds.items())
     try_it = f"happyhome -w {directory} status --system community --period {result.periods[-1]}"

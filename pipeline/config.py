@@ -128,6 +128,16 @@ def _validate(s: dict, path: Path) -> None:
         raise ConfigError(_("{path}: 'calibration.official' must be \"plain\" or \"calibrated\"").format(path=path))
     if not 1 <= s["round"]["deadline_day"] <= 28:
         raise ConfigError(_("{path}: 'round.deadline_day' must be between 1 and 28").format(path=path))
+    acc = s["acceptance"]
+    if not acc["conditional"] <= acc["pass"]:
+        raise ConfigError(_("{path}: 'acceptance.conditional' ({conditional}) must not exceed 'acceptance.pass' ({line})")
+                          .format(path=path, conditional=acc["conditional"], line=acc["pass"]))
+    if not 0 < acc["item_share"] <= 1:
+        raise ConfigError(_("{path}: 'acceptance.item_share' must be above 0 and at most 1, found {share!r}")
+                          .format(path=path, share=acc["item_share"]))
+    if not (isinstance(acc["rectify_days"], int) and acc["rectify_days"] >= 1):
+        raise ConfigError(_("{path}: 'acceptance.rectify_days' must be a whole number of days, at least 1")
+                          .format(path=path))
     for period, day in s["round"]["deadlines"].items():
         try:
             check_period(period)

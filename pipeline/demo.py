@@ -26,6 +26,7 @@ from pipeline.errors import UsageError
 from pipeline.forms import FormSpec, plan_forms, write_form
 from pipeline.i18n import N_, _
 from pipeline.roster import Roster, read_roster, write_roster
+from pipeline.rounds import round_key
 from pipeline.systems import System, load_system
 
 SEED = 20261129
@@ -326,8 +327,6 @@ def selection_setup(data: DemoData) -> tuple[int, list[tuple[str, str, int]], st
 
 def plan_selection(ws: Workspace, data: DemoData, roster: Roster, system: System) -> RoundPlan:
     """The 遴选 round of the communities: every assessor returns on time, nothing faulty."""
-    from pipeline.rounds import round_key
-
     key = round_key(selection_period(data), "遴选")
     rng = np.random.default_rng([data.seed, 8])
     deadline = ws.deadline(key)
@@ -337,6 +336,51 @@ def plan_selection(ws: Workspace, data: DemoData, roster: Roster, system: System
         answers = answers_for(data, system, 0, spec.assessor.code, [s.code for s in spec.subjects], draw=7)
         path = ws.returned(key) / spec.path.name
         received = _on_time(rng, deadline)
+        returns.append(Return(path, received, _saved_before(rng, received), replace(spec, path=path, answers=answers)))
+    return RoundPlan(key, [replace(s, answers=None) for s in blank], returns)
+
+
+ACCEPTANCE_SYSTEM = "zone"  # the demo's 验收 round: the zones, the month after the monthly rounds
+
+
+def next_month(period: str) -> str:
+    year, month = map(int, check_period(period).split("-"))
+    return f"{year + month // 12:04d}-{month % 12 + 1:02d}"
+
+
+def acceptance_levels(data: DemoData, codes: list[str]) -> dict[str, float]:
+    """The latent level of each subject in the 验收 round, spread so that every result shows:
+    the weakest tenth (at least one) well below 60, the next fifth between 60 and 80, the rest
+    at least 86 (ordered by where the monthly rounds left them)."""
+    last = len(data.periods) - 1
+    level = {c: data.quality[c] + data.trend[c] * last for c in codes}
+    order = sorted(codes, key=lambda c: (level[c], c))
+    n_fail, n_cond = max(1, round(len(codes) * 0.1)), max(1, round(len(codes) * 0.2))
+    out = {}
+    for k, code in enumerate(order):
+        if k < n_fail:
+            out[code] = 0.50 + 0.06 * k / max(n_fail - 1, 1)
+        elif k < n_fail + n_cond:
+            out[code] = 0.66 + 0.08 * (k - n_fail) / max(n_cond - 1, 1)
+        else:
+            out[code] = float(np.clip(level[code], 0.86, 0.95))
+    return out
+
+
+def plan_acceptance(ws: Workspace, data: DemoData, roster: Roster, system: System) -> RoundPlan:
+    """The 验收 round of one system: forms, and every return on time and correct."""
+    key = round_key(next_month(data.periods[-1]), "验收")
+    deadline = ws.deadline(key)
+    folder = ws.returned(key)
+    rng = np.random.default_rng([data.seed, 5])
+    codes = [s[0] for s in data.subjects if s[2] == system.subject_type]
+    levels = replace(data, quality=acceptance_levels(data, codes), trend=dict.fromkeys(data.trend, 0.0), shock={})
+    blank = plan_forms(ws, system, key, roster)
+    returns = []
+    for spec in blank:
+        answers = answers_for(levels, system, len(data.periods), spec.assessor.code, [s.code for s in spec.subjects])
+        received = _on_time(rng, deadline)
+        path = folder / spec.path.name
         returns.append(Return(path, received, _saved_before(rng, received), replace(spec, path=path, answers=answers)))
     return RoundPlan(key, [replace(s, answers=None) for s in blank], returns)
 
@@ -406,6 +450,7 @@ class DemoResult:
     rollups: dict[str, tuple[Path, Path]]  # system -> (xlsx, html)
     seconds: dict[str, float] = field(default_factory=dict)
     selection: object = None  # the 遴选 round's ReportResult (communities)
+    acceptance: object | None = None  # the 验收 round's ReportResult (its .acceptance: results, files)
 
 
 def prepare_folder(root: Path) -> None:
@@ -463,11 +508,13 @@ def build_demo(root: str | Path = "demo", size: DemoSize = FULL, end: str = DEFA
     systems = [load_system("zone"), load_system("community")]
     plans = plan_rounds(ws, data, roster, systems)
     choosing = plan_selection(ws, data, roster, systems[1])
+    accepting = next(s for s in systems if s.id == ACCEPTANCE_SYSTEM)
+    final = plan_acceptance(ws, data, roster, accepting)
     lap(N_("plan"))
 
-    n_jobs = sum(len(p.forms) + sum(1 for r in p.returns if r.spec) for p in [choosing, *plans])
+    n_jobs = sum(len(p.forms) + sum(1 for r in p.returns if r.spec) for p in [choosing, *plans, final])
     workers = workers if workers is not None else (os.cpu_count() or 1)
-    files = write_round_files([choosing, *plans], workers=workers,
+    files = write_round_files([choosing, *plans, final], workers=workers,
                               advance=stage(N_("Writing forms and returns"), n_jobs))
     lap(N_("write"))
 
@@ -498,9 +545,16 @@ def build_demo(root: str | Path = "demo", size: DemoSize = FULL, end: str = DEFA
                 rollups[system.id] = (result.xlsx, result.html)
                 advance(1)
         lap(N_("rollup"))
+        # After the roll-ups, which are of the monthly 督导 rounds: the zones' 验收 round.
+        advance = stage(N_("Acceptance round"), 2)
+        collected[final.period, accepting.id] = collect(ws, accepting, final.period, None, roster, workers=1)
+        advance(1)
+        accepted = report(ws, accepting, final.period)
+        advance(1)
+        lap(N_("acceptance"))
     faults = [(p.period, r.path.relative_to(ws.returned(p.period)).as_posix(), r.note) for p in plans for r in p.returns if r.note]
     faults += [(p.period, f"{a} {roster.assessors[a].name}（{system}）", NOT_RETURNED) for p in plans for system, a in p.missing]
     faults += [(p.period, f"{code} {roster.subjects[code].name}", POSTPONED) for p in plans for code in p.postponed]
     faults.sort(key=lambda f: f[0])  # by month, stable
     return DemoResult(root, data.periods, len(data.subjects), len(data.assessors), files, faults, collected,
-                      digests, summaries, rollups, seconds, selected)
+                      digests, summaries, rollups, seconds, selected, accepted)

@@ -272,6 +272,7 @@ def digest_context(
         "decimals": decimals,
         "rounding": rounding_note(decimals),
         "selection": selection,
+        "acceptance": None,  # a 验收 round's results (pipeline.acceptance.digest_part), set by report
     }
 
 

@@ -33,6 +33,7 @@ from pipeline.status import CONFLICT, NOT_RECEIVED, StatusResult, round_status
 from pipeline.scoring import BY_COLUMNS, FLAG_KINDS, METHODS, RoundResult, half_up, rounding_note, score_round
 from pipeline.systems import LEVEL1, System, load_system
 
+ACCEPTANCE = "验收"  # the stage whose report also judges 通过 / 整改后复验 / 不通过 (pipeline.acceptance)
 RANK_HEAD = ["排名", "编号", "名称", "类型", "省份", "城市", "总分", "等级", "评估人数"]
 
 
@@ -54,10 +55,12 @@ class ReportResult:
     selection: "selecting.Selection | None" = None  # a 遴选 round's outcome
     publicity: list[Path] = field(default_factory=list)  # its 公示名单 .xlsx and .docx
     corrections: int = 0  # corrections in force (amend) included in the scores
+    acceptance: object | None = None  # pipeline.acceptance.AcceptanceResult in 验收 rounds
 
     @property
     def paths(self) -> list[Path]:
-        return [self.summary, self.csv, self.detail_csv, self.digest, *self.publicity]
+        return [self.summary, self.csv, self.detail_csv, self.digest, *self.publicity,
+                *(self.acceptance.paths if self.acceptance else [])]
 
 
 # -- inputs ---------------------------------------------------------------------------------
@@ -232,8 +235,10 @@ def rank_columns(res: RoundResult) -> tuple[list[str], list[list]]:
 
 def write_summary(path: Path, res: RoundResult, *, period: str, detail: pd.DataFrame, files: list[dict],
                   generated: datetime, detail_max_rows: int = 100_000, detail_csv: str = "",
-                  selection: "selecting.Selection | None" = None, register: list[list] | None = None) -> Path:
-    """The summary workbook (xlsxwriter), written atomically; a 遴选 round's starts with 遴选结果."""
+                  selection: "selecting.Selection | None" = None, register: list[list] | None = None,
+                  acceptance=None) -> Path:
+    """The summary workbook (xlsxwriter), written atomically; a 遴选 round's starts with 遴选结果,
+    and `acceptance` (a 验收 round's `acceptance.AcceptanceResult`) adds 验收结果 after 排名."""
     system = res.system
     with atomic_path(path) as tmp:
         book = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False})
@@ -242,6 +247,10 @@ def write_summary(path: Path, res: RoundResult, *, period: str, detail: pd.DataF
         if selection is not None:
             selecting.write_result_sheet(book, f, selection)
         _rank_sheet(book, f, res)
+        if acceptance is not None:
+            from pipeline.acceptance import write_result_sheet
+
+            write_result_sheet(book, f, acceptance)
         _chart_sheet(book, f, res)
         _items_sheet(book, f, res)
         _scores_sheet(book, f, detail, detail_max_rows, detail_csv)
@@ -596,12 +605,18 @@ def report(
     generated = generated or datetime.now().replace(microsecond=0)
     out = ws.period_output(period)
     chosen = selecting.select(result, roster, settings) if split_key(period)[1] == "遴选" else None
+    accepted = None
+    if split_key(period)[1] == ACCEPTANCE:
+        from pipeline import acceptance
+
+        people = {code: a.name for code, a in roster.assessors.items()} if roster else {}
+        accepted = acceptance.judge(result, scores, people, ws.settings)
     detail = detail_frame(result, scores, roster, fixes)
     detail_csv = write_detail_csv(out / f"scores-{system.id}.csv", detail)
     summary = write_summary(out / f"summary-{system.id}.xlsx", result, period=period, detail=detail, files=files,
                             generated=generated, detail_max_rows=ws["report"]["detail_max_rows"],
                             detail_csv=detail_csv.name, selection=chosen,
-                            register=amendments.register(fixes, roster, system))
+                            register=amendments.register(fixes, roster, system), acceptance=accepted)
     results = write_results_csv(out / f"results-{system.id}.csv", result)
     notice, publicity = (selecting.write_outputs(out, chosen, ws.settings, generated.date(), generated)
                          if chosen is not None else (None, []))
@@ -610,9 +625,14 @@ def report(
                              files_received=len(file_rows),
                              selection=selecting.digest_part(chosen, notice) if chosen is not None else None,
                              corrections=amendments.subject_notes(fixes, roster, system))
+    if accepted is not None:
+        acceptance.write_outputs(accepted, out, system_id=system.id, system_name=system.name, period=period,
+                                 organiser=ws["round"]["organiser"], contact=ws["round"]["contact"], generated=generated)
+        context["acceptance"] = acceptance.digest_part(accepted, result)
     digest = write_digest(out / f"digest-{system.id}.html", context)
     return ReportResult(period=period, system=system, scores=result, summary=summary, csv=results, digest=digest,
                         detail_csv=detail_csv,
                         n_scores=len(scores), n_files=len(files), assigned=assigned, received=received,
                         selection=chosen, publicity=publicity,
-                        corrections=int(scores["correction"].notna().sum()) if "correction" in scores else 0)
+                        corrections=int(scores["correction"].notna().sum()) if "correction" in scores else 0,
+                        acceptance=accepted)

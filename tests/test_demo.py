@@ -46,6 +46,7 @@ def small_demo(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo") / "demo"
     out = run(root.parent, "demo", str(root), "--small")
     assert "最新简报" in out.output and "汇总" in out.output and "演示中特意放入的问题回执" in out.output
+    assert "遴选结果" in out.output and "验收结果" in out.output
     assert str(root / "output" / "2026-11" / "digest-community.html") in out.output.replace("\n", "")
     return root
 
@@ -94,6 +95,24 @@ def test_demo_selection_round(small_demo):
     assert table.loc[table["编号"] == "C003", "说明"].item() == "一票否决：发生重大安全责任事故（示例）"
     assert (folder / "公示名单-community.docx").is_file() and (folder / "公示名单-community.xlsx").is_file()
     assert not list((small_demo / "output" / "2026-10").glob("公示名单-*"))  # monthly rounds as before
+
+
+def test_demo_ends_with_an_acceptance_round_of_the_zones(small_demo):
+    folder = small_demo / "output" / "2026-12-验收"
+    results = pd.read_excel(folder / "summary-zone.xlsx", sheet_name="验收结果", engine="openpyxl")
+    assert len(results) == SMALL.zones
+    assert set(results["结果"]) == {"通过", "整改后复验", "不通过"}  # every band shows
+    not_passed = results[results["结果"] != "通过"]
+    notices = sorted(p.name for p in (folder / "整改通知").glob("*.docx"))
+    assert notices == sorted(f"{r.编号}-{r.名称}.docx" for r in not_passed.itertuples())
+    listed = pd.read_excel(folder / "整改清单-zone.xlsx", engine="openpyxl")
+    listed = listed[listed["编号"].astype(str).str.fullmatch(r"Z\d+")]  # the table, not the note below it
+    assert set(listed["编号"]) == set(not_passed["编号"]) and listed["指标编号"].notna().any()
+    assert listed["评估人意见"].notna().any()  # the assessors' remarks on weak items come along
+    assert "验收结果" in (folder / "digest-zone.html").read_text(encoding="utf-8")
+    # the monthly outputs are those of the 督导 rounds only
+    assert not (small_demo / "output" / "2026-12").exists()
+    assert (small_demo / "output" / "rollup" / "rollup-zone-2026-10_2026-11.xlsx").is_file()
 
 
 def test_demo_faults_are_caught(small_demo):
