@@ -21,6 +21,7 @@ from markupsafe import Markup
 import pipeline
 from pipeline import charts
 from pipeline.atomic import write_text
+from pipeline.rounds import SUPERVISION, split_key
 from pipeline.scoring import FLAG_KINDS, NOT_RATED, RoundResult, half_up, rounding_note
 
 
@@ -221,10 +222,12 @@ def digest_context(
             r["flags"] if r["grade"] == NOT_RATED else "")
         r["corrections"] = len((corrections or {}).get(r["subject"], []))  # marked in the ranking
     counts = flag_counts(result)
+    month, stage = split_key(period) or (period, SUPERVISION)  # a round's key: 2026-11 or 2027-03-遴选
     return {
-        "title": f"{system.name} · {period} 评估结果",
+        "title": f"{system.name} · {month} " + ("评估结果" if stage == SUPERVISION else f"{stage}结果"),
         "system": system,
-        "period": period,
+        "period": month,
+        "stage": "" if stage == SUPERVISION else stage,
         "organiser": organiser,
         "generated": (generated or datetime.now()).strftime("%Y-%m-%d %H:%M"),
         "headline": {
