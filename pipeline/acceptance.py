@@ -22,6 +22,7 @@ import pandas as pd
 
 from pipeline.atomic import atomic_path
 from pipeline.names import safe_filename
+from pipeline.notices import NoticeDocument, chinese_date
 from pipeline.rounds import split_key
 from pipeline.scoring import RoundResult, half_up
 
@@ -224,9 +225,6 @@ def write_rectification_xlsx(path: Path, items: pd.DataFrame, *, system_name: st
 
 
 # -- the notices -----------------------------------------------------------------------------
-def chinese_date(day: date) -> str:
-    return f"{day.year}年{day.month}月{day.day}日"
-
 
 @dataclass
 class Notice:
@@ -294,125 +292,29 @@ def build_notices(table: pd.DataFrame, items: pd.DataFrame, *, system_name: str,
     return notices
 
 
-EAST_ASIAN_BODY, EAST_ASIAN_TITLE, LATIN = "仿宋", "宋体", "Times New Roman"
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
-
-
-def xml_text(text: object) -> str:
-    """Text a .docx can hold: control characters (which python-docx refuses) removed."""
-    return _NOT_XML.sub("", str(text))
-
-
-def _font(run, east_asian: str, size: float, bold: bool = False) -> None:
-    """A run in `east_asian` for Chinese and Times New Roman for Latin: w:eastAsia must be set
-    explicitly, or Word, WPS and LibreOffice show the Chinese in a fallback font."""
-    from docx.oxml.ns import qn
-    from docx.shared import Pt
-
-    run.font.name = LATIN
-    run.font.size = Pt(size)
-    run.font.bold = bold
-    fonts = run._element.get_or_add_rPr().get_or_add_rFonts()
-    fonts.set(qn("w:eastAsia"), east_asian)
-
-
-def _cell(cell, text: str, *, bold: bool = False, centre: bool = False, size: float = 12) -> None:
-    from docx.enum.text import WD_ALIGN_PARAGRAPH
-
-    para = cell.paragraphs[0]
-    para.alignment = WD_ALIGN_PARAGRAPH.CENTER if centre else WD_ALIGN_PARAGRAPH.LEFT
-    _font(para.add_run(xml_text(text)), EAST_ASIAN_BODY, size, bold)
-
-
 def _shown(value: float) -> str:
     return f"{value:g}" if float(value).is_integer() else f"{value:.2f}".rstrip("0").rstrip(".")
 
 
 def write_notice(path: Path, notice: Notice, *, decimals: int = 2, generated: datetime | None = None) -> Path:
-    """One 整改通知 as .docx (python-docx), A4 with 公文-like margins, written atomically."""
-    import docx
-    from docx.enum.text import WD_ALIGN_PARAGRAPH
-    from docx.oxml.ns import qn
-    from docx.shared import Cm, Pt
-
-    doc = docx.Document()
-    section = doc.sections[0]
-    section.page_width, section.page_height = Cm(21), Cm(29.7)
-    section.top_margin, section.bottom_margin = Cm(3.7), Cm(3.5)
-    section.left_margin, section.right_margin = Cm(2.8), Cm(2.6)
-    normal = doc.styles["Normal"]
-    normal.font.name = LATIN
-    normal.font.size = Pt(16)
-    normal.element.get_or_add_rPr().get_or_add_rFonts().set(qn("w:eastAsia"), EAST_ASIAN_BODY)
-    props = doc.core_properties
-    props.title = xml_text(next((text for kind, text in notice.paragraphs if kind == "title"), "整改通知"))
-    props.author = "happyhome"
-    if generated is not None:
-        props.created = props.modified = generated
-    signed = False
+    """One 整改通知 as .docx (pipeline.notices: A4, 公文 layout), written atomically."""
+    title = next((text for kind, text in notice.paragraphs if kind == "title"), "整改通知")
+    doc = NoticeDocument(title, generated)
     for kind, text in notice.paragraphs:
-        text = xml_text(text)
         if kind == "table":
             if notice.items:  # without items the template's text says why there is no table
-                _notice_table(doc, notice, decimals)
-            continue
-        para = doc.add_paragraph()
-        fmt = para.paragraph_format
-        fmt.line_spacing = Pt(28)
-        fmt.space_after = Pt(0)
-        if kind == "title":
-            para.alignment = WD_ALIGN_PARAGRAPH.CENTER
-            fmt.space_after = Pt(18)
-            fmt.line_spacing = Pt(34)
-            _font(para.add_run(text), EAST_ASIAN_TITLE, 22, bold=True)
+                rows = [[str(n), item["label"], _shown(half_up(item["score"], decimals)), _shown(item["max"]),
+                         item["remarks"] or "—"] for n, item in enumerate(notice.items, start=1)]
+                doc.table(list(TABLE_HEAD), rows, [13, 42, 16, 16, 69], centred=frozenset({0, 2, 3}))
+        elif kind == "title":
+            doc.title(text)
         elif kind == "to":
-            _font(para.add_run(text), EAST_ASIAN_BODY, 16)
+            doc.addressee(text)
         elif kind == "right":
-            para.alignment = WD_ALIGN_PARAGRAPH.RIGHT
-            fmt.right_indent = Pt(32)
-            if not signed:  # the signature stands apart from the body
-                fmt.space_before, signed = Pt(28), True
-            _font(para.add_run(text), EAST_ASIAN_BODY, 16)
+            doc.right(text)
         else:
-            fmt.first_line_indent = Pt(32)  # two characters of 三号
-            para.alignment = WD_ALIGN_PARAGRAPH.JUSTIFY
-            _font(para.add_run(text), EAST_ASIAN_BODY, 16)
-    with atomic_path(path) as tmp:
-        doc.save(str(tmp))
-    return path
-
-
-def _notice_table(doc, notice: Notice, decimals: int) -> None:
-    from docx.enum.table import WD_TABLE_ALIGNMENT
-    from docx.oxml import OxmlElement
-    from docx.oxml.ns import qn
-    from docx.shared import Cm
-
-    rows = notice.items
-    table = doc.add_table(rows=1 + len(rows), cols=len(TABLE_HEAD))
-    table.style = "Table Grid"
-    table.alignment = WD_TABLE_ALIGNMENT.CENTER
-    # The text block of A4 less the margins is 15.6 cm. LibreOffice and WPS lay a table out by its
-    # grid (w:gridCol), Word by the cells' widths: both are set, and autofit is off.
-    widths = [Cm(1.3), Cm(4.2), Cm(1.6), Cm(1.6), Cm(6.9)]
-    table.autofit = False
-    for column, width in zip(table.columns, widths):
-        column.width = width
-    for row in table.rows:
-        for cell, width in zip(row.cells, widths):
-            cell.width = width
-    head = table.rows[0]
-    marker = OxmlElement("w:tblHeader")  # the header row repeats on every page
-    marker.set(qn("w:val"), "true")
-    head._tr.get_or_add_trPr().append(marker)
-    for cell, text in zip(head.cells, TABLE_HEAD):
-        _cell(cell, text, bold=True, centre=True)
-    for n, (item, row) in enumerate(zip(rows, table.rows[1:]), start=1):
-        values = [str(n), item["label"], _shown(half_up(item["score"], decimals)), _shown(item["max"]),
-                  item["remarks"] or "—"]
-        for k, (cell, text) in enumerate(zip(row.cells, values)):
-            _cell(cell, text, centre=k in (0, 2, 3))
-    doc.add_paragraph()  # a line between the table and what follows
+            doc.body(text)
+    return doc.save(path)
 
 
 def notice_path(folder: Path, subject: str, name: str) -> Path:

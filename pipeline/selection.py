@@ -48,6 +48,7 @@ import pandas as pd
 from pipeline.atomic import atomic_path
 from pipeline.errors import ConfigError
 from pipeline.i18n import _
+from pipeline.notices import NoticeDocument, chinese_date
 from pipeline.roster import Roster
 from pipeline.scoring import RoundResult, round_series
 from pipeline.systems import BUILTIN, LEVEL1, System, load_system
@@ -366,9 +367,6 @@ def publicity_period(report_date: date, days: int) -> tuple[date, date]:
     return first, day
 
 
-def chinese_date(day: date) -> str:
-    return f"{day.year}年{day.month}月{day.day}日"
-
 
 # -- the summary sheet ----------------------------------------------------------------------
 def place_text(row) -> str:
@@ -483,85 +481,20 @@ def notice(sel: Selection, settings: dict, today: date) -> Notice:
 
 
 def write_notice_docx(path: Path, n: Notice, decimals: int = 2) -> Path:
-    """The 公示 as a Word document: A4, 公文-like layout (title centred, 仿宋 body, the table,
+    """The 公示 as a Word document (pipeline.notices: title centred, 仿宋 body, the table,
     signature and date on the right), written atomically."""
-    from docx import Document
-    from docx.enum.table import WD_TABLE_ALIGNMENT
-    from docx.enum.text import WD_ALIGN_PARAGRAPH, WD_LINE_SPACING
-    from docx.oxml.ns import qn
-    from docx.shared import Mm, Pt
-
-    doc = Document()
-    section = doc.sections[0]
-    section.page_width, section.page_height = Mm(210), Mm(297)
-    section.top_margin, section.bottom_margin = Mm(37), Mm(35)
-    section.left_margin, section.right_margin = Mm(28), Mm(26)
-
-    def font(run, name: str, size: float, bold: bool = False) -> None:
-        run.font.name = name
-        run.font.size = Pt(size)
-        run.font.bold = bold
-        run._element.get_or_add_rPr().get_or_add_rFonts().set(qn("w:eastAsia"), name)
-
-    normal = doc.styles["Normal"]
-    normal.font.name, normal.font.size = "仿宋", Pt(16)
-    normal.element.get_or_add_rPr().get_or_add_rFonts().set(qn("w:eastAsia"), "仿宋")
-
-    def paragraph(text: str, *, size: float = 16, name: str = "仿宋", bold: bool = False, align=None,
-                  indent: bool = True, before: float = 0, after: float = 0):
-        p = doc.add_paragraph()
-        fmt = p.paragraph_format
-        fmt.line_spacing_rule, fmt.line_spacing = WD_LINE_SPACING.EXACTLY, Pt(28 if size >= 16 else 20)
-        fmt.space_before, fmt.space_after = Pt(before), Pt(after)
-        if indent:
-            fmt.first_line_indent = Pt(size * 2)
-        if align is not None:
-            p.alignment = align
-        font(p.add_run(text), name, size, bold)
-        return p
-
-    title = paragraph(n.title, size=22, name="宋体", bold=True, align=WD_ALIGN_PARAGRAPH.CENTER, indent=False,
-                      after=16)
-    title.paragraph_format.line_spacing = Pt(36)
+    doc = NoticeDocument(n.title)
+    doc.title(n.title)
     for k, text in enumerate(n.before):
-        paragraph(text, align=WD_ALIGN_PARAGRAPH.JUSTIFY, after=8 if k == len(n.before) - 1 else 0)
-    table = doc.add_table(rows=1, cols=len(NOTICE_HEAD))
-    table.style = "Table Grid"
-    table.alignment = WD_TABLE_ALIGNMENT.CENTER
-    table.autofit = False
-    # 156 mm: the type area of A4 with these margins; names and places get the room.
-    widths = [Mm(14), Mm(18), Mm(54), Mm(46), Mm(24)]
-    for column, width in zip(table.columns, widths):
-        column.width = width  # the grid LibreOffice and WPS lay the table out by
-    for cell, head, width in zip(table.rows[0].cells, NOTICE_HEAD, widths):
-        cell.width = width
-        cell.paragraphs[0].alignment = WD_ALIGN_PARAGRAPH.CENTER
-        font(cell.paragraphs[0].add_run(head), "黑体", 12, True)
-    header_row = table.rows[0]._tr.get_or_add_trPr()
-    repeat = header_row.makeelement(qn("w:tblHeader"), {})
-    header_row.append(repeat)  # the header repeats on every page
-    for values in n.rows:
-        cells = table.add_row().cells
-        shown = [str(values[0]), values[1], values[2], values[3], f"{values[4]:.{decimals}f}"]
-        for c, (cell, text, width) in enumerate(zip(cells, shown, widths)):
-            cell.width = width
-            p = cell.paragraphs[0]
-            p.alignment = WD_ALIGN_PARAGRAPH.CENTER if c in (0, 1, 4) else WD_ALIGN_PARAGRAPH.LEFT
-            font(p.add_run(text), "仿宋", 12)
-    if not n.rows:
-        cells = table.add_row().cells
-        merged = cells[0].merge(cells[-1])
-        font(merged.paragraphs[0].add_run("（本次无入选对象）"), "仿宋", 12)
+        doc.body(text, after=8 if k == len(n.before) - 1 else 0)
+    rows = [[str(r[0]), r[1], r[2], r[3], f"{r[4]:.{decimals}f}"] for r in n.rows]
+    # 156 mm, the type area: names and places get the room.
+    doc.table(list(NOTICE_HEAD), rows, [14, 18, 54, 46, 24], centred=frozenset({0, 1, 4}), empty="（本次无入选对象）")
     for k, text in enumerate(n.after):
-        paragraph(text, align=WD_ALIGN_PARAGRAPH.JUSTIFY, before=12 if k == 0 else 0)
-    for k, text in enumerate(n.signature):
-        p = paragraph(text, align=WD_ALIGN_PARAGRAPH.RIGHT, indent=False, before=32 if k == 0 else 0)
-        p.paragraph_format.right_indent = Pt(32)
-    doc.core_properties.title = n.title
-    doc.core_properties.author = "happyhome"
-    with atomic_path(path) as tmp:
-        doc.save(str(tmp))
-    return path
+        doc.body(text, before=12 if k == 0 else 0)
+    for text in n.signature:
+        doc.right(text)
+    return doc.save(path)
 
 
 def write_notice_xlsx(path: Path, n: Notice, decimals: int = 2, generated: datetime | None = None) -> Path:

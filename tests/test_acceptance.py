@@ -17,10 +17,11 @@ from bs4 import BeautifulSoup
 from conftest import ASSESSORS, fill_form, run, soffice_convert
 from pipeline import i18n
 from pipeline.acceptance import (CONDITIONAL, FAIL, PASS, RECTIFY_HEAD, RESULT_HEAD, UNRATED, AcceptanceRules, Notice,
-                                 acceptance_table, chinese_date, notice_path, notice_paragraphs, rectification_items,
+                                 acceptance_table, notice_path, notice_paragraphs, rectification_items,
                                  verdict, write_notice)
 from pipeline.config import Workspace, defaults
 from pipeline.errors import ConfigError
+from pipeline.notices import chinese_date
 from pipeline.roster import read_roster_for, write_roster
 from pipeline.scoring import score_round
 from pipeline.systems import load_system
