@@ -9,7 +9,6 @@ so folders and the ledger keep the stages apart without a second naming scheme.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from pipeline.errors import UsageError
 from pipeline.i18n import _
@@ -17,7 +16,6 @@ from pipeline.i18n import _
 SUPERVISION = "督导"
 STAGES = ("遴选", "督导", "评估", "验收")  # the programme's order
 ALIASES = {"selection": "遴选", "supervision": "督导", "evaluation": "评估", "acceptance": "验收"}
-PERIOD_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 KEY_RE = re.compile(r"^(\d{4}-(?:0[1-9]|1[0-2]))(?:-(遴选|评估|验收))?$")
 
 
@@ -50,24 +48,6 @@ def check_key(key: str) -> str:
     if split_key(key) is None:
         raise UsageError(_("--period must be a month as YYYY-MM (e.g. 2026-11), got {value!r}").format(value=key))
     return key
-
-
-@dataclass(frozen=True)
-class Round:
-    """One round: which indicator system, which month, which stage."""
-
-    system: str
-    period: str
-    stage: str = SUPERVISION
-
-    @property
-    def key(self) -> str:
-        return round_key(self.period, self.stage)
-
-    @property
-    def label(self) -> str:
-        """How people name it: "2026-11" for 督导, "2027-03 遴选" otherwise."""
-        return self.period if self.stage == SUPERVISION else f"{self.period} {self.stage}"
 
 
 def cli_args(key: str) -> str:

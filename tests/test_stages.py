@@ -10,7 +10,7 @@ import pytest
 
 from conftest import fill_form, run
 from pipeline.forms import META_SHEET
-from pipeline.rounds import Round, check_key, check_stage, round_key, split_key
+from pipeline.rounds import check_key, check_stage, cli_args, round_key, split_key
 from pipeline.errors import UsageError
 from test_collect import answers, ledger_scores
 
@@ -41,8 +41,8 @@ def test_stage_names_aliases_and_keys():
     assert split_key("2027-03-督导") is None and split_key("2027-13") is None
     with pytest.raises(UsageError):
         check_key("2027-03-复核")
-    assert Round("community", "2027-03", "验收").key == "2027-03-验收"
-    assert Round("community", "2027-03").label == "2027-03" and Round("zone", "2027-03", "遴选").label == "2027-03 遴选"
+    assert cli_args(KEY) == "--period 2027-03 --stage 遴选" and cli_args("2027-03") == "--period 2027-03"
+    assert round_key("2027-03", "acceptance") == "2027-03-验收"
 
 
 def test_a_selection_round_has_its_own_forms_folders_and_outputs(workspace):
