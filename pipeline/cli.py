@@ -309,7 +309,10 @@ def systems_show(system_ref: str, full: bool) -> None:
 @click.option("--deadline-day", type=click.IntRange(1, 28),
               help=N_("Returns are due by this day of each month, 23:59 ([round] deadline_day)."))
 def init(directory: Path, organiser: str | None, contact: str | None, deadline_day: int | None) -> None:
-    """Create a workspace: input/, output/, happyhome.toml and an example roster.
+    """Create a workspace: input/, output/, happyhome.toml, an example roster and the office key.
+
+    The office key (ledger/office.key) seals every form this workspace writes, so that collect
+    can refuse forms that were edited or made elsewhere; see `happyhome key`.
 
     --organiser, --contact and --deadline-day are written into happyhome.toml (also into
     an existing one), so forms and letters carry them from the first round.
@@ -341,6 +344,34 @@ def init(directory: Path, organiser: str | None, contact: str | None, deadline_d
         roster=quote(str(result.root / 'input' / 'roster.xlsx')), command=command), markup=False)
 
 
+# -- key ------------------------------------------------------------------------------------
+@main.command()
+@click.pass_context
+def key(ctx: click.Context) -> None:
+    """Show where the office key is and how to back it up.
+
+    The key seals this workspace's forms: collect refuses a form whose seal does not verify.
+    It is shown by its fingerprint only, never printed.
+
+    Example: happyhome key
+    """
+    from pipeline.officekey import key_info
+
+    info = key_info(open_workspace(ctx))
+    say = lambda text: console.print(text, markup=False)  # noqa: E731
+    say(_("Office key:  {path}").format(path=info.path))
+    if not info.exists:
+        say(_("Not created yet: `happyhome init` or the next `happyhome forms` creates it. Until then no "
+              "form can be verified as this office's."))
+        return
+    say(_("Fingerprint: {fingerprint} (the first 8 hex digits of its sha256; the key itself is never shown)")
+        .format(fingerprint=info.fingerprint))
+    say(_("Back it up: copy this file with the ledger folder to a safe place (a USB drive kept by the office). "
+          "If it is lost, forms already sent out can no longer be verified: send new forms. Never mail it, "
+          "never put it in the archive or a shared folder, and never share it with another office: each office "
+          "has its own key, and a form sealed with another office's key is refused."))
+
+
 # -- forms ----------------------------------------------------------------------------------
 @main.command()
 @system_option
@@ -359,12 +390,18 @@ def forms(ctx: click.Context, system_ref: str, period: str, stage: str, roster: 
     Example: happyhome forms --system community --period 2026-11
     """
     from pipeline.forms import plan_forms, write_forms
+    from pipeline.officekey import ensure_key, fingerprint
     from pipeline.roster import read_roster_for
 
     ws = open_workspace(ctx)
     system = load_system(system_ref)
     people = read_roster_for(roster or ws.path("roster"), system)
-    specs = plan_forms(ws, system, round_key(period, stage), people, out_dir)
+    office_key, created = ensure_key(ws)
+    if created:  # a workspace made before the key: its forms are sealed from now on
+        console.print(_("Created the office key {path} (fingerprint {fingerprint}); back it up with the ledger "
+                        "(see `happyhome key`).").format(path=ws.path("key"), fingerprint=fingerprint(office_key)),
+                      markup=False)
+    specs = plan_forms(ws, system, round_key(period, stage), people, out_dir, office_key=office_key)
     workers = workers_for(ws["collect"]["workers"]) if len(specs) >= 8 else 1
     with progress_bar(_("Writing forms"), len(specs)) as advance:
         result = write_forms(specs, force=force, workers=workers, progress=advance)
@@ -479,11 +516,17 @@ def collect(ctx: click.Context, system_ref: str, period: str, stage: str, paths:
     from pipeline.lock import workspace_lock
     from pipeline.roster import read_roster_for
 
+    from pipeline.officekey import key_info
+
     ws = open_workspace(ctx)
     system = load_system(system_ref)
     people = read_roster_for(roster or ws.path("roster"), system)
     period = round_key(period, stage)
     targets = list(paths) or [ws.returned(period)]
+    if not key_info(ws).exists:
+        err_console.print(_("This workspace has no office key ({path}): no form can be verified as this office's; "
+                            "each is collected with a warning (see `happyhome key`).").format(path=ws.path("key")),
+                          markup=False)
     with workspace_lock(ws):
         total = len(find_files(targets))
         with progress_bar(_("Collecting"), total) as advance:

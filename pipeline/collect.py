@@ -6,6 +6,12 @@ The rules an office can rely on:
   where that is gone (sheets copied into a new workbook), by the identity block at the top of
   each subject sheet (评估对象/对象编号/评估人/评估人编号/期次/指标体系); where neither
   identifies it, the file is rejected (`no_identity`).
+- The metadata carries an HMAC under the office key (pipeline.officekey, `forms.seal`): a form
+  whose HMAC does not verify (metadata edited by hand, a form of another workspace) is rejected
+  (`forged_form`); a form made before the key existed is collected with a warning
+  (`unsigned_form`), and so is every form when the workspace has no key (`no_office_key`). A
+  file identified by its visible block is collected as before but recorded as unverified
+  (files.verified; 验证 in 文件, 表格验证 in the summary's 评估人 sheet).
 - Items are matched by the code in the 编号 column, never by row position, so moved or
   inserted rows and columns are fine. 合计, 小计 and 汇总 are never read (a re-saved file can
   carry a false cached 0): totals are recomputed from the item scores later.
@@ -65,7 +71,7 @@ from xlsxwriter.utility import xl_rowcol_to_cell
 from pipeline.atomic import atomic_path, check_writable, explain
 from pipeline.config import Workspace
 from pipeline.errors import UsageError
-from pipeline.forms import BLOCK_LABELS, GUIDE_SHEET, META_SHEET, SUMMARY_SHEET, sign
+from pipeline.forms import BLOCK_LABELS, GUIDE_SHEET, META_SHEET, SEAL_ROW, SUMMARY_SHEET, seal_ok, sign
 from pipeline.ledger import FileRecord, Ledger, Settled, SheetRecord
 from pipeline.messages import ERROR, PHRASES, Problem, problem
 from pipeline.reader import Limits, Sheet, UnreadableFile, Workbook, read_workbook
@@ -94,6 +100,11 @@ STATUS_DUPLICATE, STATUS_ALREADY, STATUS_UNREADABLE = "duplicate", "already", "u
 # this round as rejected, with its reason, and left for its own round's run to take in.
 STATUS_OTHER_ROUND = "other_round"
 ROUND_CODES = ("wrong_system", "wrong_period", "wrong_stage")
+# Whether a file's origin was verified (files.verified in the ledger): its metadata carries a valid
+# HMAC under the office key (signed), carries none (unsigned: a form made before the key existed),
+# carries one that does not verify (forged: rejected), or identity came from the visible block or
+# the workspace has no key to check with (unverified). "" for files never identified.
+SIGNED, UNSIGNED, UNVERIFIED, FORGED = "signed", "unsigned", "unverified", "forged"
 
 
 # -- the score normaliser ---------------------------------------------------------------------
@@ -202,6 +213,9 @@ class Context:
     max_memory_mb: float = 0   # what one worker may take to read a file (0 = no cap)
     max_seconds: float = 0     # how long it may take (0 = no cap)
     stage: str = SUPERVISION   # 遴选 | 督导 | 评估 | 验收: a form of another stage is another round's
+    # The office key that seals this workspace's forms (b"" when it has none: nothing verifies).
+    # Travels to the workers with the rest; never shown in a repr, a problem or a log.
+    office_key: bytes = field(default=b"", repr=False)
 
     @property
     def key(self) -> str:
@@ -216,9 +230,11 @@ class Context:
         folder = ws.path("returned")
         shown = folder.relative_to(ws.root).as_posix() if folder.is_relative_to(ws.root) else str(folder)
         limits = ws["limits"]
+        from pipeline.officekey import load_key
+
         return cls(system, period, frozenset(roster.assessors), frozenset(roster.subjects), assigned,
                    Limits.from_settings(limits), int(limits["max_remark_chars"]), shown,
-                   limits["max_memory_mb"], limits["max_seconds_per_file"], stage)
+                   limits["max_memory_mb"], limits["max_seconds_per_file"], stage, load_key(ws) or b"")
 
 
 @dataclass
@@ -232,6 +248,7 @@ class Examined:
     assessor: str | None = None
     sheets: list[SheetRecord] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    verified: str = ""  # SIGNED | UNSIGNED | UNVERIFIED | FORGED | "" (never identified)
 
     @property
     def other_round(self) -> bool:
@@ -254,6 +271,8 @@ class Meta:
     assessor: str
     sheets: dict[str, str]  # sheet name -> subject code
     stage: str = SUPERVISION
+    rows: list[list[str]] = field(default_factory=list, repr=False)  # the rows `signature` covers
+    seal: str = ""  # the HMAC row's value ("" on a form made before the office key)
 
 
 def examine(data: bytes, name: str, ctx: Context) -> Examined:
@@ -289,10 +308,17 @@ def examine_workbook(book: Workbook, name: str, ctx: Context, probe: "CellProbe 
         if code:
             return _reject(out, problem(code, file=name, sheet=META_SHEET))
     if meta is not None:
+        out.verified, note = check_seal(meta, ctx, name)
+        if out.verified == FORGED:
+            return _reject(out, note)
         bad = _check_meta(meta, ctx, name)
         if bad:
             return _reject(out, bad)
+        if note is not None:
+            out.problems.append(note)
         out.assessor = meta.assessor
+    else:
+        out.verified = UNVERIFIED  # identity from the visible block, which anyone can type
 
     candidates: list[tuple[Sheet, str, str, Identity]] = []  # sheet, subject, assessor, block
     for sheet in book.sheets:
@@ -373,6 +399,9 @@ def parse_meta(rows: list[list]) -> tuple[Meta | None, str | None]:
             cells.pop()
         if cells:
             cleaned.append(cells)
+    tag = ""
+    if cleaned and cleaned[-1][0] == SEAL_ROW:  # the office's HMAC, after the public checksum
+        tag = cleaned.pop()[1] if len(cleaned[-1]) >= 2 else "-"
     if not cleaned or cleaned[-1][0] != "signature" or len(cleaned[-1]) < 2:
         return None, "meta_tampered"
     if sign(cleaned[:-1]) != cleaned[-1][1]:
@@ -386,9 +415,22 @@ def parse_meta(rows: list[list]) -> tuple[Meta | None, str | None]:
             values[row[0]] = row[1]
     try:  # forms written before stages were stamped are 督导 forms
         return Meta(values["system"], values["checksum"], values["period"], values["assessor"], sheets,
-                    check_stage(values.get("stage"))), None
+                    check_stage(values.get("stage")), cleaned[:-1], tag), None
     except (KeyError, UsageError):
         return None, "meta_tampered"
+
+
+def check_seal(meta: Meta, ctx: Context, name: str) -> tuple[str, Problem | None]:
+    """Whether this office issued the form: (SIGNED, None); (FORGED, the error) when its HMAC does
+    not verify under the office key (edited metadata, a form of another workspace); (UNSIGNED, a
+    warning) for a form made before the key; (UNVERIFIED, a warning) when there is no key."""
+    if not ctx.office_key:
+        return UNVERIFIED, problem("no_office_key", file=name, sheet=META_SHEET)
+    if not meta.seal:
+        return UNSIGNED, problem("unsigned_form", file=name, sheet=META_SHEET)
+    if not seal_ok(meta.rows, ctx.office_key, meta.seal):
+        return FORGED, problem("forged_form", file=name, sheet=META_SHEET)
+    return SIGNED, None
 
 
 def _check_meta(meta: Meta, ctx: Context, name: str) -> Problem | None:
@@ -876,7 +918,7 @@ def _finish(job: _Job, ledger: Ledger, ctx: Context, result: CollectResult, pool
         received_at=job.received_at, saved_at=examined.saved_at or job.mtime_utc,
         archive_path=str(job.archive_path), period=ctx.key, system=ctx.system.id,
         assessor=examined.assessor, format=examined.format, status=examined.status, reason=examined.reason,
-        sheets=examined.sheets, problems=examined.problems,
+        sheets=examined.sheets, problems=examined.problems, verified=examined.verified,
     )
     ingested = ledger.add_file(record)
     status, reason = STATUS_OTHER_ROUND if examined.other_round else examined.status, examined.reason

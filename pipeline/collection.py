@@ -2,7 +2,9 @@
 
 Three sheets, built from the ledger (so they cover every run of the round, not only the last):
 文件 (one row per file seen, duplicates included; 问题数 counts every problem, 待处理问题数 only
-those the office still has to act on), 问题 (every problem with file, sheet, cell and the value
+those the office still has to act on; 验证 whether the form was verified as this office's:
+已验证, 未签名 for a form made before the office key, 未验证 when its identity came from the
+visible block, 未通过 for a forged one), 问题 (every problem with file, sheet, cell and the value
 found, in words an office can forward, and its 状态: 待处理, 已更正 once the assessor's later
 return passed, 冲突, or 无需处理 for notes), 未交 (the chase list: every assignment with no
 accepted sheet yet, with the assessor's contact and why).
@@ -24,11 +26,14 @@ from pipeline.systems import System
 
 FILES_SHEET, PROBLEMS_SHEET, MISSING_SHEET = "文件", "问题", "未交"
 FILES_COLUMNS = ("文件名", "评估人", "状态", "接收对象数", "问题数", "接收时间", "保存时间", "说明", "原路径", "sha256",
-                 "待处理问题数")
+                 "待处理问题数", "验证")
 PROBLEMS_COLUMNS = ("文件", "工作表", "单元格", "原值", "问题", "级别", "状态", "技术信息")
 MISSING_COLUMNS = ("评估人编号", "评估人", "单位", "联系方式", "评估对象编号", "评估对象", "情况")
 STATUS_TEXT = {"accepted": "已接收", "partial": "部分接收", "rejected": "已拒收", "duplicate": "重复",
                "superseded": "已被替换", "conflict": "冲突", "withdrawn": "已移除"}
+# files.verified (pipeline.collect) as the office reads it; "" for files never identified, or
+# collected before forms were sealed.
+VERIFIED_TEXT = {"signed": "已验证", "unsigned": "未签名", "unverified": "未验证", "forged": "未通过"}
 # The 状态 of a problem: the office acts on 待处理 and 冲突 only.
 OPEN, FIXED, CONFLICT, INFO = "待处理", "已更正", "冲突", "无需处理"
 ERROR_TEXT, INFO_TEXT = "错误", "提示"
@@ -116,7 +121,8 @@ def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str,
             notes.append(f"替换了 {s.file} 中的 {s.subject}")
         file_rows.append((f.name, who(f.assessor), status, len(kinds["accepted"]), int(counts.get(f.id, 0)),
                           _when(f.received_at), _when(f.saved_at, utc=True), "；".join(notes), f.original_path, f.sha256,
-                          int(open_counts.get(f.id, 0) + len(kinds["conflict"]))))
+                          int(open_counts.get(f.id, 0) + len(kinds["conflict"])),
+                          VERIFIED_TEXT.get(getattr(f, "verified", ""), "")))
     for a in aliases.itertuples(index=False):
         name = Path(a.path).name
         if a.status == "rejected":  # a copy of a rejected file fails with it, and is fixed with it
@@ -125,7 +131,7 @@ def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str,
         else:
             message, level, shown = problem("duplicate_file", detail=a.same_as).message, INFO_TEXT, INFO
         file_rows.append((name, who(a.assessor), STATUS_TEXT["duplicate"], 0, 1, _when(a.seen_at), "", message, a.path,
-                          "", 0))
+                          "", 0, ""))
         problem_rows.append((name, "", "", "", message, level, shown, ""))
     for p in problems.itertuples(index=False):
         problem_rows.append((p.file, p.sheet, p.cell, p.value, p.message,
@@ -152,7 +158,7 @@ def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str,
         book.set_properties({"title": f"{system.name} {period} 回收情况", "comments": "happyhome"})
         head = book.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1, "valign": "vcenter"})
         wrap = book.add_format({"text_wrap": True, "valign": "top"})
-        _table(book, FILES_SHEET, FILES_COLUMNS, file_rows, (34, 16, 10, 10, 8, 20, 20, 50, 50, 66, 12), head, wrap,
+        _table(book, FILES_SHEET, FILES_COLUMNS, file_rows, (34, 16, 10, 10, 8, 20, 20, 50, 50, 66, 12, 8), head, wrap,
                print_cols=FILES_COLUMNS.index("说明") + 1)
         _table(book, PROBLEMS_SHEET, PROBLEMS_COLUMNS, problem_rows, (34, 24, 8, 16, 70, 6, 9, 40), head, wrap,
                print_cols=PROBLEMS_COLUMNS.index("状态") + 1)

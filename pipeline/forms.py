@@ -8,10 +8,11 @@ trust sheet names or positions. The layout constants below are the contract with
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +30,7 @@ from pipeline.atomic import atomic_path
 
 META_SHEET = "_happyhome"
 META_VERSION = "1"
+SEAL_ROW = "hmac"  # after the `signature` row: [SEAL_ROW, seal(rows before signature, office key)]
 GUIDE_SHEET, SUMMARY_SHEET = "填表说明", "汇总"
 HEADER = ("编号", "一级指标", "二级指标", "三级指标", "评价内容", "满分", "得分", "备注")
 HEADER_ROW = 5  # 0-based: the header is on row 6, items start on row 7
@@ -57,6 +59,9 @@ class FormSpec:
     # Pre-filled answers, subject -> item -> (score, remark): how the demo and the benchmark
     # make "returned" workbooks fast. A score that is not a number is written as text.
     answers: dict | None = None
+    # The office key (pipeline.officekey): the metadata carries an HMAC under it. None writes an
+    # unsigned form, as before the key existed. Never shown in a repr.
+    key: bytes | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -86,14 +91,32 @@ def meta_rows(spec: FormSpec, sheet_names: list[str]) -> list[list[str]]:
         ["assessor", spec.assessor.code],
     ]
     rows += [["subject", code, name] for code, name in zip(codes, sheet_names)]
-    rows.append(["signature", sign(rows)])
-    return rows
+    signed = rows + [["signature", sign(rows)]]
+    if spec.key:
+        signed.append([SEAL_ROW, seal(rows, spec.key)])
+    return signed
+
+
+def _canonical(rows: list[list[str]]) -> str:
+    return json.dumps([[str(v) for v in row] for row in rows], ensure_ascii=False)
 
 
 def sign(rows: list[list[str]]) -> str:
-    """A checksum of the metadata, so that a hand-edited metadata sheet is noticed."""
-    blob = json.dumps([[str(v) for v in row] for row in rows], ensure_ascii=False)
-    return hashlib.sha256(("happyhome:" + blob).encode("utf-8")).hexdigest()[:16]
+    """A checksum of the metadata, so that a hand-edited metadata sheet is noticed. Public: anyone
+    can recompute it, so it catches accidents, not forgery (that is `seal`)."""
+    return hashlib.sha256(("happyhome:" + _canonical(rows)).encode("utf-8")).hexdigest()[:16]
+
+
+def seal(rows: list[list[str]], key: bytes) -> str:
+    """HMAC-SHA256 under the office key over every metadata row before `signature` (the same
+    serialisation as `sign`): system, version, period, stage, kind, assessor, subjects and the
+    structure checksum. Only the workspace holding the key can compute it."""
+    return hmac.new(key, ("happyhome-seal:" + _canonical(rows)).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def seal_ok(rows: list[list[str]], key: bytes, tag: str) -> bool:
+    """Whether `tag` is the seal of these rows under `key` (compared in constant time)."""
+    return isinstance(tag, str) and tag.isascii() and hmac.compare_digest(seal(rows, key), tag)
 
 
 def form_filename(period: str, system: System, assessor: Assessor, stage: str = SUPERVISION) -> str:
@@ -320,9 +343,14 @@ def _summary(ws, f, spec: FormSpec, names: list[str], ranges: list[tuple[int, in
     ws.repeat_rows(0)
 
 
-def plan_forms(ws: Workspace, system: System, period: str, roster: Roster, out_dir: Path | None = None) -> list[FormSpec]:
+def plan_forms(ws: Workspace, system: System, period: str, roster: Roster, out_dir: Path | None = None,
+               office_key: bytes | None = None) -> list[FormSpec]:
     """The forms of one round (`period` is its key, e.g. 2026-11 or 2027-03-遴选): one per
-    assessor with subjects of this system assigned."""
+    assessor with subjects of this system assigned, sealed with the office key (`office_key`, or
+    the workspace's own, created when it has none: see pipeline.officekey)."""
+    from pipeline.officekey import ensure_key
+
+    office_key = office_key or ensure_key(ws)[0]
     key = period
     period, stage = split_key(check_key(key))
     out_dir = Path(out_dir) if out_dir else ws.forms_dir(key, system.id)
@@ -335,7 +363,7 @@ def plan_forms(ws: Workspace, system: System, period: str, roster: Roster, out_d
             path=out_dir / form_filename(period, system, assessor, stage),
             system=system, period=period, assessor=assessor, stage=stage,
             subjects=tuple(roster.subjects[s] for s in subject_codes),
-            organiser=rnd["organiser"], contact=rnd["contact"], deadline=deadline,
+            organiser=rnd["organiser"], contact=rnd["contact"], deadline=deadline, key=office_key,
         ))
     if not specs:
         raise UsageError(_("No subject of type {type} is assigned to anyone in the roster.").format(type=system.subject_type))

@@ -174,8 +174,12 @@ SCHEMA_V3 = (
     "CREATE INDEX corrections_round ON corrections (period, system)",
 )
 
+# Version 4: whether each file's origin was verified (pipeline.collect: signed, unsigned,
+# unverified, forged); '' for files collected before forms were sealed with the office key.
+SCHEMA_V4 = ("ALTER TABLE files ADD COLUMN verified TEXT NOT NULL DEFAULT ''",)
+
 # The ordered migration steps; the ledger's user_version is the number of steps applied.
-MIGRATIONS: list[tuple[str, ...]] = [tuple(_statements(SCHEMA_V1)), SCHEMA_V2, SCHEMA_V3]
+MIGRATIONS: list[tuple[str, ...]] = [tuple(_statements(SCHEMA_V1)), SCHEMA_V2, SCHEMA_V3, SCHEMA_V4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -207,6 +211,7 @@ class FileRecord:
     reason: str = ""
     sheets: list[SheetRecord] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    verified: str = ""  # signed | unsigned | unverified | forged (pipeline.collect); "" never identified
 
 
 def _share_strings(frame: pd.DataFrame) -> pd.DataFrame:
@@ -458,11 +463,11 @@ class Ledger:
         with self.transaction() as conn:
             file_id = conn.execute(
                 """INSERT INTO files (sha256, name, original_path, size, received_at, saved_at, collected_at,
-                   archive_path, period, system, assessor, format, status, reason)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   archive_path, period, system, assessor, format, status, reason, verified)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (rec.sha256, rec.name, rec.original_path, rec.size, _iso(rec.received_at), _iso(rec.saved_at),
                  _iso(datetime.now()), rec.archive_path, rec.period, rec.system, rec.assessor, rec.format,
-                 rec.status, rec.reason),
+                 rec.status, rec.reason, rec.verified),
             ).lastrowid
             conn.executemany(
                 """INSERT INTO problems (file_id, sheet, cell, value, code, severity, message, technical)

@@ -7,6 +7,8 @@ atomically. Every text that came from an assessor or the roster is written as te
 
 from __future__ import annotations
 
+from collections import Counter
+
 import csv
 import math
 import re
@@ -88,13 +90,17 @@ def chase_list(status: StatusResult) -> list[dict]:
 
 
 def _files(scores: pd.DataFrame, files: pd.DataFrame) -> list[dict]:
-    """The files that went into the scores: name, sha256, assessor, received, scores counted."""
+    """The files that went into the scores: name, sha256, assessor, received, scores counted, and
+    whether the form was verified as this office's (files.verified: signed, unsigned, unverified)."""
     if not len(scores):
         return []
     counted = scores.groupby(["sha256", "file"], sort=False).agg(assessor=("assessor", "first"), n=("item", "size"))
+    # One round's rows: a file's bytes are recorded once per round, so sha256 is a key here.
     received = files.set_index("sha256")["received_at"] if len(files) else pd.Series(dtype=str)
+    verified = (files.set_index("sha256")["verified"] if len(files) and "verified" in files
+                else pd.Series(dtype=str))
     return [{"name": name, "sha256": sha, "assessor": r.assessor, "received_at": str(received.get(sha, "")),
-             "n": int(r.n)} for (sha, name), r in counted.iterrows()]
+             "n": int(r.n), "verified": str(verified.get(sha, "") or "")} for (sha, name), r in counted.iterrows()]
 
 
 # -- the workbook ---------------------------------------------------------------------------
@@ -254,7 +260,7 @@ def write_summary(path: Path, res: RoundResult, *, period: str, detail: pd.DataF
         _chart_sheet(book, f, res)
         _items_sheet(book, f, res)
         _scores_sheet(book, f, detail, detail_max_rows, detail_csv)
-        _assessor_sheet(book, f, res)
+        _assessor_sheet(book, f, res, files)
         _flags_sheet(book, f, res)
         if res.calibrated:
             _changes_sheet(book, f, res)
@@ -432,7 +438,18 @@ def write_detail_csv(path: Path, detail: pd.DataFrame) -> Path:
     return path
 
 
-def _assessor_sheet(book, f, res: RoundResult) -> None:
+def form_check(files: list[dict], assessor: str) -> str:
+    """表格验证 of one assessor: whether every file that counts for them was verified as this
+    office's form (已验证), or how many were not (未验证 1 份，未签名 2 份)."""
+    own = Counter(item.get("verified", "") for item in files if item["assessor"] == assessor)
+    if not own:
+        return ""
+    parts = [f"{text} {own[kind]} 份" for kind, text in (("unverified", "未验证"), ("unsigned", "未签名"),
+                                                         ("", "收取时未验证")) if own[kind]]
+    return "，".join(parts) if parts else "已验证"
+
+
+def _assessor_sheet(book, f, res: RoundResult, files: list[dict] | None = None) -> None:
     sh = _Sheet(book, "评估人", f)
     a = res.assessors
     header = ["编号", "姓名", "单位", "评估对象数", "共同评估对象数", "平均偏差"]
@@ -442,11 +459,25 @@ def _assessor_sheet(book, f, res: RoundResult) -> None:
         header += ["宽严效应", "标准误", "说明"]
         cols += ["effect", "effect_se", "effect_note"]
         fmts += [f["num"], f["num"], f["text"]]
-    sh.table(header, a[cols].values.tolist(), fmts, [None, None, 30] + [None] * 5 + [40], freeze_cols=2)
+    rows = a[cols].values.tolist()
+    # Last, so the columns before it stay where they were: a leader sees which scores came from
+    # forms that could not be verified as this office's.
+    header.append("表格验证")
+    fmts.append(f["text"])
+    for row, code in zip(rows, a["assessor"]):
+        row.append(form_check(files or [], code))
+    caps = [None, None, 30] + [None] * (len(header) - 3)
+    caps[-1] = 30
+    if "effect" in a:
+        caps[header.index("说明")] = 40
+    sh.table(header, rows, fmts, caps, freeze_cols=2)
     note = len(a) + 3
     sh.ws.write_string(note, 0, "平均偏差：该评估人的总分减去同一对象其他评估人平均总分，在其与他人共同评估的对象上取平均；正数偏宽，负数偏严。", f["text"])
     if "effect" in a:
         sh.ws.write_string(note + 1, 0, "宽严效应：按“总分 = 对象效应 + 评估人效应 + 误差”最小二乘估计，效应之和为零。" + res.effects_message, f["text"])
+        note += 1
+    sh.ws.write_string(note + 1, 0, "表格验证：计入该评估人评分的文件是否确认为本办公室下发的评分表。未验证：隐藏的表单信息已丢失，"
+                                    "身份取自工作表顶部；未签名：办公室密钥启用前下发的旧版表格。", f["text"])
 
 
 def _flags_sheet(book, f, res: RoundResult) -> None:

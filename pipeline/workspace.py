@@ -1,4 +1,5 @@
-"""`happyhome init`: lay out a workspace with a documented config and an example roster.
+"""`happyhome init`: lay out a workspace with a documented config, an example roster and the
+office key that seals its forms (pipeline.officekey; created once, never overwritten).
 
 `init` can also set the round's organiser, contact and deadline day (`[round]` in happyhome.toml),
 so forms and letters carry them from the first round. The values are written into the commented
@@ -13,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.atomic import write_text
-from pipeline.config import CONFIG_NAME, default_text
+from pipeline.config import CONFIG_NAME, Workspace, default_text, defaults
 from pipeline.errors import ConfigError
 from pipeline.i18n import _
+from pipeline.officekey import create_key, key_path
 from pipeline.roster import write_roster
 
 ROUND_KEYS = ("organiser", "contact", "deadline_day")
@@ -74,9 +76,19 @@ def set_round(text: str, values: dict[str, object]) -> str:
     return new
 
 
+def _key_path(root: Path) -> Path:
+    """paths.key of the workspace (the default when its happyhome.toml cannot be read: init
+    reports nothing about a config it did not write)."""
+    try:
+        return key_path(Workspace.open(root))
+    except ConfigError:
+        return (root / defaults()["paths"]["key"]).resolve()
+
+
 def init_workspace(root: str | Path = ".", *, organiser: str | None = None, contact: str | None = None,
                    deadline_day: int | None = None) -> InitResult:
-    """Create input/, output/, happyhome.toml and input/roster.xlsx; never overwrite a file.
+    """Create input/, output/, happyhome.toml, input/roster.xlsx and the office key (paths.key);
+    never overwrite a file.
     Given, the organiser, contact and deadline day are written into happyhome.toml's `[round]`
     (also into an existing one: that is the only change made to a file that exists)."""
     values = {k: v for k, v in zip(ROUND_KEYS, (organiser, contact, deadline_day)) if v is not None}
@@ -100,4 +112,6 @@ def init_workspace(root: str | Path = ".", *, organiser: str | None = None, cont
         kept.append(roster)
     else:
         created.append(write_roster(roster))
+    key = _key_path(root)
+    (created if create_key(key) else kept).append(key)
     return InitResult(root, created, kept, values, updated)

@@ -30,7 +30,7 @@ from typing import Callable
 import openpyxl
 
 import conftest
-from pipeline.forms import META_SHEET, FormSpec, sign, write_form
+from pipeline.forms import META_SHEET, SEAL_ROW, FormSpec, sign, write_form
 from pipeline.roster import Assessor, Subject, write_roster
 from pipeline.systems import load_system
 
@@ -533,9 +533,10 @@ def someone_elses_form(out, base):
 
 
 def old_checksum(out, base):
-    """A form of an earlier version of the system: another checksum, correctly signed."""
+    """A form of an earlier version of the system, made before the office key: another checksum,
+    correctly signed, no office seal."""
     def change(book):
-        rows = [r for r in _meta_rows(book) if r[0] != "signature"]
+        rows = [r for r in _meta_rows(book) if r[0] not in ("signature", SEAL_ROW)]
         rows = [["checksum", "0123456789abcdef"] if r[0] == "checksum" else r for r in rows]
         _write_meta(book, rows + [["signature", sign(rows)]])
     return _edit(base, out / "old_checksum.xlsx", change)
@@ -547,6 +548,17 @@ def meta_edited(out, base):
         rows = [["period", "2026-12"] if r[0] == "period" else r for r in _meta_rows(book)]
         _write_meta(book, rows)
     return _edit(base, out / "meta_edited.xlsx", change)
+
+
+def meta_resigned(out, base):
+    """The metadata edited by hand (the assessor changed to E01) and its public checksum recomputed:
+    the office's seal no longer fits."""
+    def change(book):
+        rows = _meta_rows(book)
+        seal = next(r for r in rows if r[0] == SEAL_ROW)
+        rows = [["assessor", "E01"] if r[0] == "assessor" else r for r in rows if r[0] not in ("signature", SEAL_ROW)]
+        _write_meta(book, rows + [["signature", sign(rows)], seal])
+    return _edit(base, out / "meta_resigned.xlsx", change)
 
 
 def meta_gone_block_intact(out, base):
@@ -943,6 +955,8 @@ CASES: list[Case] = [
          Expect("sheet", "identity_mismatch", SHEET1)),
     Case("old_checksum", "a form with an old structure checksum", old_checksum, Expect("file", "old_structure")),
     Case("meta_edited", "the metadata sheet edited by hand (signature mismatch)", meta_edited, Expect("file", "meta_tampered")),
+    Case("meta_resigned", "the metadata edited by hand, its checksum recomputed (office seal mismatch)", meta_resigned,
+         Expect("file", "forged_form")),
     Case("meta_gone_block_intact", "metadata gone, identity blocks intact (sheets copied to a new workbook)",
          meta_gone_block_intact, Expect("accepted")),
     Case("meta_gone_block_edited", "metadata gone and the visible block edited", meta_gone_block_edited,

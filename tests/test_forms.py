@@ -5,7 +5,8 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from pipeline.forms import HEADER, META_SHEET, sign
+from pipeline.config import Workspace
+from pipeline.forms import HEADER, META_SHEET, SEAL_ROW, seal, sign
 from pipeline.reader import read_workbook
 from pipeline.systems import load_system
 from conftest import fill_form, run
@@ -85,7 +86,9 @@ def test_metadata_sheet_is_very_hidden_and_signed(workspace):
     assert values["system"] == "community" and values["checksum"] == system.checksum
     assert values["period"] == PERIOD and values["assessor"] == "E03"
     assert [row[1] for row in rows if row[0] == "subject"] == ["C001", "C002", "C003"]
-    assert rows[-1] == ["signature", sign(rows[:-1])]
+    assert rows[-2] == ["signature", sign(rows[:-2])]
+    key = Workspace.open(workspace).path("key").read_bytes()
+    assert rows[-1] == [SEAL_ROW, seal(rows[:-2], key)]  # the office's HMAC over the same rows
 
 
 def test_summary_sheet_has_live_formulas(workspace):
