@@ -30,7 +30,9 @@ import xlsxwriter
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipeline.config import Workspace  # noqa: E402
 from pipeline.forms import FormSpec, HEADER, write_form, write_forms  # noqa: E402
+from pipeline.officekey import ensure_key  # noqa: E402
 from pipeline.roster import Assessor, Subject, write_roster  # noqa: E402
 from pipeline.systems import load_system  # noqa: E402
 
@@ -96,7 +98,8 @@ def bare_xlsxwriter(spec: FormSpec) -> None:
 def bench_forms(args, work: Path) -> list[dict]:
     system = load_system("community")
     subjects, assessors, pairs = design(args.form_subjects, args.form_assessors, args.form_assessors)
-    specs = [FormSpec(work / "forms" / f"{a.code}.xlsx", system, PERIOD, a, tuple(subjects)) for a in assessors]
+    key = os.urandom(32)  # forms are sealed with an office key, as `happyhome forms` writes them
+    specs = [FormSpec(work / "forms" / f"{a.code}.xlsx", system, PERIOD, a, tuple(subjects), key=key) for a in assessors]
     (work / "forms").mkdir(parents=True, exist_ok=True)
     rows = []
     base = timed(lambda: [bare_xlsxwriter(s) for s in specs], args.repeat)
@@ -133,8 +136,9 @@ def build_month(args, root: Path) -> Path:
         mine.setdefault(a, []).append(s)
     rng = random.Random(11)
     returned = root / "input" / "returned" / PERIOD
+    key, _ = ensure_key(Workspace.open(root))  # returns sealed by this workspace's key, as in a real round
     specs = [FormSpec(returned / f"{PERIOD}_community_{a.code}.xlsx", system, PERIOD, a,
-                      tuple(by_code[c] for c in mine[a.code]), answers=answers_for(system, mine[a.code], rng))
+                      tuple(by_code[c] for c in mine[a.code]), answers=answers_for(system, mine[a.code], rng), key=key)
              for a in assessors]
     start = time.perf_counter()
     batches = [specs[i::8] for i in range(8)]
