@@ -10,6 +10,7 @@ and the returned workbooks carry fixed saved times, so two runs produce the same
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import shutil
@@ -21,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.config import CONFIG_NAME, Workspace, check_period
+from pipeline.config import CONFIG_NAME, Workspace, check_period, defaults
 from pipeline.errors import UsageError
 from pipeline.forms import FormSpec, plan_forms, write_form
 from pipeline.i18n import N_, _
@@ -476,6 +477,7 @@ def build_demo(root: str | Path = "demo", size: DemoSize = FULL, end: str = DEFA
     from pipeline.lock import workspace_lock
     from pipeline.report import report
     from pipeline.rollup import rollup
+    from pipeline.officekey import create_key
     from pipeline.workspace import init_workspace
 
     clock = time.perf_counter()
@@ -492,6 +494,9 @@ def build_demo(root: str | Path = "demo", size: DemoSize = FULL, end: str = DEFA
     prepare_folder(root)
     (root / MARKER).write_text(f"Built by `happyhome demo` (seed {seed}); `happyhome demo` may clear and rebuild this folder.\n",
                                encoding="utf-8")
+    # The demo's office key comes from its seed, so the same seed gives the same forms byte for
+    # byte; it is an example's key, no secret (init keeps a key that exists).
+    create_key(root / defaults()["paths"]["key"], hashlib.sha256(f"happyhome demo {seed}".encode()).digest())
     init_workspace(root)
     config = root / CONFIG_NAME
     data = make_data(size, end, seed)

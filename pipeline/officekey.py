@@ -39,9 +39,12 @@ def key_path(ws: Workspace) -> Path:
     return ws.path("key")
 
 
-def create_key(path: Path) -> bool:
-    """Write a new random key at `path`, readable by its owner only; False when one exists (never
-    overwritten)."""
+def create_key(path: Path, key: bytes | None = None) -> bool:
+    """Write a new random key at `path` (or `key`: the demo's, drawn from its seed), readable by its
+    owner only; False when one exists (never overwritten)."""
+    key = key if key is not None else secrets.token_bytes(KEY_BYTES)
+    if len(key) != KEY_BYTES:
+        raise ValueError("an office key is 32 bytes")
     path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     try:
@@ -52,7 +55,7 @@ def create_key(path: Path) -> bool:
         raise OutputError(_("Cannot create the office key {path}: {error}").format(path=path, error=err.strerror)) from err
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(secrets.token_bytes(KEY_BYTES))
+            handle.write(key)
             handle.flush()
             os.fsync(handle.fileno())
     except OSError as err:

@@ -244,4 +244,5 @@ def test_written_files_get_the_users_umask_not_0600(tmp_path, umask):
     kinds = {p.suffix for p in files}
     assert {".xlsx", ".csv", ".html", ".toml"} <= kinds and any("archive" in p.parts for p in files)
     modes = {str(p.relative_to(ws)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
+    assert modes.pop("ledger/office.key") == "0o600"  # the office key alone is the owner's only
     assert {m for m in modes.values()} == {"0o640"}, modes
