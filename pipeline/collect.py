@@ -216,6 +216,7 @@ class Context:
     # The office key that seals this workspace's forms (b"" when it has none: nothing verifies).
     # Travels to the workers with the rest; never shown in a repr, a problem or a log.
     office_key: bytes = field(default=b"", repr=False)
+    refuse_unsigned: bool = False  # collect.refuse_unsigned: a form without a seal is refused
 
     @property
     def key(self) -> str:
@@ -234,7 +235,8 @@ class Context:
 
         return cls(system, period, frozenset(roster.assessors), frozenset(roster.subjects), assigned,
                    Limits.from_settings(limits), int(limits["max_remark_chars"]), shown,
-                   limits["max_memory_mb"], limits["max_seconds_per_file"], stage, load_key(ws) or b"")
+                   limits["max_memory_mb"], limits["max_seconds_per_file"], stage, load_key(ws) or b"",
+                   bool(ws["collect"]["refuse_unsigned"]))
 
 
 @dataclass
@@ -309,7 +311,7 @@ def examine_workbook(book: Workbook, name: str, ctx: Context, probe: "CellProbe 
             return _reject(out, problem(code, file=name, sheet=META_SHEET))
     if meta is not None:
         out.verified, note = check_seal(meta, ctx, name)
-        if out.verified == FORGED:
+        if note is not None and note.severity == ERROR:  # forged, or unsigned where that is refused
             return _reject(out, note)
         bad = _check_meta(meta, ctx, name)
         if bad:
@@ -423,11 +425,13 @@ def parse_meta(rows: list[list]) -> tuple[Meta | None, str | None]:
 def check_seal(meta: Meta, ctx: Context, name: str) -> tuple[str, Problem | None]:
     """Whether this office issued the form: (SIGNED, None); (FORGED, the error) when its HMAC does
     not verify under the office key (edited metadata, a form of another workspace); (UNSIGNED, a
-    warning) for a form made before the key; (UNVERIFIED, a warning) when there is no key."""
+    warning, or an error under collect.refuse_unsigned) for a form made before the key or with its
+    seal stripped; (UNVERIFIED, a warning) when there is no key."""
     if not ctx.office_key:
         return UNVERIFIED, problem("no_office_key", file=name, sheet=META_SHEET)
     if not meta.seal:
-        return UNSIGNED, problem("unsigned_form", file=name, sheet=META_SHEET)
+        return UNSIGNED, problem("unsigned_refused" if ctx.refuse_unsigned else "unsigned_form", file=name,
+                                 sheet=META_SHEET)
     if not seal_ok(meta.rows, ctx.office_key, meta.seal):
         return FORGED, problem("forged_form", file=name, sheet=META_SHEET)
     return SIGNED, None

@@ -31,6 +31,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "meta_tampered": (ERROR, "表单信息已被改动（校验不符），无法确认来源。请使用系统下发的原始评分表重新填写。"),
     "forged_form": (ERROR, "非本办公室下发的评分表，或表格标识已被改动，未计入。请使用办公室下发的评分表。"),
     "unsigned_form": (WARNING, "这份评分表是旧版表格，没有办公室签名，无法确认来源；已照常收取。"),
+    "unsigned_refused": (ERROR, "这份评分表没有办公室签名，无法确认来源，未计入。请使用办公室下发的评分表。"),
     "no_office_key": (WARNING, "本工作区还没有办公室密钥，无法确认这份评分表是否由本办公室下发；已照常收取。"),
     "wrong_system": (ERROR, "这是“{found}”的评分表，本轮收取的是“{expected}”。"),
     "wrong_period": (ERROR, "这是 {found} 期的评分表，本轮收取的是 {expected} 期。{where}"),

@@ -170,6 +170,20 @@ def test_a_legacy_unsigned_form_is_collected_with_a_warning(workspace):
     assert found[UNSIGNED]["级别"] == "提示" and found[UNSIGNED]["状态"] == "无需处理"
 
 
+def test_an_office_that_has_sent_only_sealed_forms_can_refuse_unsigned_ones(workspace):
+    """Anyone can strip the seal row and recompute the checksum: with collect.refuse_unsigned
+    such a form is refused too."""
+    path = filled(workspace, "E01", "stripped.xlsx")
+    rewrite_meta(path, lambda rows: [["assessor", "E02"] if r[0] == "assessor" else r for r in rows], keep_seal=False)
+    config = workspace / "happyhome.toml"
+    config.write_text(config.read_text(encoding="utf-8").replace("refuse_unsigned = false", "refuse_unsigned = true"),
+                      encoding="utf-8")
+    collect(workspace, "--strict", expect=6)
+    assert codes(workspace) == {"stripped.xlsx": {"unsigned_refused"}}
+    row = files_sheet(workspace)["stripped.xlsx"]
+    assert row["状态"] == "已拒收" and row["验证"] == "未签名" and row["说明"] == problem("unsigned_refused").message
+
+
 def test_without_a_key_every_form_is_collected_with_a_warning(workspace):
     filled(workspace, "E01", "a.xlsx")
     (workspace / "ledger" / "office.key").unlink()
