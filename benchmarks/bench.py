@@ -204,6 +204,8 @@ from pipeline.cli import main
 root = Path(sys.argv[1]); ws = Path(sys.argv[2])
 shutil.rmtree(ws, ignore_errors=True); (ws / "input").mkdir(parents=True)
 shutil.copy(root / "input" / "roster.xlsx", ws / "input" / "roster.xlsx")
+(ws / "ledger").mkdir()
+shutil.copy(root / "ledger" / "office.key", ws / "ledger" / "office.key")  # the office that sent the forms
 try:
     main(["-w", str(ws), "collect", "--system", "community", "--period", "2026-11", str(root / "input" / "returned" / "2026-11")])
 except SystemExit as exit:
