@@ -74,6 +74,7 @@ from pipeline.errors import UsageError
 from pipeline.forms import BLOCK_LABELS, GUIDE_SHEET, META_SHEET, SEAL_ROW, SUMMARY_SHEET, seal_ok, sign
 from pipeline.ledger import FileRecord, Ledger, Settled, SheetRecord
 from pipeline.messages import ERROR, PHRASES, Problem, problem
+from pipeline.officekey import load_key
 from pipeline.reader import Limits, Sheet, UnreadableFile, Workbook, read_workbook
 from pipeline.roster import Roster
 from pipeline.rounds import SUPERVISION, check_key, check_stage, round_key, split_key
@@ -231,8 +232,6 @@ class Context:
         folder = ws.path("returned")
         shown = folder.relative_to(ws.root).as_posix() if folder.is_relative_to(ws.root) else str(folder)
         limits = ws["limits"]
-        from pipeline.officekey import load_key
-
         return cls(system, period, frozenset(roster.assessors), frozenset(roster.subjects), assigned,
                    Limits.from_settings(limits), int(limits["max_remark_chars"]), shown,
                    limits["max_memory_mb"], limits["max_seconds_per_file"], stage, load_key(ws) or b"",
@@ -393,7 +392,8 @@ def _reject(out: Examined, p: Problem) -> Examined:
 
 
 def parse_meta(rows: list[list]) -> tuple[Meta | None, str | None]:
-    """The metadata sheet -> Meta, or (None, "meta_tampered") when its signature does not match."""
+    """The metadata sheet -> Meta, or (None, "meta_tampered") when its signature does not match.
+    The office's HMAC row, when there is one, follows the signature and is checked by check_seal."""
     cleaned = []
     for row in rows:
         cells = ["" if v is None else (raw_text(v) if not isinstance(v, str) else v) for v in row]
@@ -403,7 +403,8 @@ def parse_meta(rows: list[list]) -> tuple[Meta | None, str | None]:
             cleaned.append(cells)
     tag = ""
     if cleaned and cleaned[-1][0] == SEAL_ROW:  # the office's HMAC, after the public checksum
-        tag = cleaned.pop()[1] if len(cleaned[-1]) >= 2 else "-"
+        row = cleaned.pop()
+        tag = row[1] if len(row) >= 2 else "-"  # an empty seal is a wrong one, not none
     if not cleaned or cleaned[-1][0] != "signature" or len(cleaned[-1]) < 2:
         return None, "meta_tampered"
     if sign(cleaned[:-1]) != cleaned[-1][1]:

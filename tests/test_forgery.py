@@ -156,6 +156,19 @@ def test_any_identifying_row_changed_is_refused_not_judged_on_what_it_claims(wor
     assert codes(workspace) == {"edited.xlsx": {"forged_form"}}
 
 
+@pytest.mark.parametrize("tag", ["0" * 64, "", "签名"])
+def test_a_seal_made_up_or_emptied_is_refused(workspace, tag):
+    path = filled(workspace, "E02", "made_up.xlsx")
+    book = openpyxl.load_workbook(path)
+    sheet = book[META_SHEET]
+    last = sheet.max_row
+    assert sheet.cell(last, 1).value == SEAL_ROW
+    sheet.cell(last, 2).value = tag or None
+    book.save(path)
+    collect(workspace)
+    assert codes(workspace) == {"made_up.xlsx": {"forged_form"}}
+
+
 # -- unsigned and unverified forms ----------------------------------------------------------------
 def test_a_legacy_unsigned_form_is_collected_with_a_warning(workspace):
     path = filled(workspace, "E01", "legacy.xlsx")
