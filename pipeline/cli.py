@@ -345,9 +345,9 @@ def init(directory: Path, organiser: str | None, contact: str | None, deadline_d
 
 
 # -- key ------------------------------------------------------------------------------------
-@main.command()
+@main.command("key")
 @click.pass_context
-def key(ctx: click.Context) -> None:
+def key_command(ctx: click.Context) -> None:
     """Show where the office key is and how to back it up.
 
     The key seals this workspace's forms: collect refuses a form whose seal does not verify.

@@ -23,6 +23,7 @@ from pipeline.config import Workspace
 from pipeline.errors import UsageError
 from pipeline.i18n import _
 from pipeline.names import safe_filename, safe_sheet_name
+from pipeline.officekey import ensure_key
 from pipeline.roster import Assessor, Roster, Subject
 from pipeline.rounds import SUPERVISION, check_key, round_key, split_key
 from pipeline.systems import System
@@ -348,8 +349,6 @@ def plan_forms(ws: Workspace, system: System, period: str, roster: Roster, out_d
     """The forms of one round (`period` is its key, e.g. 2026-11 or 2027-03-遴选): one per
     assessor with subjects of this system assigned, sealed with the office key (`office_key`, or
     the workspace's own, created when it has none: see pipeline.officekey)."""
-    from pipeline.officekey import ensure_key
-
     office_key = office_key or ensure_key(ws)[0]
     key = period
     period, stage = split_key(check_key(key))
