@@ -7,12 +7,11 @@ atomically. Every text that came from an assessor or the roster is written as te
 
 from __future__ import annotations
 
-from collections import Counter
-
 import csv
 import math
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
