@@ -237,8 +237,9 @@ class Walk:
 
         ws = self._need_workspace()
         config = ws.root / CONFIG_NAME
-        config.write_text(config.read_text(encoding="utf-8").replace('contact = ""', 'contact = "项目办公室 010-6512 3456"', 1),
-                          encoding="utf-8")
+        text = config.read_text(encoding="utf-8").replace('contact = ""', 'contact = "项目办公室 010-6512 3456"', 1)
+        # as in the demo, the example's assessors remark on weak items only: the 扣分理由 rule is off
+        config.write_text(text.replace("reason_below_share = 1.0", "reason_below_share = 0", 1), encoding="utf-8")
         self.data = make_data(SMALL, end=self.period)
         write_roster(ws.path("roster"), self.data.subjects, self.data.assessors, self.data.pairs)
 
