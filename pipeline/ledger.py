@@ -422,16 +422,16 @@ class Ledger:
     def files(self, period: str, system: str) -> pd.DataFrame:
         return self.frame("SELECT * FROM files WHERE period = ? AND system = ? ORDER BY id", (period, system))
 
-    def sheets(self, period: str, system: str, kind: str = "expert") -> pd.DataFrame:
-        """The round's sheets of one kind (expert: the assessors'; self: the subjects' own)."""
+    def sheets(self, period: str, system: str, kind: str | None = "expert") -> pd.DataFrame:
+        """The round's sheets of one kind (expert: the assessors'; self: the subjects' own; None: both)."""
         return self.frame(
             """SELECT s.*, f.name AS file, f.received_at, r.sheet AS replaced_by_sheet, rf.name AS replaced_by_file,
                       sf.name AS same_as_file
                FROM sheets s JOIN files f ON f.id = s.file_id
                LEFT JOIN sheets r ON r.id = s.superseded_by LEFT JOIN files rf ON rf.id = r.file_id
                LEFT JOIN sheets o ON o.id = s.same_as LEFT JOIN files sf ON sf.id = o.file_id
-               WHERE s.period = ? AND s.system = ? AND s.kind = ? ORDER BY s.id""",
-            (period, system, kind),
+               WHERE s.period = ? AND s.system = ? AND (s.kind = ? OR ? IS NULL) ORDER BY s.id""",
+            (period, system, kind, kind),
         )
 
     def problems(self, period: str, system: str) -> pd.DataFrame:

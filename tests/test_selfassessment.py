@@ -4,7 +4,9 @@ comparison, and the 扣分理由 rule."""
 from __future__ import annotations
 
 import csv
+import os
 import shutil
+import time
 from pathlib import Path
 
 import openpyxl
@@ -120,6 +122,9 @@ def test_self_scores_are_collected_apart_from_the_experts(round_with_self: Path)
     assert set(experts["assessor"]) == {"E01", "E02", "E03"}
     assert sorted(set(own["subject"])) == ["C001", "C003"]
     assert own[(own.subject == "C001") & (own.item == "C01")]["evidence"].item() == "附件1 党建台账"
+    files = {r[0]: r for r in openpyxl.load_workbook(ws / "output/2026-11/collection-community.xlsx")["文件"]
+             .iter_rows(min_row=2, values_only=True)}
+    assert files["自评-C001.xlsx"][1:4] == ("自评（C001）", "已接收", 1)
     # the experts' mean is unchanged by the self-assessment: 100 − 8 = 92 for C001
     run(ws, "report", "--system", "community", "--period", "2026-11")
     with open(ws / "output/2026-11/results-community.csv", encoding="utf-8-sig") as fh:
@@ -180,7 +185,8 @@ def test_expert_forms_regenerated_show_the_self_assessment(round_with_self: Path
     assert sheets["C001"].cell(first, 9).value == 4 and sheets["C001"].cell(first, 10).value == "附件1 党建台账"
     assert sheets["C001"].cell(first, 9).protection.locked and sheets["C001"].cell(first, 10).protection.locked
     assert sheets["C002"].cell(first, 9).value is None  # no self-assessment returned
-    # such a form, filled, is collected as before
+    # such a form, filled, is collected as before (saved a second later: it replaces the first return)
+    time.sleep(1.1)
     folder = returned(ws)
     fill_form(expert_form(ws, "E01"), {"C001": full_marks()}, save_as=folder / "E01-again.xlsx")
     run(ws, "collect", "--system", "community", "--period", "2026-11")
@@ -202,9 +208,6 @@ def test_self_form_resaved_by_libreoffice_and_a_newer_return_supersedes(workspac
     assert own[own.item == "C01"]["score"].item() == 1 and own[own.item == "C01"]["evidence"].item() == "材料 3"
     assert "missing_reason" not in result.output
     # a newer self-assessment of the same subject replaces it
-    import os
-    import time
-
     later = fill_self(self_form(workspace, "C002"), "C002", full_marks(C01=3), {}, folder / "自评-C002-新.xlsx")
     stamp = time.time() + 120
     os.utime(later, (stamp, stamp))
