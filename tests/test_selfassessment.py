@@ -255,3 +255,20 @@ def test_missing_reason_as_an_error_holds_the_sheet_back(workspace: Path):
     assert len(found) == 1 and found.severity.item() == "error" and "本表未计入" in found.message.item()
     assert found.sheet.item().startswith("C002") and found.cell.item().startswith("H")
     assert accepted == {"C001", "C003"}
+
+
+def test_a_self_sheet_copied_into_a_new_workbook_is_still_a_self_assessment(workspace: Path, tmp_path: Path):
+    run(workspace, "forms", "--system", "community", "--period", "2026-11", "--kind", "self")
+    filled = fill_self(self_form(workspace, "C003"), "C003", full_marks(C05=2), {"C05": "照片"}, tmp_path / "f.xlsx")
+    source = openpyxl.load_workbook(filled)["C003 南湖街道南湖社区"]
+    book = openpyxl.Workbook()
+    copy = book.active
+    for row in source.iter_rows(values_only=True):
+        copy.append(list(row))
+    book.save(returned(workspace) / "复制的自评.xlsx")
+    run(workspace, "collect", "--system", "community", "--period", "2026-11")
+    with Ledger(Workspace.open(workspace).path("ledger")) as ledger:
+        own = ledger.self_scores("2026-11", "community")
+        assert ledger.accepted_scores("2026-11", "community").empty
+    assert set(own["subject"]) == {"C003"} and own[own.item == "C05"]["evidence"].item() == "照片"
+    assert own["score"].sum() == 100 - MAX["C05"] + 2
