@@ -144,6 +144,7 @@ MEANING: dict[str, tuple[str, str, str]] = {
     "formula_no_value": (SHEET, "得分是公式，但文件没有保存计算结果（某些软件如此保存）。", "转告评估人直接填写数字后重发。"),
     "out_of_range": (SHEET, "得分超出 0 到满分的范围（例如想填 4.5 却填了 45）。", "转告评估人改正后重发。"),
     "normalised": (SHEET, "得分写法不规范但意思明确（全角数字、带“分”字、文本格式的数字），已按数字计入。", "无需处理。"),
+    "missing_reason": (SHEET, "专家给的得分低于满分（[forms] reason_below_share 设定的比例），备注却是空的：扣分没有写理由。默认只提示，本表照常计入；[collect] missing_reason = \"error\" 时本表不计入。", "请评估人在备注中写明扣分理由后重新发送。"),
     "remark_cut": (SHEET, "备注超过长度上限（[limits] max_remark_chars），只保留了前面部分。", "一般无需处理；需要全文时向评估人索取。"),
     "superseded": (SHEET, "评估人后来又交了这个对象的评分，以保存时间较晚的一份为准，较早的一份保留在台账中。", "无需处理。"),
     "sheet_blank": (SHEET, "整张评估对象表的得分一项都没有填（催报信中把 19 个“未填写”合为这一条）。", "转告评估人把这张表填完后重发。"),
@@ -244,8 +245,9 @@ class Walk:
 
         ws = self._need_workspace()
         config = ws.root / CONFIG_NAME
-        config.write_text(config.read_text(encoding="utf-8").replace('contact = ""', 'contact = "项目办公室 010-6512 3456"', 1),
-                          encoding="utf-8")
+        text = config.read_text(encoding="utf-8").replace('contact = ""', 'contact = "项目办公室 010-6512 3456"', 1)
+        # as in the demo, the example's assessors remark on weak items only: the 扣分理由 rule is off
+        config.write_text(text.replace("reason_below_share = 1.0", "reason_below_share = 0", 1), encoding="utf-8")
         self.data = make_data(SMALL, end=self.period)
         write_roster(ws.path("roster"), self.data.subjects, self.data.assessors, self.data.pairs)
         # The office key init drew is replaced by the demo's (drawn from its seed), so the forms and

@@ -382,14 +382,21 @@ def key_command(ctx: click.Context) -> None:
 @click.option("--out", "out_dir", type=PathType(file_okay=False, path_type=Path), metavar="DIR",
               help=N_("Where to write the forms [default: output/forms/<period>/<system>/]."))
 @click.option("--force", is_flag=True, help=N_("Replace forms of this round that exist already."))
+@click.option("--kind", type=click.Choice(["expert", "self"]), default="expert", show_default=True,
+              help=N_("expert: one workbook per assessor; self: one self-assessment workbook per subject "
+                      "(in the forms folder's 自评/ sub-folder)."))
 @click.pass_context
 def forms(ctx: click.Context, system_ref: str, period: str, stage: str, roster: Path | None, out_dir: Path | None,
-          force: bool) -> None:
-    """Write one fillable workbook per assessor for a round.
+          force: bool, kind: str) -> None:
+    """Write one fillable workbook per assessor (or per subject, --kind self) for a round.
 
-    Example: happyhome forms --system community --period 2026-11
+    Expert forms of a round whose self-assessments are in the ledger show each subject's
+    自评分 and 佐证材料 in two read-only columns after 备注.
+
+    Example: happyhome forms --system community --period 2026-11 --kind self
     """
-    from pipeline.forms import plan_forms, write_forms
+    from pipeline.forms import SELF, plan_forms, shown_self_scores, write_forms
+    from pipeline.ledger import Ledger
     from pipeline.officekey import ensure_key, fingerprint
     from pipeline.roster import read_roster_for
 
@@ -401,12 +408,21 @@ def forms(ctx: click.Context, system_ref: str, period: str, stage: str, roster: 
         console.print(_("Created the office key {path} (fingerprint {fingerprint}); back it up with the ledger "
                         "(see `happyhome key`).").format(path=ws.path("key"), fingerprint=fingerprint(office_key)),
                       markup=False)
-    specs = plan_forms(ws, system, round_key(period, stage), people, out_dir, office_key=office_key)
+    key = round_key(period, stage)
+    shown = None
+    if kind != SELF:
+        with Ledger.for_reading(ws.path("ledger")) as ledger:
+            shown = shown_self_scores(ledger, key, system.id)
+    specs = plan_forms(ws, system, key, people, out_dir, office_key=office_key, kind=kind, shown_self=shown)
     workers = workers_for(ws["collect"]["workers"]) if len(specs) >= 8 else 1
     with progress_bar(_("Writing forms"), len(specs)) as advance:
         result = write_forms(specs, force=force, workers=workers, progress=advance)
-    console.print(_("Wrote {n} form(s) ({subjects} subject sheets) to {folder}").format(
-        n=len(result.paths), subjects=result.subjects, folder=result.out_dir), markup=False)
+    if kind == SELF:
+        console.print(_("Wrote {n} self-assessment form(s), one per subject, to {folder}").format(
+            n=len(result.paths), folder=result.out_dir), markup=False)
+    else:
+        console.print(_("Wrote {n} form(s) ({subjects} subject sheets) to {folder}").format(
+            n=len(result.paths), subjects=result.subjects, folder=result.out_dir), markup=False)
 
 
 # -- status, rollup, demo ---------------------------------------------------------------------
@@ -468,6 +484,12 @@ def status(ctx: click.Context, system_ref: str, period: str, stage: str, export:
     line = _("Assigned {assigned}, received {received}, missing {missing}").format(
         assigned=result.assigned, received=result.received, missing=result.missing)
     console.print(line + (_(" ({notes})").format(notes=_("; ").join(notes)) if notes else ""), markup=False)
+    if result.self_missing is not None:
+        owed = " ".join(m.subject + marks[m.reason] for m in result.self_missing)
+        console.print(_("Self-assessments: {received} of {expected} in, missing {missing}{subjects}").format(
+            received=result.self_expected - len(result.self_missing), expected=result.self_expected,
+            missing=len(result.self_missing), subjects=_(": {codes}").format(codes=owed) if owed else ""),
+            markup=False, soft_wrap=True)
     if export:
         write_chase_list(result, export)
         console.print(_("Chase list: {path} ({n} row(s))").format(path=export, n=len(result.chase_detail_rows())),

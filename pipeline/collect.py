@@ -52,6 +52,7 @@ file system and the ledger in the main process, one transaction per file.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import math
@@ -71,7 +72,8 @@ from xlsxwriter.utility import xl_rowcol_to_cell
 from pipeline.atomic import atomic_path, check_writable, explain
 from pipeline.config import Workspace
 from pipeline.errors import UsageError
-from pipeline.forms import BLOCK_LABELS, GUIDE_SHEET, META_SHEET, SEAL_ROW, SUMMARY_SHEET, seal_ok, sign
+from pipeline.forms import (BLOCK_LABELS, EVIDENCE, EXPERT, GUIDE_SHEET, KINDS, META_SHEET, SEAL_ROW, SELF,
+                            SELF_ASSESSOR, SUMMARY_SHEET, seal_ok, sign)
 from pipeline.ledger import FileRecord, Ledger, Settled, SheetRecord
 from pipeline.messages import ERROR, PHRASES, Problem, problem
 from pipeline.officekey import load_key
@@ -218,6 +220,9 @@ class Context:
     # Travels to the workers with the rest; never shown in a repr, a problem or a log.
     office_key: bytes = field(default=b"", repr=False)
     refuse_unsigned: bool = False  # collect.refuse_unsigned: a form without a seal is refused
+    typed: frozenset[str] = frozenset()  # the subjects of this system's type: who may return a self form
+    reason_share: float = 0.0  # an expert score below this share of 满分 needs a 备注 ([forms] reason_below_share)
+    reason_error: bool = False  # a missing reason holds the sheet back ([collect] missing_reason = "error")
 
     @property
     def key(self) -> str:
@@ -232,10 +237,12 @@ class Context:
         folder = ws.path("returned")
         shown = folder.relative_to(ws.root).as_posix() if folder.is_relative_to(ws.root) else str(folder)
         limits = ws["limits"]
+        typed = frozenset(c for c, s in roster.subjects.items() if s.type == system.subject_type)
         return cls(system, period, frozenset(roster.assessors), frozenset(roster.subjects), assigned,
                    Limits.from_settings(limits), int(limits["max_remark_chars"]), shown,
                    limits["max_memory_mb"], limits["max_seconds_per_file"], stage, load_key(ws) or b"",
-                   bool(ws["collect"]["refuse_unsigned"]))
+                   bool(ws["collect"]["refuse_unsigned"]), typed,
+                   float(ws["forms"]["reason_below_share"]), ws["collect"]["missing_reason"] == "error")
 
 
 @dataclass
@@ -272,6 +279,7 @@ class Meta:
     assessor: str
     sheets: dict[str, str]  # sheet name -> subject code
     stage: str = SUPERVISION
+    kind: str = EXPERT  # self: the subject's own form, `assessor` is the subject's code
     rows: list[list[str]] = field(default_factory=list, repr=False)  # the rows `signature` covers
     seal: str = ""  # the HMAC row's value ("" on a form made before the office key)
 
@@ -322,6 +330,7 @@ def examine_workbook(book: Workbook, name: str, ctx: Context, probe: "CellProbe 
         out.verified = UNVERIFIED  # identity from the visible block, which anyone can type
 
     candidates: list[tuple[Sheet, str, str, Identity]] = []  # sheet, subject, assessor, block
+    kind = meta.kind if meta is not None else EXPERT
     for sheet in book.sheets:
         if sheet.name in IGNORED_SHEETS:
             continue
@@ -330,7 +339,7 @@ def examine_workbook(book: Workbook, name: str, ctx: Context, probe: "CellProbe 
             if meta_subject:  # a known subject sheet that cannot be read: that sheet fails
                 code, detail = ("sheet_unreadable", sheet.error) if sheet.error else ("sheet_too_long", sheet.too_long)
                 out.problems.append(problem(code, file=name, sheet=sheet.name, detail=detail, technical=sheet.technical))
-                out.sheets.append(SheetRecord(sheet.name, meta.assessor, meta_subject, False))
+                out.sheets.append(SheetRecord(sheet.name, meta.assessor, meta_subject, False, kind=meta.kind))
             elif sheet.error:
                 out.problems.append(problem("sheet_unreadable", file=name, sheet=sheet.name, detail=sheet.error,
                                             technical=sheet.technical))
@@ -343,6 +352,8 @@ def examine_workbook(book: Workbook, name: str, ctx: Context, probe: "CellProbe 
             candidates.append((sheet, subject, meta.assessor, block))
         elif block.values.get("subject") and block.values.get("assessor"):
             candidates.append((sheet, block.values["subject"], block.values["assessor"], block))
+            if block.values.get("assessor_name") == SELF_ASSESSOR and block.values["assessor"] == block.values["subject"]:
+                kind = SELF  # a self form's sheet copied out of its workbook
 
     if not candidates:
         if meta is None:
@@ -359,16 +370,16 @@ def examine_workbook(book: Workbook, name: str, ctx: Context, probe: "CellProbe 
 
     seen = Counter(subject for _, subject, _, _ in candidates)
     for sheet, subject, assessor, block in candidates:
-        errors = _check_identity(sheet, subject, assessor, block, meta, ctx, name)
+        errors = _check_identity(sheet, subject, assessor, block, meta, ctx, name, kind)
         if seen[subject] > 1:
             other = next(s.name for s, subj, _, _ in candidates if subj == subject and s.name != sheet.name)
             errors.append(problem("duplicate_subject", file=name, sheet=sheet.name, value=subject, detail=other))
         if errors:
             out.problems += errors
-            out.sheets.append(SheetRecord(sheet.name, assessor, subject, False))
+            out.sheets.append(SheetRecord(sheet.name, assessor, subject, False, kind=kind))
             continue
-        record, found = validate_sheet(sheet, ctx, name, probe)
-        record.assessor, record.subject = assessor, subject
+        record, found = validate_sheet(sheet, ctx, name, probe, kind)
+        record.assessor, record.subject, record.kind = assessor, subject, kind
         out.problems += found
         out.sheets.append(record)
 
@@ -417,8 +428,11 @@ def parse_meta(rows: list[list]) -> tuple[Meta | None, str | None]:
         elif len(row) >= 2:
             values[row[0]] = row[1]
     try:  # forms written before stages were stamped are 督导 forms
+        kind = values.get("kind", EXPERT)  # forms written before self-assessments are expert forms
+        if kind not in KINDS:
+            raise KeyError(kind)
         return Meta(values["system"], values["checksum"], values["period"], values["assessor"], sheets,
-                    check_stage(values.get("stage")), cleaned[:-1], tag), None
+                    check_stage(values.get("stage")), kind, cleaned[:-1], tag), None
     except (KeyError, UsageError):
         return None, "meta_tampered"
 
@@ -449,6 +463,10 @@ def _check_meta(meta: Meta, ctx: Context, name: str) -> Problem | None:
     if meta.stage != ctx.stage:
         return problem("wrong_stage", file=name, sheet=META_SHEET, value=meta.stage, expected=ctx.stage,
                        where=_belongs(ctx, meta.period, meta.stage))
+    if meta.kind == SELF:  # the subject is its own assessor
+        if meta.assessor not in ctx.typed:
+            return problem("unknown_subject", file=name, sheet=META_SHEET, value=meta.assessor)
+        return None
     if meta.assessor not in ctx.assessors:
         return problem("unknown_assessor", file=name, sheet=META_SHEET, value=meta.assessor)
     return None
@@ -492,7 +510,7 @@ _BLOCK_NAMES = {"subject": "对象编号", "assessor": "评估人编号", "perio
 
 
 def _check_identity(sheet: Sheet, subject: str, assessor: str, block: Identity, meta: Meta | None,
-                    ctx: Context, name: str) -> list[Problem]:
+                    ctx: Context, name: str, kind: str = EXPERT) -> list[Problem]:
     """Identity errors of one subject sheet (empty when it may be validated)."""
     def mismatch(key: str, expected: str) -> Problem:
         return problem("identity_mismatch", file=name, sheet=sheet.name, cell=block.cells.get(key, ""),
@@ -520,9 +538,14 @@ def _check_identity(sheet: Sheet, subject: str, assessor: str, block: Identity, 
                                   value=v["period"], expected=ctx.period, where=_belongs(ctx, v["period"])))
         if errors:  # a sheet of another round: who and what it rates is that round's business
             return errors
-        if assessor not in ctx.assessors:
+        if assessor not in ctx.assessors and kind != SELF:
             errors.append(problem("unknown_assessor", file=name, sheet=sheet.name,
                                   cell=block.cells.get("assessor", ""), value=assessor))
+    if kind == SELF:  # a subject of this system's type, assessing itself
+        if subject not in ctx.typed:
+            errors.append(problem("unknown_subject", file=name, sheet=sheet.name, cell=block.cells.get("subject", ""),
+                                  value=subject))
+        return errors
     if subject not in ctx.subjects:
         errors.append(problem("unknown_subject", file=name, sheet=sheet.name, cell=block.cells.get("subject", ""),
                               value=subject))
@@ -547,16 +570,21 @@ def find_header(rows: list[list]) -> tuple[int, dict[str, int]] | None:
     return None
 
 
-def validate_sheet(sheet: Sheet, ctx: Context, name: str, probe: "CellProbe | None" = None) -> tuple[SheetRecord, list[Problem]]:
-    """Check one identified subject sheet; the record is accepted only if nothing is wrong."""
+def validate_sheet(sheet: Sheet, ctx: Context, name: str, probe: "CellProbe | None" = None,
+                   kind: str = EXPERT) -> tuple[SheetRecord, list[Problem]]:
+    """Check one identified subject sheet; the record is accepted only if nothing is wrong.
+    An expert sheet's deductions need a reason (Context.reason_share); a self sheet's 佐证材料
+    are kept with its scores."""
     found: list[Problem] = []
-    record = SheetRecord(sheet.name, "", "", False)
+    record = SheetRecord(sheet.name, "", "", False, kind=kind)
     header = find_header(sheet.rows)
     if header is None:
         found.append(problem("no_header", file=name, sheet=sheet.name))
         return record, found
     head_row, columns = header
     code_col, score_col, remark_col = columns["编号"], columns["得分"], columns.get("备注")
+    evidence_col = columns.get(EVIDENCE) if kind == SELF else None
+    share = ctx.reason_share if kind == EXPERT else 0.0
     by_code = ctx.system.by_code
     upper = ctx.system.codes_by_upper
     rows_of: dict[str, int] = {}
@@ -584,9 +612,13 @@ def validate_sheet(sheet: Sheet, ctx: Context, name: str, probe: "CellProbe | No
     for item in ctx.system.items:
         r = rows_of.get(item.code)
         if r is not None:
-            score = _score_of(sheet, r, score_col, remark_col, item, ctx, name, found, probe)
+            score = _score_of(sheet, r, score_col, remark_col, item, ctx, name, found, probe, share)
             if score is not None:
                 record.scores.append(score)
+                if evidence_col is not None and evidence_col < len(sheet.rows[r]):
+                    evidence = raw_text(sheet.rows[r][evidence_col]).strip()[: ctx.max_remark_chars]
+                    if evidence:
+                        record.evidence[item.code] = evidence
     record.accepted = not any(p.severity == ERROR for p in found)
     if not record.accepted:
         record.scores = []
@@ -594,16 +626,18 @@ def validate_sheet(sheet: Sheet, ctx: Context, name: str, probe: "CellProbe | No
 
 
 def _score_of(sheet: Sheet, r: int, score_col: int, remark_col: int | None, item: Item, ctx: Context, name: str,
-              found: list[Problem], probe: "CellProbe | None" = None) -> tuple[str, str, float, str, str] | None:
+              found: list[Problem], probe: "CellProbe | None" = None,
+              share: float = 0.0) -> tuple[str, str, float, str, str] | None:
     row = sheet.rows[r]
     value = row[score_col] if score_col < len(row) else None
     if value == "":
         value = None
     cell = _cell_ref(r, score_col)
+    needs_reason = share * item.max - 1e-9  # below this, an empty 备注 is reported
     if type(value) is float and 0 <= value <= item.max:  # the common case, kept fast
         raw = str(int(value)) if value.is_integer() else repr(value)
         remark = row[remark_col] if remark_col is not None and remark_col < len(row) else ""
-        if not remark:
+        if not remark and not value < needs_reason:
             return item.code, raw, value, "", cell
     label = f"{item.code} {item.level3}"
     if value is None and probe is not None:  # calamine reads error cells and value-less formulas as empty
@@ -628,6 +662,11 @@ def _score_of(sheet: Sheet, r: int, score_col: int, remark_col: int | None, item
                                  value=remark[:50] + "…", item=label, detail=str(len(remark)),
                                  limit=str(ctx.max_remark_chars)))
             remark = remark[: ctx.max_remark_chars]
+    if not remark and score < needs_reason:
+        p = problem("missing_reason", file=name, sheet=sheet.name, cell=_cell_ref(r, remark_col if remark_col is not None
+                    else score_col), value=raw, item=label, max=f"{item.max:g}",
+                    detail="本表未计入。" if ctx.reason_error else "")
+        found.append(dataclasses.replace(p, severity=ERROR) if ctx.reason_error else p)
     return item.code, raw, score, remark, cell
 
 

@@ -49,7 +49,7 @@ def collection_path(ws: Workspace, period: str, system: System) -> Path:
 def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str, roster: Roster) -> tuple[Path, int]:
     """Write the collection workbook atomically; returns its path and the number of missing assignments."""
     files = ledger.files(period, system.id)
-    sheets = ledger.sheets(period, system.id)
+    sheets = ledger.sheets(period, system.id, kind=None)  # self-assessments' files are listed too
     problems = ledger.problems(period, system.id)
     aliases = ledger.aliases(period, system.id)
 
@@ -57,6 +57,8 @@ def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str,
         if not isinstance(code, str) or not code:
             return ""
         person = roster.assessors.get(code)
+        if person is None and code in roster.subjects:  # a self-assessment: the subject is its own assessor
+            return f"自评（{code}）"
         return f"{person.name}（{code}）" if person else code
 
     def state(p) -> str:

@@ -145,6 +145,12 @@ def _validate(s: dict, path: Path) -> None:
         except (UsageError, ValueError) as err:
             raise ConfigError(_("{path}: 'round.deadlines' needs \"YYYY-MM\" = \"YYYY-MM-DD\", found {period} = {day!r}")
                               .format(path=path, period=period, day=day)) from err
+    if s["collect"]["missing_reason"] not in ("warning", "error"):
+        raise ConfigError(_("{path}: 'collect.missing_reason' must be \"warning\" or \"error\", found {value!r}").format(
+            path=path, value=s["collect"]["missing_reason"]))
+    if not 0 <= s["forms"]["reason_below_share"] <= 1:
+        raise ConfigError(_("{path}: 'forms.reason_below_share' must be between 0 and 1, found {value!r}").format(
+            path=path, value=s["forms"]["reason_below_share"]))
     _validate_selection(s["selection"], path)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline.config import CONFIG_NAME, Workspace, check_period, defaults
 from pipeline.errors import UsageError
-from pipeline.forms import FormSpec, plan_forms, write_form
+from pipeline.forms import SELF, FormSpec, plan_forms, write_form
 from pipeline.i18n import N_, _
 from pipeline.roster import Roster, read_roster, write_roster
 from pipeline.rounds import round_key
@@ -303,7 +303,42 @@ def plan_round(ws: Workspace, data: DemoData, roster: Roster, systems: list[Syst
                                   note=LAST_MONTHS_FORM))
         for name, body in _not_ours():
             returns.append(Return(folder / name, _on_time(rng, deadline), content=body, note=NOT_A_FORM))
+        community = next((s for s in systems if s.id == "community"), None)
+        if community is not None:  # the communities' self-assessments (自评), in the last month
+            own, back = self_assessments(ws, data, roster, community, month, folder, deadline)
+            forms += own
+            returns += back
     return RoundPlan(period, forms, returns, missing, postponed)
+
+
+SELF_MISSING = 15  # one community in this many returns no self-assessment in the demo
+
+
+def self_assessments(ws: Workspace, data: DemoData, roster: Roster, system: System, month: int, folder: Path,
+                     deadline: datetime) -> tuple[list[FormSpec], list[Return]]:
+    """The self forms of one month and the communities' returns: each rates itself from its own
+    level plus an optimism of its own (a few by far more than the experts), with 佐证材料."""
+    period = data.periods[month]
+    rng = np.random.default_rng([data.seed, 9, month])  # its own stream: the other returns stay as they were
+    blank = plan_forms(ws, system, period, roster, kind=SELF)
+    silent = {str(c) for c in rng.choice([s.subjects[0].code for s in blank], max(1, len(blank) // SELF_MISSING),
+                                            replace=False)}
+    maxima = np.array([item.max for item in system.items])
+    returns = []
+    for spec in blank:
+        code = spec.subjects[0].code
+        optimism = rng.choice([0.05, 0.1, 0.25], p=[0.6, 0.3, 0.1])
+        level = data.quality[code] + data.trend[code] * month + optimism
+        share = np.clip(level + rng.normal(0, 0.05, len(maxima)), 0, 1)
+        scores = np.clip(np.round(share * maxima * 2) / 2, 0, maxima)
+        if code in silent:
+            continue
+        answers = {code: {item.code: (float(score), "", f"附件{n}") for n, (item, score) in
+                          enumerate(zip(system.items, scores), start=1)}}
+        received = _on_time(rng, deadline)
+        path = folder / spec.path.name
+        returns.append(Return(path, received, _saved_before(rng, received), replace(spec, path=path, answers=answers)))
+    return [replace(s, answers=None) for s in blank], returns
 
 
 # -- the 遴选 round ------------------------------------------------------------------------------
@@ -414,8 +449,8 @@ def write_round_files(plans: list[RoundPlan], workers: int = 1, advance: Callabl
     """Write every blank form and every return of the planned rounds; set receipt times."""
     jobs = [(spec, datetime.fromisoformat(f"{plan.period[:7]}-01T09:00:00")) for plan in plans for spec in plan.forms]
     jobs += [(r.spec, r.saved) for plan in plans for r in plan.returns if r.spec]
-    for plan in plans:
-        plan.forms and plan.forms[0].path.parent.mkdir(parents=True, exist_ok=True)
+    for folder in {spec.path.parent for plan in plans for spec in plan.forms}:
+        folder.mkdir(parents=True, exist_ok=True)
     if workers > 1 and len(jobs) > 8:
         from concurrent.futures import ProcessPoolExecutor
 
@@ -505,6 +540,9 @@ def build_demo(root: str | Path = "demo", size: DemoSize = FULL, end: str = DEFA
     text = text.replace("community = 100 }", f"community = {places} }}", 1)
     text = text.replace('objection_contact = ""', 'objection_contact = "项目办公室 010-6512 3456"', 1)
     text = text.replace("veto = []", 'veto = [{ item = "C01", below_share = 0.5 }]', 1)
+    # The demo's assessors write remarks on weak items only (as before the 扣分理由 rule): the rule
+    # is off, or every deduction would be one more 提示 in the collection workbooks and letters.
+    text = text.replace("reason_below_share = 1.0", "reason_below_share = 0", 1)
     config.write_text(text, encoding="utf-8")
     subjects = [(*s, SELECTION_VETO if s[0] == vetoed else "") for s in data.subjects]
     write_roster(root / "input" / "roster.xlsx", subjects, data.assessors, data.pairs, quotas=quotas)

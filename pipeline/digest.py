@@ -276,6 +276,7 @@ def digest_context(
         "rounding": rounding_note(decimals),
         "selection": selection,
         "acceptance": None,  # a 验收 round's results (pipeline.acceptance.digest_part), set by report
+        "selfcheck": None,  # 自评与核定 (pipeline.selfcheck.digest_part) when self-assessments are in, set by report
     }
 
 

@@ -41,6 +41,18 @@ BLOCK_LABELS = {  # the identity block at the top of every subject sheet: label 
     "期次": "period", "指标体系": "system",
 }
 SCORE_COL, REMARK_COL = HEADER.index("得分"), HEADER.index("备注")
+# Form kinds: an assessor's (expert) form rates the subjects assigned to them; a self-assessment
+# form is filled by the subject itself. A self form's metadata says `kind = self`, names the
+# subject as its own assessor (`assessor` = the subject's code) and lists that one subject; its
+# identity block reads 评估人 自评, 评估人编号 = the subject's code.
+EXPERT, SELF = "expert", "self"
+KINDS = (EXPERT, SELF)
+SELF_ASSESSOR = "自评"  # the 评估人 of a self form's identity block
+EVIDENCE = "佐证材料"  # the self form's column after 备注: the supporting documents' numbers or names
+SELF_HEADER = HEADER + (EVIDENCE,)
+SELF_DIR = "自评"  # self forms' sub-folder of the round's forms folder
+# An expert form of a round whose self-assessments are in: two read-only columns after 备注.
+SHOWN_SELF = ("自评分", EVIDENCE)
 CRITERION_CHARS_PER_LINE = 34  # column E at width 62 prints about 36 CJK characters a line
 
 
@@ -60,6 +72,10 @@ class FormSpec:
     # Pre-filled answers, subject -> item -> (score, remark): how the demo and the benchmark
     # make "returned" workbooks fast. A score that is not a number is written as text.
     answers: dict | None = None
+    kind: str = EXPERT  # expert | self (one subject, filled by the subject itself)
+    # Expert forms of a round with self-assessments: subject -> item -> (自评分, 佐证材料).
+    shown_self: dict | None = None
+    reason_share: float = 1.0  # a score below this share of 满分 needs a 备注 (said on the form)
     # The office key (pipeline.officekey): the metadata carries an HMAC under it. None writes an
     # unsigned form, as before the key existed. Never shown in a repr.
     key: bytes | None = field(default=None, repr=False)
@@ -72,8 +88,10 @@ class FormsResult:
     subjects: int
 
 
-def form_id(system: System, period: str, assessor: str, subjects: list[str], stage: str = SUPERVISION) -> str:
+def form_id(system: System, period: str, assessor: str, subjects: list[str], stage: str = SUPERVISION,
+            kind: str = EXPERT) -> str:
     key = [system.id, system.checksum, period, assessor, subjects] + ([stage] if stage != SUPERVISION else [])
+    key += [kind] if kind != EXPERT else []
     blob = json.dumps(key, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
@@ -83,13 +101,14 @@ def meta_rows(spec: FormSpec, sheet_names: list[str]) -> list[list[str]]:
     codes = [s.code for s in spec.subjects]
     rows = [
         ["happyhome_form", META_VERSION],
-        ["form_id", form_id(spec.system, spec.period, spec.assessor.code, codes, spec.stage)],
+        ["form_id", form_id(spec.system, spec.period, spec.assessor.code, codes, spec.stage, spec.kind)],
         ["system", spec.system.id],
         ["system_version", spec.system.version],
         ["checksum", spec.system.checksum],
         ["period", spec.period],
         ["stage", spec.stage],
-        ["assessor", spec.assessor.code],
+        ["kind", spec.kind],
+        ["assessor", spec.assessor.code],  # a self form: the subject's own code
     ]
     rows += [["subject", code, name] for code, name in zip(codes, sheet_names)]
     signed = rows + [["signature", sign(rows)]]
@@ -125,8 +144,16 @@ def form_filename(period: str, system: System, assessor: Assessor, stage: str = 
     return safe_filename("_".join(safe_filename(p, 60) for p in parts), 180) + ".xlsx"
 
 
+def self_form_filename(period: str, system: System, subject: Subject, stage: str = SUPERVISION) -> str:
+    """<key>_<system>_自评_<编号>_<名称>.xlsx"""
+    parts = [round_key(period, stage), system.id, SELF_ASSESSOR, subject.code, subject.name]
+    return safe_filename("_".join(safe_filename(p, 60) for p in parts), 180) + ".xlsx"
+
+
 def form_title(spec: FormSpec) -> str:
-    """创新实践社区评价指标体系·遴选评分表 (a 督导 form keeps the system's plain 评分表)."""
+    """创新实践社区评价指标体系·遴选评分表 (a 督导 form keeps the system's plain 评分表); 自评表 for a self form."""
+    if spec.kind == SELF:
+        return f"{spec.system.name}·{spec.stage + '自评表' if spec.stage != SUPERVISION else '自评表'}"
     return f"{spec.system.name}·{spec.stage}评分表" if spec.stage != SUPERVISION else f"{spec.system.name} 评分表"
 
 
@@ -159,9 +186,12 @@ def write_form(spec: FormSpec) -> Path:
         f = _formats(book)
         names = subject_sheet_names(spec.subjects)
         _guide(book, f, spec)
-        summary = book.add_worksheet(SUMMARY_SHEET)
-        ranges = [_subject_sheet(book, f, spec, subject, name) for subject, name in zip(spec.subjects, names)]
-        _summary(summary, f, spec, names, ranges)
+        if spec.kind == SELF:  # 填表说明 and the one item sheet
+            _subject_sheet(book, f, spec, spec.subjects[0], names[0])
+        else:
+            summary = book.add_worksheet(SUMMARY_SHEET)
+            ranges = [_subject_sheet(book, f, spec, subject, name) for subject, name in zip(spec.subjects, names)]
+            _summary(summary, f, spec, names, ranges)
         meta = book.add_worksheet(META_SHEET)
         for r, row in enumerate(meta_rows(spec, names)):
             for c, value in enumerate(row):
@@ -184,6 +214,7 @@ def _formats(book) -> dict:
         "max": fmt(align="center", num_format="0.##"),
         "score": fmt(align="center", num_format="0.##", bg_color="#FFF2CC", locked=False),
         "remark": fmt(text_wrap=True, bg_color="#FFF2CC", locked=False),
+        "shown": fmt(text_wrap=True, align="center", num_format="0.##", bg_color="#EDEDED"),
         "total": fmt(bold=True, align="center", num_format="0.##", bg_color="#E2EFDA"),
         "total_label": fmt(bold=True, bg_color="#E2EFDA"),
         "sub": fmt(align="center", num_format="0.##", font_color="#595959"),
@@ -200,23 +231,46 @@ def _guide(book, f, spec: FormSpec) -> None:
     ws.hide_gridlines(2)
     system = spec.system
     basic = sum(i.max for i in system.items if i.level1 == "基础指标")
-    lines = [
-        (f"{form_title(spec)} · {spec.period} 期" if spec.stage != SUPERVISION else f"{system.name} · {spec.period} 期评分表",
-         "title"),
-        (f"评估人：{spec.assessor.name}（编号 {spec.assessor.code}）    本表共 {len(spec.subjects)} 个评估对象", "note_bold"),
-    ]
+    if spec.kind == SELF:
+        subject = spec.subjects[0]
+        lines = [(f"{form_title(spec)} · {spec.period} 期", "title"),
+                 (f"评估对象：{subject.name}（编号 {subject.code}）    本表为该对象的自评表", "note_bold")]
+    else:
+        lines = [
+            (f"{form_title(spec)} · {spec.period} 期" if spec.stage != SUPERVISION else f"{system.name} · {spec.period} 期评分表",
+             "title"),
+            (f"评估人：{spec.assessor.name}（编号 {spec.assessor.code}）    本表共 {len(spec.subjects)} 个评估对象", "note_bold"),
+        ]
     if spec.deadline:
         lines.append((f"请于 {spec.deadline} 前填好并发回。", "note_bold"))
     if spec.contact:
         lines.append((f"如有疑问请联系：{spec.contact}", "note_bold"))
+    if spec.kind == SELF:
+        steps = [
+            ("1. 请对照评价内容逐项自评，只在黄色的“得分”“备注”“佐证材料”三列中填写，其他单元格已锁定。", "note"),
+            ("2. 得分即自评分，填写 0 到该项满分之间的数字，可以有小数（如 3.5）。超出范围的数字无法输入。", "note"),
+            ("3. 每一项都须打分；“佐证材料”请填写支撑该项得分的材料编号或名称，“备注”可写说明。", "note"),
+            ("4. 表格下方的“合计”显示自评总分，全部填完后保存并发回本文件。自评分单独记录，不计入专家评分。", "note"),
+            ("5. 请不要改动工作表名称、表头、指标编号，也不要把表格复制到新文件中；可以用 Excel、WPS 或 LibreOffice 填写。", "note"),
+        ]
+    else:
+        if spec.reason_share >= 1:
+            rule = "3. 每一项都须打分；凡有扣分（得分低于满分）的，请在“备注”中写明扣分理由。"
+        elif spec.reason_share > 0:
+            rule = f"3. 每一项都须打分；得分低于该项满分的 {spec.reason_share:.0%} 时，请在“备注”中写明扣分理由。"
+        else:
+            rule = "3. 每一项都须打分；得分较低时，请在“备注”中简要说明理由。"
+        steps = [
+            ("1. 每个评估对象一张工作表（表名为对象编号）。请只在黄色的“得分”“备注”两列中填写，其他单元格已锁定。", "note"),
+            ("2. 得分填写 0 到该项满分之间的数字，可以有小数（如 3.5）。超出范围的数字无法输入。", "note"),
+            (rule, "note"),
+            ("4. “汇总”表会显示每个对象已填项数和合计分，全部显示“已完成”后保存并发回本文件。", "note"),
+            ("5. 请不要改动工作表名称、表头、指标编号，也不要把表格复制到新文件中；可以用 Excel、WPS 或 LibreOffice 填写。", "note"),
+        ]
+        if spec.shown_self is not None:
+            steps.append(("6. 灰色的“自评分”“佐证材料”两列是评估对象本轮的自评，仅供参考，不能修改，也不计入得分。", "note"))
+    lines += [("", "note"), ("填写步骤", "note_bold"), *steps]
     lines += [
-        ("", "note"),
-        ("填写步骤", "note_bold"),
-        ("1. 每个评估对象一张工作表（表名为对象编号）。请只在黄色的“得分”“备注”两列中填写，其他单元格已锁定。", "note"),
-        ("2. 得分填写 0 到该项满分之间的数字，可以有小数（如 3.5）。超出范围的数字无法输入。", "note"),
-        ("3. 每一项都须打分；得分较低时，请在“备注”中简要说明理由。", "note"),
-        ("4. “汇总”表会显示每个对象已填项数和合计分，全部显示“已完成”后保存并发回本文件。", "note"),
-        ("5. 请不要改动工作表名称、表头、指标编号，也不要把表格复制到新文件中；可以用 Excel、WPS 或 LibreOffice 填写。", "note"),
         ("", "note"),
         ("计分规则", "note_bold"),
         (f"总分 {system.total:g} 分，得分 = 每个单项得分之和。基础指标 {basic:g} 分，进阶指标 {system.total - basic:g} 分：", "note"),
@@ -239,10 +293,16 @@ def _subject_sheet(book, f, spec: FormSpec, subject: Subject, name: str) -> tupl
     """Write one subject's sheet; returns the 0-based first and last item rows."""
     ws = book.add_worksheet(name)
     system = spec.system
-    widths = (7, 9, 10, 13, 62, 9, 7, 28)
+    header = SELF_HEADER if spec.kind == SELF else HEADER + (SHOWN_SELF if spec.shown_self is not None else ())
+    widths = (7, 9, 10, 13, 62, 9, 7, 28) + (28,) * (len(header) - len(HEADER))
+    last_col = len(header) - 1
     for c, w in enumerate(widths):
         ws.set_column(c, c, w)
-    ws.merge_range(0, 0, 0, 7, form_title(spec) if spec.stage != SUPERVISION else f"{system.name} · 评分表", f["title"])
+    if spec.kind == SELF:
+        title = form_title(spec)
+    else:
+        title = form_title(spec) if spec.stage != SUPERVISION else f"{system.name} · 评分表"
+    ws.merge_range(0, 0, 0, last_col, title, f["title"])
     ws.set_row(0, 26)
     block = [
         ("评估对象", subject.name, "对象编号", subject.code),
@@ -256,8 +316,11 @@ def _subject_sheet(book, f, spec: FormSpec, subject: Subject, name: str) -> tupl
         ws.write_string(r, 5, l2, f["label"])
         ws.merge_range(r, 6, r, 7, "", f["value"])
         ws.write_string(r, 6, v2, f["value"])
-    ws.merge_range(4, 0, 4, 7, f"请在黄色单元格中填写得分（0 至该项满分）和备注。指标体系 {system.id} · 版本 {system.version}", f["note"])
-    ws.write_row(HEADER_ROW, 0, HEADER, f["head"])
+    prompt = ("请在黄色单元格中填写自评得分（0 至该项满分）、备注和佐证材料。" if spec.kind == SELF
+              else "请在黄色单元格中填写得分（0 至该项满分）和备注。")
+    ws.merge_range(4, 0, 4, last_col, f"{prompt}指标体系 {system.id} · 版本 {system.version}", f["note"])
+    ws.write_row(HEADER_ROW, 0, header, f["head"])
+    shown = (spec.shown_self or {}).get(subject.code, {})
     first = HEADER_ROW + 1
     for n, item in enumerate(system.items):
         r = first + n
@@ -267,7 +330,7 @@ def _subject_sheet(book, f, spec: FormSpec, subject: Subject, name: str) -> tupl
         ws.write_string(r, 3, item.level3, f["center"])
         ws.write_string(r, 4, item.criterion, f["cell"])
         ws.write_number(r, 5, item.max, f["max"])
-        score, remark = ((spec.answers or {}).get(subject.code) or {}).get(item.code, (None, None))
+        score, remark = (((spec.answers or {}).get(subject.code) or {}).get(item.code) or (None, None))[:2]
         if score is None or score == "":
             ws.write_blank(r, SCORE_COL, None, f["score"])
         elif isinstance(score, (int, float)) and not isinstance(score, bool):
@@ -278,6 +341,19 @@ def _subject_sheet(book, f, spec: FormSpec, subject: Subject, name: str) -> tupl
             ws.write_string(r, REMARK_COL, str(remark), f["remark"])
         else:
             ws.write_blank(r, REMARK_COL, None, f["remark"])
+        if spec.kind == SELF:
+            evidence = (((spec.answers or {}).get(subject.code) or {}).get(item.code) or ())[2:3]
+            if evidence and evidence[0]:
+                ws.write_string(r, len(HEADER), str(evidence[0]), f["remark"])
+            else:
+                ws.write_blank(r, len(HEADER), None, f["remark"])
+        elif spec.shown_self is not None:  # read-only: the subject's own score and documents
+            own, documents = shown.get(item.code, (None, ""))
+            if own is None:
+                ws.write_blank(r, len(HEADER), None, f["shown"])
+            else:
+                ws.write_number(r, len(HEADER), own, f["shown"])
+            ws.write_string(r, len(HEADER) + 1, documents or "", f["shown"])
         ws.set_row(r, criterion_height(item.criterion))
         ws.data_validation(r, SCORE_COL, r, SCORE_COL, {
             "validate": "decimal", "criteria": "between", "minimum": 0, "maximum": item.max,
@@ -315,6 +391,8 @@ def _subject_sheet(book, f, spec: FormSpec, subject: Subject, name: str) -> tupl
     ws.repeat_rows(HEADER_ROW)
     ws.set_margins(left=0.4, right=0.4, top=0.5, bottom=0.5)
     ws.set_footer(f"&L{subject.code} {subject.name[:40]}&C第 &P 页，共 &N 页&R{spec.assessor.name[:20]}")
+    if spec.kind == SELF:
+        ws.activate()  # the one sheet to fill
     return first, last
 
 
@@ -345,16 +423,31 @@ def _summary(ws, f, spec: FormSpec, names: list[str], ranges: list[tuple[int, in
 
 
 def plan_forms(ws: Workspace, system: System, period: str, roster: Roster, out_dir: Path | None = None,
-               office_key: bytes | None = None) -> list[FormSpec]:
+               office_key: bytes | None = None, kind: str = EXPERT,
+               shown_self: dict | None = None) -> list[FormSpec]:
     """The forms of one round (`period` is its key, e.g. 2026-11 or 2027-03-遴选): one per
-    assessor with subjects of this system assigned, sealed with the office key (`office_key`, or
-    the workspace's own, created when it has none: see pipeline.officekey)."""
+    assessor with subjects of this system assigned; with kind "self", one per subject of the
+    system's type, in the round's forms folder's 自评/ sub-folder. `shown_self` (subject -> item ->
+    (自评分, 佐证材料), from `Ledger.self_scores`) adds the read-only self columns to expert forms.
+    Forms are sealed with the office key (`office_key`, or the workspace's own, created when it
+    has none: see pipeline.officekey)."""
     office_key = office_key or ensure_key(ws)[0]
     key = period
     period, stage = split_key(check_key(key))
-    out_dir = Path(out_dir) if out_dir else ws.forms_dir(key, system.id)
     rnd = ws["round"]
     deadline = ws.deadline(key).strftime("%Y-%m-%d")
+    if kind == SELF:
+        out_dir = Path(out_dir) if out_dir else ws.forms_dir(key, system.id) / SELF_DIR
+        specs = [FormSpec(path=out_dir / self_form_filename(period, system, subject, stage), system=system,
+                          period=period, assessor=Assessor(subject.code, SELF_ASSESSOR), stage=stage,
+                          subjects=(subject,), organiser=rnd["organiser"], contact=rnd["contact"],
+                          deadline=deadline, kind=SELF, key=office_key)
+                 for subject in roster.subjects.values() if subject.type == system.subject_type]
+        if not specs:
+            raise UsageError(_("No subject of type {type} is in the roster.").format(type=system.subject_type))
+        return specs
+    out_dir = Path(out_dir) if out_dir else ws.forms_dir(key, system.id)
+    share = float(ws["forms"]["reason_below_share"])
     specs = []
     for code, subject_codes in roster.assignments(system.subject_type).items():
         assessor = roster.assessors[code]
@@ -363,10 +456,23 @@ def plan_forms(ws: Workspace, system: System, period: str, roster: Roster, out_d
             system=system, period=period, assessor=assessor, stage=stage,
             subjects=tuple(roster.subjects[s] for s in subject_codes),
             organiser=rnd["organiser"], contact=rnd["contact"], deadline=deadline, key=office_key,
+            shown_self=shown_self or None, reason_share=share,
         ))
     if not specs:
         raise UsageError(_("No subject of type {type} is assigned to anyone in the roster.").format(type=system.subject_type))
     return specs
+
+
+def shown_self_scores(ledger, period: str, system_id: str) -> dict | None:
+    """The round's self-assessments as expert forms show them: subject -> item -> (自评分, 佐证材料);
+    None when none is in the ledger (the expert forms are then exactly as before)."""
+    frame = ledger.self_scores(period, system_id)
+    if not len(frame):
+        return None
+    out: dict = {}
+    for row in frame.itertuples():
+        out.setdefault(row.subject, {})[row.item] = (float(row.score), row.evidence or "")
+    return out
 
 
 def write_forms(specs: list[FormSpec], *, force: bool = False, workers: int = 1,

@@ -177,9 +177,16 @@ SCHEMA_V3 = (
 # Version 4: whether each file's origin was verified (pipeline.collect: signed, unsigned,
 # unverified, forged); '' for files collected before forms were sealed with the office key.
 SCHEMA_V4 = ("ALTER TABLE files ADD COLUMN verified TEXT NOT NULL DEFAULT ''",)
+# Version 5: self-assessments (自评). A sheet's `kind` is 'expert' (an assessor's) or 'self' (a
+# subject's own, whose `assessor` is the subject's code): self sheets are superseded like expert
+# ones, per subject, and `accepted_scores` never reads them. A self score keeps its 佐证材料.
+SCHEMA_V5 = (
+    "ALTER TABLE sheets ADD COLUMN kind TEXT NOT NULL DEFAULT 'expert'",
+    "ALTER TABLE scores ADD COLUMN evidence TEXT NOT NULL DEFAULT ''",
+)
 
 # The ordered migration steps; the ledger's user_version is the number of steps applied.
-MIGRATIONS: list[tuple[str, ...]] = [tuple(_statements(SCHEMA_V1)), SCHEMA_V2, SCHEMA_V3, SCHEMA_V4]
+MIGRATIONS: list[tuple[str, ...]] = [tuple(_statements(SCHEMA_V1)), SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -192,6 +199,8 @@ class SheetRecord:
     subject: str
     accepted: bool
     scores: list[tuple[str, str, float, str, str]] = field(default_factory=list)  # item, raw, score, remark, cell
+    kind: str = "expert"  # expert | self (a subject's self-assessment: assessor = the subject's code)
+    evidence: dict[str, str] = field(default_factory=dict)  # self: item -> 佐证材料
 
 
 @dataclass
@@ -344,7 +353,7 @@ class Ledger:
             """SELECT s.period, s.system, s.assessor, s.subject, c.item, c.raw, c.score, c.remark,
                       f.name AS file, s.sheet, c.cell, f.sha256, s.id AS sheet_id
                FROM scores c JOIN sheets s ON s.id = c.sheet_id JOIN files f ON f.id = s.file_id
-               WHERE s.period = ? AND s.system = ? AND s.status = 'accepted'
+               WHERE s.period = ? AND s.system = ? AND s.status = 'accepted' AND s.kind = 'expert'
                ORDER BY s.subject, s.assessor, c.id""",
             (period, system),
             chunksize=100_000,
@@ -361,6 +370,22 @@ class Ledger:
                 frame.loc[hit, "score"] = found["new_score"].to_numpy(dtype=float)
                 frame.loc[hit, "correction"] = found["id"].to_numpy()
         return frame
+
+    def self_scores(self, period: str, system: str) -> pd.DataFrame:
+        """The round's self-assessment scores (the subject's latest accepted self sheet): subject,
+        item, score, raw, remark, evidence, file, sheet, cell. Never part of `accepted_scores`."""
+        return self.frame(
+            """SELECT s.subject, c.item, c.score, c.raw, c.remark, c.evidence, f.name AS file, s.sheet, c.cell
+               FROM scores c JOIN sheets s ON s.id = c.sheet_id JOIN files f ON f.id = s.file_id
+               WHERE s.period = ? AND s.system = ? AND s.status = 'accepted' AND s.kind = 'self'
+               ORDER BY s.subject, c.id""",
+            (period, system),
+        )
+
+    def has_self(self, period: str, system: str) -> bool:
+        """Whether any self-assessment sheet (accepted or not) came in for the round."""
+        return self.conn.execute("SELECT 1 FROM sheets WHERE period = ? AND system = ? AND kind = 'self' LIMIT 1",
+                                 (period, system)).fetchone() is not None
 
     def corrections_in_force(self, period: str, system: str) -> pd.DataFrame:
         """Per (sheet, item), the latest amend not undone: id, sheet_id, item, new_score. A sheet no
@@ -401,15 +426,16 @@ class Ledger:
     def files(self, period: str, system: str) -> pd.DataFrame:
         return self.frame("SELECT * FROM files WHERE period = ? AND system = ? ORDER BY id", (period, system))
 
-    def sheets(self, period: str, system: str) -> pd.DataFrame:
+    def sheets(self, period: str, system: str, kind: str | None = "expert") -> pd.DataFrame:
+        """The round's sheets of one kind (expert: the assessors'; self: the subjects' own; None: both)."""
         return self.frame(
             """SELECT s.*, f.name AS file, f.received_at, r.sheet AS replaced_by_sheet, rf.name AS replaced_by_file,
                       sf.name AS same_as_file
                FROM sheets s JOIN files f ON f.id = s.file_id
                LEFT JOIN sheets r ON r.id = s.superseded_by LEFT JOIN files rf ON rf.id = r.file_id
                LEFT JOIN sheets o ON o.id = s.same_as LEFT JOIN files sf ON sf.id = o.file_id
-               WHERE s.period = ? AND s.system = ? ORDER BY s.id""",
-            (period, system),
+               WHERE s.period = ? AND s.system = ? AND (s.kind = ? OR ? IS NULL) ORDER BY s.id""",
+            (period, system, kind, kind),
         )
 
     def problems(self, period: str, system: str) -> pd.DataFrame:
@@ -494,13 +520,14 @@ class Ledger:
         first = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM sheets").fetchone()[0]
         ids = range(first, first + len(rec.sheets))
         conn.executemany(
-            """INSERT INTO sheets (id, file_id, sheet, period, system, assessor, subject, status, saved_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            """INSERT INTO sheets (id, file_id, sheet, period, system, assessor, subject, status, saved_at, kind)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [(sheet_id, file_id, sh.sheet, rec.period, rec.system, sh.assessor, sh.subject,
-              "accepted" if sh.accepted else "rejected", saved) for sheet_id, sh in zip(ids, rec.sheets)])
+              "accepted" if sh.accepted else "rejected", saved, sh.kind) for sheet_id, sh in zip(ids, rec.sheets)])
         conn.executemany(
-            "INSERT INTO scores (sheet_id, item, raw, score, remark, cell) VALUES (?, ?, ?, ?, ?, ?)",
-            [(sheet_id, *score) for sheet_id, sh in zip(ids, rec.sheets) if sh.accepted for score in sh.scores])
+            "INSERT INTO scores (sheet_id, item, raw, score, remark, cell, evidence) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(sheet_id, *score, sh.evidence.get(score[0], "")) for sheet_id, sh in zip(ids, rec.sheets) if sh.accepted
+             for score in sh.scores])
         for sheet_id, sh in zip(ids, rec.sheets):
             if (sh.assessor, sh.subject) not in before and (sh.assessor, sh.subject) not in twice:
                 continue  # the first sheet for this subject: nothing to replace, repeat or fix

@@ -61,6 +61,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "formula_no_value": (ERROR, "{item} 的得分是公式 {found}，文件里没有它的计算结果，本表未计入。请直接填写数字。"),
     "out_of_range": (ERROR, "{item} 的得分 {found} 超出范围，应在 0 到 {max} 之间，本表未计入。"),
     "normalised": (WARNING, "{item} 的得分“{found}”已按 {score} 计入（{detail}）。"),
+    "missing_reason": (WARNING, "{item} 得分 {found} 低于满分 {max}，请在备注中说明扣分理由。{detail}"),
     "remark_cut": (WARNING, "{item} 的备注过长（{detail} 字），只保留前 {limit} 字。"),
     "superseded": (WARNING, "{found} 的评分已被较新的文件 {detail} 替换。"),
     "conflict": (ERROR, "{found} 还有一份评分不同的文件 {detail}，两份的保存时间相同（{saved}），无法判断以哪份为准，"

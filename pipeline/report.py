@@ -30,6 +30,7 @@ from pipeline.names import inert_csv
 from pipeline.roster import Roster, read_roster_for
 from pipeline.rounds import check_key, cli_args, split_key
 from pipeline import selection as selecting
+from pipeline import selfcheck
 from pipeline.status import CONFLICT, NOT_RECEIVED, StatusResult, round_status
 from pipeline.scoring import BY_COLUMNS, FLAG_KINDS, METHODS, RoundResult, half_up, rounding_note, score_round
 from pipeline.systems import LEVEL1, System, load_system
@@ -57,6 +58,7 @@ class ReportResult:
     publicity: list[Path] = field(default_factory=list)  # its 公示名单 .xlsx and .docx
     corrections: int = 0  # corrections in force (amend) included in the scores
     acceptance: object | None = None  # pipeline.acceptance.AcceptanceResult in 验收 rounds
+    selfcheck: object | None = None  # pipeline.selfcheck.SelfComparison when self-assessments are in
 
     @property
     def paths(self) -> list[Path]:
@@ -73,7 +75,8 @@ def _inputs(ws: Workspace, period: str, system: System, roster: Roster):
         ledger.conn.execute("BEGIN")
         try:
             return (ledger.accepted_scores(period, system.id), ledger.files(period, system.id),
-                    round_status(ws, system, period, roster, ledger), ledger.corrections(period, system.id))
+                    round_status(ws, system, period, roster, ledger), ledger.corrections(period, system.id),
+                    ledger.self_scores(period, system.id))
         finally:
             ledger.conn.execute("COMMIT")
 
@@ -241,7 +244,7 @@ def rank_columns(res: RoundResult) -> tuple[list[str], list[list]]:
 def write_summary(path: Path, res: RoundResult, *, period: str, detail: pd.DataFrame, files: list[dict],
                   generated: datetime, detail_max_rows: int = 100_000, detail_csv: str = "",
                   selection: "selecting.Selection | None" = None, register: list[list] | None = None,
-                  acceptance=None) -> Path:
+                  acceptance=None, comparison: "selfcheck.SelfComparison | None" = None) -> Path:
     """The summary workbook (xlsxwriter), written atomically; a 遴选 round's starts with 遴选结果,
     and `acceptance` (a 验收 round's `acceptance.AcceptanceResult`) adds 验收结果 after 排名."""
     system = res.system
@@ -257,7 +260,9 @@ def write_summary(path: Path, res: RoundResult, *, period: str, detail: pd.DataF
 
             write_result_sheet(book, f, acceptance)
         _chart_sheet(book, f, res)
-        _items_sheet(book, f, res)
+        _items_sheet(book, f, res, comparison)
+        if comparison is not None:
+            _self_sheet(book, f, res, comparison)
         _scores_sheet(book, f, detail, detail_max_rows, detail_csv)
         _assessor_sheet(book, f, res, files)
         _flags_sheet(book, f, res)
@@ -335,27 +340,48 @@ def _chart_sheet(book, f, res: RoundResult) -> None:
     sh.ws.insert_chart(0, 5, shares)
 
 
-def _items_sheet(book, f, res: RoundResult) -> None:
+def _items_sheet(book, f, res: RoundResult, comparison: "selfcheck.SelfComparison | None" = None) -> None:
     sh = _Sheet(book, "指标明细", f)
     items = res.system.items
     header = ["编号", "名称", "总分"] + [f"{i.code} {i.level3}" for i in items] + list(LEVEL1)
     full = ["满分", "", res.system.total] + [i.max for i in items] + [
         sum(i.max for i in items if i.level1 == level) for level in LEVEL1]
+    if comparison is not None:  # at the end: the self total, then each item's self-score
+        header += ["自评分"] + [f"{i.code} 自评" for i in items]
+        full += [res.system.total] + [i.max for i in items]
     wide = res.items.pivot_table(index="subject", columns="item", values="score", aggfunc="first")
     rows = [full]
     for r in res.subjects.to_dict("records"):
         got = wide.loc[r["subject"]] if r["subject"] in wide.index else {}
-        rows.append([r["subject"], r["name"], r["total"]] + [got.get(i.code, math.nan) for i in items]
-                    + [r[level] for level in LEVEL1])
-    fmts = [f["center"], f["text"], f["bold_num"]] + [f["num"]] * (len(items) + len(LEVEL1))
+        row = ([r["subject"], r["name"], r["total"]] + [got.get(i.code, math.nan) for i in items]
+               + [r[level] for level in LEVEL1])
+        if comparison is not None:
+            row += [comparison.totals.get(r["subject"], math.nan)] + [
+                comparison.by_item.get((r["subject"], i.code), math.nan) for i in items]
+        rows.append(row)
+    extra = len(header) - 3 - len(items) - len(LEVEL1)
+    fmts = [f["center"], f["text"], f["bold_num"]] + [f["num"]] * (len(items) + len(LEVEL1) + extra)
     # Item columns as narrow as their numbers, headers wrapped: 24 columns fit A4 landscape legibly.
-    caps = [8, 24, 8] + [6] * (len(items) + len(LEVEL1))
+    caps = [8, 24, 8] + [6] * (len(items) + len(LEVEL1) + extra)
     last = sh.table(header, rows, fmts, caps, freeze_cols=2)
     for c, value in enumerate(full):  # the 满分 row stands out
         sh.put(1, c, value, f["full_text"] if isinstance(value, str) else f["full"])
     sh.ws.freeze_panes(2, 2)
     for k, item in enumerate(items):
         sh.ws.conditional_format(2, 3 + k, last, 3 + k, _scale(item.max))
+
+
+def _self_sheet(book, f, res: RoundResult, comparison: "selfcheck.SelfComparison") -> None:
+    """自评对比: 编号 | 名称 | 自评总分 | 核定总分 | 差值 (自评 − 核定), one 差值 column per 二级指标, 标记."""
+    sh = _Sheet(book, "自评对比", f)
+    header, rows = selfcheck.sheet_rows(comparison, list(res.system.level2_names))
+    n_level2 = len(res.system.level2_names)
+    fmts = [f["center"], f["text"], f["num"], f["bold_num"], f["bold_num"]] + [f["num"]] * n_level2 + [f["center"]]
+    caps = [8, 24, 8, 8, 8] + [8] * n_level2 + [10]
+    last = sh.table(header, rows, fmts, caps, freeze_cols=2)
+    gap_col = header.index("差值")
+    sh.ws.conditional_format(1, gap_col, max(last, 1), gap_col, {
+        "type": "cell", "criteria": ">", "value": comparison.gap_points, "format": f["bad"]})
 
 
 DETAIL_HEAD = ["期次", "评估人编号", "评估人", "对象编号", "对象名称", "指标编号", "三级指标", "得分", "填写值", "备注",
@@ -557,10 +583,14 @@ def _about_sheet(book, f, res: RoundResult, *, period: str, files: list[dict], g
     sh.print_setup(0)
 
 
-def write_results_csv(path: Path, res: RoundResult) -> Path:
-    """The 排名 table as UTF-8 CSV with a byte-order mark; text cells made inert."""
+def write_results_csv(path: Path, res: RoundResult, self_totals: dict[str, float] | None = None) -> Path:
+    """The 排名 table as UTF-8 CSV with a byte-order mark; text cells made inert. The last column,
+    自评总分, is each subject's self-assessment total (blank when it returned none)."""
     header, rows = rank_columns(res)
-    numeric2 = {"总分", "校准总分", *res.system.level2_names}
+    codes = [r[header.index("编号")] for r in rows]
+    header = header + ["自评总分"]
+    rows = [list(r) + [(self_totals or {}).get(code, math.nan)] for r, code in zip(rows, codes)]
+    numeric2 = {"总分", "校准总分", "自评总分", *res.system.level2_names}
     decimals = res.params["rank_decimals"]
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8-sig", newline="") as fh:
@@ -621,7 +651,7 @@ def report(
     # When the config makes the calibrated ranking official, it is always computed.
     calibrate = calibrate or ws["calibration"]["official"] == "calibrated"
     roster = read_roster_for(ws.path("roster"), system)
-    scores, file_rows, status, fixes = _inputs(ws, period, system, roster)
+    scores, file_rows, status, fixes, own = _inputs(ws, period, system, roster)
     if not len(scores):
         raise InputError(nothing_collected(ws, system, period, len(file_rows)))
     settings = ws.settings
@@ -641,13 +671,16 @@ def report(
 
         people = {code: a.name for code, a in roster.assessors.items()} if roster else {}
         accepted = acceptance.judge(result, scores, people, ws.settings)
+    comparison = selfcheck.compare(result, own, ws["scoring"]["self_gap_points"])
     detail = detail_frame(result, scores, roster, fixes)
     detail_csv = write_detail_csv(out / f"scores-{system.id}.csv", detail)
     summary = write_summary(out / f"summary-{system.id}.xlsx", result, period=period, detail=detail, files=files,
                             generated=generated, detail_max_rows=ws["report"]["detail_max_rows"],
                             detail_csv=detail_csv.name, selection=chosen,
-                            register=amendments.register(fixes, roster, system), acceptance=accepted)
-    results = write_results_csv(out / f"results-{system.id}.csv", result)
+                            register=amendments.register(fixes, roster, system), acceptance=accepted,
+                            comparison=comparison)
+    results = write_results_csv(out / f"results-{system.id}.csv", result,
+                                comparison.totals if comparison is not None else None)
     notice, publicity = (selecting.write_outputs(out, chosen, ws.settings, generated.date(), generated)
                          if chosen is not None else (None, []))
     context = digest_context(result, period=period, scores=scores, roster=roster, chase=chase, assigned=assigned,
@@ -659,10 +692,12 @@ def report(
         acceptance.write_outputs(accepted, out, system_id=system.id, system_name=system.name, period=period,
                                  organiser=ws["round"]["organiser"], contact=ws["round"]["contact"], generated=generated)
         context["acceptance"] = acceptance.digest_part(accepted, result)
+    if comparison is not None:
+        context["selfcheck"] = selfcheck.digest_part(comparison)
     digest = write_digest(out / f"digest-{system.id}.html", context)
     return ReportResult(period=period, system=system, scores=result, summary=summary, csv=results, digest=digest,
                         detail_csv=detail_csv,
                         n_scores=len(scores), n_files=len(files), assigned=assigned, received=received,
                         selection=chosen, publicity=publicity,
                         corrections=int(scores["correction"].notna().sum()) if "correction" in scores else 0,
-                        acceptance=accepted)
+                        acceptance=accepted, selfcheck=comparison)

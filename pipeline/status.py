@@ -37,6 +37,9 @@ REJECTED = "已收到但未通过校验，请修改后重新发送"
 CONFLICT = "收到两份保存时间相同但评分不同的文件，请确认以哪份为准"
 # Appended after CHASE_COLUMNS: where the problem is and what to enter instead (one row per problem).
 CHASE_DETAIL_COLUMNS = ("文件", "工作表", "单元格", "填写值", "问题说明")
+# A round with self-assessment forms (generated or returned): the subjects whose own is missing.
+SELF_SHEET = "自评未交"
+SELF_COLUMNS = ("对象编号", "名称", "省份", "城市", "区县", "期次", "截止日期", "情况")
 
 
 @dataclass
@@ -77,6 +80,11 @@ class StatusResult:
     system: System
     deadline: datetime
     assessors: list[AssessorStatus]
+    # Subjects of the system's type with no accepted self-assessment; None when the round has no
+    # self forms (none generated, none returned), so that rounds without them read as before.
+    self_missing: list[Missing] | None = None
+    self_expected: int = 0  # subjects that owe a self-assessment (of the system's type)
+    places: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # subject -> 省份, 城市, 区县
 
     @property
     def assigned(self) -> int:
@@ -133,7 +141,35 @@ def round_status(ws: Workspace, system: System, period: str, roster: Roster, led
         rows.append(AssessorStatus(code, person.name, person.org, person.contact, len(subjects),
                                    len(subjects) - len(missing), missing,
                                    found.by_file.get(code, []) if missing else [], found.reminders.get(code, [])))
-    return StatusResult(period, system, ws.deadline(period), rows)
+    result = StatusResult(period, system, ws.deadline(period), rows)
+    _self_status(ws, system, period, roster, ledger, result)
+    return result
+
+
+def has_self_forms(ws: Workspace, system: System, period: str) -> bool:
+    """Whether self-assessment forms were generated for the round (its forms folder's 自评/)."""
+    from pipeline.forms import SELF_DIR
+
+    folder = ws.forms_dir(period, system.id) / SELF_DIR
+    return folder.is_dir() and any(p.suffix == ".xlsx" for p in folder.iterdir())
+
+
+def _self_status(ws: Workspace, system: System, period: str, roster: Roster, ledger: Ledger,
+                 result: StatusResult) -> None:
+    """Fill in the subjects whose self-assessment is missing, in a round that has self forms."""
+    if not (ledger.has_self(period, system.id) or has_self_forms(ws, system, period)):
+        return
+    sheets = ledger.sheets(period, system.id, kind="self")
+    status = {}
+    for s in sheets.itertuples(index=False):
+        status.setdefault(s.subject, set()).add(s.status)
+    subjects = [s for s in roster.subjects.values() if s.type == system.subject_type]
+    result.self_expected = len(subjects)
+    result.places = {s.code: (s.province, s.city, s.county) for s in subjects}
+    result.self_missing = [
+        Missing(s.code, s.name, CONFLICT if "conflict" in status.get(s.code, ()) else
+                REJECTED if s.code in status else NOT_RECEIVED)
+        for s in subjects if "accepted" not in status.get(s.code, ())]
 
 
 @dataclass
@@ -224,5 +260,23 @@ def write_chase_list(result: StatusResult, path: str | Path) -> Path:
         sheet.set_paper(9)
         sheet.fit_to_pages(1, 0)
         sheet.repeat_rows(0)
+        if result.self_missing is not None:
+            own = book.add_worksheet(SELF_SHEET)
+            own.write_row(0, 0, SELF_COLUMNS, head)
+            day = result.deadline.strftime("%Y-%m-%d")
+            for r, m in enumerate(result.self_missing, start=1):
+                place = roster_place(result, m.subject)
+                for c, value in enumerate((m.subject, m.name, *place, result.period, day, m.reason)):
+                    own.write_string(r, c, str(value), text)
+            for c, width in enumerate((10, 26, 10, 10, 10, 9, 11, 34)):
+                own.set_column(c, c, width)
+            own.freeze_panes(1, 0)
+            own.set_paper(9)
+            own.repeat_rows(0)
         book.close()
     return path
+
+
+def roster_place(result: StatusResult, subject: str) -> tuple[str, str, str]:
+    """省份, 城市, 区县 of a subject (kept on the result by round_status)."""
+    return result.places.get(subject, ("", "", ""))

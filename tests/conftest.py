@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -53,8 +54,20 @@ def workspace(tmp_path: Path) -> Path:
     """An initialised workspace with the small roster above (3 assessors rate everything)."""
     root = tmp_path / "ws"
     run(root, "init", str(root))
+    reason_rule(root, 0)
     write_roster(root / "input" / "roster.xlsx", SUBJECTS, ASSESSORS, PAIRS)
     return root
+
+
+def reason_rule(root: Path, share: float, mode: str = "warning") -> None:
+    """Set the 扣分理由 rule of a workspace ([forms] reason_below_share, [collect] missing_reason).
+    The shared fixtures turn it off (share 0): their tests fill deductions without remarks and
+    compare exact problem lists; tests/test_selfassessment.py tests the rule."""
+    toml = root / "happyhome.toml"
+    text = toml.read_text(encoding="utf-8")
+    text = re.sub(r"(?m)^reason_below_share = .*$", f"reason_below_share = {share!r}", text)
+    text = re.sub(r'(?m)^missing_reason = .*$', f'missing_reason = "{mode}"', text)
+    toml.write_text(text, encoding="utf-8")
 
 
 def fill_form(path: Path, scores: dict[str, dict[str, object]], remarks: dict[str, dict[str, str]] | None = None,

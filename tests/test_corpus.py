@@ -20,7 +20,7 @@ import openpyxl
 import pytest
 
 import corpus
-from conftest import run
+from conftest import reason_rule, run
 from pipeline.collect import Context, examine
 from pipeline.config import Workspace
 from pipeline.messages import CATALOGUE, ERROR, WARNING
@@ -78,6 +78,7 @@ def new_workspace(root: Path, office_of: Path | None = None) -> Path:
         (root / key.relative_to(office_of.resolve())).parent.mkdir(parents=True)
         shutil.copyfile(key, root / key.relative_to(office_of.resolve()))
     run(root, "init", str(root))
+    reason_rule(root, 0)  # the corpus's good forms have deductions without remarks
     corpus.write_corpus_roster(root)
     return root
 

@@ -81,6 +81,15 @@ def test_demo_outputs_exist_and_read_back(small_demo):
         flags = [(r[0], r[2], r[3]) for r in book["标记"].iter_rows(min_row=2, values_only=True) if r[3] == "未评"]
         assert flags == ([(postponed, "2026-10", "未评")] if system == "community" else [])
     assert (root / MARKER).is_file()
+    # November: the communities' self-assessments, compared with the experts' scores
+    own = list((root / "output" / "forms" / "2026-11" / "community" / "自评").glob("*.xlsx"))
+    assert len(own) == SMALL.communities
+    book = openpyxl.load_workbook(root / "output" / "2026-11" / "summary-community.xlsx", read_only=True)
+    rows = list(book["自评对比"].iter_rows(min_row=2, values_only=True))
+    assert 0 < len(rows) < SMALL.communities and all(r[2] is not None and r[3] is not None for r in rows)
+    assert "自评与核定" in (root / "output" / "2026-11" / "digest-community.html").read_text(encoding="utf-8")
+    assert "自评对比" not in openpyxl.load_workbook(root / "output" / "2026-10" / "summary-community.xlsx",
+                                                 read_only=True).sheetnames
 
 
 def test_demo_selection_round(small_demo):

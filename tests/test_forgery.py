@@ -141,10 +141,9 @@ def test_metadata_edited_by_hand_with_the_checksum_recomputed_is_refused(workspa
 
 
 @pytest.mark.parametrize("edit", [
-    # The selfform branch adds a ["kind", "self"|"expert"] row after `stage`; until it is merged,
-    # a self form "dressed as an expert form" is a kind row added or changed by hand.
+    # every form carries ["kind", "self"|"expert"] after `stage`: a kind row added twice or changed
     lambda rows: [*rows[:7], ["kind", "expert"], *rows[7:]],
-    lambda rows: [["kind", "expert"] if r[0] == "kind" else r for r in rows] if any(r[0] == "kind" for r in rows)
+    lambda rows: [["kind", "self"] if r[0] == "kind" else r for r in rows] if any(r[0] == "kind" for r in rows)
     else [["stage", "评估"] if r[0] == "stage" else r for r in rows],
     lambda rows: [["period", "2026-10"] if r[0] == "period" else r for r in rows],
     lambda rows: [r for r in rows if not (r[0] == "subject" and r[1] == "C003")],  # the subject list
@@ -244,3 +243,15 @@ def test_the_key_appears_in_no_output_archive_or_ledger(workspace, tmp_path):
     assert searched > 10
     assert any((workspace / "ledger" / "archive").rglob("*.xlsx"))
     assert not any(p.name == "office.key" for p in (workspace / "ledger" / "archive").rglob("*"))
+
+
+def test_a_self_form_dressed_as_an_expert_form_is_refused(workspace):
+    run(workspace, "forms", "--system", "community", "--period", PERIOD, "--kind", "self")
+    folder = workspace / "output" / "forms" / PERIOD / "community" / "自评"
+    form = sorted(folder.glob("*.xlsx"))[0]
+    path = fill_form(form, {"C001": {item.code: item.max for item in load_system("community").items}}, save_as=returned(workspace) / "self.xlsx")
+    # the candidate turns its own form into "an expert's": kind expert, an assessor of the roster
+    rewrite_meta(path, lambda rows: [["kind", "expert"] if r[0] == "kind" else ["assessor", "E01"] if r[0] == "assessor"
+                                     else r for r in rows])
+    collect(workspace)
+    assert codes(workspace) == {"self.xlsx": {"forged_form"}}
