@@ -425,6 +425,55 @@ def forms(ctx: click.Context, system_ref: str, period: str, stage: str, roster: 
             n=len(result.paths), subjects=result.subjects, folder=result.out_dir), markup=False)
 
 
+@main.command()
+@system_option
+@click.option("--per-subject", "k", type=click.IntRange(1), required=True, metavar="K",
+              help=N_("How many distinct assessors rate each subject."))
+@click.option("--avoid", multiple=True, type=click.Choice(["区县", "城市", "省份", "单位"]),
+              help=N_("Never pair an assessor with a subject in the same county, city or province, or whose "
+                      "name contains the assessor's organisation (repeatable)."))
+@click.option("--max-load", type=click.IntRange(1), metavar="N",
+              help=N_("At most N subjects per assessor (when equal loads are impossible)."))
+@click.option("--seed", type=int, default=0, show_default=True, help=N_("The same seed gives the same plan."))
+@click.option("--replace", multiple=True, metavar="ASSESSOR",
+              help=N_("Reassign only this assessor's pairs, keeping all others (repeatable)."))
+@click.option("--write", is_flag=True,
+              help=N_("Also replace this system's rows in the roster's assignment sheet (a dated copy is kept)."))
+@click.pass_context
+def assign(ctx: click.Context, system_ref: str, k: int, avoid: tuple[str, ...], max_load: int | None, seed: int,
+           replace: tuple[str, ...], write: bool) -> None:
+    """Plan who rates whom for one system: K assessors per subject, balanced and conflict-free.
+
+    Writes output/assign-<system>.xlsx; with --write also updates input/roster.xlsx. Nothing is
+    written when the rules cannot all be met; the message names the subjects concerned.
+
+    Example: happyhome assign --system community --per-subject 3 --avoid 区县 --avoid 单位
+    """
+    from pipeline.assign import plan_assignment, write_plan, write_roster_pairs
+
+    ws = open_workspace(ctx)
+    system = load_system(system_ref)
+    roster = _roster_for(ws, system)
+    plan = plan_assignment(roster, system, k, avoid, max_load, seed, replace)
+    target = write_plan(plan, roster, ws.output / f"assign-{system.id}.xlsx")
+    loads = [v for v in plan.loads().values() if v]
+    table = Table(box=box.SIMPLE)
+    table.add_column(_("Check"))
+    table.add_column(_("Holds"))
+    for text, ok in plan.checks:
+        table.add_row(escape(text), "✓" if ok else "✗")
+    console.print(_("{pairs} pair(s): {subjects} subject(s) x {k} assessor(s); loads {low}-{high} over "
+                    "{assessors} assessor(s).").format(pairs=len(plan.pairs), subjects=len(plan.subjects), k=k,
+                                                       low=min(loads), high=max(loads), assessors=len(loads)),
+                  markup=False)
+    console.print(table)
+    console.print(_("Wrote {path}").format(path=target), markup=False)
+    if write:
+        backup = write_roster_pairs(plan, roster, ws.path("roster"))
+        console.print(_("Updated {roster} (the previous roster is kept as {backup}).").format(
+            roster=ws.path("roster"), backup=backup), markup=False)
+
+
 # -- status, rollup, demo ---------------------------------------------------------------------
 def _roster_for(ws: Workspace, system):
     from pipeline.roster import read_roster_for

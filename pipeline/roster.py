@@ -20,14 +20,16 @@ from pipeline.i18n import _
 from pipeline.reader import Limits, UnreadableFile, read_workbook
 from pipeline.messages import CATALOGUE
 
-SUBJECTS, ASSESSORS, ASSIGNMENTS, QUOTAS = "评估对象", "评估人", "分配", "名额"
+SUBJECTS, ASSESSORS, ASSIGNMENTS, QUOTAS, CONFLICTS = "评估对象", "评估人", "分配", "名额", "回避"
 VETO_COLUMN = "否决"
 QUOTA_COLUMNS = ("类型", "省份", "名额")
 SUBJECT_COLUMNS = ("编号", "名称", "类型", "省份", "城市", "区县")
 ASSESSOR_COLUMNS = ("编号", "姓名", "单位", "联系方式")
+ASSESSOR_PLACE = ("省份", "城市", "区县")  # optional: where the assessor works or lives (happyhome assign)
+CONFLICT_COLUMNS = ("评估人编号", "评估对象编号", "原因")
 ASSIGNMENT_COLUMNS = ("评估人编号", "评估对象编号")
 REQUIRED = {SUBJECTS: ("编号", "名称", "类型"), ASSESSORS: ("编号", "姓名"), ASSIGNMENTS: ASSIGNMENT_COLUMNS,
-            QUOTAS: QUOTA_COLUMNS}
+            QUOTAS: QUOTA_COLUMNS, CONFLICTS: ASSIGNMENT_COLUMNS}
 TYPES = ("创新实践区", "创新实践社区")
 
 
@@ -48,6 +50,9 @@ class Assessor:
     name: str
     org: str = ""
     contact: str = ""
+    province: str = ""
+    city: str = ""
+    county: str = ""
 
 
 @dataclass
@@ -56,6 +61,7 @@ class Roster:
     assessors: dict[str, Assessor]
     pairs: list[tuple[str, str]] = field(default_factory=list)  # (assessor, subject) from 分配
     quotas: dict[tuple[str, str], int] = field(default_factory=dict)  # (类型, 省份) -> places, from 名额
+    conflicts: dict[tuple[str, str], str] = field(default_factory=dict)  # (assessor, subject) -> 原因, from 回避
 
     def assignments(self, subject_type: str) -> dict[str, list[str]]:
         """Assessor code -> subject codes of this type they rate, in roster order.
@@ -109,10 +115,10 @@ def read_roster(path: str | Path, known_types: tuple[str, ...] = TYPES) -> Roste
             path=path, reason=CATALOGUE[err.code][1].format(detail=err.detail))) from err
     problems: list[str] = []
     tables = {}
-    for name in (SUBJECTS, ASSESSORS, ASSIGNMENTS, QUOTAS):
+    for name in (SUBJECTS, ASSESSORS, ASSIGNMENTS, QUOTAS, CONFLICTS):
         sheet = book.sheet(name)
         if sheet is None:
-            if name not in (ASSIGNMENTS, QUOTAS):
+            if name not in (ASSIGNMENTS, QUOTAS, CONFLICTS):
                 problems.append(f"缺少工作表“{name}”")
             continue
         if sheet.error:
@@ -154,8 +160,8 @@ def read_roster(path: str | Path, known_types: tuple[str, ...] = TYPES) -> Roste
         if values["类型"] not in known_types:
             problems.append(f"{where}：类型应为 {' 或 '.join(known_types)}，实际为“{values['类型']}”")
         subjects[values["编号"]] = Subject(*(values[c] for c in SUBJECT_COLUMNS), veto=values[VETO_COLUMN])
-    assessors = {values["编号"]: Assessor(*(values[c] for c in ASSESSOR_COLUMNS))
-                 for _, values in records(ASSESSORS, ASSESSOR_COLUMNS, "姓名")}
+    assessors = {values["编号"]: Assessor(*(values[c] for c in (*ASSESSOR_COLUMNS, *ASSESSOR_PLACE)))
+                 for _, values in records(ASSESSORS, (*ASSESSOR_COLUMNS, *ASSESSOR_PLACE), "姓名")}
 
     pairs: list[tuple[str, str]] = []
     if ASSIGNMENTS in tables:
@@ -179,13 +185,24 @@ def read_roster(path: str | Path, known_types: tuple[str, ...] = TYPES) -> Roste
                 if code not in busy:
                     problems.append(f"工作表“{ASSIGNMENTS}”：评估人 {code}（{assessors[code].name}）没有分配任何评估对象")
     quotas = _quotas(tables.get(QUOTAS), known_types, problems, get)
+    conflicts: dict[tuple[str, str], str] = {}
+    if CONFLICTS in tables:
+        header, rows = tables[CONFLICTS]
+        for n, row in rows:
+            assessor, subject, reason = (get(row, header, c) for c in CONFLICT_COLUMNS)
+            where = f"工作表“{CONFLICTS}”第 {n} 行"
+            if assessor not in assessors:
+                problems.append(f"{where}：评估人编号“{assessor}”不在工作表“{ASSESSORS}”中")
+            if subject not in subjects:
+                problems.append(f"{where}：评估对象编号“{subject}”不在工作表“{SUBJECTS}”中")
+            conflicts.setdefault((assessor, subject), reason)
     if not subjects:
         problems.append(f"工作表“{SUBJECTS}”：没有评估对象")
     if not assessors:
         problems.append(f"工作表“{ASSESSORS}”：没有评估人")
     if problems:
         _fail(path, problems)
-    return Roster(subjects, assessors, pairs, quotas)
+    return Roster(subjects, assessors, pairs, quotas, conflicts)
 
 
 def _quotas(table, known_types: tuple[str, ...], problems: list[str], get) -> dict[tuple[str, str], int]:
@@ -250,11 +267,13 @@ def write_roster(
     assessors=EXAMPLE_ASSESSORS,
     pairs=EXAMPLE_PAIRS,
     quotas=None,
+    conflicts=None,
 ) -> Path:
     """Write a roster workbook with its own data validation (an example unless rows are given).
 
     Subject rows of seven values carry a 否决 reason (the column is written only then); `quotas`,
-    rows of (类型, 省份, 名额), adds the 名额 sheet of a 遴选 round.
+    rows of (类型, 省份, 名额), adds the 名额 sheet of a 遴选 round. Assessor rows of seven values
+    carry 省份, 城市, 区县; `conflicts`, rows of (评估人编号, 评估对象编号, 原因), adds the 回避 sheet.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -282,7 +301,10 @@ def write_roster(
     ws = sheet(SUBJECTS, columns, subjects, (10, 28, 14, 10, 10, 10, 36), "每个评估对象一个唯一编号")
     ws.data_validation(1, 2, 5000, 2, {"validate": "list", "source": list(TYPES),
                                        "error_title": "类型", "error_message": "请从下拉列表中选择：创新实践区 或 创新实践社区"})
-    sheet(ASSESSORS, ASSESSOR_COLUMNS, assessors, (10, 12, 28, 24), "每位评估人一个唯一编号")
+    places = any(len(row) > len(ASSESSOR_COLUMNS) for row in assessors)
+    columns = (*ASSESSOR_COLUMNS, *ASSESSOR_PLACE) if places else ASSESSOR_COLUMNS
+    assessors = [tuple(row) + ("",) * (len(columns) - len(row)) for row in assessors]
+    sheet(ASSESSORS, columns, assessors, (10, 12, 28, 24, 10, 10, 10), "每位评估人一个唯一编号")
     ws = sheet(ASSIGNMENTS, ASSIGNMENT_COLUMNS, pairs, (12, 14), "评估人编号，须在“评估人”表中")
     n_a, n_s = len(assessors) + 1, len(subjects) + 1
     for col, (other, n) in enumerate(((ASSESSORS, n_a), (SUBJECTS, n_s))):
@@ -292,5 +314,8 @@ def write_roster(
     if quotas is not None:
         ws = sheet(QUOTAS, QUOTA_COLUMNS, [(k, p, str(n)) for k, p, n in quotas], (14, 14, 8), "评估对象的类型")
         ws.write_string(0, 4, "说明：遴选时每个省份该类型最多入选的个数；未列出的省份不限。")
+    if conflicts is not None:
+        ws = sheet(CONFLICTS, CONFLICT_COLUMNS, conflicts, (12, 14, 30), "评估人编号，须在“评估人”表中")
+        ws.write_string(0, 4, "说明：列出的评估人不评估该评估对象（happyhome assign 遵守）。")
     book.close()
     return path

@@ -1,0 +1,434 @@
+"""Plan who rates whom (the roster's 分配) for one system: K assessors per subject.
+
+The plan is a bipartite b-matching solved as a maximum flow with scipy's
+`scipy.sparse.csgraph.maximum_flow` (Dinic), a well-kept solver already among our dependencies:
+
+    source -> subject (capacity K) -> assessor (capacity 1, eligible pairs only)
+           -> "floor" sink node (capacity floor(T/m) per assessor)
+           -> "extra" sink node (capacity 1 per assessor, r = T - m*floor(T/m) in all)
+
+With T = subjects x K and m eligible assessors, a flow of T saturates every floor edge, so each
+assessor gets floor or floor+1 pairs: loads differ by at most one. The same seed permutes subjects
+and assessors the same way, so the same roster and seed give the same plan. Afterwards the
+assessor-subject graph is made connected by swapping pairs between components (loads unchanged).
+
+Nothing here prints or writes except `write_plan` and `write_roster_pairs`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components, maximum_flow
+
+from pipeline.atomic import atomic_path
+from pipeline.errors import InputError, UsageError
+from pipeline.roster import ASSIGNMENTS, ASSIGNMENT_COLUMNS, ASSESSORS, Roster
+
+AVOID_RULES = ("区县", "城市", "省份", "单位")
+PLACE = {"省份": "province", "城市": "city", "区县": "county"}
+
+
+@dataclass
+class Plan:
+    system: str
+    subject_type: str
+    k: int
+    avoid: tuple[str, ...]
+    max_load: int | None
+    seed: int
+    replace: tuple[str, ...]
+    subjects: list[str]
+    assessors: list[str]  # the pool: every roster assessor not replaced
+    pairs: list[tuple[str, str]]  # (assessor, subject), sorted by subject then assessor
+    checks: list[tuple[str, bool]] = field(default_factory=list)  # (说明, holds)
+
+    def loads(self) -> dict[str, int]:
+        out = {a: 0 for a in self.assessors}
+        for a, _s in self.pairs:
+            out[a] += 1
+        return out
+
+
+def _place(rule: str, subject, assessor) -> bool:
+    """True when the pair breaks one --avoid rule."""
+    if rule == "单位":
+        org = assessor.org.strip()
+        return bool(org) and (org == subject.name or org in subject.name)
+    attr = PLACE[rule]
+    theirs, mine = getattr(subject, attr), getattr(assessor, attr)
+    if not theirs or not mine:
+        return False
+    if rule == "省份":
+        return theirs == mine
+    # 城市 and 区县 names repeat across provinces (e.g. 鼓楼区): compare with the levels above.
+    levels = ("province", "city") if rule == "区县" else ("province",)
+    return theirs == mine and all(not getattr(subject, l) or not getattr(assessor, l)
+                                  or getattr(subject, l) == getattr(assessor, l) for l in levels)
+
+
+def eligibility(roster: Roster, subjects: list[str], assessors: list[str], avoid) -> np.ndarray:
+    """Boolean subjects x assessors: True where the assessor may rate the subject."""
+    ok = np.ones((len(subjects), len(assessors)), dtype=bool)
+    for rule in avoid:
+        if rule == "单位":
+            for j, a in enumerate(assessors):
+                person = roster.assessors[a]
+                if person.org:
+                    ok[:, j] &= np.array([not _place(rule, roster.subjects[s], person) for s in subjects])
+            continue
+        attr = PLACE[rule]
+        # vectorised by the place key (province, city, county) so 10,000 x 2,000 stays fast
+        keys = ("province",) if rule == "省份" else ("province", "city") if rule == "城市" else \
+            ("province", "city", "county")
+        s_key = [tuple(getattr(roster.subjects[s], k) for k in keys) for s in subjects]
+        a_key = [tuple(getattr(roster.assessors[a], k) for k in keys) for a in assessors]
+        codes: dict[tuple, int] = {}
+        s_code = np.array([codes.setdefault(k, len(codes)) if k[-1] else -1 for k in s_key])
+        a_code = np.array([codes.setdefault(k, len(codes)) if k[-1] else -2 for k in a_key])
+        ok &= s_code[:, None] != a_code[None, :]
+        del attr
+    index = {a: j for j, a in enumerate(assessors)}
+    row = {s: i for i, s in enumerate(subjects)}
+    for (a, s) in roster.conflicts:
+        if a in index and s in row:
+            ok[row[s], index[a]] = False
+    return ok
+
+
+def _fail(lines: list[str]) -> None:
+    raise InputError("无法生成分配方案，未写入任何文件：\n" + "\n".join(f"  - {x}" for x in lines))
+
+
+def _max_flow(eligible: np.ndarray, k: int, upper: np.ndarray, floor: int, extra: int,
+              cand: np.ndarray | None) -> np.ndarray | None:
+    """Pairs matrix (subjects x assessors) of a flow of T = n*k, or None when none exists.
+
+    Each assessor j takes floor pairs for certain, plus up to upper[j]-floor more drawn from a
+    shared pool of `extra`.
+    """
+    n, m = eligible.shape
+    mask = eligible if cand is None else eligible & cand
+    S, T, F, X = 0, n + m + 1, n + m + 2, n + m + 3  # source, sink, floor node, extra node
+    si, aj = np.nonzero(mask)
+    rows = [np.zeros(n, int), 1 + si]
+    cols = [1 + np.arange(n), 1 + n + aj]
+    caps = [np.full(n, k), np.ones(len(si), int)]
+    if floor:
+        rows.append(1 + n + np.arange(m)); cols.append(np.full(m, F)); caps.append(np.full(m, floor))
+        rows.append(np.array([F])); cols.append(np.array([T])); caps.append(np.array([floor * m]))
+    more = upper - floor
+    if extra and more.any():
+        have = np.nonzero(more > 0)[0]
+        rows.append(1 + n + have); cols.append(np.full(len(have), X)); caps.append(more[have])
+        rows.append(np.array([X])); cols.append(np.array([T])); caps.append(np.array([extra]))
+    graph = sparse.csr_matrix((np.concatenate(caps).astype(np.int32),
+                               (np.concatenate(rows), np.concatenate(cols))), shape=(n + m + 4,) * 2)
+    result = maximum_flow(graph, S, T, method="dinic")
+    if result.flow_value < n * k:
+        return None
+    flow = result.flow.tocsr()[1:n + 1, n + 1:n + 1 + m]
+    return (flow.toarray() > 0)
+
+
+def _components(assigned: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    n, m = assigned.shape
+    si, aj = np.nonzero(assigned)
+    graph = sparse.coo_matrix((np.ones(len(si)), (si, n + aj)), shape=(n + m,) * 2)
+    count, labels = connected_components(graph, directed=False)
+    return count, labels[:n], labels[n:]
+
+
+def _connect(assigned: np.ndarray, eligible: np.ndarray, used: np.ndarray, rng) -> bool:
+    """Swap pairs (s1,a1),(s2,a2) -> (s1,a2),(s2,a1) across components until one remains.
+
+    Loads and K per subject are unchanged by a swap. Assessors with no pair (`used` False) are
+    outside the graph. Returns False when no swap joins two components.
+    """
+    for _round in range(assigned.shape[0] + assigned.shape[1]):
+        count, s_lab, a_lab = _components(assigned)
+        live = set(s_lab.tolist())  # components that have a subject (idle assessors don't count)
+        if len(live) <= 1 and all(a_lab[j] in live for j in np.nonzero(used)[0]):
+            return True
+        big = np.bincount(s_lab).argmax()
+        si, aj = np.nonzero(assigned)
+        inside = s_lab[si] == big
+        A = list(zip(si[inside], aj[inside]))
+        B = list(zip(si[~inside], aj[~inside]))
+        order_a = rng.permutation(len(A))
+        order_b = rng.permutation(len(B))
+        done = False
+        for ib in order_b:
+            s2, a2 = B[ib]
+            # s1 in A eligible for a2, not already paired with it; a1 eligible for s2, not on s2
+            for ia in order_a:
+                s1, a1 = A[ia]
+                if eligible[s1, a2] and eligible[s2, a1] and not assigned[s1, a2] and not assigned[s2, a1]:
+                    assigned[s1, a1] = assigned[s2, a2] = False
+                    assigned[s1, a2] = assigned[s2, a1] = True
+                    done = True
+                    break
+            if done:
+                break
+        if not done:
+            return False
+    return _components(assigned)[0] == 1
+
+
+def plan_assignment(roster: Roster, system, k: int, avoid=(), max_load: int | None = None, seed: int = 0,
+                    replace=()) -> Plan:
+    """Plan the 分配 of one system's subjects; raises InputError naming what cannot be met."""
+    avoid = tuple(dict.fromkeys(avoid))
+    bad = [r for r in avoid if r not in AVOID_RULES]
+    if bad:
+        raise UsageError(f"--avoid 只能是 {'、'.join(AVOID_RULES)}，实际为 {'、'.join(bad)}")
+    if k < 1:
+        raise UsageError("--per-subject 至少为 1")
+    unknown = [a for a in replace if a not in roster.assessors]
+    if unknown:
+        raise UsageError(f"--replace：评估人 {'、'.join(unknown)} 不在工作表“{ASSESSORS}”中")
+    subjects = [c for c, s in roster.subjects.items() if s.type == system.subject_type]
+    if not subjects:
+        raise InputError(f"名册中没有类型为“{system.subject_type}”的评估对象")
+    pool = [a for a in roster.assessors if a not in set(replace)]
+    n, m = len(subjects), len(pool)
+    eligible = eligibility(roster, subjects, pool, avoid)
+    rng = np.random.default_rng(seed)
+    short = [(subjects[i], int(c)) for i, c in enumerate(eligible.sum(axis=1)) if c < k]
+    if short:
+        named = "、".join(f"{s}（{roster.subjects[s].name}，{c} 位可选）" for s, c in short[:20])
+        more = f" 等 {len(short)} 个" if len(short) > 20 else ""
+        _fail([f"以下评估对象可选的评估人少于每个对象所需的 {k} 位：{named}{more}",
+               "可以：增加来自其他区县/城市/单位的评估人；减小 --per-subject；或放宽 --avoid 规则（"
+               f"当前：{'、'.join(avoid) or '无'}），或核对“回避”工作表"])
+    if k == 1 and n > 1:
+        _fail(["每个对象只有 1 位评估人时，评估人之间无法比较（分配图不连通）；请将 --per-subject 设为 2 或以上"])
+
+    if replace:
+        assigned = _replace(roster, subjects, pool, eligible, k, max_load, replace, rng)
+    else:
+        assigned = _solve(roster, subjects, pool, eligible, k, max_load, rng)
+    used = assigned.any(axis=0)
+    if not _connect(assigned, eligible, used, rng):
+        _fail(["符合规则的分配无法连成一个整体（评估人之间无法相互比较）",
+               "可以：增加评估人、增大 --per-subject，或放宽 --avoid 规则"])
+    si, aj = np.nonzero(assigned)
+    order = {a: j for j, a in enumerate(pool)}
+    pairs = [(pool[j], subjects[i]) for i, j in sorted(zip(si.tolist(), aj.tolist()),
+                                                        key=lambda p: (p[0], order[pool[p[1]]]))]
+    plan = Plan(system.id, system.subject_type, k, avoid, max_load, seed, tuple(replace), subjects, pool, pairs)
+    plan.checks = check(plan, roster)
+    failed = [text for text, ok in plan.checks if not ok]
+    if failed:
+        _fail([f"未满足：{t}" for t in failed] + ["可以：增加评估人、减小 --per-subject、放宽 --avoid，或设 --max-load"])
+    return plan
+
+
+def _solve(roster, subjects, pool, eligible, k, max_load, rng) -> np.ndarray:
+    n, m = eligible.shape
+    ps, pa = rng.permutation(n), rng.permutation(m)  # the seed decides who meets whom
+    el = eligible[ps][:, pa]
+    active = el.any(axis=0)
+    m_live = int(active.sum())
+    total = n * k
+    floor, extra = divmod(total, m_live)
+    attempts = []
+    if max_load is None or max_load >= floor + (1 if extra else 0):
+        upper = np.where(active, floor + 1 if extra else floor, 0)
+        attempts.append((upper, floor, extra))
+    if max_load is not None:
+        attempts.append((np.where(active, max_load, 0), 0, total))
+    result = None
+    for upper, fl, ex in attempts:
+        low = np.where(active, fl, 0)
+        # floor edges only on active assessors: rebuild with floor per active assessor
+        # a sparse candidate set first (fast on big rosters), the full set if that fails
+        cand = None
+        per = max(8 * k, 32)
+        if m > 2 * per:
+            keys = rng.random(el.shape) + (~el) * 2.0
+            cand = keys <= np.partition(keys, per - 1, axis=1)[:, per - 1:per]
+        for c in ([cand, None] if cand is not None else [None]):
+            result = _flow_lower(el, k, upper, low, ex, c)
+            if result is not None:
+                break
+        if result is not None:
+            break
+    if result is None:
+        limit = f"每人不超过 {max_load} 个" if max_load is not None else f"每人 {floor}–{floor + (1 if extra else 0)} 个"
+        counts = el.sum(axis=1)
+        tight = [subjects[ps[i]] for i in np.argsort(counts, kind="stable")[:10]]
+        _fail([f"在回避规则下，无法让每个对象有 {k} 位评估人且负荷均衡（{limit}）",
+               f"可选评估人最少的评估对象：{'、'.join(tight)}",
+               "可以：增加来自其他区县/城市/单位的评估人；减小 --per-subject；放宽 --avoid 规则；或设较大的 --max-load"])
+    out = np.zeros_like(eligible)
+    out[np.ix_(ps, pa)] = result
+    return out
+
+
+def _flow_lower(el, k, upper, low, extra, cand):
+    """Flow with a per-assessor floor `low` (0 or one value for active assessors)."""
+    fl = int(low.max()) if low.any() else 0
+    if fl and not (low[low > 0] == fl).all():
+        return None
+    active = upper > 0
+    if fl:
+        # inactive assessors have neither floor nor extra edges
+        n, m = el.shape
+        keep = np.nonzero(active)[0]
+        sub = _max_flow(el[:, keep], k, upper[keep], fl, int(extra), None if cand is None else cand[:, keep])
+        if sub is None:
+            return None
+        out = np.zeros_like(el)
+        out[:, keep] = sub
+        return out
+    return _max_flow(el, k, upper, 0, int(extra), cand)
+
+
+def _replace(roster, subjects, pool, eligible, k, max_load, replace, rng) -> np.ndarray:
+    """Keep every pair but those of `replace`; give each freed slot to the least-loaded eligible."""
+    row = {s: i for i, s in enumerate(subjects)}
+    col = {a: j for j, a in enumerate(pool)}
+    current = roster.assignments(roster.subjects[subjects[0]].type)
+    assigned = np.zeros_like(eligible)
+    freed: list[int] = []
+    for a, ss in current.items():
+        for s in ss:
+            if a in col:
+                assigned[row[s], col[a]] = True
+            else:
+                freed.append(row[s])
+    counts = assigned.sum(axis=1)
+    if (counts + np.bincount(freed, minlength=len(subjects)) != k).any():
+        wrong = [subjects[i] for i in np.nonzero(counts + np.bincount(freed, minlength=len(subjects)) != k)[0]]
+        raise UsageError(f"--replace 只替换已有分配；现有分配中这些对象的评估人数不是 {k}："
+                         f"{'、'.join(wrong[:20])}。请先不带 --replace 重新生成分配")
+    rank = rng.permutation(len(pool))  # ties broken by a seeded order
+    loads = assigned.sum(axis=0)
+    for i in sorted(freed, key=lambda i: rng.random()):
+        ok = eligible[i] & ~assigned[i]
+        if max_load is not None:
+            ok &= loads < max_load
+        if not ok.any():
+            _fail([f"评估对象 {subjects[i]}（{roster.subjects[subjects[i]].name}）没有可接替的评估人",
+                   "可以：增加评估人、放宽 --avoid 规则，或设较大的 --max-load"])
+        j = min(np.nonzero(ok)[0], key=lambda j: (loads[j], rank[j]))
+        assigned[i, j] = True
+        loads[j] += 1
+    return assigned
+
+
+def check(plan: Plan, roster: Roster) -> list[tuple[str, bool]]:
+    """Each guarantee of a plan, worded for the 说明 sheet and the terminal, with whether it holds."""
+    per: dict[str, set[str]] = {s: set() for s in plan.subjects}
+    dup = False
+    for a, s in plan.pairs:
+        dup |= a in per[s]
+        per[s].add(a)
+    sizes = {len(v) for v in per.values()}
+    out = [(f"每个评估对象恰有 {plan.k} 位不同的评估人", sizes == {plan.k} and not dup)]
+    pool = plan.assessors
+    bad = [(a, s) for a, s in plan.pairs if any(_place(r, roster.subjects[s], roster.assessors[a]) for r in plan.avoid)]
+    rules = "、".join(plan.avoid) or "无"
+    out.append((f"没有违反回避规则（--avoid：{rules}）的分配", not bad))
+    out.append(("没有违反“回避”工作表的分配", not any(p in roster.conflicts for p in plan.pairs)))
+    loads = plan.loads()
+    busy = [v for v in loads.values() if v]
+    spread = max(busy) - min(busy) if busy else 0
+    if plan.max_load is not None:
+        out.append((f"每位评估人负荷不超过 {plan.max_load}（实际 {min(busy)}–{max(busy)}）", max(busy) <= plan.max_load))
+    else:
+        out.append((f"评估人负荷相差不超过 1（实际 {min(busy)}–{max(busy)}）", spread <= 1))
+    if plan.replace:
+        out.append((f"被替换的评估人 {'、'.join(plan.replace)} 不再有分配",
+                    not any(a in plan.replace for a, _s in plan.pairs)))
+    index = {a: j for j, a in enumerate(pool)}
+    row = {s: i for i, s in enumerate(plan.subjects)}
+    assigned = np.zeros((len(plan.subjects), len(pool)), dtype=bool)
+    for a, s in plan.pairs:
+        assigned[row[s], index[a]] = True
+    count, s_lab, a_lab = _components(assigned)
+    labels = set(s_lab.tolist()) | set(a_lab[assigned.any(axis=0)].tolist())
+    out.append(("评估人与评估对象的分配图连通（评估人宽严可相互比较）", len(labels) == 1))
+    return out
+
+
+def write_plan(plan: Plan, roster: Roster, target: str | Path) -> Path:
+    """output/assign-<system>.xlsx: 分配 (the roster's two columns), 负荷 and 说明, atomically."""
+    import xlsxwriter
+
+    target = Path(target)
+    with atomic_path(target) as tmp:
+        book = xlsxwriter.Workbook(str(tmp))
+        head = book.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1})
+        ws = book.add_worksheet(ASSIGNMENTS)
+        ws.write_row(0, 0, ASSIGNMENT_COLUMNS, head)
+        for r, (a, s) in enumerate(plan.pairs, start=1):
+            ws.write_string(r, 0, a)
+            ws.write_string(r, 1, s)
+        ws.set_column(0, 1, 14)
+        ws.freeze_panes(1, 0)
+        ws = book.add_worksheet("负荷")
+        ws.write_row(0, 0, ("评估人编号", "姓名", "单位", "负荷"), head)
+        for r, (a, load) in enumerate(plan.loads().items(), start=1):
+            person = roster.assessors[a]
+            ws.write_row(r, 0, (a, person.name, person.org))
+            ws.write_number(r, 3, load)
+        ws.set_column(0, 3, 14)
+        ws.set_column(2, 2, 28)
+        ws.freeze_panes(1, 0)
+        ws = book.add_worksheet("说明")
+        ws.write_row(0, 0, ("项目", "内容"), head)
+        rows = [("指标体系", plan.system), ("评估对象类型", plan.subject_type),
+                ("评估对象数", str(len(plan.subjects))), ("评估人数", str(len(plan.assessors))),
+                ("每个对象的评估人数（--per-subject）", str(plan.k)),
+                ("回避规则（--avoid）", "、".join(plan.avoid) or "无"),
+                ("负荷上限（--max-load）", "无" if plan.max_load is None else str(plan.max_load)),
+                ("随机种子（--seed）", str(plan.seed)),
+                ("替换的评估人（--replace）", "、".join(plan.replace) or "无")]
+        rows += [(("✓ " if ok else "✗ ") + text, "满足" if ok else "不满足") for text, ok in plan.checks]
+        for r, row in enumerate(rows, start=1):
+            ws.write_row(r, 0, row)
+        ws.set_column(0, 0, 60)
+        ws.set_column(1, 1, 20)
+        ws.freeze_panes(1, 0)
+        book.close()
+    return target
+
+
+def write_roster_pairs(plan: Plan, roster: Roster, path: str | Path) -> Path:
+    """Replace the 分配 rows of the plan's subjects in the roster, keeping every other row.
+
+    The old roster is first copied to roster-YYYYMMDD-HHMMSS.xlsx beside it. A roster whose
+    分配 is empty (everyone rates everything) gets the other subjects' implicit pairs written out,
+    so other systems keep their meaning.
+    """
+    import openpyxl
+
+    path = Path(path)
+    backup = path.with_name(f"{path.stem}-{datetime.now():%Y%m%d-%H%M%S}{path.suffix}")
+    shutil.copy2(path, backup)
+    mine = set(plan.subjects)
+    if roster.pairs:
+        kept = [(a, s) for a, s in roster.pairs if s not in mine]
+    else:
+        kept = [(a, s) for s in roster.subjects if s not in mine for a in roster.assessors]
+    book = openpyxl.load_workbook(path)
+    if ASSIGNMENTS in book.sheetnames:
+        ws = book[ASSIGNMENTS]
+        ws.delete_rows(2, ws.max_row)
+    else:
+        ws = book.create_sheet(ASSIGNMENTS)
+    for c, name in enumerate(ASSIGNMENT_COLUMNS, start=1):
+        ws.cell(row=1, column=c, value=name)
+    for r, (a, s) in enumerate([*kept, *plan.pairs], start=2):
+        ws.cell(row=r, column=1, value=a).number_format = "@"
+        ws.cell(row=r, column=2, value=s).number_format = "@"
+    with atomic_path(path) as tmp:
+        book.save(tmp)
+    return backup
