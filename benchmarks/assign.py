@@ -29,7 +29,7 @@ if __name__ == "__main__":
     for n, m, k in ((100, 12, 3), (100, 40, 5), (10_000, 2_000, 4)):
         r = roster(n, m, counties=max(10, n // 10))
         start = time.perf_counter()
-        plan = plan_assignment(r, system, k, avoid=("区县",), seed=1)
+        plan = plan_assignment(r, system, k, avoid=("区县", "单位"), seed=1)
         took = time.perf_counter() - start
         loads = plan.loads().values()
         print(f"{n} subjects x {m} assessors, K={k}: {took:.3f} s, loads {min(loads)}-{max(loads)}, "

@@ -31,7 +31,7 @@ from pipeline.errors import InputError, UsageError
 from pipeline.roster import ASSIGNMENTS, ASSIGNMENT_COLUMNS, ASSESSORS, Roster
 
 AVOID_RULES = ("区县", "城市", "省份", "单位")
-PLACE = {"省份": "province", "城市": "city", "区县": "county"}
+_KEYS = {"省份": ("province",), "城市": ("province", "city"), "区县": ("province", "city", "county")}
 
 
 @dataclass
@@ -60,16 +60,12 @@ def _place(rule: str, subject, assessor) -> bool:
     if rule == "单位":
         org = assessor.org.strip()
         return bool(org) and (org == subject.name or org in subject.name)
-    attr = PLACE[rule]
-    theirs, mine = getattr(subject, attr), getattr(assessor, attr)
-    if not theirs or not mine:
-        return False
-    if rule == "省份":
-        return theirs == mine
-    # 城市 and 区县 names repeat across provinces (e.g. 鼓楼区): compare with the levels above.
-    levels = ("province", "city") if rule == "区县" else ("province",)
-    return theirs == mine and all(not getattr(subject, l) or not getattr(assessor, l)
-                                  or getattr(subject, l) == getattr(assessor, l) for l in levels)
+    keys = _KEYS[rule]
+    theirs = tuple(getattr(subject, k) for k in keys)
+    mine = tuple(getattr(assessor, k) for k in keys)
+    # 城市 and 区县 names repeat across provinces (e.g. 鼓楼区): compared with the levels above;
+    # a blank place (the rule's own level) on either side never conflicts.
+    return bool(theirs[-1]) and theirs == mine
 
 
 def eligibility(roster: Roster, subjects: list[str], assessors: list[str], avoid) -> np.ndarray:
@@ -77,22 +73,24 @@ def eligibility(roster: Roster, subjects: list[str], assessors: list[str], avoid
     ok = np.ones((len(subjects), len(assessors)), dtype=bool)
     for rule in avoid:
         if rule == "单位":
+            names = np.array([roster.subjects[s].name for s in subjects])
+            by_org: dict[str, list[int]] = {}
             for j, a in enumerate(assessors):
-                person = roster.assessors[a]
-                if person.org:
-                    ok[:, j] &= np.array([not _place(rule, roster.subjects[s], person) for s in subjects])
+                if roster.assessors[a].org.strip():
+                    by_org.setdefault(roster.assessors[a].org.strip(), []).append(j)
+            for org, cols in by_org.items():  # "equal or contained" is one substring test
+                hit = np.char.find(names, org) >= 0
+                if hit.any():
+                    ok[np.ix_(hit, cols)] = False
             continue
-        attr = PLACE[rule]
-        # vectorised by the place key (province, city, county) so 10,000 x 2,000 stays fast
-        keys = ("province",) if rule == "省份" else ("province", "city") if rule == "城市" else \
-            ("province", "city", "county")
+        # vectorised by the place key (as in _place) so 10,000 x 2,000 stays fast
+        keys = _KEYS[rule]
         s_key = [tuple(getattr(roster.subjects[s], k) for k in keys) for s in subjects]
         a_key = [tuple(getattr(roster.assessors[a], k) for k in keys) for a in assessors]
         codes: dict[tuple, int] = {}
         s_code = np.array([codes.setdefault(k, len(codes)) if k[-1] else -1 for k in s_key])
         a_code = np.array([codes.setdefault(k, len(codes)) if k[-1] else -2 for k in a_key])
         ok &= s_code[:, None] != a_code[None, :]
-        del attr
     index = {a: j for j, a in enumerate(assessors)}
     row = {s: i for i, s in enumerate(subjects)}
     for (a, s) in roster.conflicts:
