@@ -123,3 +123,13 @@ def test_replace_reassigns_only_that_assessors_pairs(tmp_path):
     assert not any(a == "E05" for a, _s in replaced.pairs)
     assert len(replaced.pairs) == len(plan.pairs)
     assert all(ok for _t, ok in replaced.checks)
+
+
+def test_max_load_when_equal_loads_are_impossible(tmp_path):
+    conflicts = [("E04", f"C{i}", "") for i in range(2, 7)]  # E04 may rate C1 only
+    roster = small_roster(tmp_path, conflicts=conflicts)
+    with pytest.raises(InputError, match="负荷均衡"):
+        plan_assignment(roster, COMMUNITY, 2, seed=0)
+    plan = plan_assignment(roster, COMMUNITY, 2, max_load=4, seed=0)
+    assert max(plan.loads().values()) <= 4 and all(ok for _t, ok in plan.checks)
+    assert not any(a == "E04" and s != "C1" for a, s in plan.pairs)
