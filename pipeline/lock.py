@@ -89,9 +89,15 @@ def _unlock(fd: int) -> None:
     msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
 
-def _holder(path: Path) -> str:
-    try:
-        pid = path.read_text().strip()
-    except OSError:
-        return ""
-    return _(" (process {pid})").format(pid=pid) if pid.isdigit() else ""
+def _holder(path: Path, patience: float = 0.5) -> str:
+    """" (process 123)" for the run holding the lock. A run that has just taken it writes its id a
+    moment later (after emptying the file), so an empty file is read again for up to `patience` s."""
+    until = time.monotonic() + patience
+    while True:
+        try:
+            pid = path.read_text().strip()
+        except OSError:
+            return ""
+        if pid.isdigit() or time.monotonic() >= until:
+            return _(" (process {pid})").format(pid=pid) if pid.isdigit() else ""
+        time.sleep(0.02)
