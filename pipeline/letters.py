@@ -28,6 +28,7 @@ from pipeline.atomic import atomic_path, check_writable, write_text
 from pipeline.config import Workspace
 from pipeline.messages import Problem
 from pipeline.names import safe_filename, safe_sheet_name
+from pipeline.notices import chinese_date
 from pipeline.rounds import SUPERVISION, split_key
 from pipeline.status import CONFLICT, NOT_RECEIVED, REJECTED, Missing, StatusResult
 
@@ -117,7 +118,7 @@ def where(p: Problem) -> str:
 
 def day(when: datetime | date) -> str:
     """2026年11月25日（星期三）"""
-    return f"{when.year}年{when.month}月{when.day}日（星期{WEEKDAYS[when.weekday()]}）"
+    return f"{chinese_date(when)}（星期{WEEKDAYS[when.weekday()]}）"
 
 
 @lru_cache(maxsize=1)
@@ -270,7 +271,7 @@ def _letter_sheet(book, f, letter: Letter, name: str) -> None:
         ws.set_row(r, 15 * max(1, -(-len(row[-1]) // 30), -(-len(row[2]) // 14)))  # wrapped lines, not auto-fit
     r = header + len(rows) + 2
     closing = [f"如有疑问，请联系：{letter.contact}" if letter.contact else "如有疑问，请与我们联系。",
-               "感谢您的支持与配合！", letter.organiser, f"{letter.today.year}年{letter.today.month}月{letter.today.day}日"]
+               "感谢您的支持与配合！", letter.organiser, chinese_date(letter.today)]
     for text in closing:
         if text:
             ws.merge_range(r, 0, r, last, text, f["para"])

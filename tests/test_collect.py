@@ -730,7 +730,8 @@ def test_the_same_form_returned_as_xlsx_and_as_ods_is_one_submission(workspace, 
     assert ledger_scores(workspace) == expected_scores("E02")
 
 
-def test_returns_saved_in_the_same_second_with_different_scores_are_a_conflict(workspace):
+def same_second_conflict(workspace: Path) -> Path:
+    """E01 returns a.xlsx and b.xlsx, saved in the same second, differing in C001's C01 score."""
     path = make_forms(workspace)["E01"]
     folder = returned(workspace)
     changed = answers("E01")
@@ -738,6 +739,11 @@ def test_returns_saved_in_the_same_second_with_different_scores_are_a_conflict(w
     same_second = datetime(2026, 11, 20, 9, 0)
     set_saved(fill_form(path, answers("E01"), save_as=folder / "a.xlsx"), same_second)
     set_saved(fill_form(path, changed, save_as=folder / "b.xlsx"), same_second)
+    return folder
+
+
+def test_returns_saved_in_the_same_second_with_different_scores_are_a_conflict(workspace):
+    folder = same_second_conflict(workspace)
     os.utime(folder / "b.xlsx", (1_700_000_000, 1_700_000_000))  # b arrived first: order decides nothing
     result = collect(workspace)
     assert "冲突      a.xlsx 与 b.xlsx：C001 保存时间相同但评分不同" in result.output
@@ -774,13 +780,7 @@ def test_returns_saved_in_the_same_second_with_different_scores_are_a_conflict(w
 
 
 def test_strict_counts_a_conflict_as_a_sheet_not_taken_in(workspace):
-    path = make_forms(workspace)["E01"]
-    folder = returned(workspace)
-    changed = answers("E01")
-    changed["C001"]["C01"] = 1.5
-    same_second = datetime(2026, 11, 20, 9, 0)
-    set_saved(fill_form(path, answers("E01"), save_as=folder / "a.xlsx"), same_second)
-    set_saved(fill_form(path, changed, save_as=folder / "b.xlsx"), same_second)
+    folder = same_second_conflict(workspace)
     result = collect(workspace, "--strict", expect=6)  # neither C001 counts: the office must act
     assert "C001" in result.output
     (folder / "b.xlsx").unlink()

@@ -6,10 +6,8 @@ The round: E01 returns everything correctly (no letter), E02 leaves out one subj
 
 from __future__ import annotations
 
-import io
 import re
 import tomllib
-import zipfile
 from datetime import date, datetime
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import openpyxl
 import pytest
 
 from conftest import fill_form, run
+from test_collect import set_saved
 from pipeline.config import Workspace
 from pipeline.ledger import Ledger
 from pipeline.letters import BOOK_NAME, LETTER_COLUMNS, MANIFEST, OVERVIEW_COLUMNS, OVERVIEW_SHEET, plan_letters
@@ -34,19 +33,6 @@ ORGANISER = "成都市武侯区民政局 幸福家园行动项目办公室"
 
 def full(subjects=COMMUNITIES) -> dict[str, dict[str, float]]:
     return {s: {item.code: item.max for item in SYSTEM.items} for s in subjects}
-
-
-def set_saved(path: Path, when: datetime) -> None:
-    """Rewrite the workbook's own last-saved time (docProps/core.xml), as Excel would store it."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(path) as src, zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as dst:
-        for info in src.infolist():
-            data = src.read(info.filename)
-            if info.filename == "docProps/core.xml":
-                data = re.sub(rb"(<dcterms:modified[^>]*>)[^<]*(</dcterms:modified>)",
-                              rb"\g<1>" + when.strftime("%Y-%m-%dT%H:%M:%SZ").encode() + rb"\g<2>", data)
-            dst.writestr(info, data)
-    path.write_bytes(buffer.getvalue())
 
 
 @pytest.fixture
