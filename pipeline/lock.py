@@ -1,34 +1,32 @@
 """The workspace lock: one run at a time writes a workspace's ledger.
 
-An advisory `fcntl.flock` on a lock file beside the ledger (on Windows, where there is no
-fcntl, `msvcrt.locking` of one byte past the end of the file, so that the holder's process id at
-its start stays readable). The system drops the lock when the holder exits, however it exits
-(even SIGKILL), so a stale lock file never blocks anyone.
+portalocker's `PidFileLock` does the platform work: the operating system's own lock (`flock` on
+POSIX, `msvcrt.locking` on Windows) is taken on a side file, `happyhome.sqlite.lock.lock`, and the
+holder's process id is published in `happyhome.sqlite.lock` (the file the refusal names), which
+stays readable while locked even on Windows, whose byte-range locks keep other processes from
+reading the locked bytes. The system drops the lock when the holder exits, however it exits (even
+SIGKILL or Task Manager's End task), so a file left behind by a killed run never blocks anyone.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+import portalocker
 
 from pipeline.atomic import explain
 from pipeline.config import Workspace
 from pipeline.errors import LockedError
 from pipeline.i18n import _
 
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None  # type: ignore[assignment]
-    import msvcrt
-
-WINDOWS_LOCK_AT = 1 << 20  # the byte msvcrt locks: beyond the process id written at the start
+POLL = 0.1  # seconds between attempts while another run holds the lock
 
 
 def lock_path(ws: Workspace) -> Path:
+    """The file named in a refusal: it holds the process id of the run that has the lock."""
     ledger = ws.path("ledger")
     return ledger.with_name(ledger.name + ".lock")
 
@@ -39,65 +37,29 @@ def workspace_lock(ws: Workspace, wait: float | None = None) -> Iterator[Path]:
     then raise LockedError."""
     path = lock_path(ws)
     wait = float(ws["collect"].get("lock_wait", 5) if wait is None else wait)
+    lock = portalocker.PidFileLock(path, timeout=wait, check_interval=POLL, fail_when_locked=False)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        lock.acquire()
+    except portalocker.AlreadyLocked:
+        raise LockedError(
+            _("Another happyhome run{holder} is using the workspace {root} (lock {lock}); "
+              "waited {wait} s. Run again when it has finished.").format(
+                holder=_holder(lock), root=ws.root, lock=path, wait=f"{wait:g}")) from None
     except OSError as err:
         raise explain(err, path) from err
     try:
-        deadline = time.monotonic() + wait
-        while not _try_lock(fd):
-            if time.monotonic() >= deadline:
-                holder = _holder(path)
-                raise LockedError(
-                    _("Another happyhome run{holder} is using the workspace {root} (lock {lock}); "
-                      "waited {wait} s. Run again when it has finished.").format(
-                        holder=holder, root=ws.root, lock=path, wait=f"{wait:g}"))
-            time.sleep(0.1)
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        try:
-            yield path
-        finally:
-            _unlock(fd)
+        yield path
     finally:
-        os.close(fd)
+        lock.release()
 
 
-def _try_lock(fd: int) -> bool:
-    """Take the lock without waiting; False when another process holds it."""
-    if fcntl is not None:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-    os.lseek(fd, WINDOWS_LOCK_AT, os.SEEK_SET)
-    try:
-        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-    except OSError:
-        return False
-    return True
-
-
-def _unlock(fd: int) -> None:
-    if fcntl is not None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return
-    os.lseek(fd, WINDOWS_LOCK_AT, os.SEEK_SET)
-    msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-
-
-def _holder(path: Path, patience: float = 0.5) -> str:
-    """" (process 123)" for the run holding the lock. A run that has just taken it writes its id a
-    moment later (after emptying the file), so an empty file is read again for up to `patience` s."""
+def _holder(lock: portalocker.PidFileLock, patience: float = 0.5) -> str:
+    """" (process 123)" for the run holding the lock. The very first run on a workspace publishes
+    its id a moment after taking the lock, so a missing id is read again for up to `patience` s."""
     until = time.monotonic() + patience
     while True:
-        try:
-            pid = path.read_text().strip()
-        except OSError:
-            return ""
-        if pid.isdigit() or time.monotonic() >= until:
-            return _(" (process {pid})").format(pid=pid) if pid.isdigit() else ""
+        pid = lock.read_pid()
+        if pid is not None or time.monotonic() >= until:
+            return _(" (process {pid})").format(pid=pid) if pid is not None else ""
         time.sleep(0.02)

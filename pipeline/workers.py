@@ -3,9 +3,20 @@
 A returned file can make a reading library panic, abort the process (an allocation of hundreds
 of gigabytes), loop, or simply take all the memory. None of that may stop a collection, so the
 main process never parses a returned file itself: it hands the bytes to a worker process that
-runs under a memory cap (`RLIMIT_AS`, where the system has it) and a time cap, and gets back
-either the verdict or a `WorkerFailed` saying why there is none. A worker that dies or runs out
-of time is replaced and the run goes on with the next file.
+runs under a memory cap and a time cap, and gets back either the verdict or a `WorkerFailed`
+saying why there is none. A worker that dies or runs out of time or memory is replaced and the
+run goes on with the next file.
+
+The memory cap is the kernel's `RLIMIT_AS` on Linux. Windows has no such limit (and macOS
+ignores it): there the main process watches each busy worker's resident memory every
+`WATCH_EVERY` seconds (psutil) and ends one that has grown past the cap. A watchdog, not a
+wall: a file can overshoot by what it allocates in that interval before it is stopped.
+
+Workers start by `fork` on Linux (cheap: the imported modules are shared) and by `spawn`
+elsewhere (Windows, macOS); HAPPYHOME_START_METHOD=spawn forces it on Linux, which is how the
+tests run the collect suite the way Windows does. Under spawn a worker is a fresh interpreter,
+so everything it needs travels as arguments that pickle: the target is a module-level function,
+the context, the caps and the terminal language are passed explicitly.
 
 The module knows nothing of workbooks: it runs `target(data, name, context)` and returns what
 it returns (which must pickle).
@@ -25,12 +36,41 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
 
+from pipeline.errors import ConfigError
+from pipeline.i18n import _, language, set_language
+
 try:
     import resource
-except ImportError:  # Windows: no RLIMIT_AS; the time cap still holds
+except ImportError:  # Windows: no RLIMIT_AS; the parent's watchdog caps memory instead
     resource = None  # type: ignore[assignment]
 
 CRASHED, TIMED_OUT, NO_MEMORY = "read_crashed", "read_timeout", "read_memory"
+START_METHOD = "HAPPYHOME_START_METHOD"
+WATCH_EVERY = 0.1  # seconds between two looks at the workers' memory, where the watchdog caps it
+READY = "ready"
+# A file's time cap runs from when its worker is ready: a spawned worker first imports the
+# reading libraries, seconds on a slow PC. A worker not ready within this long has hung at start.
+START_GRACE = 60.0
+
+
+def start_method() -> str:
+    """fork on Linux, spawn elsewhere; HAPPYHOME_START_METHOD (spawn or fork) forces one.
+    (Not forkserver: its workers are the server's children, which `_exit_with_parent` would take
+    for orphans.)"""
+    chosen = os.environ.get(START_METHOD, "").strip().lower()
+    if not chosen:
+        return "fork" if sys.platform.startswith("linux") else "spawn"
+    offered = [m for m in ("fork", "spawn") if m in mp.get_all_start_methods()]
+    if chosen not in offered:
+        raise ConfigError(_("{variable} is set to {value}, which this system does not offer: use one of {methods}, "
+                            "or remove the setting.").format(variable=START_METHOD, value=chosen,
+                                                             methods=", ".join(offered)))
+    return chosen
+
+
+def kernel_caps_memory() -> bool:
+    """Whether RLIMIT_AS caps a worker here (Linux); elsewhere the watchdog does."""
+    return resource is not None and hasattr(resource, "RLIMIT_AS") and sys.platform.startswith("linux")
 
 
 class WorkerFailed(Exception):
@@ -47,7 +87,10 @@ class _Slot:
     process: Any
     conn: Connection
     ticket: int | None = None
-    started: float = 0.0
+    started: float = 0.0  # when its file's time began: sent to a ready worker, or the worker became ready
+    ready: bool = False  # it has said it is started (imports done)
+    limit: int = 0  # watchdog: the resident bytes past which the worker is ended (0 = not yet known)
+    watched: Any = None  # watchdog: its psutil.Process
 
 
 class Workers:
@@ -56,15 +99,18 @@ class Workers:
     `submit` queues a file and returns a ticket; `result(ticket)` waits for that file's verdict
     (files finish in any order; results are kept until asked for) and raises `WorkerFailed`
     when the worker died, ran out of memory or out of time.
+
+    `watchdog` chooses how `max_memory_mb` is enforced: None (the default) uses RLIMIT_AS where the
+    kernel has it and the watchdog elsewhere; True forces the watchdog (tests, on Linux).
     """
 
     def __init__(self, target: Callable, context: Any, n: int = 1, max_memory_mb: float = 0,
-                 max_seconds: float = 0):
+                 max_seconds: float = 0, watchdog: bool | None = None):
         self.target, self.context = target, context
         self.max_memory_mb, self.max_seconds = max_memory_mb, max_seconds
-        # fork is cheap and shares the already imported modules; elsewhere (Windows, macOS) spawn
-        method = "fork" if sys.platform.startswith("linux") else "spawn"
-        self._mp = mp.get_context(method)
+        self.watchdog = bool(max_memory_mb) and (not kernel_caps_memory() if watchdog is None else watchdog)
+        self.method = start_method()
+        self._mp = mp.get_context(self.method)
         self._slots = [self._start() for _ in range(max(1, n))]
         self._queue: deque[tuple[int, bytes, str]] = deque()
         self._done: dict[int, tuple] = {}
@@ -72,8 +118,10 @@ class Workers:
 
     def _start(self) -> _Slot:
         parent, child = self._mp.Pipe()
+        rlimit_mb = 0 if self.watchdog else self.max_memory_mb
         process = self._mp.Process(target=_serve, daemon=True, name="happyhome-reader",
-                                   args=(child, self.target, self.context, self.max_memory_mb, os.getpid()))
+                                   args=(child, self.target, self.context, rlimit_mb, os.getpid(), self.method,
+                                         language(), self.watchdog))
         process.start()
         child.close()
         return _Slot(process, parent)
@@ -131,14 +179,22 @@ class Workers:
             raise RuntimeError("no file is being examined")  # a ticket never submitted
         timeout = None
         if self.max_seconds:
-            timeout = max(0.0, min(s.started for s in busy) + self.max_seconds - time.monotonic())
+            timeout = max(0.0, min(self._deadline(s) for s in busy) - time.monotonic())
+        if self.watchdog:
+            timeout = WATCH_EVERY if timeout is None else min(timeout, WATCH_EVERY)
         ready = set(wait([s.conn for s in busy] + [s.process.sentinel for s in busy], timeout))
         now = time.monotonic()
         for slot in busy:
             ticket = slot.ticket
             if slot.conn in ready:
                 try:
-                    self._done[ticket] = slot.conn.recv()
+                    answer = slot.conn.recv()
+                    if answer[0] == READY:  # started: its file's time begins now
+                        slot.ready, slot.started = True, now
+                        if self.watchdog:  # the cap is on top of what the worker started with
+                            slot.limit = answer[1] + int(self.max_memory_mb * 2**20)
+                        continue
+                    self._done[ticket] = answer
                     slot.ticket = None
                     continue
                 except (EOFError, OSError):
@@ -147,10 +203,32 @@ class Workers:
                 slot.process.join(timeout=5)
                 self._done[ticket] = ("fail", CRASHED, _how_it_ended(slot.process.exitcode))
                 self._replace(slot)
-            elif self.max_seconds and now - slot.started >= self.max_seconds:
-                self._done[ticket] = ("fail", TIMED_OUT, f"no answer after {self.max_seconds:g} s")
+            elif self.max_seconds and now >= self._deadline(slot):
+                self._done[ticket] = ("fail", TIMED_OUT, f"no answer after {self.max_seconds:g} s" if slot.ready
+                                      else f"the worker process did not start within {START_GRACE:g} s")
+                self._replace(slot)
+            elif self.watchdog and (resident := self._over_memory(slot)):
+                self._done[ticket] = ("fail", NO_MEMORY, f"{resident / 2**20:.0f} MB resident, above the cap of "
+                                                         f"{self.max_memory_mb:g} MB (watchdog)")
                 self._replace(slot)
         self._dispatch()
+
+    def _deadline(self, slot: _Slot) -> float:
+        return slot.started + self.max_seconds + (0 if slot.ready else START_GRACE)
+
+    def _over_memory(self, slot: _Slot) -> int:
+        """The worker's resident bytes when they are past its limit, else 0."""
+        if not slot.limit:
+            return 0
+        import psutil
+
+        try:
+            if slot.watched is None or slot.watched.pid != slot.process.pid:
+                slot.watched = psutil.Process(slot.process.pid)
+            resident = slot.watched.memory_info().rss
+        except psutil.Error:
+            return 0  # it has just ended: its sentinel says so on the next turn
+        return resident if resident > slot.limit else 0
 
     def _replace(self, slot: _Slot) -> None:
         if slot.process.is_alive():
@@ -162,6 +240,7 @@ class Workers:
             pass
         fresh = self._start()
         slot.process, slot.conn, slot.ticket = fresh.process, fresh.conn, None
+        slot.ready, slot.limit, slot.watched = False, 0, None
 
 
 def _how_it_ended(code: int | None) -> str:
@@ -172,17 +251,29 @@ def _how_it_ended(code: int | None) -> str:
             return f"the worker process was ended by {signal.Signals(-code).name}"
         except ValueError:
             return f"the worker process was ended by signal {-code}"
+    if code > 0xFFFF:  # Windows: an NTSTATUS such as 0xC0000005 (access violation)
+        return f"the worker process exited with code 0x{code:08X}"
     return f"the worker process exited with code {code}"
 
 
-def _serve(conn: Connection, target: Callable, context: Any, max_memory_mb: float, parent: int) -> None:
+def _serve(conn: Connection, target: Callable, context: Any, max_memory_mb: float, parent: int,
+           method: str = "fork", lang: str = "zh", report_size: bool = False) -> None:
     """A worker: answer ("ok", verdict) or ("fail", code, technical) for each file, until the
-    main process closes the pipe."""
+    main process closes the pipe. `max_memory_mb` is its RLIMIT_AS cap (0 = none). Once started
+    it says (READY, resident bytes): the time caps count from then, and with `report_size` the
+    size is measured, the watchdog's starting point (else 0)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    set_language(lang)  # a spawned worker starts with a fresh interpreter: no --lang of its own
     _quiet()
     # An orphan (its collect was killed) must not wait forever holding the workspace lock's file.
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    threading.Thread(target=_exit_with_parent, args=(parent, method), daemon=True).start()
     _cap_memory(max_memory_mb)
+    resident = 0
+    if report_size:
+        import psutil
+
+        resident = psutil.Process().memory_info().rss
+    conn.send((READY, resident))
     while True:
         try:
             message = conn.recv()
@@ -221,9 +312,15 @@ def _quiet() -> None:
         pass
 
 
-def _exit_with_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(0.2)
+def _exit_with_parent(parent: int, method: str) -> None:
+    if method == "spawn":
+        # Windows' getppid keeps naming a parent that has ended; a spawned worker instead holds
+        # a handle (Windows) or pipe (POSIX) of its parent's that signals when the parent ends.
+        # Not under fork: forked siblings keep copies of that pipe open.
+        mp.parent_process().join()
+    else:
+        while os.getppid() == parent:
+            time.sleep(0.2)
     os._exit(1)
 
 

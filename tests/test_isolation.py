@@ -63,6 +63,11 @@ def faulty(data: bytes, name: str, context: object):
     return (name, len(data), context)
 
 
+def slowish(data: bytes, name: str, context: object) -> str:
+    time.sleep(0.6)
+    return name
+
+
 # -- the worker processes on their own -----------------------------------------------------------
 @pytest.mark.parametrize("bad, code", [("panic", CRASHED), ("abort", CRASHED), ("native-abort", CRASHED),
                                        ("hang", TIMED_OUT), ("memory", NO_MEMORY)])
@@ -91,10 +96,6 @@ def test_results_are_kept_until_asked_for_in_any_order():
 
 def test_a_time_cap_counts_from_when_the_file_reached_a_worker():
     """Files queued behind a slow one are not charged for the wait."""
-    def slowish(data, name, context):
-        time.sleep(0.6)
-        return name
-
     with Workers(slowish, None, n=1, max_seconds=1) as workers:
         tickets = [workers.submit(b"", f"f{n}") for n in range(3)]
         assert [workers.result(t) for t in tickets] == ["f0", "f1", "f2"]
@@ -126,6 +127,27 @@ def _peak_tree_memory(stop: threading.Event, out: list[int]) -> None:
     out.append(peak)
 
 
+examine = collect_module.examine
+READS: list[str] = []  # appended to in the workers only: it stays empty in this process
+
+
+def misbehaving(data: bytes, name: str, ctx: collect_module.Context) -> collect_module.Examined:
+    """collect's examine, but some files panic, abort, hang, eat memory or really abort calamine.
+    Module-level so that a spawned worker (Windows; HAPPYHOME_START_METHOD=spawn) can import it."""
+    READS.append(name)
+    if data == b"panic":
+        raise PanicException("called `Result::unwrap()` on an `Err` value")
+    if data == b"abort":
+        os.abort()
+    if data == b"hang":
+        time.sleep(60)
+    if data == b"memory":
+        bytearray(2000 * MB)
+    if name == "grid.xlsx":
+        calamine_grid(data)  # a real native abort, past every size check
+    return examine(data, name, ctx)
+
+
 @pytest.mark.parametrize("workers", [1, 2], ids=["one worker", "two workers"])
 def test_collect_goes_on_past_files_that_panic_abort_hang_or_eat_memory(workspace, monkeypatch, workers):
     """The bad files are rejected with a plain reason, the good ones counted, the report written,
@@ -141,24 +163,7 @@ def test_collect_goes_on_past_files_that_panic_abort_hang_or_eat_memory(workspac
     (workspace / "happyhome.toml").write_text(
         f"[limits]\nmax_seconds_per_file = 3\nmax_memory_mb = 300\n[collect]\nworkers = {workers}\npool_min_files = 1\n",
         encoding="utf-8")
-    read = collect_module.read_workbook
-    reads: list[str] = []
-
-    def misbehaving(name, limits, data=None, **options):
-        reads.append(str(name))  # seen in the worker only: the list stays empty in this process
-        if data == b"panic":
-            raise PanicException("called `Result::unwrap()` on an `Err` value")
-        if data == b"abort":
-            os.abort()
-        if data == b"hang":
-            time.sleep(60)
-        if data == b"memory":
-            bytearray(2000 * MB)
-        if name == "grid.xlsx":
-            calamine_grid(data)  # a real native abort, past every size check
-        return read(name, limits, data=data, **options)
-
-    monkeypatch.setattr(collect_module, "read_workbook", misbehaving)
+    monkeypatch.setattr(collect_module, "examine", misbehaving)
     stop, peak = threading.Event(), []
     watch = threading.Thread(target=_peak_tree_memory, args=(stop, peak))
     watch.start()
@@ -169,7 +174,7 @@ def test_collect_goes_on_past_files_that_panic_abort_hang_or_eat_memory(workspac
         stop.set()
         watch.join()
     took = time.monotonic() - started
-    assert reads == []  # no returned file was parsed in the collect process itself
+    assert READS == []  # no returned file was parsed in the collect process itself
     assert peak[0] < 1000 * MB, f"peak {peak[0] / MB:.0f} MB"
     assert took < 30
     conn = sqlite3.connect(workspace / "ledger" / "happyhome.sqlite")
@@ -197,7 +202,7 @@ def test_collect_goes_on_past_files_that_panic_abort_hang_or_eat_memory(workspac
     again = run(workspace, "collect", "--system", "community", "--period", PERIOD)
     assert time.monotonic() - again_started < 10  # the hanging file is not read again
     assert "already collected" in again.output or "已收取" in again.output
-    assert reads == []
+    assert READS == []
 
 
 def _sheet_zip(sheet_data: str, dimension: str = "A1:B2", prefix: str = "") -> zipfile.ZipFile:
