@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -20,7 +22,9 @@ import xlsxwriter
 import pipeline.collect as collect_module
 from conftest import fill_form, run
 from pipeline.reader import Limits, Size, _form_sized, _xml_size
-from pipeline.workers import CRASHED, NO_MEMORY, TIMED_OUT, WorkerFailed, Workers
+from pipeline.errors import ConfigError
+from pipeline.i18n import _, set_language
+from pipeline.workers import CRASHED, NO_MEMORY, START_METHOD, TIMED_OUT, WorkerFailed, Workers
 from test_collect import PERIOD, answers, make_forms, returned
 
 MB = 2**20
@@ -68,6 +72,20 @@ def slowish(data: bytes, name: str, context: object) -> str:
     return name
 
 
+def growing(data: bytes, name: str, context: object) -> int:
+    """Takes memory 20 MB at a time (bytearray zero-fills: resident at once), up to 3 GB."""
+    hog = []
+    for _n in range(150):
+        hog.append(bytearray(20 * MB))
+        time.sleep(0.01)
+    return len(hog)
+
+
+def worded(data: bytes, name: str, context: object) -> str:
+    """A message in the worker's terminal language."""
+    return _("the disk is full")
+
+
 # -- the worker processes on their own -----------------------------------------------------------
 @pytest.mark.parametrize("bad, code", [("panic", CRASHED), ("abort", CRASHED), ("native-abort", CRASHED),
                                        ("hang", TIMED_OUT), ("memory", NO_MEMORY)])
@@ -99,6 +117,85 @@ def test_a_time_cap_counts_from_when_the_file_reached_a_worker():
     with Workers(slowish, None, n=1, max_seconds=1) as workers:
         tickets = [workers.submit(b"", f"f{n}") for n in range(3)]
         assert [workers.result(t) for t in tickets] == ["f0", "f1", "f2"]
+
+
+def test_the_watchdog_ends_a_worker_that_grows_past_the_memory_cap():
+    """Where the kernel has no RLIMIT_AS (Windows), the main process watches each worker's
+    resident memory and ends one past its cap; forced here on Linux, where RLIMIT_AS is not set."""
+    with Workers(growing, None, n=1, max_memory_mb=200, max_seconds=30, watchdog=True) as workers:
+        assert workers.watchdog
+        before = workers.submit(b"abc", "good-1")
+        failing = workers.submit(b"", "grow")
+        started = time.monotonic()
+        with pytest.raises(WorkerFailed) as failed:
+            workers.result(failing)
+        took = time.monotonic() - started
+        workers.target = faulty  # the replacement worker reads the next file as usual
+    assert failed.value.code == NO_MEMORY and "(watchdog)" in failed.value.technical
+    resident = int(failed.value.technical.split(" MB")[0])
+    assert 200 < resident < 1000, failed.value.technical  # stopped near the cap, far below 3 GB
+    assert took < 10
+
+
+def test_the_watchdog_leaves_a_file_within_the_cap_alone():
+    with Workers(faulty, "ctx", n=2, max_memory_mb=200, watchdog=True) as workers:
+        tickets = [workers.submit(b"x" * n, f"f{n}") for n in range(6)]
+        assert [workers.result(t) for t in tickets] == [(f"f{n}", n, "ctx") for n in range(6)]
+
+
+def _started_by(pid: int) -> str:
+    """spawn or fork, from the worker's command line: a spawned one runs multiprocessing.spawn."""
+    return "spawn" if "multiprocessing.spawn" in " ".join(psutil.Process(pid).cmdline()) else "fork"
+
+
+def test_workers_start_the_way_this_run_asks():
+    """fork on Linux unless HAPPYHOME_START_METHOD says otherwise: the spawn run of this suite
+    (tests/test_portable.py) sets it to spawn, the way Windows starts every worker."""
+    with Workers(faulty, None, n=1) as workers:
+        assert workers.result(workers.submit(b"", "x")) == ("x", 0, None)  # started (a spawned one has run exec)
+        assert _started_by(workers._slots[0].process.pid) == (os.environ.get(START_METHOD) or "fork")
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_the_start_method_can_be_forced_and_the_terminal_language_reaches_the_workers(monkeypatch, method):
+    monkeypatch.setenv(START_METHOD, method)
+    for lang, words in (("en", "the disk is full"), ("zh", "磁盘已满")):
+        set_language(lang)
+        with Workers(worded, None, n=1) as workers:
+            assert workers.result(workers.submit(b"", "x")) == words
+            assert workers.method == method and _started_by(workers._slots[0].process.pid) == method
+
+
+def test_a_start_method_this_system_does_not_offer_is_a_config_error(workspace, monkeypatch):
+    monkeypatch.setenv(START_METHOD, "threads")
+    with pytest.raises(ConfigError, match="HAPPYHOME_START_METHOD"):
+        Workers(faulty, None)
+    forms = make_forms(workspace)
+    fill_form(forms["E01"], answers("E01"), save_as=returned(workspace) / "E01.xlsx")
+    result = run(workspace, "collect", "--system", "community", "--period", PERIOD, expect=2)
+    assert "HAPPYHOME_START_METHOD 设置为 threads" in result.output
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_workers_end_when_their_collect_is_killed(method):
+    """An orphaned worker must not live on (under fork it holds the workspace lock's file)."""
+    script = ("import sys, time\n"
+              "from pipeline.workers import Workers\n"
+              "workers = Workers(print, None, n=2)\n"  # print(data, name, context): to the worker's null output
+              "assert [workers.result(workers.submit(b'', str(n))) for n in range(4)] == [None] * 4\n"
+              "print(' '.join(str(s.process.pid) for s in workers._slots), flush=True)\n"
+              "time.sleep(60)\n")
+    env = {**os.environ, START_METHOD: method}
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        pids = [int(p) for p in holder.stdout.readline().split()]
+        children = [psutil.Process(p) for p in pids]
+        assert len(children) == 2 and all(_started_by(p) == method for p in pids)
+    finally:
+        holder.kill()
+        holder.wait()
+    gone, alive = psutil.wait_procs(children, timeout=5)
+    assert alive == []
 
 
 def test_workers_exit_when_closed():
