@@ -152,27 +152,45 @@ def _whole_pdf(path: Path) -> bool:
 def _run(command: list[str], browser: str, html: Path, timeout: float) -> tuple[int, bytes]:
     """Run the browser to the end: (exit status, stderr). A browser that cannot start or does not
     finish in `timeout` seconds is an OutputError."""
-    posix = os.name == "posix"
     try:
-        # Its own process group (POSIX), so a browser that hangs is stopped with its helper processes.
+        # Its own session where there are process groups (POSIX): see _end_tree.
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                start_new_session=posix)
+                                start_new_session=hasattr(os, "killpg"))
     except OSError as err:
         raise OutputError(_("Cannot start the browser {browser}: {reason}.").format(
             browser=browser, reason=err.strerror or err)) from err
     try:
         stderr = proc.communicate(timeout=timeout)[1]
     except subprocess.TimeoutExpired:
-        if posix:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except OSError:
-                pass
-        proc.kill()
+        _end_tree(proc)
         proc.communicate()
         raise OutputError(_("The browser {browser} did not finish printing {path} within {seconds} seconds.").format(
             browser=browser, path=html, seconds=int(timeout))) from None
     return proc.returncode, stderr
+
+
+def _end_tree(proc: subprocess.Popen) -> None:
+    """Stop a browser that hangs together with its helper processes (renderer, GPU, utility).
+    psutil finds them on every system (Windows has no process groups); on POSIX the browser's
+    session is also killed as a group, which reaches a helper that has left the tree."""
+    import psutil
+
+    try:
+        helpers = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        helpers = []
+    killpg = getattr(os, "killpg", None)
+    if killpg is not None:
+        try:
+            killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+    for helper in helpers:
+        try:
+            helper.kill()
+        except psutil.Error:
+            pass
+    proc.kill()
 
 
 def pdf_beside(html: str | Path, browser: str | None = None) -> Path:

@@ -15,6 +15,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,34 @@ def test_a_failing_browser_is_an_output_error_and_leaves_nothing(tmp_path, engli
     assert all(w in str(caught.value) for w in words), str(caught.value)
     assert old.read_bytes() == b"%PDF-1.4 last month's"  # the previous PDF is untouched
     assert leftovers(html.parent) == []
+
+
+def _ended(pid: int) -> bool:
+    """The process is gone (or a zombie nobody has reaped yet) within 5 s."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        psutil.wait_procs([proc], timeout=5)
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fake browsers are shell scripts")
+@pytest.mark.parametrize("groups", [True, False], ids=["process group", "tree only (as on Windows)"])
+def test_a_hanging_browser_is_stopped_with_its_helper_processes(tmp_path, english, monkeypatch, groups):
+    helper = tmp_path / "helper.pid"
+    browser = executable(tmp_path / "bin" / "chromium", f"#!/bin/sh\nsleep 60 &\necho $! > '{helper}'\nwait\n")
+    if not groups:
+        monkeypatch.delattr(os, "killpg")  # Windows has no process groups: psutil's tree alone
+    html = tmp_path / "digest.html"
+    html.write_text("<p>x</p>", encoding="utf-8")
+    started = time.monotonic()
+    with pytest.raises(OutputError, match="within 1 seconds"):
+        pdf.print_pdf(html, tmp_path / "digest.pdf", str(browser), timeout=1)
+    assert time.monotonic() - started < 10  # a helper left alive would hold stderr open for its 60 s
+    assert _ended(int(helper.read_text()))
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="fake browsers are shell scripts")
