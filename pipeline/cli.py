@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import os
 import re
+import shlex
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +38,30 @@ from pipeline.systems import BUILTIN, load_system
 
 console = Console(highlight=False, soft_wrap=True)  # paths stay whole, copy-pasteable
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def utf8_console(streams=None, system: str = os.name) -> None:
+    """On Windows, write the terminal's words as UTF-8 (unencodable ones as ?), whatever the code
+    page. A console shows them either way (Python writes to it in UTF-16), but output redirected
+    to a file or a pipe would be in the ANSI code page, which on an English Windows (cp1252) has
+    no Chinese at all and even in cp936 lacks some of the tables' symbols: a crash, not a report."""
+    if system != "nt":
+        return
+    for stream in streams or (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+        if hasattr(stream, "reconfigure") and encoding != "utf8":
+            stream.reconfigure(encoding="utf-8", errors="replace")
+
+
+def shell_quote(text: str, system: str = os.name) -> str:
+    """A path or argument as it is typed back into this system's shell. POSIX: shlex.quote.
+    Windows (cmd and PowerShell alike): in double quotes when it has a space or a character
+    either shell treats specially; a path cannot hold a double quote itself."""
+    if system != "nt":
+        return shlex.quote(text)
+    if text and not any(c in text for c in " \t&()[]{}^=;!'+,`~$%@#|<>"):
+        return text
+    return '"' + (text + "\\" if text.endswith("\\") else text) + '"'  # C:\ -> "C:\\": no escaped quote
 
 
 def pad(text: str, width: int) -> str:
@@ -208,6 +233,11 @@ def main(ctx: click.Context, workspace: Path, debug: bool) -> None:
     ctx.obj = workspace
 
 
+def run() -> None:
+    """The `happyhome` command (console script and `python -m pipeline`)."""
+    utf8_console()
+    main()
+
 
 def open_workspace(ctx: click.Context) -> Workspace:
     return Workspace.open(ctx.obj)
@@ -321,8 +351,7 @@ def init(directory: Path, organiser: str | None, contact: str | None, deadline_d
     """
     from pipeline.workspace import init_workspace
 
-    from shlex import quote
-
+    quote = shell_quote
     result = init_workspace(directory, organiser=organiser, contact=contact, deadline_day=deadline_day)
     # Quoted where a shell needs it (a space, a bracket), so a path or the hint can be copied.
     for path in result.created:
@@ -970,5 +999,5 @@ def demo(directory: Path, small: bool, end: str, seed: int) -> None:
             folder=accepted.acceptance.rectification.parent))
     steps = _(", ").join(_("{step} {seconds:.1f} s").format(step=_(name), seconds=sec)
                          for name, sec in result.seconds.items())
-    try_it = f"happyhome -w {directory} status --system community --period {result.periods[-1]}"
+    try_it = f"happyhome -w {shell_quote(str(directory))} status --system community --period {result.periods[-1]}"
     say(_("Done in {seconds:.1f} s ({steps}). Try: {command}").format(seconds=elapsed, steps=steps, command=try_it))

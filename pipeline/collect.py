@@ -235,7 +235,7 @@ class Context:
         period, stage = split_key(check_key(period))
         assigned = {a: frozenset(s) for a, s in roster.assignments(system.subject_type).items()}
         folder = ws.path("returned")
-        shown = folder.relative_to(ws.root).as_posix() if folder.is_relative_to(ws.root) else str(folder)
+        shown = str(folder.relative_to(ws.root) if folder.is_relative_to(ws.root) else folder)  # input\returned on Windows
         limits = ws["limits"]
         typed = frozenset(c for c, s in roster.subjects.items() if s.type == system.subject_type)
         return cls(system, period, frozenset(roster.assessors), frozenset(roster.subjects), assigned,
@@ -477,7 +477,7 @@ def _belongs(ctx: Context, period: str, stage: str | None = None) -> str:
     month). A form that does not say its stage is taken to be of this round's stage."""
     if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", period):
         return ""
-    return PHRASES["put_in_folder"].format(folder=f"{ctx.returned}/{round_key(period, stage or ctx.stage)}/")
+    return PHRASES["put_in_folder"].format(folder=os.path.join(ctx.returned, round_key(period, stage or ctx.stage), ""))
 
 
 def find_identity(rows: list[list]) -> Identity:

@@ -595,7 +595,7 @@ def build_demo(root: str | Path = "demo", size: DemoSize = FULL, end: str = DEFA
         accepted = report(ws, accepting, final.period)
         advance(1)
         lap(N_("acceptance"))
-    faults = [(p.period, r.path.relative_to(ws.returned(p.period)).as_posix(), r.note) for p in plans for r in p.returns if r.note]
+    faults = [(p.period, str(r.path.relative_to(ws.returned(p.period))), r.note) for p in plans for r in p.returns if r.note]
     faults += [(p.period, f"{a} {roster.assessors[a].name}（{system}）", NOT_RETURNED) for p in plans for system, a in p.missing]
     faults += [(p.period, f"{code} {roster.subjects[code].name}", POSTPONED) for p in plans for code in p.postponed]
     faults.sort(key=lambda f: f[0])  # by month, stable
