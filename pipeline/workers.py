@@ -285,7 +285,7 @@ def _serve(conn: Connection, target: Callable, context: Any, max_memory_mb: floa
         try:
             answer: tuple = ("ok", target(data, name, context))
         except MemoryError:
-            answer = ("fail", NO_MEMORY, f"MemoryError above {max_memory_mb:g} MB")
+            answer = ("fail", NO_MEMORY, f"MemoryError above {max_memory_mb:g} MB" if max_memory_mb else "MemoryError")
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as err:  # noqa: BLE001 - e.g. a Rust panic (PanicException is a BaseException)
