@@ -67,7 +67,8 @@ def current_umask() -> int:
 
 def share_mode(path: Path) -> None:
     """Give a finished file the mode a plain `open()` would (0666 less the umask): mkstemp
-    makes it 0600, which colleagues on a shared drive cannot open."""
+    makes it 0600, which colleagues on a shared drive cannot open. (On Windows chmod only sets or
+    clears the read-only flag: 0666 less any umask keeps the file writable, as open() makes it.)"""
     os.chmod(path, 0o666 & ~current_umask())
 
 
