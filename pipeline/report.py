@@ -454,12 +454,36 @@ def _corrections_sheet(book, f, rows: list[list]) -> None:
         sh.ws.write_string(2, 0, "本期没有更正记录。", f["text"])
 
 
+def _inert_column(column: pd.Series) -> pd.Series:
+    """`inert_csv` over a column, judged once per distinct value: a national month's 760,000
+    rows hold a few thousand distinct texts, and most columns none that needs the quote."""
+    bad = [v for v in pd.unique(column) if isinstance(v, str) and inert_csv(v) is not v]
+    if not bad:
+        return column
+    hit = column.isin(bad)
+    out = column.astype(object)
+    out[hit] = [inert_csv(v) for v in column[hit]]
+    return out
+
+
+def _number_column(column: pd.Series) -> pd.Series:
+    """Numbers as "%.10g" text (blank for none), formatted once per distinct value."""
+    shown = {v: "%.10g" % v for v in pd.unique(column.dropna())}
+    return column.map(shown).astype(object).where(column.notna(), "")
+
+
 def write_detail_csv(path: Path, detail: pd.DataFrame) -> Path:
     """Every accepted score as UTF-8 CSV with a byte-order mark; text cells made inert."""
-    text = detail.drop(columns=["得分", "原分"]).map(inert_csv)
-    out = text.assign(得分=detail["得分"], 原分=detail["原分"])[DETAIL_HEAD]
+    columns = [_number_column(detail[name]) if name in ("得分", "原分") else _inert_column(detail[name]).fillna("")
+               for name in DETAIL_HEAD]
+    # The csv module straight from the columns, as pandas' to_csv would write them (QUOTE_MINIMAL,
+    # "\n", blanks for none), at a fraction of its time and without a second frame of text.
     with atomic_path(path) as tmp:
-        out.to_csv(tmp, index=False, encoding="utf-8-sig", float_format="%.10g")
+        with open(tmp, "w", encoding="utf-8-sig", newline="") as fh:
+            out = csv.writer(fh, lineterminator="\n")
+            out.writerow(DETAIL_HEAD)
+            for start in range(0, len(detail), 50_000):  # in slices: one list of the cells at a time
+                out.writerows(zip(*(c.iloc[start:start + 50_000].tolist() for c in columns)))
     return path
 
 
