@@ -711,7 +711,7 @@ def report(
                              received=received, files=files, organiser=ws["round"]["organiser"], generated=generated,
                              files_received=len(file_rows),
                              selection=selecting.digest_part(chosen, notice) if chosen is not None else None,
-                             corrections=amendments.subject_notes(fixes, roster, system))
+                             corrections=amendments.subject_notes(fixes, roster, system), layout=ws["report"])
     if accepted is not None:
         acceptance.write_outputs(accepted, out, system_id=system.id, system_name=system.name, period=period,
                                  organiser=ws["round"]["organiser"], contact=ws["round"]["contact"], generated=generated)
