@@ -167,13 +167,14 @@ def bootstrap(
         blocks.append((cols, table, int(k), trim, packed))
     totals_tails = _Tails(n, q, len(values), float)
     ranks_tails = _Tails(n, q, len(values), np.int32)
-    step = max(1, 1_000_000 // max(len(values), 1))  # replicates at a time: a few MB of each temporary
+    step = max(1, 500_000 // max(len(values), 1))  # replicates at a time: a few MB of each temporary
     for start in range(0, n, step):
         stop = min(n, start + step)
         reps = np.empty((stop - start, len(values)))
         for cols, table, k, trim, packed in blocks:
             # table[column, draw] through flat positions: the same values, gathered faster
-            flat = _unpack(packed[start:stop], k) + (np.arange(len(cols)) * k)[:, None]
+            flat = _unpack(packed[start:stop], k)
+            flat += (np.arange(len(cols)) * k)[:, None]
             reps[:, cols] = _centre(np.take(table.ravel(), flat), trim)
         totals_tails.add(reps)
         ranks_tails.add(_competition_ranks(reps))
