@@ -353,11 +353,12 @@ def _items_sheet(book, f, res: RoundResult, comparison: "selfcheck.SelfCompariso
         header += ["自评分"] + [f"{i.code} 自评" for i in items]
         full += [res.system.total] + [i.max for i in items]
     wide = res.items.pivot_table(index="subject", columns="item", values="score", aggfunc="first")
+    # One row per subject in ranking order, one column per item (blank where none): one reindex,
+    # not a lookup per subject (10,000 of them in a national month).
+    wide = wide.reindex(index=res.subjects["subject"], columns=[i.code for i in items]).to_numpy().tolist()
     rows = [full]
-    for r in res.subjects.to_dict("records"):
-        got = wide.loc[r["subject"]] if r["subject"] in wide.index else {}
-        row = ([r["subject"], r["name"], r["total"]] + [got.get(i.code, math.nan) for i in items]
-               + [r[level] for level in LEVEL1])
+    for r, got in zip(res.subjects.to_dict("records"), wide):
+        row = ([r["subject"], r["name"], r["total"]] + got + [r[level] for level in LEVEL1])
         if comparison is not None:
             row += [comparison.totals.get(r["subject"], math.nan)] + [
                 comparison.by_item.get((r["subject"], i.code), math.nan) for i in items]

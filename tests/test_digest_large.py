@@ -218,3 +218,16 @@ def test_large_ranking_searches_filters_pages_and_prints_whole(tmp_path):
     text = subprocess.run(["pdftotext", "-layout", str(filtered_pdf), "-"], capture_output=True, text=True, check=True).stdout
     ranking = text[:text.index("各类指标得分率")]
     assert re.findall(r"C\d{5}", ranking) == sichuan and f"按筛选条件打印 {len(sichuan)} 个对象（共 650 个）" in ranking
+
+
+def test_layout_settings_are_checked(tmp_path):
+    from pipeline.config import Workspace
+    from pipeline.errors import ConfigError
+
+    for line, name in (("digest_page_rows = 0", "digest_page_rows"), ("digest_cards_max = -1", "digest_cards_max"),
+                       ("digest_near_points = -0.5", "digest_near_points")):
+        (tmp_path / "happyhome.toml").write_text(f"[report]\n{line}\n", encoding="utf-8")
+        with pytest.raises(ConfigError, match=f"report.{name}"):
+            Workspace.open(tmp_path)
+    (tmp_path / "happyhome.toml").write_text("[report]\ndigest_page_rows = 50\ndigest_near_points = 1\n", encoding="utf-8")
+    assert Workspace.open(tmp_path)["report"]["digest_page_rows"] == 50
