@@ -132,43 +132,127 @@ def bootstrap(
 
     Resamples each subject's assessors with replacement; trimming needs at least
     three values so something is left after dropping the extremes.
+
+    At national size (2,000 replicates x 10,000 subjects) the replicates are not kept as
+    floats: each replicate's draw of a subject's assessors is kept as one small integer
+    (`_pack`), 1 byte a cell for up to 4 assessors, and turned back into totals a few
+    replicates at a time; the interval ends are order statistics, kept as they stream by
+    (`_Tails`). The random draws, and so every number, are those of drawing everything at once.
     """
     if not 0 < level < 1 or n < 1:
         raise ValueError("level must be in (0, 1) and n >= 1")
     t = _clean(totals)
-    groups = t.groupby("subject", sort=True)["total"]
-    subjects = [str(k) for k in groups.groups]
-    values = [g.to_numpy() for _, g in groups]
-    sizes = np.array([len(v) for v in values], dtype=int)
+    # Each subject's totals in their order in `totals`, subjects sorted (as groupby would give them).
+    codes, keys = pd.factorize(t["subject"], sort=True)
+    order = np.argsort(codes, kind="stable")
+    sizes = np.bincount(codes, minlength=len(keys)).astype(int)
+    values = np.split(t["total"].to_numpy()[order], np.cumsum(sizes)[:-1]) if len(keys) else []
+    subjects = [str(k) for k in keys]
     rng = np.random.default_rng(seed)
-    reps = np.empty((n, len(values)))
+    q = (1 - level) / 2 * 100
+    blocks = []  # (columns, their totals as a k-wide table, k, trim, packed draws n x columns)
     for k in np.unique(sizes):  # sorted, so the draw order is fixed by the data
         cols = np.flatnonzero(sizes == k)
         table = np.stack([values[c] for c in cols])
         trim = trim_min is not None and k >= max(trim_min, 3)
-        # Replicates in chunks of about 4M draws, so memory stays flat at national scale.
-        step = max(1, 4_000_000 // (len(cols) * k))
+        packed = np.empty((n, len(cols)) + ((k,) if k > PACK_MAX else ()),
+                          dtype=np.uint16 if k > PACK_MAX else _pack_dtype(k))
+        # Replicates in chunks of about 1M draws, so memory stays flat at national scale. A
+        # generator's draws do not depend on how they are chunked (the tests hold this version
+        # to one that draws in chunks of 4M).
+        step = max(1, 1_000_000 // (len(cols) * k))
         for start in range(0, n, step):
             stop = min(n, start + step)
-            idx = rng.integers(0, k, size=(stop - start, len(cols), k))
-            reps[start:stop, cols] = _centre(table[np.arange(len(cols))[None, :, None], idx], trim)
-    ranks = _competition_ranks(reps)
-    q = (1 - level) / 2 * 100
+            packed[start:stop] = _pack(rng.integers(0, k, size=(stop - start, len(cols), k)), k)
+        blocks.append((cols, table, int(k), trim, packed))
+    totals_tails = _Tails(n, q, len(values), float)
+    ranks_tails = _Tails(n, q, len(values), np.int32)
+    step = max(1, 500_000 // max(len(values), 1))  # replicates at a time: a few MB of each temporary
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        reps = np.empty((stop - start, len(values)))
+        for cols, table, k, trim, packed in blocks:
+            # table[column, draw] through flat positions: the same values, gathered faster
+            flat = _unpack(packed[start:stop], k)
+            flat += (np.arange(len(cols)) * k)[:, None]
+            reps[:, cols] = _centre(np.take(table.ravel(), flat), trim)
+        totals_tails.add(reps)
+        ranks_tails.add(_competition_ranks(reps))
+    total_lo, total_hi = totals_tails.ends()
+    rank_lo, rank_hi = ranks_tails.ends()
     return pd.DataFrame({
         "subject": subjects,
-        "total_lo": _percentile(reps, q, "lower"),
-        "total_hi": _percentile(reps, 100 - q, "higher"),
-        "rank_lo": _percentile(ranks, q, "lower").astype(int),
-        "rank_hi": _percentile(ranks, 100 - q, "higher").astype(int),
+        "total_lo": total_lo,
+        "total_hi": total_hi,
+        "rank_lo": rank_lo.astype(int),
+        "rank_hi": rank_hi.astype(int),
     })
 
 
-def _percentile(values: np.ndarray, q: float, method: str, block: int = 1000) -> np.ndarray:
-    """np.percentile over replicates, a block of subjects at a time: it sorts a copy."""
-    if values.shape[1] == 0:
-        return np.empty(0)
-    return np.concatenate([np.percentile(values[:, i:i + block], q, axis=0, method=method)
-                           for i in range(0, values.shape[1], block)])
+PACK_MAX = 15  # 15**15 < 2**63: larger panels keep their draws unpacked, one small integer each
+
+
+def _pack_dtype(k: int):
+    """The smallest unsigned integer that holds k draws of 0..k-1 (k**k values)."""
+    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if k ** k <= np.iinfo(dtype).max + 1:
+            return dtype
+    raise ValueError(f"too many assessors to pack their draws: {k}")
+
+
+def _pack(idx: np.ndarray, k: int) -> np.ndarray:
+    """(..., k) draws of 0..k-1 as one base-k number each (up to PACK_MAX draws; above, as they are)."""
+    if k > PACK_MAX:
+        return idx.astype(np.uint16)
+    weights = k ** np.arange(k, dtype=np.int64)
+    return (idx.astype(np.int64) @ weights).astype(_pack_dtype(k))
+
+
+def _unpack(packed: np.ndarray, k: int) -> np.ndarray:
+    """The inverse of `_pack`: (...) base-k numbers back to (..., k) draws."""
+    if k > PACK_MAX:
+        return packed.astype(np.int64)
+    weights = k ** np.arange(k, dtype=np.int64)
+    if k ** k <= 1 << 16:  # up to 6 assessors: look the draws up rather than divide
+        return ((np.arange(k ** k, dtype=np.int64)[:, None] // weights) % k)[packed]
+    return (packed.astype(np.int64)[..., None] // weights) % k
+
+
+class _Tails:
+    """The ends of a percentile interval over replicates that arrive a few rows at a time.
+
+    np.percentile(values, q, method="lower") of n replicates is the m-th smallest, for an m fixed
+    by n and q (and "higher" at 100 - q the m-th largest): only the m smallest and the m largest
+    of each column are kept, so memory does not grow with the replicates.
+    """
+
+    def __init__(self, n: int, q: float, width: int, dtype):
+        order = np.arange(n)
+        self._n = n
+        self.lo_at = int(np.percentile(order, q, method="lower"))  # exactly np.percentile's choice
+        self.hi_at = int(np.percentile(order, 100 - q, method="higher"))
+        # One row per column of the replicates: partitions run along contiguous memory.
+        self.small = np.empty((width, 0), dtype=dtype)
+        self.large = np.empty((width, 0), dtype=dtype)
+
+    def add(self, rows: np.ndarray) -> None:
+        keep = self.lo_at + 1  # the smallest `keep`; the largest n - hi_at
+        small = np.concatenate([self.small, rows.T], axis=1)
+        if small.shape[1] > keep:
+            small.partition(keep - 1, axis=1)  # in place: no second copy
+            small = small[:, :keep].copy()
+        self.small = small
+        keep = self._n - self.hi_at
+        large = np.concatenate([self.large, rows.T], axis=1)
+        if large.shape[1] > keep:
+            large.partition(large.shape[1] - keep, axis=1)
+            large = large[:, large.shape[1] - keep:].copy()
+        self.large = large
+
+    def ends(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.small.shape[0] == 0:
+            return np.empty(0), np.empty(0)
+        return self.small.max(axis=1), self.large.min(axis=1)
 
 
 def half_up_array(values: np.ndarray, decimals: int = 2) -> np.ndarray:
@@ -182,13 +266,25 @@ def half_up_array(values: np.ndarray, decimals: int = 2) -> np.ndarray:
 def _competition_ranks(reps: np.ndarray) -> np.ndarray:
     """Per replicate: 1 + how many subjects scored strictly higher (1, 2, 2, 4).
 
-    Totals equal to 2 decimals (四舍五入) tie, as they do in the published ranking.
+    Totals equal to 2 decimals (四舍五入) tie, as they do in the published ranking. All rows at
+    once: the rounded totals become integers (hundredths), each row is shifted above the one
+    before it, and one search in the sorted whole finds every total's place in its own row.
     """
-    ranks = np.empty(reps.shape, dtype=np.int32)
-    for i, row in enumerate(reps):
-        key = half_up_array(row, 2)
-        ranks[i] = len(key) - np.searchsorted(np.sort(key), key, side="right") + 1
-    return ranks
+    rows, width = reps.shape
+    if not reps.size:
+        return np.empty(reps.shape, dtype=np.int32)
+    key = np.rint(half_up_array(reps, 2) * 100).astype(np.int64)
+    key -= key.min()
+    span = int(key.max()) + 1
+    if span <= 4 * width:  # totals of 0..100 in hundredths: count them rather than search
+        offsets = (np.arange(rows, dtype=np.int64) * span)[:, None]
+        at_most = np.bincount((key + offsets).ravel(), minlength=rows * span).reshape(rows, span).cumsum(axis=1)
+        return (width - np.take_along_axis(at_most, key, axis=1) + 1).astype(np.int32)
+    shifted = key + (np.arange(rows, dtype=np.int64) * span)[:, None]
+    ordered = np.sort(shifted, axis=1).ravel()
+    above = np.searchsorted(ordered, shifted.ravel(), side="right").reshape(rows, width)
+    above -= (np.arange(rows) * width)[:, None]
+    return (width - above + 1).astype(np.int32)
 
 
 def rank_label(rank: int, lo: int, hi: int) -> str:
@@ -255,16 +351,18 @@ def agreement(totals: pd.DataFrame) -> dict:
     """Krippendorff's alpha (interval) over the assessor × subject matrix."""
     t = _clean(totals)
     n_s, n_a = t["subject"].nunique(), t["assessor"].nunique()
-    matrix = t.pivot_table(index="assessor", columns="subject", values="total", aggfunc="mean")
+    # The cells of the assessor x subject matrix that hold a rating, in its row order (assessor,
+    # then subject), without the matrix itself: 2,000 x 10,000 floats would be 160 MB.
+    cells = t.groupby(["assessor", "subject"], sort=True)["total"].mean().reset_index()
     # Subjects with a single rating are not pairable; alpha ignores them anyway.
-    shared = matrix.loc[:, matrix.notna().sum(axis=0) >= 2].to_numpy()
+    raters = cells.groupby("subject")["assessor"].transform("size")
+    cells = cells[raters >= 2]
+    values = cells["total"].to_numpy()
     alpha, why = math.nan, "评估人数不足，无法计算一致性。"
-    if n_a >= 2 and shared.size == 0:
+    if n_a >= 2 and values.size == 0:
         why = "没有被两名及以上评估人共同评估的对象，无法计算一致性。"
-    elif n_a >= 2 and np.unique(shared[~np.isnan(shared)]).size < 2:
+    elif n_a >= 2 and np.unique(values).size < 2:
         why = "共同评估对象的评分完全相同，无法计算一致性。"
     elif n_a >= 2:
-        units = np.broadcast_to(np.arange(shared.shape[1]), shared.shape)
-        present = ~np.isnan(shared)
-        alpha = interval_alpha(shared[present], units[present])
+        alpha = interval_alpha(values, pd.factorize(cells["subject"], sort=True)[0])
     return {"alpha": alpha, "n_subjects": n_s, "n_assessors": n_a, "reading": _reading(alpha, why)}

@@ -151,6 +151,15 @@ def _validate(s: dict, path: Path) -> None:
     if not 0 <= s["forms"]["reason_below_share"] <= 1:
         raise ConfigError(_("{path}: 'forms.reason_below_share' must be between 0 and 1, found {value!r}").format(
             path=path, value=s["forms"]["reason_below_share"]))
+    for name, least in (("digest_full_max", 0), ("digest_page_rows", 1), ("digest_cards_each", 0),
+                        ("digest_cards_max", 0), ("digest_flags_max", 0)):
+        value = s["report"][name]
+        if not (isinstance(value, int) and value >= least):
+            raise ConfigError(_("{path}: 'report.{name}' must be a whole number of at least {least}, found {value!r}")
+                              .format(path=path, name=name, least=least, value=value))
+    if not s["report"]["digest_near_points"] >= 0:
+        raise ConfigError(_("{path}: 'report.digest_near_points' must not be negative, found {value!r}")
+                          .format(path=path, value=s["report"]["digest_near_points"]))
     _validate_selection(s["selection"], path)
 
 

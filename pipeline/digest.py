@@ -88,6 +88,9 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters.update(num=fmt_num, pct=fmt_pct, int0=fmt_int, css_string=css_string)
+    # |tojson escapes < > & ' (so embedded data cannot close its <script>); Chinese stays as it
+    # is rather than \uXXXX, which would double the size of a national ranking's data.
+    env.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": False, "separators": (",", ":")}
     return env
 
 
@@ -110,6 +113,7 @@ class Card:
     remarks: list[tuple[str, str, str]] = field(default_factory=list)  # (assessor, item label, remark)
     flags: list[str] = field(default_factory=list)
     corrections: list[str] = field(default_factory=list)  # corrections in force after 公示, one line each
+    why: str = ""  # in a large round's digest: why this subject has a card (前 20 名, 争议, 临近等级线 …)
 
 
 def _place(row) -> str:
@@ -117,10 +121,17 @@ def _place(row) -> str:
 
 
 def _cards(result: RoundResult, scores: pd.DataFrame, names: dict[str, str], n_items: int = 3,
-           corrections: dict[str, list[str]] | None = None) -> list[Card]:
+           corrections: dict[str, list[str]] | None = None, only: dict[str, str] | None = None) -> list[Card]:
+    """The subject cards, in ranking order: of every rated subject, or of those in `only`
+    (code -> why it has a card)."""
     labels = {i.code: f"{i.code} {i.level3}" for i in result.system.items}
+    items, rated = result.items, result.rated
+    if only is not None:
+        items = items[items["subject"].isin(list(only))]
+        rated = rated[rated["subject"].isin(list(only))]
+        scores = scores[scores["subject"].isin(list(only))] if len(scores) else scores
     by_subject: dict[str, list[tuple[str, float]]] = {}
-    for subject, item, share in zip(result.items["subject"], result.items["item"], result.items["share"]):
+    for subject, item, share in zip(items["subject"], items["item"], items["share"]):
         by_subject.setdefault(subject, []).append((item, float(share)))
     remarks: dict = {}
     if len(scores):
@@ -128,7 +139,7 @@ def _cards(result: RoundResult, scores: pd.DataFrame, names: dict[str, str], n_i
         remarks = dict(tuple(said.groupby("subject", sort=False)))
     flags = result.flags.groupby("subject", sort=False)["message"].agg(list).to_dict() if len(result.flags) else {}
     cards = []
-    for row in result.rated.to_dict("records"):
+    for row in rated.to_dict("records"):
         mine = by_subject.get(row["subject"], [])
         best = sorted(mine, key=lambda x: (-x[1], x[0]))[:n_items]
         worst = sorted(mine, key=lambda x: (x[1], x[0]))[:n_items]
@@ -142,8 +153,97 @@ def _cards(result: RoundResult, scores: pd.DataFrame, names: dict[str, str], n_i
                                              for r in said.itertuples()],
             flags=flags.get(row["subject"], []),
             corrections=(corrections or {}).get(row["subject"], []),
+            why=(only or {}).get(row["subject"], ""),
         ))
     return cards
+
+
+DISAGREEMENT = ("total_range", "item_range", "few_assessors")  # 争议: what the assessors' scores say
+
+
+def card_choice(result: RoundResult, *, each: int, near_points: float, limit: int) -> tuple[dict[str, str], int]:
+    """Which subjects of a large round get a card, and why: the top and bottom `each`, those with
+    a disagreement flag (总分分歧, 指标分歧, 评估人数不足), and those whose total is within
+    `near_points` of a grade line; at most `limit`, in that order of priority, the nearest to a
+    line first. Returns (code -> why, how many more were near a line than could be shown)."""
+    rated = result.rated
+    codes = list(rated["subject"])
+    why: dict[str, str] = {}
+    for code in codes[:each]:
+        why[code] = f"前 {each} 名"
+    for code in codes[-each:] if each else []:
+        why.setdefault(code, f"后 {each} 名")
+    disputed = [code for code in _by_severity(result.flags) if code not in why]
+    for code in disputed[:max(0, limit - len(why))]:
+        why[code] = "争议"
+    lines = sorted({float(b["min"]) for b in result.params["grades"]})
+    near = []
+    for code, total in zip(rated["subject"], rated["total"]):
+        gap = min((abs(total - line), line) for line in lines) if lines else (math.inf, 0)
+        if gap[0] <= near_points + 1e-9 and code not in why:
+            near.append((gap[0], code, gap[1]))
+    near.sort()
+    room = max(0, limit - len(why))
+    for _, code, line in near[:room]:
+        why[code] = f"临近 {line:g} 分等级线"
+    return why, {"disputed": sum(code not in why for code in disputed), "near": max(0, len(near) - room)}
+
+
+def _by_severity(flags: pd.DataFrame) -> list[str]:
+    """Subjects with a disagreement flag, the most pressing first: too few assessors, then the
+    widest spread of the assessors' totals, then the most items in dispute."""
+    f = flags[flags["kind"].isin(DISAGREEMENT)]
+    if f.empty:
+        return []
+    per = pd.DataFrame({
+        "few": f["kind"].eq("few_assessors").groupby(f["subject"], sort=False).any(),
+        "spread": f["value"].where(f["kind"].eq("total_range"), 0.0).groupby(f["subject"], sort=False).max(),
+        "items": f["kind"].eq("item_range").groupby(f["subject"], sort=False).sum(),
+    })
+    per["at"] = range(len(per))  # ties: in the order of the 争议 sheet
+    return list(per.sort_values(["few", "spread", "items", "at"], ascending=[False, False, False, True],
+                                kind="mergesort").index)
+
+
+def listed_flags(flags: pd.DataFrame, limit: int) -> pd.DataFrame:
+    """A large round's 争议 table: the disagreement flags (not the 临界 ones), of the most pressing
+    subjects first (`_by_severity`), at most `limit` rows."""
+    order = {code: n for n, code in enumerate(_by_severity(flags))}
+    f = flags[flags["kind"].isin(DISAGREEMENT)]
+    f = f.assign(_o=f["subject"].map(order)).sort_values("_o", kind="mergesort").drop(columns="_o")
+    return f.head(limit)
+
+
+def ranking_data(rows: list[dict], level2: list[str], grades: list[str], *, by: str | None, calibrated: bool,
+                 decimals: int) -> dict:
+    """The ranking of a large round as compact rows for the page's script (`|tojson`): each
+    row's cells already formatted as the small round's table shows them, plus what the
+    filters need. Cells: 排名, 编号, 名称, 地区 (its index in "regions"), 总分, 等级, 排名区间,
+    [分组排名], [校准总分, 校准排名], 评估人数, one per 二级指标, 标记 (the kinds; the messages are in
+    争议 and the summary's 争议 sheet); then 省份 (its index in "provinces"), corrections."""
+    out = []
+    for r in rows:
+        region = r["province"] + (f" {r['city']}" if r["city"] and r["city"] != r["province"] else "")
+        cells = [fmt_int(r["rank"]), r["subject"], r["name"], region, fmt_num(r["total"], decimals), r["grade"],
+                 r["rank_label"]]
+        if by:
+            cells.append(fmt_int(r["group_rank"]))
+        if calibrated:
+            cells += [fmt_num(r["calibrated_total"], decimals), fmt_int(r["calibrated_rank"])]
+        cells.append(str(r["n_assessors"]))
+        cells += [fmt_num(r[name], decimals) for name in level2]
+        cells.append(r.get("flag_kinds", r["flags"]))
+        out.append(cells + [r["province"] or "", int(r.get("corrections", 0) or 0)])
+    # Texts that repeat (省份, 地区) travel once, as lists the rows point into: 10,000 copies of
+    # 浙江省 杭州市 would be 200 KB of a page that should stay under 3 MB.
+    provinces = sorted({r["province"] for r in rows if r["province"]})
+    regions = sorted({cells[3] for cells in out})
+    at, where = {p: n for n, p in enumerate(provinces)}, {p: n for n, p in enumerate(regions)}
+    for cells in out:
+        cells[3] = where[cells[3]]
+        cells[-2] = at.get(cells[-2], -1)
+    return {"rows": out, "grades": grades, "provinces": provinces, "regions": regions, "by": bool(by),
+            "calibrated": bool(calibrated), "n_level2": len(level2)}
 
 
 def category_shares(result: RoundResult) -> list[tuple[str, float, float, float | None]]:
@@ -160,6 +260,9 @@ def category_shares(result: RoundResult) -> list[tuple[str, float, float, float 
 
 
 FLAG_ORDER = ("total_range", "item_range", "decision", "few_assessors")
+# The [report] settings of the digest's layout (pipeline/happyhome.toml has them with their reasons).
+LAYOUT = {"digest_full_max": 300, "digest_page_rows": 100, "digest_cards_each": 20, "digest_near_points": 0.5,
+          "digest_cards_max": 200, "digest_flags_max": 300}
 
 
 def flag_counts(result: RoundResult) -> list[tuple[str, int]]:
@@ -196,8 +299,14 @@ def digest_context(
     files_received: int | None = None,
     selection: dict | None = None,
     corrections: dict[str, list[str]] | None = None,
+    layout: dict | None = None,
 ) -> dict:
     """Everything the digest template shows, as plain values.
+
+    `layout` is the workspace's [report] settings: a round of more than `digest_full_max`
+    subjects gets the large-round page (a searchable, filterable, paged ranking drawn by a small
+    inline script from embedded data, printed whole; cards only for the subjects `card_choice`
+    picks; the 临界 flags counted rather than listed).
 
     `received` and `assigned` count subject sheets; `files_received` counts the workbooks that
     came in (accepted or not), `files` those whose scores were counted. `selection` is a 遴选
@@ -223,6 +332,14 @@ def digest_context(
         r["corrections"] = len((corrections or {}).get(r["subject"], []))  # marked in the ranking
     counts = flag_counts(result)
     month, stage = split_key(period) or (period, SUPERVISION)  # a round's key: 2026-11 or 2027-03-遴选
+    layout = {**LAYOUT, **(layout or {})}
+    large = len(result.subjects) > int(layout["digest_full_max"])
+    grades_all = grades + [NOT_RATED]
+    chosen, more = (card_choice(result, each=int(layout["digest_cards_each"]),
+                                     near_points=float(layout["digest_near_points"]),
+                                     limit=int(layout["digest_cards_max"]))
+                         if large else (None, {}))
+    shown_flags = result.flags if not large else listed_flags(result.flags, int(layout["digest_flags_max"]))
     return {
         "title": f"{system.name} · {month} " + ("评估结果" if stage == SUPERVISION else f"{stage}结果"),
         "system": system,
@@ -250,14 +367,27 @@ def digest_context(
         "category_chart": Markup(charts.share_bars([c[0] for c in cats], [None if c[3] is None else c[3] * 100 for c in cats],
                                                    chart_id="categories")),
         "grade_chart": Markup(charts.count_bars([g for g, _ in dist], [n for _, n in dist], chart_id="grades")),
-        "cards": _cards(result, scores, names, corrections=corrections),
+        "cards": _cards(result, scores, names, corrections=corrections, only=chosen),
         "n_corrections": sum(map(len, (corrections or {}).values())),
         "unrated": [r for r in rows if r["grade"] == NOT_RATED],
         "flags": [
             {"subject": f.subject, "name": subject_names.get(f.subject, ""),
              "kind": FLAG_KINDS.get(f.kind, f.kind), "message": f.message}
-            for f in result.flags.itertuples()
+            for f in shown_flags.itertuples()
         ],
+        "n_flags": len(result.flags),
+        "large": large and {
+            "data": ranking_data(rows, list(system.level2_names), grades_all, by=result.by,
+                                 calibrated=result.calibrated, decimals=decimals),
+            "page_rows": int(layout["digest_page_rows"]),
+            "cards_each": int(layout["digest_cards_each"]),
+            "cards_max": int(layout["digest_cards_max"]),
+            "near_points": float(layout["digest_near_points"]),
+            "more": more,
+            "more_flags": int(result.flags["kind"].isin(DISAGREEMENT).sum()) - len(shown_flags) if len(result.flags) else 0,
+            "decision_subjects": int(result.flags.loc[result.flags["kind"] == "decision", "subject"].nunique())
+            if len(result.flags) else 0,
+        },
         "flag_counts": counts,
         "flagged_subjects": int(result.flags["subject"].nunique()) if len(result.flags) else 0,
         "agreement_note": agreement_note(result, counts),

@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Iterable
 
 import pandas as pd
 import xlsxwriter
@@ -241,12 +242,14 @@ def rank_columns(res: RoundResult) -> tuple[list[str], list[list]]:
     return header, rows
 
 
-def write_summary(path: Path, res: RoundResult, *, period: str, detail: pd.DataFrame, files: list[dict],
+def write_summary(path: Path, res: RoundResult, *, period: str, detail: "pd.DataFrame | int", files: list[dict],
                   generated: datetime, detail_max_rows: int = 100_000, detail_csv: str = "",
                   selection: "selecting.Selection | None" = None, register: list[list] | None = None,
                   acceptance=None, comparison: "selfcheck.SelfComparison | None" = None) -> Path:
     """The summary workbook (xlsxwriter), written atomically; a 遴选 round's starts with 遴选结果,
-    and `acceptance` (a 验收 round's `acceptance.AcceptanceResult`) adds 验收结果 after 排名."""
+    and `acceptance` (a 验收 round's `acceptance.AcceptanceResult`) adds 验收结果 after 排名.
+    `detail` is the 评分明细 table, or only its number of rows when that is above `detail_max_rows`
+    (the sheet then says where the table is)."""
     system = res.system
     with atomic_path(path) as tmp:
         book = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False})
@@ -350,11 +353,12 @@ def _items_sheet(book, f, res: RoundResult, comparison: "selfcheck.SelfCompariso
         header += ["自评分"] + [f"{i.code} 自评" for i in items]
         full += [res.system.total] + [i.max for i in items]
     wide = res.items.pivot_table(index="subject", columns="item", values="score", aggfunc="first")
+    # One row per subject in ranking order, one column per item (blank where none): one reindex,
+    # not a lookup per subject (10,000 of them in a national month).
+    wide = wide.reindex(index=res.subjects["subject"], columns=[i.code for i in items]).to_numpy().tolist()
     rows = [full]
-    for r in res.subjects.to_dict("records"):
-        got = wide.loc[r["subject"]] if r["subject"] in wide.index else {}
-        row = ([r["subject"], r["name"], r["total"]] + [got.get(i.code, math.nan) for i in items]
-               + [r[level] for level in LEVEL1])
+    for r, got in zip(res.subjects.to_dict("records"), wide):
+        row = ([r["subject"], r["name"], r["total"]] + got + [r[level] for level in LEVEL1])
         if comparison is not None:
             row += [comparison.totals.get(r["subject"], math.nan)] + [
                 comparison.by_item.get((r["subject"], i.code), math.nan) for i in items]
@@ -384,6 +388,7 @@ def _self_sheet(book, f, res: RoundResult, comparison: "selfcheck.SelfComparison
         "type": "cell", "criteria": ">", "value": comparison.gap_points, "format": f["bad"]})
 
 
+DETAIL_SLICE = 100_000  # rows of 评分明细 built at a time for the CSV when the sheet cannot hold them
 DETAIL_HEAD = ["期次", "评估人编号", "评估人", "对象编号", "对象名称", "指标编号", "三级指标", "得分", "填写值", "备注",
                "计入", "来源文件", "工作表", "单元格", "sha256", "原分", "更正"]
 
@@ -424,14 +429,15 @@ def _corrected(scores: pd.DataFrame, corrections: pd.DataFrame | None) -> dict[s
     return {"原分": original.where(hit), "更正": note}
 
 
-def _scores_sheet(book, f, detail: pd.DataFrame, max_rows: int, csv_name: str) -> None:
+def _scores_sheet(book, f, detail: "pd.DataFrame | int", max_rows: int, csv_name: str) -> None:
     sh = _Sheet(book, "评分明细", f)
     caps = [None, None, None, None, 24, None, 14, None, None, 36, None, 34, 16, None, 20]
-    if len(detail) > max_rows:
+    n_rows = detail if isinstance(detail, int) else len(detail)
+    if n_rows > max_rows:
         # Tens of thousands of rows make the workbook slow to write and to open; the same
         # table goes in full to the CSV beside it, which Excel opens as it is.
         sh.ws.set_column(0, 0, 120)
-        sh.ws.write_string(0, 0, f"本期共 {len(detail):,} 条评分，超过本表列出的上限（{max_rows:,} 条，"
+        sh.ws.write_string(0, 0, f"本期共 {n_rows:,} 条评分，超过本表列出的上限（{max_rows:,} 条，"
                                  f"设置项 report.detail_max_rows）。完整的评分明细（含来源文件、工作表和单元格）"
                                  f"见同一文件夹中的 {csv_name}（UTF-8 编码，可直接用 Excel 打开）。", f["wrap"])
         return
@@ -454,12 +460,38 @@ def _corrections_sheet(book, f, rows: list[list]) -> None:
         sh.ws.write_string(2, 0, "本期没有更正记录。", f["text"])
 
 
-def write_detail_csv(path: Path, detail: pd.DataFrame) -> Path:
-    """Every accepted score as UTF-8 CSV with a byte-order mark; text cells made inert."""
-    text = detail.drop(columns=["得分", "原分"]).map(inert_csv)
-    out = text.assign(得分=detail["得分"], 原分=detail["原分"])[DETAIL_HEAD]
+def _inert_column(column: pd.Series) -> pd.Series:
+    """`inert_csv` over a column, judged once per distinct value: a national month's 760,000
+    rows hold a few thousand distinct texts, and most columns none that needs the quote."""
+    bad = [v for v in pd.unique(column) if isinstance(v, str) and inert_csv(v) is not v]
+    if not bad:
+        return column
+    hit = column.isin(bad)
+    out = column.astype(object)
+    out[hit] = [inert_csv(v) for v in column[hit]]
+    return out
+
+
+def _number_column(column: pd.Series) -> pd.Series:
+    """Numbers as "%.10g" text (blank for none), formatted once per distinct value."""
+    shown = {v: "%.10g" % v for v in pd.unique(column.dropna())}
+    return column.map(shown).astype(object).where(column.notna(), "")
+
+
+def write_detail_csv(path: Path, detail: "pd.DataFrame | Iterable[pd.DataFrame]") -> Path:
+    """Every accepted score as UTF-8 CSV with a byte-order mark; text cells made inert. `detail`
+    is the 评分明细 frame, or its parts in order (a national month's is built a slice at a time)."""
+    # The csv module straight from the columns, as pandas' to_csv would write them (QUOTE_MINIMAL,
+    # "\n", blanks for none), at a fraction of its time and without a second frame of text.
     with atomic_path(path) as tmp:
-        out.to_csv(tmp, index=False, encoding="utf-8-sig", float_format="%.10g")
+        with open(tmp, "w", encoding="utf-8-sig", newline="") as fh:
+            out = csv.writer(fh, lineterminator="\n")
+            out.writerow(DETAIL_HEAD)
+            for part in [detail] if isinstance(detail, pd.DataFrame) else detail:
+                columns = [_number_column(part[name]) if name in ("得分", "原分")
+                           else _inert_column(part[name]).fillna("") for name in DETAIL_HEAD]
+                for start in range(0, len(part), 50_000):  # in slices: one list of the cells at a time
+                    out.writerows(zip(*(c.iloc[start:start + 50_000].tolist() for c in columns)))
     return path
 
 
@@ -672,8 +704,16 @@ def report(
         people = {code: a.name for code, a in roster.assessors.items()} if roster else {}
         accepted = acceptance.judge(result, scores, people, ws.settings)
     comparison = selfcheck.compare(result, own, ws["scoring"]["self_gap_points"])
-    detail = detail_frame(result, scores, roster, fixes)
-    detail_csv = write_detail_csv(out / f"scores-{system.id}.csv", detail)
+    if len(scores) > ws["report"]["detail_max_rows"]:
+        # Too long for the sheet, so only the CSV needs it: built and written a slice at a time
+        # (760,000 rows x 17 columns at once would be another 100 MB at the report's peak).
+        detail = len(scores)
+        detail_csv = write_detail_csv(out / f"scores-{system.id}.csv",
+                                      (detail_frame(result, scores.iloc[i:i + DETAIL_SLICE], roster, fixes)
+                                       for i in range(0, len(scores), DETAIL_SLICE)))
+    else:
+        detail = detail_frame(result, scores, roster, fixes)
+        detail_csv = write_detail_csv(out / f"scores-{system.id}.csv", detail)
     summary = write_summary(out / f"summary-{system.id}.xlsx", result, period=period, detail=detail, files=files,
                             generated=generated, detail_max_rows=ws["report"]["detail_max_rows"],
                             detail_csv=detail_csv.name, selection=chosen,
@@ -687,7 +727,7 @@ def report(
                              received=received, files=files, organiser=ws["round"]["organiser"], generated=generated,
                              files_received=len(file_rows),
                              selection=selecting.digest_part(chosen, notice) if chosen is not None else None,
-                             corrections=amendments.subject_notes(fixes, roster, system))
+                             corrections=amendments.subject_notes(fixes, roster, system), layout=ws["report"])
     if accepted is not None:
         acceptance.write_outputs(accepted, out, system_id=system.id, system_name=system.name, period=period,
                                  organiser=ws["round"]["organiser"], contact=ws["round"]["contact"], generated=generated)

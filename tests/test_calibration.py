@@ -273,3 +273,66 @@ def test_bootstrap_ties_use_the_same_half_up_rounding_as_the_ranking():
     assert list(half_up_array(sample, 2)) == [half_up(v, 2) for v in sample]
     # 59.995 and 60.00 are one rank (both 60.00), np.round made 59.995 the lower
     assert _competition_ranks(np.array([[60.0, 59.995, 59.98]])).tolist() == [[1, 1, 3]]
+
+
+def _bootstrap_reference(totals, *, n, seed, level=0.90, trim_min=None):
+    """The bootstrap as first written (every replicate kept as floats, one row ranked at a time):
+    the oracle for the compact, streaming one, which must give the very same numbers."""
+    from pipeline.calibration import _centre, half_up_array
+
+    t = totals.loc[totals["total"].notna()]
+    groups = t.groupby("subject", sort=True)["total"]
+    values = [g.to_numpy(dtype=float) for _, g in groups]
+    sizes = np.array([len(v) for v in values], dtype=int)
+    rng = np.random.default_rng(seed)
+    reps = np.empty((n, len(values)))
+    for k in np.unique(sizes):
+        cols = np.flatnonzero(sizes == k)
+        table = np.stack([values[c] for c in cols])
+        trim = trim_min is not None and k >= max(trim_min, 3)
+        step = max(1, 4_000_000 // (len(cols) * k))
+        for start in range(0, n, step):
+            stop = min(n, start + step)
+            idx = rng.integers(0, k, size=(stop - start, len(cols), k))
+            reps[start:stop, cols] = _centre(table[np.arange(len(cols))[None, :, None], idx], trim)
+    ranks = np.empty(reps.shape, dtype=np.int32)
+    for i, row in enumerate(reps):
+        key = half_up_array(row, 2)
+        ranks[i] = len(key) - np.searchsorted(np.sort(key), key, side="right") + 1
+    q = (1 - level) / 2 * 100
+    return pd.DataFrame({
+        "subject": [str(k) for k in groups.groups],
+        "total_lo": np.percentile(reps, q, axis=0, method="lower"),
+        "total_hi": np.percentile(reps, 100 - q, axis=0, method="higher"),
+        "rank_lo": np.percentile(ranks, q, axis=0, method="lower").astype(int),
+        "rank_hi": np.percentile(ranks, 100 - q, axis=0, method="higher").astype(int),
+    })
+
+
+@pytest.mark.parametrize("level, trim_min, low", [(0.90, None, 40), (0.5, None, 40), (0.95, 5, 40), (0.99, None, 40),
+                                                  (0.90, None, 85), (0.90, 5, 85)])
+def test_streaming_bootstrap_equals_keeping_every_replicate(level, trim_min, low):
+    """Mixed panel sizes (1 to 8 assessors: 1 to 8 bytes a packed draw), half-point totals with
+    many ties, several chunks of replicates: the numbers are exactly those of the first version.
+    Totals from 40 are ranked by searching, from 85 (a narrow range) by counting."""
+    rng = np.random.default_rng(11)
+    rows = []
+    for s in range(700):
+        for a in range(int(rng.integers(1, 9)) if s else 17):  # and one panel of 17: draws unpacked
+            rows.append((f"S{s:04d}", f"A{a}", float(np.round(rng.uniform(low, 100) * 2) / 2)))
+    totals = frame(rows)
+    got = bootstrap(totals, n=3001, seed=5, level=level, trim_min=trim_min)  # 3,001: chunks end unevenly
+    want = _bootstrap_reference(totals, n=3001, seed=5, level=level, trim_min=trim_min)
+    pd.testing.assert_frame_equal(got, want)
+    assert (got["rank_lo"] < got["rank_hi"]).any() and (got["total_lo"] < got["total_hi"]).any()
+
+
+def test_packed_draws_round_trip():
+    from pipeline.calibration import _pack, _pack_dtype, _unpack
+
+    rng = np.random.default_rng(2)
+    for k in (1, 2, 4, 5, 7, 9, 15, 16, 30):  # above 15 the draws are kept as they are
+        idx = rng.integers(0, k, size=(6, 5, k))
+        packed = _pack(idx, k)
+        assert packed.dtype == (_pack_dtype(k) if k <= 15 else np.uint16) and (_unpack(packed, k) == idx).all()
+    assert _pack_dtype(4) == np.uint8 and _pack_dtype(5) == np.uint16 and _pack_dtype(9) == np.uint32
