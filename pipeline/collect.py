@@ -72,8 +72,8 @@ from xlsxwriter.utility import xl_rowcol_to_cell
 from pipeline.atomic import atomic_path, check_writable, explain
 from pipeline.config import Workspace
 from pipeline.errors import UsageError
-from pipeline.forms import (BLOCK_LABELS, EVIDENCE, EXPERT, GUIDE_SHEET, KINDS, META_SHEET, SEAL_ROW, SELF,
-                            SELF_ASSESSOR, SUMMARY_SHEET, seal_ok, sign)
+from pipeline.forms import (BLOCK_LABELS, DECLARE_LABEL, DECLARE_REASON_LABEL, DECLARE_YES, EVIDENCE, EXPERT,
+                            GUIDE_SHEET, KINDS, META_SHEET, SEAL_ROW, SELF, SELF_ASSESSOR, SUMMARY_SHEET, seal_ok, sign)
 from pipeline.ledger import FileRecord, Ledger, Settled, SheetRecord
 from pipeline.messages import ERROR, PHRASES, Problem, problem
 from pipeline.officekey import load_key
@@ -378,6 +378,12 @@ def examine_workbook(book: Workbook, name: str, ctx: Context, probe: "CellProbe 
             out.problems += errors
             out.sheets.append(SheetRecord(sheet.name, assessor, subject, False, kind=kind))
             continue
+        if kind == EXPERT:
+            declared, reason = find_declared(sheet.rows)
+            if declared:  # 回避 = 是: not an error, not scored (the scores, if any, are not read)
+                out.sheets.append(SheetRecord(sheet.name, assessor, subject, True, kind=kind, declared=True,
+                                              reason=reason[: ctx.max_remark_chars]))
+                continue
         record, found = validate_sheet(sheet, ctx, name, probe, kind)
         record.assessor, record.subject, record.kind = assessor, subject, kind
         out.problems += found
@@ -503,6 +509,26 @@ def find_identity(rows: list[list]) -> Identity:
                         found.cells[meaning] = _cell_ref(r, c2)
                     break
     return found
+
+
+def find_declared(rows: list[list]) -> tuple[bool, str]:
+    """(declared, 回避原因) of a subject sheet: 回避 = 是 in the cell right of the label 回避 (forms.
+    DECLARE_LABEL), the reason in the cell right of 回避原因. A sheet without the label (a form made
+    before it) is not declared."""
+    declared, reason = False, ""
+    for row in rows[:BLOCK_SEARCH_ROWS]:
+        if "得分" in row:
+            break
+        for c, cell in enumerate(row):
+            if not isinstance(cell, str) or len(cell) > 12:
+                continue
+            label = _text(cell)
+            value = row[c + 1] if c + 1 < len(row) else None
+            if label == DECLARE_LABEL:
+                declared = _text(value) == DECLARE_YES
+            elif label == DECLARE_REASON_LABEL:
+                reason = raw_text(value).strip()
+    return declared, reason
 
 
 _LABEL_STARTS = {label[0] for label in BLOCK_LABELS} | {unicodedata.normalize("NFKC", label[0]) for label in BLOCK_LABELS}
