@@ -672,6 +672,7 @@ def collect(ctx: click.Context, system_ref: str, period: str, stage: str, paths:
         (_("forms of another round"), result.count(STATUS_OTHER_ROUND)),
         (_("superseded sheets"), result.superseded),
         (_("still missing (assignments)"), result.missing),
+        *([(_("declared conflicts (回避)"), result.declared)] if result.declared else []),
     ]
     for label, n in rows:
         table.add_row(label, str(n))

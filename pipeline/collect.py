@@ -43,6 +43,10 @@ The rules an office can rely on:
   from the returned folder and runs collect again — a conflicting file no longer found, with
   the same bytes, at any path it was collected from is withdrawn, and when one side is left
   it counts. Removing every side changes nothing (ask the assessor for a newer return).
+- A subject sheet marked 回避 = 是 (forms.DECLARE_LABEL) is a declared conflict: not an error and
+  not scored (its 得分 are not read); it is recorded as the assessor's return for that subject,
+  with its 回避原因, and supersedes or is superseded like any return (the later-saved wins). The
+  collection workbook lists it as 声明回避. Forms made before the 回避 cell read as 否.
 - The problems of a rejected sheet are marked fixed (已更正) once the same assessor's sheet for
   the same subject, saved no earlier, passes validation: they no longer count as open.
 
@@ -763,6 +767,7 @@ class CollectResult:
     superseded: int = 0       # sheets of earlier files replaced in this run
     settled: list[Settled] = field(default_factory=list)  # conflicts settled by files removed from the folder
     report: Path | None = None
+    declared: int = 0         # declared conflicts (回避 = 是) in force in the round after this run
 
     def count(self, status: str) -> int:
         return sum(f.status == status for f in self.files)
@@ -893,6 +898,7 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
             _alias(ledger, sha, path, seen_at, result)
         result.settled = ledger.settle_conflicts(period, system.id, _still_there)
         result.report, result.missing = write_collection(ws, ledger, system, period, roster)
+        result.declared = len(ledger.declarations(period, system.id))
     finally:
         ledger.close()
     result.superseded = sum(len(f.replaced) for f in result.files)

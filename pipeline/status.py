@@ -114,7 +114,8 @@ class StatusResult:
     places: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # subject -> 省份, 城市, 区县
     # Subjects short of an assessor because of declared conflicts (回避 = 是), still unreplaced.
     short: list[Short] = field(default_factory=list)
-    declared: int = 0  # declared conflicts in force in the round
+    declared: int = 0  # declared conflicts in force in the round (of pairs the roster assigns)
+    declarations: list = field(default_factory=list)  # those conflicts (ledger.Declaration)
 
     @property
     def assigned(self) -> int:
@@ -172,7 +173,9 @@ def round_status(ws: Workspace, system: System, period: str, roster: Roster, led
                                    len(subjects) - len(missing), missing,
                                    found.by_file.get(code, []) if missing else [], found.reminders.get(code, [])))
     result = StatusResult(period, system, ws.deadline(period), rows)
-    result.declared, result.short = _short(roster, system, ledger.declarations(period, system.id))
+    result.declarations = [d for d in ledger.declarations(period, system.id)
+                           if d.subject in roster.assignments(system.subject_type).get(d.assessor, ())]
+    result.declared, result.short = _short(roster, system, result.declarations)
     _self_status(ws, system, period, roster, ledger, result)
     return result
 
