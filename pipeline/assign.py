@@ -225,7 +225,8 @@ def plan_assignment(roster: Roster, system, k: int, avoid=(), max_load: int | No
     if not subjects:
         raise InputError(f"名册中没有类型为“{system.subject_type}”的评估对象")
     # Assessors released from this system earlier (分配 rows marked 已替换) are not planned again.
-    released = {a for a, s in roster.released if s in set(subjects)} - {a for a, s in roster.pairs if s in set(subjects)}
+    mine = set(subjects)
+    released = {a for a, s in roster.released if s in mine} - {a for a, s in roster.pairs if s in mine}
     pool = [a for a in roster.assessors if a not in set(replace) and a not in released]
     n, m = len(subjects), len(pool)
     eligible = eligibility(roster, subjects, pool, avoid)
