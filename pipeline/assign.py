@@ -359,7 +359,8 @@ def _replace(roster, subjects, pool, eligible, k, max_load, replace, rng, declar
     if (counts + np.bincount(freed, minlength=len(subjects)) != k).any():
         wrong = [subjects[i] for i in np.nonzero(counts + np.bincount(freed, minlength=len(subjects)) != k)[0]]
         raise UsageError(f"--replace 只替换已有分配；现有分配中这些对象的评估人数不是 {k}："
-                         f"{'、'.join(wrong[:20])}。请先不带 --replace 重新生成分配")
+                         f"{'、'.join(wrong[:20])}。若这些对象因评估人声明回避而补充过评估人，请加 --period 读取本期的声明回避；"
+                         "否则请先不带 --replace 重新生成分配")
     rank = rng.permutation(len(pool))  # ties broken by a seeded order
     loads = (assigned & ~void).sum(axis=0)
     for i in sorted(freed, key=lambda i: rng.random()):

@@ -15,7 +15,9 @@ Sheet statuses: accepted (counts), rejected (failed validation), superseded (a l
 return replaced it), duplicate (the same scores and remarks as the sheet that counts:
 `same_as`), conflict (another return for the same assessor and subject was saved in the
 same second with different scores: neither counts until it is settled), withdrawn (a
-conflicting return whose file the office removed from the returned folder).
+conflicting return whose file the office removed from the returned folder). A sheet marked
+回避 = 是 on the form (a declared conflict) is an accepted sheet without scores, marked in
+`declared` with its reason (migration 6): it takes part in all of the above like a scored return.
 """
 
 from __future__ import annotations
