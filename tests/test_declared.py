@@ -206,3 +206,18 @@ def test_replace_releases_the_assessor_through_forms_status_and_a_new_plan(works
     run(workspace, "assign", "--system", "community", "--per-subject", "2", "--seed", "5", "--write")
     again = read_roster(workspace / "input" / "roster.xlsx")
     assert gone not in dict(again.pairs) and sorted(again.released) == sorted(roster.released)
+
+
+def test_a_declaration_survives_libreoffice_and_ods(round_ws, tmp_path):
+    from conftest import soffice_convert
+
+    path = returned(round_ws, "E02", declare={"C3": "合作项目负责人"})
+    ods = soffice_convert(path, "ods", tmp_path / "lo")
+    path.unlink()
+    ods.rename(path.with_suffix(".ods"))
+    run(round_ws, "collect", "--system", "community", "--period", PERIOD)
+    w = Workspace.open(round_ws)
+    with Ledger(w.path("ledger")) as ledger:
+        assert [(d.assessor, d.subject, d.reason) for d in ledger.declarations(PERIOD, "community")] == [
+            ("E02", "C3", "合作项目负责人")]
+        assert set(ledger.accepted_scores(PERIOD, "community")["subject"]) == {"C1"}
