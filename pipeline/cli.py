@@ -583,7 +583,7 @@ def status(ctx: click.Context, system_ref: str, period: str, stage: str, export:
         short.add_column(_("Declared by (reason)"))
         for x in result.short:
             short.add_row(escape(x.subject), escape(x.name), str(x.planned), f"[red]{x.valid}[/]",
-                          escape("; ".join(f"{code} ({reason})" if reason else code for code, _n, reason in x.declared)))
+                          escape("；".join(f"{code}（{reason}）" if reason else code for code, _n, reason in x.declared)))
         console.print(short)
         console.print(_("Add a replacement for each: happyhome assign --system {system} --per-subject {k} "
                         "--replace-declared {round} --write").format(system=system.id, k=result.short[0].planned,
