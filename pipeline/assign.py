@@ -227,7 +227,8 @@ def plan_assignment(roster: Roster, system, k: int, avoid=(), max_load: int | No
     # Assessors released from this system earlier (分配 rows marked 已替换) are not planned again.
     mine = set(subjects)
     released = {a for a, s in roster.released if s in mine} - {a for a, s in roster.pairs if s in mine}
-    pool = [a for a in roster.assessors if a not in set(replace) and a not in released]
+    out = set(replace) | released
+    pool = [a for a in roster.assessors if a not in out]
     n, m = len(subjects), len(pool)
     eligible = eligibility(roster, subjects, pool, avoid)
     rng = np.random.default_rng(seed)
@@ -258,10 +259,17 @@ def plan_assignment(roster: Roster, system, k: int, avoid=(), max_load: int | No
         assigned = _replace(roster, subjects, pool, eligible, k, max_load, replace, rng, declared)
     else:
         assigned = _solve(roster, subjects, pool, eligible, k, max_load, rng)
-    used = assigned.any(axis=0)
-    if not keep and not _connect(assigned, eligible, used, rng):
+    # Declared pairs give no scores: they neither join the graph nor are swapped away by _connect.
+    void = np.zeros_like(assigned)
+    index, row = {a: j for j, a in enumerate(pool)}, {s: i for i, s in enumerate(subjects)}
+    for a, s in declared:
+        if a in index and s in row:
+            void[row[s], index[a]] = assigned[row[s], index[a]]
+    live = assigned & ~void
+    if not keep and not _connect(live, eligible, live.any(axis=0), rng):
         _fail(["符合规则的分配无法连成一个整体（评估人之间无法相互比较）",
                "可以：增加评估人、增大 --per-subject，或放宽 --avoid 规则"])
+    assigned = live | void
     si, aj = np.nonzero(assigned)
     order = {a: j for j, a in enumerate(pool)}
     pairs = [(pool[j], subjects[i]) for i, j in sorted(zip(si.tolist(), aj.tolist()),
