@@ -448,7 +448,8 @@ def forms(ctx: click.Context, system_ref: str, period: str, stage: str, roster: 
               help=N_("At most N subjects per assessor (when equal loads are impossible)."))
 @click.option("--seed", type=int, default=0, show_default=True, help=N_("The same seed gives the same plan."))
 @click.option("--replace", multiple=True, metavar="ASSESSOR",
-              help=N_("Reassign only this assessor's pairs, keeping all others (repeatable)."))
+              help=N_("Release this assessor from the system and reassign their pairs; other pairs move only "
+                      "where loads would otherwise differ by more than one (repeatable)."))
 @click.option("--replace-declared", is_flag=True,
               help=N_("Add one replacement assessor for each conflict declared (回避 = 是) in the round's returned "
                       "forms, keeping every other pair; needs --period."))
