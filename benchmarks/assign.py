@@ -1,4 +1,5 @@
-"""Time `plan_assignment` at the programme's size and at 10,000 subjects x 2,000 assessors.
+"""Time `plan_assignment` at the programme's size and at 10,000 subjects x 2,000 assessors, and
+`--replace` of one assessor (with the moves that keep loads within one) on each plan.
 
 Run: python benchmarks/assign.py
 """
@@ -34,3 +35,11 @@ if __name__ == "__main__":
         loads = plan.loads().values()
         print(f"{n} subjects x {m} assessors, K={k}: {took:.3f} s, loads {min(loads)}-{max(loads)}, "
               f"checks {'all hold' if all(ok for _t, ok in plan.checks) else 'FAILED'}")
+        r.pairs = list(plan.pairs)
+        gone = plan.pairs[0][0]
+        start = time.perf_counter()
+        again = plan_assignment(r, system, k, avoid=("区县", "单位"), seed=1, replace=[gone])
+        took = time.perf_counter() - start
+        loads = [v for v in again.loads().values() if v]
+        print(f"  --replace {gone}: {took:.3f} s, {len(again.moved)} other pair(s) moved, loads {min(loads)}-{max(loads)}, "
+              f"checks {'all hold' if all(ok for _t, ok in again.checks) else 'FAILED'}")

@@ -150,6 +150,8 @@ MEANING: dict[str, tuple[str, str, str]] = {
     "sheet_blank": (SHEET, "整张评估对象表的得分一项都没有填（催报信中把 19 个“未填写”合为这一条）。", "转告评估人把这张表填完后重发。"),
     "conflict_return": (SHEET, "催报信中对“冲突”的说法：评估人寄来两份保存时间相同、评分不同的文件。", "请评估人确认以哪份为准，重新保存（保存时间会更新）后只发那一份。"),
     "conflict": (SHEET, "同一评估人、同一对象有两份评分不同的文件，保存时间相同（精确到秒），无法判断以哪份为准，两份都未计入。", "问清评估人以哪份为准，把另一份从 input/returned/<期次>/ 移走，再运行 collect。"),
+    "declared_conflict": (SHEET, "评估人在该对象工作表顶部的“回避”中选了“是”：与该对象有利益关系，声明回避，该表不评分。",
+                          "不是错误，不必催收；用 happyhome assign --replace-declared 为该对象补一位评估人，再为其生成评分表。"),
     "problem_fixed": (SHEET, "此前的错误已由评估人重新提交的文件更正。", "无需处理，不必再催。"),
 }
 SEVERITY = {"error": "错误", "warning": "提示"}

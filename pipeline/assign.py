@@ -28,9 +28,13 @@ from scipy.sparse.csgraph import connected_components, maximum_flow
 
 from pipeline.atomic import atomic_path
 from pipeline.errors import InputError, UsageError
-from pipeline.roster import ASSIGNMENTS, ASSIGNMENT_COLUMNS, ASSESSORS, Roster
+from pipeline.roster import ASSIGNMENT_COLUMNS, ASSIGNMENT_STATE, ASSIGNMENTS, ASSESSORS, RELEASED, Roster
 
 AVOID_RULES = ("区县", "城市", "省份", "单位")
+REPLACED, BALANCE, DECLARED = "replaced", "balance", "declared"  # why a pair changed (Plan.changes)
+CHANGES_SHEET = "变动"  # output/assign-<system>.xlsx: what --replace / --replace-declared changed
+CHANGES_COLUMNS = ("评估对象编号", "名称", "原评估人", "新评估人", "原因")
+CHANGE_TEXT = {REPLACED: "替换", BALANCE: "为均衡负荷或保持连通而调整", DECLARED: "声明回避后补充"}
 _KEYS = {"省份": ("province",), "城市": ("province", "city"), "区县": ("province", "city", "county")}
 
 
@@ -47,12 +51,31 @@ class Plan:
     assessors: list[str]  # the pool: every roster assessor not replaced
     pairs: list[tuple[str, str]]  # (assessor, subject), sorted by subject then assessor
     checks: list[tuple[str, bool]] = field(default_factory=list)  # (说明, holds)
+    # --replace-declared: the round's declared conflicts (回避 = 是) of assigned pairs. They stay
+    # in the plan (the assessor returned the sheet) but neither count towards K nor as load.
+    declared: frozenset[tuple[str, str]] = frozenset()
+    # What changed against the roster's current 分配 (--replace, --replace-declared):
+    # (subject, from assessor or "", to assessor or "", why) — why: replaced | balance | declared
+    changes: list[tuple[str, str, str, str]] = field(default_factory=list)
+    replace_declared: bool = False  # planned with --replace-declared
 
     def loads(self) -> dict[str, int]:
+        """Pairs per assessor of the pool, declared conflicts not counted."""
         out = {a: 0 for a in self.assessors}
-        for a, _s in self.pairs:
-            out[a] += 1
+        for a, s in self.pairs:
+            if (a, s) not in self.declared:
+                out[a] += 1
         return out
+
+    @property
+    def released(self) -> list[str]:
+        """--replace: the assessors left with nothing to rate in this system (still in 评估人)."""
+        return list(self.replace)
+
+    @property
+    def moved(self) -> list[tuple[str, str, str, str]]:
+        """Pairs of other assessors moved to keep loads within one (--replace)."""
+        return [c for c in self.changes if c[3] == BALANCE]
 
 
 def _place(rule: str, subject, assessor) -> bool:
@@ -179,8 +202,14 @@ def _connect(assigned: np.ndarray, eligible: np.ndarray, used: np.ndarray, rng) 
 
 
 def plan_assignment(roster: Roster, system, k: int, avoid=(), max_load: int | None = None, seed: int = 0,
-                    replace=()) -> Plan:
-    """Plan the 分配 of one system's subjects; raises InputError naming what cannot be met."""
+                    replace=(), declared=None, replace_declared: bool = False) -> Plan:
+    """Plan the 分配 of one system's subjects; raises InputError naming what cannot be met.
+
+    `replace`: reassign only these assessors' pairs (others' pairs move only as far as keeping
+    loads within one needs). `declared`: the round's declared conflicts, (assessor, subject)
+    pairs (read from the ledger when a round is named): they stay in the 分配 but count neither
+    towards K nor as load, and are never moved. `replace_declared`: keep every pair and give each
+    subject left with fewer than K assessors who did not declare a replacement."""
     avoid = tuple(dict.fromkeys(avoid))
     bad = [r for r in avoid if r not in AVOID_RULES]
     if bad:
@@ -190,14 +219,31 @@ def plan_assignment(roster: Roster, system, k: int, avoid=(), max_load: int | No
     unknown = [a for a in replace if a not in roster.assessors]
     if unknown:
         raise UsageError(f"--replace：评估人 {'、'.join(unknown)} 不在工作表“{ASSESSORS}”中")
+    if replace and replace_declared:
+        raise UsageError("--replace 与 --replace-declared 请分两次运行")
     subjects = [c for c, s in roster.subjects.items() if s.type == system.subject_type]
     if not subjects:
         raise InputError(f"名册中没有类型为“{system.subject_type}”的评估对象")
-    pool = [a for a in roster.assessors if a not in set(replace)]
+    # Assessors released from this system earlier (分配 rows marked 已替换) are not planned again.
+    mine = set(subjects)
+    released = {a for a, s in roster.released if s in mine} - {a for a, s in roster.pairs if s in mine}
+    out = set(replace) | released
+    pool = [a for a in roster.assessors if a not in out]
     n, m = len(subjects), len(pool)
     eligible = eligibility(roster, subjects, pool, avoid)
     rng = np.random.default_rng(seed)
+    current = set(roster.pairs)
+    keep = replace_declared  # keep every pair, add replacements
+    declared = frozenset(p for p in (declared or ()) if p in current)
+    if declared:
+        index = {a: j for j, a in enumerate(pool)}
+        row = {s: i for i, s in enumerate(subjects)}
+        for a, s in declared:  # a declared pair is a conflict from now on
+            if a in index and s in row:
+                eligible[row[s], index[a]] = False
     short = [(subjects[i], int(c)) for i, c in enumerate(eligible.sum(axis=1)) if c < k]
+    if short and (replace or keep):
+        short = []  # the current 分配 is kept: only the subjects that need someone new are checked below
     if short:
         named = "、".join(f"{s}（{roster.subjects[s].name}，{c} 位可选）" for s, c in short[:20])
         more = f" 等 {len(short)} 个" if len(short) > 20 else ""
@@ -207,19 +253,31 @@ def plan_assignment(roster: Roster, system, k: int, avoid=(), max_load: int | No
     if k == 1 and n > 1:
         _fail(["每个对象只有 1 位评估人时，评估人之间无法比较（分配图不连通）；请将 --per-subject 设为 2 或以上"])
 
-    if replace:
-        assigned = _replace(roster, subjects, pool, eligible, k, max_load, replace, rng)
+    if keep:
+        assigned, _added = _add_for_declared(roster, subjects, pool, eligible, k, max_load, declared, rng)
+    elif replace:
+        assigned = _replace(roster, subjects, pool, eligible, k, max_load, replace, rng, declared)
     else:
         assigned = _solve(roster, subjects, pool, eligible, k, max_load, rng)
-    used = assigned.any(axis=0)
-    if not _connect(assigned, eligible, used, rng):
+    # Declared pairs give no scores: they neither join the graph nor are swapped away by _connect.
+    void = np.zeros_like(assigned)
+    index, row = {a: j for j, a in enumerate(pool)}, {s: i for i, s in enumerate(subjects)}
+    for a, s in declared:
+        if a in index and s in row:
+            void[row[s], index[a]] = assigned[row[s], index[a]]
+    live = assigned & ~void
+    if not keep and not _connect(live, eligible, live.any(axis=0), rng):
         _fail(["符合规则的分配无法连成一个整体（评估人之间无法相互比较）",
                "可以：增加评估人、增大 --per-subject，或放宽 --avoid 规则"])
+    assigned = live | void
     si, aj = np.nonzero(assigned)
     order = {a: j for j, a in enumerate(pool)}
     pairs = [(pool[j], subjects[i]) for i, j in sorted(zip(si.tolist(), aj.tolist()),
                                                         key=lambda p: (p[0], order[pool[p[1]]]))]
-    plan = Plan(system.id, system.subject_type, k, avoid, max_load, seed, tuple(replace), subjects, pool, pairs)
+    plan = Plan(system.id, system.subject_type, k, avoid, max_load, seed, tuple(replace), subjects, pool, pairs,
+                declared=declared, replace_declared=keep)
+    if replace or keep:
+        plan.changes = _changes(roster, subjects, pairs, replace, keep)
     plan.checks = check(plan, roster)
     failed = [text for text, ok in plan.checks if not ok]
     if failed:
@@ -288,26 +346,31 @@ def _flow_lower(el, k, upper, low, extra, cand):
     return _max_flow(el, k, upper, 0, int(extra), cand)
 
 
-def _replace(roster, subjects, pool, eligible, k, max_load, replace, rng) -> np.ndarray:
-    """Keep every pair but those of `replace`; give each freed slot to the least-loaded eligible."""
+def _replace(roster, subjects, pool, eligible, k, max_load, replace, rng, declared=frozenset()) -> np.ndarray:
+    """Keep every pair but those of `replace`; give each freed slot to the least-loaded eligible,
+    then rebalance (`_rebalance`). Declared pairs neither count nor move; a replaced assessor's
+    declared pair frees nothing (its subject was already given someone else)."""
     row = {s: i for i, s in enumerate(subjects)}
     col = {a: j for j, a in enumerate(pool)}
     current = roster.assignments(roster.subjects[subjects[0]].type)
     assigned = np.zeros_like(eligible)
+    void = np.zeros_like(eligible)
     freed: list[int] = []
     for a, ss in current.items():
         for s in ss:
             if a in col:
                 assigned[row[s], col[a]] = True
-            else:
+                void[row[s], col[a]] = (a, s) in declared
+            elif (a, s) not in declared:
                 freed.append(row[s])
-    counts = assigned.sum(axis=1)
+    counts = (assigned & ~void).sum(axis=1)
     if (counts + np.bincount(freed, minlength=len(subjects)) != k).any():
         wrong = [subjects[i] for i in np.nonzero(counts + np.bincount(freed, minlength=len(subjects)) != k)[0]]
         raise UsageError(f"--replace 只替换已有分配；现有分配中这些对象的评估人数不是 {k}："
-                         f"{'、'.join(wrong[:20])}。请先不带 --replace 重新生成分配")
+                         f"{'、'.join(wrong[:20])}。若这些对象因评估人声明回避而补充过评估人，请加 --period 读取本期的声明回避；"
+                         "否则请先不带 --replace 重新生成分配")
     rank = rng.permutation(len(pool))  # ties broken by a seeded order
-    loads = assigned.sum(axis=0)
+    loads = (assigned & ~void).sum(axis=0)
     for i in sorted(freed, key=lambda i: rng.random()):
         ok = eligible[i] & ~assigned[i]
         if max_load is not None:
@@ -318,7 +381,105 @@ def _replace(roster, subjects, pool, eligible, k, max_load, replace, rng) -> np.
         j = min(np.nonzero(ok)[0], key=lambda j: (loads[j], rank[j]))
         assigned[i, j] = True
         loads[j] += 1
+    if max_load is None and not _rebalance(assigned, eligible, rank, void):
+        busy = (assigned & ~void).sum(axis=0)
+        heavy = [pool[j] for j in np.nonzero(busy == busy.max())[0]][:10]
+        _fail([f"替换后评估人负荷相差超过 1（{busy[busy > 0].min()}–{busy.max()}），且无法通过调整其他评估人的分配消除："
+               f"负荷最高的 {'、'.join(heavy)} 的评估对象都不能转给负荷较低的评估人（回避规则）",
+               "可以：不带 --replace 重新生成分配；或设 --max-load 允许负荷不均"])
     return assigned
+
+
+def _rebalance(assigned: np.ndarray, eligible: np.ndarray, rank: np.ndarray, void: np.ndarray) -> bool:
+    """Move pairs until the loads of assessors with work differ by at most one; False if stuck.
+
+    Each step takes one pair off a most-loaded assessor and, through the shortest chain of moves
+    (a gives subject s1 to b, b gives s2 to c, ...), adds one to an assessor at least two below
+    the most loaded; every move keeps the rules (eligible, not already on the subject). Shortest
+    chains move as few other pairs as a step allows; the pairs moved are reported by the caller.
+    Declared pairs (`void`) are neither load nor moved.
+    """
+    busy = (assigned & ~void).any(axis=0)
+    while True:
+        loads = (assigned & ~void).sum(axis=0)
+        live = loads[busy]
+        high, low = int(live.max()), int(live.min())
+        if high - low <= 1:
+            return True
+        sources = sorted(np.nonzero(busy & (loads == high))[0], key=lambda j: rank[j])
+        parent: dict[int, tuple[int, int] | None] = {int(j): None for j in sources}
+        queue, goal = list(parent), None
+        for a in queue:  # breadth first: the list grows as it is walked
+            own = np.nonzero(assigned[:, a] & ~void[:, a])[0]
+            for i in own:
+                cand = np.nonzero(eligible[i] & ~assigned[i] & busy)[0]
+                for b in sorted(cand.tolist(), key=lambda j: rank[j]):
+                    if b in parent:
+                        continue
+                    parent[b] = (a, int(i))
+                    if loads[b] <= high - 2:
+                        goal = b
+                        break
+                    queue.append(b)
+                if goal is not None:
+                    break
+            if goal is not None:
+                break
+        if goal is None:
+            return False
+        b = goal
+        while parent[b] is not None:
+            a, i = parent[b]
+            assigned[i, a], assigned[i, b] = False, True
+            b = a
+
+
+def _add_for_declared(roster, subjects, pool, eligible, k, max_load, declared, rng) -> tuple[np.ndarray, int]:
+    """Keep every pair; give each subject with fewer than K assessors who did not declare a
+    conflict a replacement: eligible (the rules, the 回避 sheet, not a declared pair), not already
+    on it, lowest load first (declared pairs not counted), ties in seeded order."""
+    row = {s: i for i, s in enumerate(subjects)}
+    col = {a: j for j, a in enumerate(pool)}
+    assigned = np.zeros_like(eligible)
+    void = np.zeros_like(eligible)  # declared pairs: assigned, but no load and no part of K
+    for a, ss in roster.assignments(roster.subjects[subjects[0]].type).items():
+        for s in ss:
+            if a in col:
+                assigned[row[s], col[a]] = True
+                void[row[s], col[a]] = (a, s) in declared
+    rank = rng.permutation(len(pool))
+    loads = (assigned & ~void).sum(axis=0)
+    added = 0
+    for i in range(len(subjects)):
+        while (assigned[i] & ~void[i]).sum() < k:
+            ok = eligible[i] & ~assigned[i]
+            if max_load is not None:
+                ok &= loads < max_load
+            if not ok.any():
+                _fail([f"评估对象 {subjects[i]}（{roster.subjects[subjects[i]].name}）没有可补充的评估人"
+                       "（都已评估该对象、声明回避，或违反回避规则）",
+                       "可以：增加评估人、放宽 --avoid 规则，或设较大的 --max-load"])
+            j = min(np.nonzero(ok)[0], key=lambda j: (loads[j], rank[j]))
+            assigned[i, j] = True
+            loads[j] += 1
+            added += 1
+    return assigned, added
+
+
+def _changes(roster: Roster, subjects: list[str], pairs, replace, keep: bool) -> list[tuple[str, str, str, str]]:
+    """What the plan changes in the roster's 分配 for these subjects: (subject, from, to, why)."""
+    mine = set(subjects)
+    before = {p for p in roster.pairs if p[1] in mine}
+    after = set(pairs)
+    gone = sorted(before - after, key=lambda p: (p[0] not in replace, p[1], p[0]))  # the replaced first
+    new = sorted(after - before, key=lambda p: (p[1], p[0]))
+    out, taken = [], set()
+    for a, s in gone:
+        to = next((b for b, t in new if t == s and (b, t) not in taken), "")
+        taken.add((to, s))
+        out.append((s, a, to, REPLACED if a in replace else BALANCE))
+    out += [(s, "", b, DECLARED if keep else BALANCE) for b, s in new if (b, s) not in taken]
+    return sorted(out, key=lambda x: (x[0], x[3], x[1]))
 
 
 def check(plan: Plan, roster: Roster) -> list[tuple[str, bool]]:
@@ -327,29 +488,42 @@ def check(plan: Plan, roster: Roster) -> list[tuple[str, bool]]:
     dup = False
     for a, s in plan.pairs:
         dup |= a in per[s]
-        per[s].add(a)
+        if (a, s) not in plan.declared:
+            per[s].add(a)
     sizes = {len(v) for v in per.values()}
-    out = [(f"每个评估对象恰有 {plan.k} 位不同的评估人", sizes == {plan.k} and not dup)]
+    if plan.declared:
+        out = [(f"每个评估对象恰有 {plan.k} 位未声明回避的评估人（声明回避 {len(plan.declared)} 对，不计入）",
+                sizes == {plan.k} and not dup)]
+    else:
+        out = [(f"每个评估对象恰有 {plan.k} 位不同的评估人", sizes == {plan.k} and not dup)]
     pool = plan.assessors
-    bad = [(a, s) for a, s in plan.pairs if any(_place(r, roster.subjects[s], roster.assessors[a]) for r in plan.avoid)]
+    new = {(b, s) for s, _a, b, why in plan.changes if b}
+    # kept pairs of --replace-declared were planned under the rules of their day: only new ones are checked
+    checked = [p for p in plan.pairs if p in new] if plan.replace_declared else plan.pairs
+    bad = [(a, s) for a, s in checked if any(_place(r, roster.subjects[s], roster.assessors[a]) for r in plan.avoid)]
     rules = "、".join(plan.avoid) or "无"
     out.append((f"没有违反回避规则（--avoid：{rules}）的分配", not bad))
-    out.append(("没有违反“回避”工作表的分配", not any(p in roster.conflicts for p in plan.pairs)))
+    out.append(("没有违反“回避”工作表的分配", not any(p in roster.conflicts for p in checked)))
     loads = plan.loads()
     busy = [v for v in loads.values() if v]
     spread = max(busy) - min(busy) if busy else 0
     if plan.max_load is not None:
         out.append((f"每位评估人负荷不超过 {plan.max_load}（实际 {min(busy)}–{max(busy)}）", max(busy) <= plan.max_load))
+    elif plan.replace_declared:  # replacements mid-round go to the lowest loads; others' pairs are never moved
+        out.append((f"补充的评估人均取自可选者中负荷最低的（负荷不计声明回避，实际 {min(busy)}–{max(busy)}）", True))
     else:
-        out.append((f"评估人负荷相差不超过 1（实际 {min(busy)}–{max(busy)}）", spread <= 1))
+        moved = len(plan.moved)
+        extra = f"；为此另调整了其他评估人的 {moved} 个分配" if moved else ""
+        out.append((f"评估人负荷相差不超过 1（实际 {min(busy)}–{max(busy)}{extra}）", spread <= 1))
     if plan.replace:
-        out.append((f"被替换的评估人 {'、'.join(plan.replace)} 不再有分配",
+        out.append((f"被替换的评估人 {'、'.join(plan.replace)} 不再有分配（仍保留在“评估人”表中）",
                     not any(a in plan.replace for a, _s in plan.pairs)))
     index = {a: j for j, a in enumerate(pool)}
     row = {s: i for i, s in enumerate(plan.subjects)}
     assigned = np.zeros((len(plan.subjects), len(pool)), dtype=bool)
     for a, s in plan.pairs:
-        assigned[row[s], index[a]] = True
+        if (a, s) not in plan.declared:  # a declared pair gives no scores to compare
+            assigned[row[s], index[a]] = True
     count, s_lab, a_lab = _components(assigned)
     labels = set(s_lab.tolist()) | set(a_lab[assigned.any(axis=0)].tolist())
     out.append(("评估人与评估对象的分配图连通（评估人宽严可相互比较）", len(labels) == 1))
@@ -357,7 +531,8 @@ def check(plan: Plan, roster: Roster) -> list[tuple[str, bool]]:
 
 
 def write_plan(plan: Plan, roster: Roster, target: str | Path) -> Path:
-    """output/assign-<system>.xlsx: 分配 (the roster's two columns), 负荷 and 说明, atomically."""
+    """output/assign-<system>.xlsx: 分配 (the roster's two columns), 负荷 and 说明, atomically; with
+    --replace or --replace-declared also 变动 (each pair changed, and why)."""
     import xlsxwriter
 
     target = Path(target)
@@ -389,12 +564,31 @@ def write_plan(plan: Plan, roster: Roster, target: str | Path) -> Path:
                 ("负荷上限（--max-load）", "无" if plan.max_load is None else str(plan.max_load)),
                 ("随机种子（--seed）", str(plan.seed)),
                 ("替换的评估人（--replace）", "、".join(plan.replace) or "无")]
+        if plan.replace:
+            rows += [("已释放的评估人（本体系不再有评估对象，仍保留在“评估人”表中，不生成评分表、不催收）",
+                      "、".join(f"{a} {roster.assessors[a].name}" for a in plan.released)),
+                     ("替换规则", "被替换者的每个评估对象交给符合回避规则、未评该对象、负荷最低的评估人（同负荷按随机种子）；"
+                                  "若负荷相差仍超过 1，再沿最短的调整链把负荷最高者的评估对象逐个转给负荷低者，"
+                                  "直到相差不超过 1（其他分配不变；调整的分配见“变动”表）"),
+                     ("为均衡负荷另调整的分配数", str(len(plan.moved)))]
+        if plan.replace_declared:
+            rows += [("声明回避（--replace-declared）", f"{len(plan.declared)} 对；评估人保留该分配（已交回声明），"
+                                                      "为每个对象补充一位评估人，其他分配不变")]
         rows += [(("✓ " if ok else "✗ ") + text, "满足" if ok else "不满足") for text, ok in plan.checks]
         for r, row in enumerate(rows, start=1):
             ws.write_row(r, 0, row)
         ws.set_column(0, 0, 60)
         ws.set_column(1, 1, 20)
         ws.freeze_panes(1, 0)
+        if plan.replace or plan.replace_declared:
+            ws = book.add_worksheet(CHANGES_SHEET)
+            ws.write_row(0, 0, CHANGES_COLUMNS, head)
+            for r, (subject, old, new, why) in enumerate(plan.changes, start=1):
+                ws.write_row(r, 0, (subject, roster.subjects[subject].name, old, new, CHANGE_TEXT[why]))
+            ws.set_column(0, 4, 14)
+            ws.set_column(1, 1, 26)
+            ws.set_column(4, 4, 28)
+            ws.freeze_panes(1, 0)
         book.close()
     return target
 
@@ -416,17 +610,23 @@ def write_roster_pairs(plan: Plan, roster: Roster, path: str | Path) -> Path:
         kept = [(a, s) for a, s in roster.pairs if s not in mine]
     else:
         kept = [(a, s) for s in roster.subjects if s not in mine for a in roster.assessors]
+    live = set(kept) | set(plan.pairs)
+    released = [p for p in roster.released if p not in live]
+    released += [(a, s) for s, a, _to, why in plan.changes if why == REPLACED and (a, s) not in released]
     book = openpyxl.load_workbook(path)
     if ASSIGNMENTS in book.sheetnames:
         ws = book[ASSIGNMENTS]
         ws.delete_rows(2, ws.max_row)
     else:
         ws = book.create_sheet(ASSIGNMENTS)
-    for c, name in enumerate(ASSIGNMENT_COLUMNS, start=1):
+    for c, name in enumerate((*ASSIGNMENT_COLUMNS, *((ASSIGNMENT_STATE,) if released else ())), start=1):
         ws.cell(row=1, column=c, value=name)
-    for r, (a, s) in enumerate([*kept, *plan.pairs], start=2):
+    rows = [(a, s, "") for a, s in [*kept, *plan.pairs]] + [(a, s, RELEASED) for a, s in released]
+    for r, (a, s, state) in enumerate(rows, start=2):
         ws.cell(row=r, column=1, value=a).number_format = "@"
         ws.cell(row=r, column=2, value=s).number_format = "@"
+        if state:
+            ws.cell(row=r, column=3, value=state).number_format = "@"
     with atomic_path(path) as tmp:
         book.save(tmp)
     return backup

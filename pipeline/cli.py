@@ -411,16 +411,21 @@ def key_command(ctx: click.Context) -> None:
 @click.option("--out", "out_dir", type=PathType(file_okay=False, path_type=Path), metavar="DIR",
               help=N_("Where to write the forms [default: output/forms/<period>/<system>/]."))
 @click.option("--force", is_flag=True, help=N_("Replace forms of this round that exist already."))
+@click.option("--update", is_flag=True,
+              help=N_("Write only new forms and forms whose subjects changed (e.g. after assign --replace-declared); "
+                      "forms already there for the same subjects are left as they are."))
 @click.option("--kind", type=click.Choice(["expert", "self"]), default="expert", show_default=True,
               help=N_("expert: one workbook per assessor; self: one self-assessment workbook per subject "
                       "(in the forms folder's 自评/ sub-folder)."))
 @click.pass_context
 def forms(ctx: click.Context, system_ref: str, period: str, stage: str, roster: Path | None, out_dir: Path | None,
-          force: bool, kind: str) -> None:
+          force: bool, update: bool, kind: str) -> None:
     """Write one fillable workbook per assessor (or per subject, --kind self) for a round.
 
     Expert forms of a round whose self-assessments are in the ledger show each subject's
-    自评分 and 佐证材料 in two read-only columns after 备注.
+    自评分 and 佐证材料 in two read-only columns after 备注. Each subject sheet of an expert form
+    has a 回避 cell (否/是) and a 回避原因 cell: a sheet marked 是 is a declared conflict. --update
+    writes only what changed (a replacement assessor's form), leaving forms already sent as they are.
 
     Example: happyhome forms --system community --period 2026-11 --kind self
     """
@@ -445,7 +450,14 @@ def forms(ctx: click.Context, system_ref: str, period: str, stage: str, roster: 
     specs = plan_forms(ws, system, key, people, out_dir, office_key=office_key, kind=kind, shown_self=shown)
     workers = workers_for(ws["collect"]["workers"]) if len(specs) >= 8 else 1
     with progress_bar(_("Writing forms"), len(specs)) as advance:
-        result = write_forms(specs, force=force, workers=workers, progress=advance)
+        result = write_forms(specs, force=force, update=update, workers=workers, progress=advance)
+    if update:
+        console.print(_("{new} new form(s), {changed} rewritten because their subjects changed, {same} unchanged "
+                        "and left as they were.").format(new=len(result.paths) - len(result.changed),
+                                                         changed=len(result.changed), same=len(result.unchanged)),
+                      markup=False)
+        for path in result.paths:
+            console.print(f"  {path.name}", markup=False)
     if kind == SELF:
         console.print(_("Wrote {n} self-assessment form(s), one per subject, to {folder}").format(
             n=len(result.paths), folder=result.out_dir), markup=False)
@@ -465,25 +477,42 @@ def forms(ctx: click.Context, system_ref: str, period: str, stage: str, roster: 
               help=N_("At most N subjects per assessor (when equal loads are impossible)."))
 @click.option("--seed", type=int, default=0, show_default=True, help=N_("The same seed gives the same plan."))
 @click.option("--replace", multiple=True, metavar="ASSESSOR",
-              help=N_("Reassign only this assessor's pairs, keeping all others (repeatable)."))
+              help=N_("Release this assessor from the system and reassign their pairs; other pairs move only "
+                      "where loads would otherwise differ by more than one (repeatable)."))
+@click.option("--replace-declared", is_flag=True,
+              help=N_("Add one replacement assessor for each conflict declared (回避 = 是) in the round's returned "
+                      "forms, keeping every other pair; needs --period."))
+@click.option("--period", default=None, callback=lambda c, p, v: v if v is None else _period(v), metavar="YYYY-MM",
+              help=N_("The round whose declared conflicts (回避) are read: needed by --replace-declared; with "
+                      "--replace they are not counted towards K."))
+@stage_option
 @click.option("--write", is_flag=True,
               help=N_("Also replace this system's rows in the roster's assignment sheet (a dated copy is kept)."))
 @click.pass_context
 def assign(ctx: click.Context, system_ref: str, k: int, avoid: tuple[str, ...], max_load: int | None, seed: int,
-           replace: tuple[str, ...], write: bool) -> None:
+           replace: tuple[str, ...], replace_declared: bool, period: str | None, stage: str, write: bool) -> None:
     """Plan who rates whom for one system: K assessors per subject, balanced and conflict-free.
 
     Writes output/assign-<system>.xlsx; with --write also updates input/roster.xlsx. Nothing is
     written when the rules cannot all be met; the message names the subjects concerned.
+    --replace E05 releases E05 from this system (E05 stays in 评估人); --replace-declared gives
+    each subject whose assessor declared a conflict in the round (回避 = 是) a replacement.
 
     Example: happyhome assign --system community --per-subject 3 --avoid 区县 --avoid 单位
     """
-    from pipeline.assign import plan_assignment, write_plan, write_roster_pairs
+    from pipeline.assign import CHANGE_TEXT, DECLARED, plan_assignment, write_plan, write_roster_pairs
+    from pipeline.ledger import Ledger
 
     ws = open_workspace(ctx)
     system = load_system(system_ref)
     roster = _roster_for(ws, system)
-    plan = plan_assignment(roster, system, k, avoid, max_load, seed, replace)
+    declared = None
+    if replace_declared and period is None:
+        raise UsageError(_("--replace-declared needs --period (and --stage for a round of another stage)."))
+    if period is not None:  # the round's declared conflicts: with --replace they are not counted as K
+        with Ledger.for_reading(ws.path("ledger")) as ledger:
+            declared = [(d.assessor, d.subject) for d in ledger.declarations(round_key(period, stage), system.id)]
+    plan = plan_assignment(roster, system, k, avoid, max_load, seed, replace, declared, replace_declared)
     target = write_plan(plan, roster, ws.output / f"assign-{system.id}.xlsx")
     loads = [v for v in plan.loads().values() if v]
     table = Table(box=box.SIMPLE)
@@ -496,6 +525,19 @@ def assign(ctx: click.Context, system_ref: str, k: int, avoid: tuple[str, ...], 
                                                        low=min(loads), high=max(loads), assessors=len(loads)),
                   markup=False)
     console.print(table)
+    for a in plan.released:
+        console.print(_("Released {code} ({name}): nothing left to rate in {system}; kept in 评估人, no form and no "
+                        "chasing for this system.").format(code=a, name=roster.assessors[a].name, system=system.id),
+                      markup=False, soft_wrap=True)
+    if plan.moved:
+        console.print(_("{n} pair(s) of other assessors moved to keep loads within one (sheet 变动).").format(
+            n=len(plan.moved)), markup=False)
+    if plan.replace_declared:
+        added = [c for c in plan.changes if c[3] == DECLARED]
+        console.print(_("{declared} declared conflict(s) in the round; {added} replacement(s) added.").format(
+            declared=len(plan.declared), added=len(added)), markup=False)
+        for subject, _old, new, why in added:
+            console.print(f"  {subject} → {new} ({CHANGE_TEXT[why]})", markup=False)
     console.print(_("Wrote {path}").format(path=target), markup=False)
     if write:
         backup = write_roster_pairs(plan, roster, ws.path("roster"))
@@ -562,6 +604,20 @@ def status(ctx: click.Context, system_ref: str, period: str, stage: str, export:
     line = _("Assigned {assigned}, received {received}, missing {missing}").format(
         assigned=result.assigned, received=result.received, missing=result.missing)
     console.print(line + (_(" ({notes})").format(notes=_("; ").join(notes)) if notes else ""), markup=False)
+    if result.short:
+        short = Table(title=_("Subjects short of an assessor: {n} declared conflict(s)").format(n=result.declared))
+        for name in (_("Subject"), _("Name")):
+            short.add_column(name, no_wrap=True)
+        for name in (_("Planned"), _("Valid")):
+            short.add_column(name, justify="right", no_wrap=True)
+        short.add_column(_("Declared by (reason)"))
+        for x in result.short:
+            short.add_row(escape(x.subject), escape(x.name), str(x.planned), f"[red]{x.valid}[/]",
+                          escape("；".join(f"{code}（{reason}）" if reason else code for code, _n, reason in x.declared)))
+        console.print(short)
+        console.print(_("Add a replacement for each: happyhome assign --system {system} --per-subject {k} "
+                        "--replace-declared {round} --write").format(system=system.id, k=result.short[0].planned,
+                                                                    round=cli_args(period)), markup=False, soft_wrap=True)
     if result.self_missing is not None:
         owed = " ".join(m.subject + marks[m.reason] for m in result.self_missing)
         console.print(_("Self-assessments: {received} of {expected} in, missing {missing}{subjects}").format(
@@ -646,6 +702,7 @@ def collect(ctx: click.Context, system_ref: str, period: str, stage: str, paths:
         (_("forms of another round"), result.count(STATUS_OTHER_ROUND)),
         (_("superseded sheets"), result.superseded),
         (_("still missing (assignments)"), result.missing),
+        *([(_("declared conflicts (回避)"), result.declared)] if result.declared else []),
     ]
     for label, n in rows:
         table.add_row(label, str(n))

@@ -43,6 +43,10 @@ The rules an office can rely on:
   from the returned folder and runs collect again — a conflicting file no longer found, with
   the same bytes, at any path it was collected from is withdrawn, and when one side is left
   it counts. Removing every side changes nothing (ask the assessor for a newer return).
+- A subject sheet marked 回避 = 是 (forms.DECLARE_LABEL) is a declared conflict: not an error and
+  not scored (its 得分 are not read); it is recorded as the assessor's return for that subject,
+  with its 回避原因, and supersedes or is superseded like any return (the later-saved wins). The
+  collection workbook lists it as 声明回避. Forms made before the 回避 cell read as 否.
 - The problems of a rejected sheet are marked fixed (已更正) once the same assessor's sheet for
   the same subject, saved no earlier, passes validation: they no longer count as open.
 
@@ -72,8 +76,8 @@ from xlsxwriter.utility import xl_rowcol_to_cell
 from pipeline.atomic import atomic_path, check_writable, explain
 from pipeline.config import Workspace
 from pipeline.errors import UsageError
-from pipeline.forms import (BLOCK_LABELS, EVIDENCE, EXPERT, GUIDE_SHEET, KINDS, META_SHEET, SEAL_ROW, SELF,
-                            SELF_ASSESSOR, SUMMARY_SHEET, seal_ok, sign)
+from pipeline.forms import (BLOCK_LABELS, DECLARE_LABEL, DECLARE_REASON_LABEL, DECLARE_YES, EVIDENCE, EXPERT,
+                            GUIDE_SHEET, KINDS, META_SHEET, SEAL_ROW, SELF, SELF_ASSESSOR, SUMMARY_SHEET, seal_ok, sign)
 from pipeline.ledger import FileRecord, Ledger, Settled, SheetRecord
 from pipeline.messages import ERROR, PHRASES, Problem, problem
 from pipeline.officekey import load_key
@@ -378,6 +382,12 @@ def examine_workbook(book: Workbook, name: str, ctx: Context, probe: "CellProbe 
             out.problems += errors
             out.sheets.append(SheetRecord(sheet.name, assessor, subject, False, kind=kind))
             continue
+        if kind == EXPERT:
+            declared, reason = find_declared(sheet.rows)
+            if declared:  # 回避 = 是: not an error, not scored (the scores, if any, are not read)
+                out.sheets.append(SheetRecord(sheet.name, assessor, subject, True, kind=kind, declared=True,
+                                              reason=reason[: ctx.max_remark_chars]))
+                continue
         record, found = validate_sheet(sheet, ctx, name, probe, kind)
         record.assessor, record.subject, record.kind = assessor, subject, kind
         out.problems += found
@@ -503,6 +513,26 @@ def find_identity(rows: list[list]) -> Identity:
                         found.cells[meaning] = _cell_ref(r, c2)
                     break
     return found
+
+
+def find_declared(rows: list[list]) -> tuple[bool, str]:
+    """(declared, 回避原因) of a subject sheet: 回避 = 是 in the cell right of the label 回避 (forms.
+    DECLARE_LABEL), the reason in the cell right of 回避原因. A sheet without the label (a form made
+    before it) is not declared."""
+    declared, reason = False, ""
+    for row in rows[:BLOCK_SEARCH_ROWS]:
+        if "得分" in row:
+            break
+        for c, cell in enumerate(row):
+            if not isinstance(cell, str) or len(cell) > 12:
+                continue
+            label = _text(cell)
+            value = row[c + 1] if c + 1 < len(row) else None
+            if label == DECLARE_LABEL:
+                declared = _text(value) == DECLARE_YES
+            elif label == DECLARE_REASON_LABEL:
+                reason = raw_text(value).strip()
+    return declared, reason
 
 
 _LABEL_STARTS = {label[0] for label in BLOCK_LABELS} | {unicodedata.normalize("NFKC", label[0]) for label in BLOCK_LABELS}
@@ -737,6 +767,7 @@ class CollectResult:
     superseded: int = 0       # sheets of earlier files replaced in this run
     settled: list[Settled] = field(default_factory=list)  # conflicts settled by files removed from the folder
     report: Path | None = None
+    declared: int = 0         # declared conflicts (回避 = 是) in force in the round after this run
 
     def count(self, status: str) -> int:
         return sum(f.status == status for f in self.files)
@@ -867,6 +898,7 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
             _alias(ledger, sha, path, seen_at, result)
         result.settled = ledger.settle_conflicts(period, system.id, _still_there)
         result.report, result.missing = write_collection(ws, ledger, system, period, roster)
+        result.declared = len(ledger.declarations(period, system.id))
     finally:
         ledger.close()
     result.superseded = sum(len(f.replaced) for f in result.files)

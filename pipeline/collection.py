@@ -6,7 +6,7 @@ those the office still has to act on; 验证 whether the form was verified as th
 已验证, 未签名 for a form made before the office key, 未验证 when its identity came from the
 visible block, 未通过 for a forged one), 问题 (every problem with file, sheet, cell and the value
 found, in words an office can forward, and its 状态: 待处理, 已更正 once the assessor's later
-return passed, 冲突, or 无需处理 for notes), 未交 (the chase list: every assignment with no
+return passed, 冲突, 声明回避 for a sheet marked 回避 = 是 (with its reason), or 无需处理 for notes), 未交 (the chase list: every assignment with no
 accepted sheet yet, with the assessor's contact and why).
 """
 
@@ -36,6 +36,7 @@ STATUS_TEXT = {"accepted": "已接收", "partial": "部分接收", "rejected": "
 VERIFIED_TEXT = {"signed": "已验证", "unsigned": "未签名", "unverified": "未验证", "forged": "未通过"}
 # The 状态 of a problem: the office acts on 待处理 and 冲突 only.
 OPEN, FIXED, CONFLICT, INFO = "待处理", "已更正", "冲突", "无需处理"
+DECLARED = "声明回避"  # a sheet marked 回避 = 是: not an error; the subject needs another assessor
 ERROR_TEXT, INFO_TEXT = "错误", "提示"
 MISSING_REJECTED = "已交但未通过检查，见“问题”表"
 MISSING_CONFLICT = "两份评分冲突（保存时间相同），见“问题”表"
@@ -97,6 +98,11 @@ def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str,
             kind = next((k for k in ("conflict", "superseded", "withdrawn", "duplicate") if kinds[k]), None)
             status = STATUS_TEXT[kind] if kind else status
         notes = [f.reason] if isinstance(f.reason, str) and f.reason else []
+        for s in kinds["accepted"]:
+            if s.declared:
+                message = problem("declared_conflict", value=s.subject, detail=_reason(s.declared_reason)).message
+                notes.append(message)
+                problem_rows.append((f.name, s.sheet, "", s.subject, message, INFO_TEXT, DECLARED, ""))
         for s in kinds["superseded"]:
             notes.append(f"{s.subject} 已由 {s.replaced_by_file}（{s.replaced_by_sheet}）替换")
             problem_rows.append((f.name, s.sheet, "", s.subject,
@@ -167,6 +173,10 @@ def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str,
         _table(book, MISSING_SHEET, MISSING_COLUMNS, missing_rows, (10, 10, 24, 22, 12, 28, 30), head, wrap)
         book.close()
     return target, len(missing_rows)
+
+
+def _reason(text) -> str:
+    return text if isinstance(text, str) and text else "未填写"
 
 
 def _when(stamp, utc: bool = False) -> str:

@@ -145,19 +145,7 @@ def make_data(size: DemoSize = FULL, end: str = DEFAULT_END, seed: int = SEED) -
         contact = f"1380013{n:04d}" if n % 3 else f"{pinyin}@example.org"
         assessors.append((f"E{n:02d}", name, org, contact))
     codes = [a[0] for a in assessors]
-    pairs: list[tuple[str, str]] = []
-    load = dict.fromkeys(codes, 0)
-    for i, (code, *_rest) in enumerate(subjects):
-        if code.startswith("Z"):  # every zone by exactly five, rotating so the load is even
-            chosen = [codes[(i * 5 + k) % len(codes)] for k in range(5)]
-        else:  # every community by three to five, the least loaded first (ties broken at random)
-            k = int(rng.integers(3, 6))
-            order = sorted(codes, key=lambda a: (load[a], rng.random()))
-            chosen = order[:k]
-        for a in chosen:
-            load[a] += 1
-        pairs += [(a, code) for a in sorted(set(chosen))]
-    pairs.sort(key=lambda p: (p[0], p[1][0] != "Z", p[1]))
+    pairs = demo_pairs(subjects, assessors, seed)
     quality, trend, shock = {}, {}, {}
     for code, *_rest in subjects:
         quality[code] = float(np.clip(rng.normal(0.80, 0.07), 0.55, 0.95))
@@ -170,6 +158,23 @@ def make_data(size: DemoSize = FULL, end: str = DEFAULT_END, seed: int = SEED) -
     leniency[codes[1]] = 0.06  # one clearly lenient assessor and one clearly severe one
     leniency[codes[2]] = -0.07
     return DemoData(subjects, assessors, pairs, months_ending(end, size.months), quality, trend, shock, leniency, seed)
+
+
+PER_SUBJECT = {"zone": 5, "community": 4}  # the demo's K: assessors per zone and per community
+
+
+def demo_pairs(subjects, assessors, seed: int) -> list[tuple[str, str]]:
+    """The demo's 分配, made as an office makes it: `happyhome assign` (the library function) for
+    each system, K from PER_SUBJECT, --avoid 单位, seeded — balanced loads, a connected graph, the
+    same pairs for the same seed."""
+    from pipeline.assign import plan_assignment
+    from pipeline.roster import Assessor, Subject
+
+    roster = Roster({s[0]: Subject(*s[:6]) for s in subjects}, {a[0]: Assessor(*a) for a in assessors})
+    pairs: list[tuple[str, str]] = []
+    for system_id, k in PER_SUBJECT.items():
+        pairs += plan_assignment(roster, load_system(system_id), k, avoid=("单位",), seed=seed).pairs
+    return sorted(pairs, key=lambda p: (p[0], p[1][0] != "Z", p[1]))
 
 
 def answers_for(data: DemoData, system: System, month: int, assessor: str, subjects: list[str], draw: int = 2) -> dict:

@@ -399,6 +399,7 @@ def digest_context(
             "agreement": result.agreement,
             "effects_message": result.effects_message,
             "files": files,
+            "declared": 0,  # declared conflicts (回避 = 是) of the round, set by report
         },
         "rank_changes": result.rank_changes.to_dict("records") if result.rank_changes is not None else [],
         "level_pct": f"{result.params['level']:.0%}",

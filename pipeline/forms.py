@@ -41,6 +41,15 @@ BLOCK_LABELS = {  # the identity block at the top of every subject sheet: label 
     "期次": "period", "指标体系": "system",
 }
 SCORE_COL, REMARK_COL = HEADER.index("得分"), HEADER.index("备注")
+# 回避 declared in the form (expert forms only): on the row below the identity block, the label
+# 回避 with a dropdown 否/是 (default 否) in the cell right of it, and the label 回避原因 with a
+# free-text cell right of it. A sheet marked 是 is a declared conflict: not an error, not scored.
+# The reader takes each value from the cell immediately right of its label; forms made before
+# these cells have neither label and read as 否.
+DECLARE_ROW = 4  # 0-based: row 5, between the identity block and the header
+DECLARE_LABEL, DECLARE_REASON_LABEL = "回避", "回避原因"
+DECLARE_NO, DECLARE_YES = "否", "是"
+DECLARE_COL, DECLARE_REASON_COL = 1, 3  # B5 (the dropdown) and D5 (the reason, merged D5:E5)
 # Form kinds: an assessor's (expert) form rates the subjects assigned to them; a self-assessment
 # form is filled by the subject itself. A self form's metadata says `kind = self`, names the
 # subject as its own assessor (`assessor` = the subject's code) and lists that one subject; its
@@ -76,6 +85,8 @@ class FormSpec:
     # Expert forms of a round with self-assessments: subject -> item -> (自评分, 佐证材料).
     shown_self: dict | None = None
     reason_share: float = 1.0  # a score below this share of 满分 needs a 备注 (said on the form)
+    # Pre-filled declarations (the demo's): subject -> 回避原因, written as 回避 = 是.
+    declared: dict | None = None
     # The office key (pipeline.officekey): the metadata carries an HMAC under it. None writes an
     # unsigned form, as before the key existed. Never shown in a repr.
     key: bytes | None = field(default=None, repr=False)
@@ -84,8 +95,10 @@ class FormSpec:
 @dataclass
 class FormsResult:
     out_dir: Path
-    paths: list[Path]
+    paths: list[Path]  # the forms written
     subjects: int
+    unchanged: list[Path] = field(default_factory=list)  # --update: forms already there for the same subjects
+    changed: list[Path] = field(default_factory=list)  # --update: forms rewritten because their subjects changed
 
 
 def form_id(system: System, period: str, assessor: str, subjects: list[str], stage: str = SUPERVISION,
@@ -214,6 +227,7 @@ def _formats(book) -> dict:
         "max": fmt(align="center", num_format="0.##"),
         "score": fmt(align="center", num_format="0.##", bg_color="#FFF2CC", locked=False),
         "remark": fmt(text_wrap=True, bg_color="#FFF2CC", locked=False),
+        "declare": fmt(align="center", bg_color="#FFF2CC", locked=False),
         "shown": fmt(text_wrap=True, align="center", num_format="0.##", bg_color="#EDEDED"),
         "total": fmt(bold=True, align="center", num_format="0.##", bg_color="#E2EFDA"),
         "total_label": fmt(bold=True, bg_color="#E2EFDA"),
@@ -267,8 +281,10 @@ def _guide(book, f, spec: FormSpec) -> None:
             ("4. “汇总”表会显示每个对象已填项数和合计分，全部显示“已完成”后保存并发回本文件。", "note"),
             ("5. 请不要改动工作表名称、表头、指标编号，也不要把表格复制到新文件中；可以用 Excel、WPS 或 LibreOffice 填写。", "note"),
         ]
+        steps.append(("6. 如与某个评估对象有利益关系（在该对象任职、亲属关系、合作项目等），请在该对象工作表顶部的“回避”"
+                      "中选择“是”，并在“回避原因”中写明原因，该表不必评分；办公室会另行安排评估人。", "note"))
         if spec.shown_self is not None:
-            steps.append(("6. 灰色的“自评分”“佐证材料”两列是评估对象本轮的自评，仅供参考，不能修改，也不计入得分。", "note"))
+            steps.append(("7. 灰色的“自评分”“佐证材料”两列是评估对象本轮的自评，仅供参考，不能修改，也不计入得分。", "note"))
     lines += [("", "note"), ("填写步骤", "note_bold"), *steps]
     lines += [
         ("", "note"),
@@ -318,7 +334,12 @@ def _subject_sheet(book, f, spec: FormSpec, subject: Subject, name: str) -> tupl
         ws.write_string(r, 6, v2, f["value"])
     prompt = ("请在黄色单元格中填写自评得分（0 至该项满分）、备注和佐证材料。" if spec.kind == SELF
               else "请在黄色单元格中填写得分（0 至该项满分）和备注。")
-    ws.merge_range(4, 0, 4, last_col, f"{prompt}指标体系 {system.id} · 版本 {system.version}", f["note"])
+    if spec.kind == SELF:
+        ws.merge_range(DECLARE_ROW, 0, DECLARE_ROW, last_col, f"{prompt}指标体系 {system.id} · 版本 {system.version}",
+                       f["note"])
+    else:
+        _declare_cells(ws, f, last_col, f"{prompt}指标体系 {system.id} · 版本 {system.version}",
+                       (spec.declared or {}).get(subject.code))
     ws.write_row(HEADER_ROW, 0, header, f["head"])
     shown = (spec.shown_self or {}).get(subject.code, {})
     first = HEADER_ROW + 1
@@ -394,6 +415,22 @@ def _subject_sheet(book, f, spec: FormSpec, subject: Subject, name: str) -> tupl
     if spec.kind == SELF:
         ws.activate()  # the one sheet to fill
     return first, last
+
+
+def _declare_cells(ws, f, last_col: int, prompt: str, reason: str | None = None) -> None:
+    """The 回避 dropdown (否/是, default 否) and the 回避原因 cell, both editable under the sheet's
+    protection; the prompt takes the rest of the row. A `reason` pre-fills 是 and the reason."""
+    ws.write_string(DECLARE_ROW, 0, DECLARE_LABEL, f["label"])
+    ws.write_string(DECLARE_ROW, DECLARE_COL, DECLARE_NO if reason is None else DECLARE_YES, f["declare"])
+    ws.data_validation(DECLARE_ROW, DECLARE_COL, DECLARE_ROW, DECLARE_COL, {
+        "validate": "list", "source": [DECLARE_NO, DECLARE_YES],
+        "input_title": "回避",
+        "input_message": "与该评估对象有利益关系（任职、亲属、合作等）时选“是”，并在右侧填写回避原因；本表不再评分。",
+        "error_type": "stop", "error_title": "回避", "error_message": "请从下拉列表中选择：否 或 是"})
+    ws.write_string(DECLARE_ROW, 2, DECLARE_REASON_LABEL, f["label"])
+    ws.merge_range(DECLARE_ROW, DECLARE_REASON_COL, DECLARE_ROW, 4, reason or "", f["remark"])
+    ws.merge_range(DECLARE_ROW, 5, DECLARE_ROW, last_col, prompt, f["note"])
+    ws.set_row(DECLARE_ROW, 30)
 
 
 def _summary(ws, f, spec: FormSpec, names: list[str], ranges: list[tuple[int, int]]) -> None:
@@ -475,9 +512,46 @@ def shown_self_scores(ledger, period: str, system_id: str) -> dict | None:
     return out
 
 
-def write_forms(specs: list[FormSpec], *, force: bool = False, workers: int = 1,
+def existing_form_id(path: Path) -> str | None:
+    """The form_id in the metadata of a form on disk (None when it cannot be read or has none)."""
+    import openpyxl
+
+    try:
+        book = openpyxl.load_workbook(path, read_only=True)
+        try:
+            rows = book[META_SHEET].iter_rows(max_col=2, values_only=True)
+            return next((str(v) for k, v in rows if k == "form_id"), None)
+        finally:
+            book.close()
+    except Exception:  # noqa: BLE001 - any unreadable form counts as changed
+        return None
+
+
+def spec_form_id(spec: FormSpec) -> str:
+    return form_id(spec.system, spec.period, spec.assessor.code, [s.code for s in spec.subjects], spec.stage, spec.kind)
+
+
+def write_forms(specs: list[FormSpec], *, force: bool = False, update: bool = False, workers: int = 1,
                 progress: Callable[[int], None] | None = None) -> FormsResult:
-    """Write every form; refuse to replace forms that exist unless `force`."""
+    """Write every form; refuse to replace forms that exist unless `force`. With `update`, a form
+    already there for the same subjects (the same form_id) is left as it is — it may have gone
+    out — and only new forms and forms whose subjects changed (e.g. a replacement assessor's,
+    after `assign --replace-declared`) are written."""
+    unchanged, changed = [], []
+    if update:
+        kept = []
+        for spec in specs:
+            if spec.path.exists():
+                if existing_form_id(spec.path) == spec_form_id(spec):
+                    unchanged.append(spec.path)
+                    if progress:
+                        progress(1)
+                    continue
+                changed.append(spec.path)
+            kept.append(spec)
+        result = write_forms(kept, force=True, workers=workers, progress=progress) if kept else None
+        out_dir = specs[0].path.parent
+        return FormsResult(out_dir, result.paths if result else [], result.subjects if result else 0, unchanged, changed)
     existing = [s.path for s in specs if s.path.exists()]
     if existing and not force:
         listing = "\n".join(f"  {p}" for p in existing[:20]) + ("\n  …" if len(existing) > 20 else "")

@@ -15,7 +15,9 @@ Sheet statuses: accepted (counts), rejected (failed validation), superseded (a l
 return replaced it), duplicate (the same scores and remarks as the sheet that counts:
 `same_as`), conflict (another return for the same assessor and subject was saved in the
 same second with different scores: neither counts until it is settled), withdrawn (a
-conflicting return whose file the office removed from the returned folder).
+conflicting return whose file the office removed from the returned folder). A sheet marked
+回避 = 是 on the form (a declared conflict) is an accepted sheet without scores, marked in
+`declared` with its reason (migration 6): it takes part in all of the above like a scored return.
 """
 
 from __future__ import annotations
@@ -185,8 +187,20 @@ SCHEMA_V5 = (
     "ALTER TABLE scores ADD COLUMN evidence TEXT NOT NULL DEFAULT ''",
 )
 
+# Version 6: 回避 declared in the form (a subject sheet marked 回避 = 是). The declared sheet is an
+# ordinary row of `sheets` (accepted, no scores), so it is superseded, repeated and in conflict
+# exactly like a scored return of the same assessor and subject — the later-saved wins either
+# way — and `accepted_scores` never sees it; this table marks it declared and keeps its reason.
+SCHEMA_V6 = (
+    """CREATE TABLE declared (
+    sheet_id INTEGER PRIMARY KEY REFERENCES sheets(id),
+    reason   TEXT NOT NULL DEFAULT ''   -- 回避原因 as written
+)""",
+)
+
 # The ordered migration steps; the ledger's user_version is the number of steps applied.
-MIGRATIONS: list[tuple[str, ...]] = [tuple(_statements(SCHEMA_V1)), SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5]
+MIGRATIONS: list[tuple[str, ...]] = [tuple(_statements(SCHEMA_V1)), SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5,
+                                     SCHEMA_V6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -201,6 +215,8 @@ class SheetRecord:
     scores: list[tuple[str, str, float, str, str]] = field(default_factory=list)  # item, raw, score, remark, cell
     kind: str = "expert"  # expert | self (a subject's self-assessment: assessor = the subject's code)
     evidence: dict[str, str] = field(default_factory=dict)  # self: item -> 佐证材料
+    declared: bool = False  # 回避 = 是 on the form: a declared conflict, accepted with no scores
+    reason: str = ""  # its 回避原因
 
 
 @dataclass
@@ -430,13 +446,23 @@ class Ledger:
         """The round's sheets of one kind (expert: the assessors'; self: the subjects' own; None: both)."""
         return self.frame(
             """SELECT s.*, f.name AS file, f.received_at, r.sheet AS replaced_by_sheet, rf.name AS replaced_by_file,
-                      sf.name AS same_as_file
-               FROM sheets s JOIN files f ON f.id = s.file_id
+                      sf.name AS same_as_file, d.sheet_id IS NOT NULL AS declared, d.reason AS declared_reason
+               FROM sheets s JOIN files f ON f.id = s.file_id LEFT JOIN declared d ON d.sheet_id = s.id
                LEFT JOIN sheets r ON r.id = s.superseded_by LEFT JOIN files rf ON rf.id = r.file_id
                LEFT JOIN sheets o ON o.id = s.same_as LEFT JOIN files sf ON sf.id = o.file_id
                WHERE s.period = ? AND s.system = ? AND (s.kind = ? OR ? IS NULL) ORDER BY s.id""",
             (period, system, kind, kind),
         )
+
+    def declarations(self, period: str, system: str) -> list[Declaration]:
+        """The round's declared conflicts in force (回避 = 是 on the sheet that counts for its assessor
+        and subject), by subject then assessor."""
+        rows = self.conn.execute(
+            """SELECT s.assessor, s.subject, d.reason, f.name, s.sheet, s.saved_at
+               FROM declared d JOIN sheets s ON s.id = d.sheet_id JOIN files f ON f.id = s.file_id
+               WHERE s.period = ? AND s.system = ? AND s.status = 'accepted' ORDER BY s.subject, s.assessor""",
+            (period, system)).fetchall()
+        return [Declaration(*row) for row in rows]
 
     def problems(self, period: str, system: str) -> pd.DataFrame:
         return self.frame(
@@ -524,6 +550,8 @@ class Ledger:
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [(sheet_id, file_id, sh.sheet, rec.period, rec.system, sh.assessor, sh.subject,
               "accepted" if sh.accepted else "rejected", saved, sh.kind) for sheet_id, sh in zip(ids, rec.sheets)])
+        conn.executemany("INSERT INTO declared (sheet_id, reason) VALUES (?, ?)",
+                         [(sheet_id, sh.reason) for sheet_id, sh in zip(ids, rec.sheets) if sh.declared])
         conn.executemany(
             "INSERT INTO scores (sheet_id, item, raw, score, remark, cell, evidence) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [(sheet_id, *score, sh.evidence.get(score[0], "")) for sheet_id, sh in zip(ids, rec.sheets) if sh.accepted
@@ -578,6 +606,18 @@ class Ledger:
         return [r[0] for r in self.conn.execute("SELECT path FROM aliases WHERE sha256 = ? ORDER BY path", (sha256,))]
 
 
+@dataclass(frozen=True)
+class Declaration:
+    """A declared conflict in force: the assessor marked 回避 = 是 on the subject's sheet."""
+
+    assessor: str
+    subject: str
+    reason: str
+    file: str
+    sheet: str
+    saved_at: str
+
+
 @dataclass
 class Ingested:
     """What one file did to its round, sheet by sheet."""
@@ -598,9 +638,12 @@ class Settled:
 
 
 def _same_scores(conn: sqlite3.Connection, a: int, b: int) -> bool:
-    """Two sheets with exactly the same item scores and remarks."""
+    """Two sheets with exactly the same item scores and remarks (two declarations: the same 回避原因;
+    a declaration is never the same as a scored sheet)."""
     query = "SELECT item, score, remark FROM scores WHERE sheet_id = ? ORDER BY item"
-    return conn.execute(query, (a,)).fetchall() == conn.execute(query, (b,)).fetchall()
+    declared = "SELECT reason FROM declared WHERE sheet_id = ?"
+    return (conn.execute(query, (a,)).fetchall() == conn.execute(query, (b,)).fetchall()
+            and conn.execute(declared, (a,)).fetchall() == conn.execute(declared, (b,)).fetchall())
 
 
 def _place(conn: sqlite3.Connection, key: tuple, sheet_id: int, saved: str, out: Ingested) -> None:

@@ -69,6 +69,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     # the same conflict, worded for the assessor's letter (the office's wording is `conflict`)
     "conflict_return": (ERROR, "{found} 收到两份评分不同的文件（{detail}），保存时间相同，无法判断以哪份为准，均未计入。"
                                "请确认后，将正确的那份重新保存并发送。"),
+    "declared_conflict": (WARNING, "评估人对 {found} 声明回避（原因：{detail}），该表不评分、不计入；办公室将另行安排评估人。"),
     "problem_fixed": (WARNING, "已更正：{found} 已由 {detail} 重新提交并通过校验。"),
 }
 

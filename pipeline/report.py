@@ -245,11 +245,13 @@ def rank_columns(res: RoundResult) -> tuple[list[str], list[list]]:
 def write_summary(path: Path, res: RoundResult, *, period: str, detail: "pd.DataFrame | int", files: list[dict],
                   generated: datetime, detail_max_rows: int = 100_000, detail_csv: str = "",
                   selection: "selecting.Selection | None" = None, register: list[list] | None = None,
-                  acceptance=None, comparison: "selfcheck.SelfComparison | None" = None) -> Path:
+                  acceptance=None, comparison: "selfcheck.SelfComparison | None" = None,
+                  declared: list | None = None) -> Path:
     """The summary workbook (xlsxwriter), written atomically; a 遴选 round's starts with 遴选结果,
     and `acceptance` (a 验收 round's `acceptance.AcceptanceResult`) adds 验收结果 after 排名.
     `detail` is the 评分明细 table, or only its number of rows when that is above `detail_max_rows`
-    (the sheet then says where the table is)."""
+    (the sheet then says where the table is). `declared` (the round's declared conflicts,
+    `StatusResult.declarations`) is counted per assessor in the 评估人 sheet's 声明回避 column."""
     system = res.system
     with atomic_path(path) as tmp:
         book = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False})
@@ -267,7 +269,7 @@ def write_summary(path: Path, res: RoundResult, *, period: str, detail: "pd.Data
         if comparison is not None:
             _self_sheet(book, f, res, comparison)
         _scores_sheet(book, f, detail, detail_max_rows, detail_csv)
-        _assessor_sheet(book, f, res, files)
+        _assessor_sheet(book, f, res, files, declared)
         _flags_sheet(book, f, res)
         if res.calibrated:
             _changes_sheet(book, f, res)
@@ -506,7 +508,7 @@ def form_check(files: list[dict], assessor: str) -> str:
     return "，".join(parts) if parts else "已验证"
 
 
-def _assessor_sheet(book, f, res: RoundResult, files: list[dict] | None = None) -> None:
+def _assessor_sheet(book, f, res: RoundResult, files: list[dict] | None = None, declared: list | None = None) -> None:
     sh = _Sheet(book, "评估人", f)
     a = res.assessors
     header = ["编号", "姓名", "单位", "评估对象数", "共同评估对象数", "平均偏差"]
@@ -523,8 +525,14 @@ def _assessor_sheet(book, f, res: RoundResult, files: list[dict] | None = None) 
     fmts.append(f["text"])
     for row, code in zip(rows, a["assessor"]):
         row.append(form_check(files or [], code))
+    # 声明回避: how many subjects the assessor declared a conflict with (回避 = 是), not scored.
+    per = Counter(d.assessor for d in declared or [])
+    header.append("声明回避")
+    fmts.append(f["int"])
+    for row, code in zip(rows, a["assessor"]):
+        row.append(per.get(code, 0))
     caps = [None, None, 30] + [None] * (len(header) - 3)
-    caps[-1] = 30
+    caps[-2] = 30
     if "effect" in a:
         caps[header.index("说明")] = 40
     sh.table(header, rows, fmts, caps, freeze_cols=2)
@@ -535,6 +543,10 @@ def _assessor_sheet(book, f, res: RoundResult, files: list[dict] | None = None) 
         note += 1
     sh.ws.write_string(note + 1, 0, "表格验证：计入该评估人评分的文件是否确认为本办公室下发的评分表。未验证：隐藏的表单信息已丢失，"
                                     "身份取自工作表顶部；未签名：办公室密钥启用前下发的旧版表格。", f["text"])
+    shown = sum(per.get(code, 0) for code in a["assessor"])
+    others = sum(per.values()) - shown
+    sh.ws.write_string(note + 2, 0, f"声明回避：评估人在评分表中对该对象选择“回避 = 是”的次数，这些表不评分、不计入。本轮共 {sum(per.values())} 次"
+                                    + (f"（其中 {others} 次来自没有计入评分的评估人）" if others else "") + "。", f["text"])
 
 
 def _flags_sheet(book, f, res: RoundResult) -> None:
@@ -718,7 +730,7 @@ def report(
                             generated=generated, detail_max_rows=ws["report"]["detail_max_rows"],
                             detail_csv=detail_csv.name, selection=chosen,
                             register=amendments.register(fixes, roster, system), acceptance=accepted,
-                            comparison=comparison)
+                            comparison=comparison, declared=status.declarations)
     results = write_results_csv(out / f"results-{system.id}.csv", result,
                                 comparison.totals if comparison is not None else None)
     notice, publicity = (selecting.write_outputs(out, chosen, ws.settings, generated.date(), generated)
@@ -728,6 +740,7 @@ def report(
                              files_received=len(file_rows),
                              selection=selecting.digest_part(chosen, notice) if chosen is not None else None,
                              corrections=amendments.subject_notes(fixes, roster, system), layout=ws["report"])
+    context["method"]["declared"] = status.declared
     if accepted is not None:
         acceptance.write_outputs(accepted, out, system_id=system.id, system_name=system.name, period=period,
                                  organiser=ws["round"]["organiser"], contact=ws["round"]["contact"], generated=generated)

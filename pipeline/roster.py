@@ -28,6 +28,10 @@ ASSESSOR_COLUMNS = ("编号", "姓名", "单位", "联系方式")
 ASSESSOR_PLACE = ("省份", "城市", "区县")  # optional: where the assessor works or lives (happyhome assign)
 CONFLICT_COLUMNS = ("评估人编号", "评估对象编号", "原因")
 ASSIGNMENT_COLUMNS = ("评估人编号", "评估对象编号")
+# An optional third column of 分配: 已替换 marks a pair whose assessor was released from it by
+# `assign --replace` (kept as a record, not rated). An assessor whose rows are all 已替换 stays in
+# 评估人 with nothing to rate in that system: not a roster problem, and no form, no chasing.
+ASSIGNMENT_STATE, RELEASED = "状态", "已替换"
 REQUIRED = {SUBJECTS: ("编号", "名称", "类型"), ASSESSORS: ("编号", "姓名"), ASSIGNMENTS: ASSIGNMENT_COLUMNS,
             QUOTAS: QUOTA_COLUMNS, CONFLICTS: ASSIGNMENT_COLUMNS}
 TYPES = ("创新实践区", "创新实践社区")
@@ -62,6 +66,7 @@ class Roster:
     pairs: list[tuple[str, str]] = field(default_factory=list)  # (assessor, subject) from 分配
     quotas: dict[tuple[str, str], int] = field(default_factory=dict)  # (类型, 省份) -> places, from 名额
     conflicts: dict[tuple[str, str], str] = field(default_factory=dict)  # (assessor, subject) -> 原因, from 回避
+    released: list[tuple[str, str]] = field(default_factory=list)  # 分配 rows marked 已替换 (not rated)
 
     def assignments(self, subject_type: str) -> dict[str, list[str]]:
         """Assessor code -> subject codes of this type they rate, in roster order.
@@ -164,23 +169,29 @@ def read_roster(path: str | Path, known_types: tuple[str, ...] = TYPES) -> Roste
                  for _, values in records(ASSESSORS, (*ASSESSOR_COLUMNS, *ASSESSOR_PLACE), "姓名")}
 
     pairs: list[tuple[str, str]] = []
+    released: list[tuple[str, str]] = []
     if ASSIGNMENTS in tables:
         header, rows = tables[ASSIGNMENTS]
-        seen_pairs: dict[tuple[str, str], int] = {}
+        seen_pairs: dict[tuple[str, str, bool], int] = {}
         for n, row in rows:
             assessor, subject = get(row, header, "评估人编号"), get(row, header, "评估对象编号")
+            state = get(row, header, ASSIGNMENT_STATE)
             where = f"工作表“{ASSIGNMENTS}”第 {n} 行"
             if assessor not in assessors:
                 problems.append(f"{where}：评估人编号“{assessor}”不在工作表“{ASSESSORS}”中")
             if subject not in subjects:
                 problems.append(f"{where}：评估对象编号“{subject}”不在工作表“{SUBJECTS}”中")
-            if (assessor, subject) in seen_pairs:
-                problems.append(f"{where}：同一分配重复列出（第一次出现在第 {seen_pairs[assessor, subject]} 行）")
+            if state not in ("", RELEASED):
+                problems.append(f"{where}：{ASSIGNMENT_STATE}应为空或“{RELEASED}”，实际为“{state}”")
+            key = (assessor, subject, state == RELEASED)
+            if key in seen_pairs:
+                problems.append(f"{where}：同一分配重复列出（第一次出现在第 {seen_pairs[key]} 行）")
                 continue
-            seen_pairs[assessor, subject] = n
-            pairs.append((assessor, subject))
+            seen_pairs[key] = n
+            (released if state == RELEASED else pairs).append((assessor, subject))
+        released = [p for p in released if p not in set(pairs)]  # given back to the assessor later
         if pairs:
-            busy = {a for a, _ in pairs}
+            busy = {a for a, _ in pairs} | {a for a, _ in released}
             for code in assessors:
                 if code not in busy:
                     problems.append(f"工作表“{ASSIGNMENTS}”：评估人 {code}（{assessors[code].name}）没有分配任何评估对象")
@@ -202,7 +213,7 @@ def read_roster(path: str | Path, known_types: tuple[str, ...] = TYPES) -> Roste
         problems.append(f"工作表“{ASSESSORS}”：没有评估人")
     if problems:
         _fail(path, problems)
-    return Roster(subjects, assessors, pairs, quotas, conflicts)
+    return Roster(subjects, assessors, pairs, quotas, conflicts, released)
 
 
 def _quotas(table, known_types: tuple[str, ...], problems: list[str], get) -> dict[tuple[str, str], int]:

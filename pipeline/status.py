@@ -4,6 +4,9 @@ An assignment (assessor, subject) counts as received when the ledger holds an ac
 for it in this round; a sheet that came back but failed validation is still missing, and the
 chase list says so, because the assessor has to send it again. Two different returns saved in
 the same second are a conflict: missing too, until the office removes one and collects again.
+A sheet marked 回避 = 是 (a declared conflict) counts as received for its assessor; its subject is
+listed as short of an assessor (`StatusResult.short`, sheet 回避待补 of the chase list) until
+`assign --replace-declared` gives it a replacement.
 
 Each missing assignment carries the open problems that explain it, the way the assessor must
 read them: only the latest rejected sheet's errors (an earlier return of the same subject was
@@ -15,6 +18,7 @@ for (unreadable, unidentified) and a form of another round are the office's, not
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +41,9 @@ REJECTED = "已收到但未通过校验，请修改后重新发送"
 CONFLICT = "收到两份保存时间相同但评分不同的文件，请确认以哪份为准"
 # Appended after CHASE_COLUMNS: where the problem is and what to enter instead (one row per problem).
 CHASE_DETAIL_COLUMNS = ("文件", "工作表", "单元格", "填写值", "问题说明")
+# Subjects short of an assessor after declared conflicts (回避): a sheet of the chase list when any.
+SHORT_SHEET = "回避待补"
+SHORT_COLUMNS = ("对象编号", "名称", "应有评估人数", "已分配", "声明回避", "有效评估人数", "还差", "声明回避的评估人（原因）")
 # A round with self-assessment forms (generated or returned): the subjects whose own is missing.
 SELF_SHEET = "自评未交"
 SELF_COLUMNS = ("对象编号", "名称", "省份", "城市", "区县", "期次", "截止日期", "情况")
@@ -50,6 +57,26 @@ class Missing:
     name: str
     reason: str  # NOT_RECEIVED, REJECTED or CONFLICT
     problems: list[Problem] = field(default_factory=list)  # open problems that keep it missing
+
+
+@dataclass
+class Short:
+    """A subject with fewer valid assessors than planned: some declared a conflict (回避) on its sheet."""
+
+    subject: str
+    name: str
+    planned: int   # K: the round's usual number of assessors per subject
+    assigned: int  # assessors the roster assigns it (replacements included)
+    declared: list[tuple[str, str, str]] = field(default_factory=list)  # (assessor code, name, 回避原因)
+
+    @property
+    def valid(self) -> int:
+        """Assessors who may still rate it: assigned and not declared."""
+        return self.assigned - len(self.declared)
+
+    @property
+    def lacking(self) -> int:
+        return max(0, self.planned - self.valid)
 
 
 @dataclass
@@ -85,6 +112,10 @@ class StatusResult:
     self_missing: list[Missing] | None = None
     self_expected: int = 0  # subjects that owe a self-assessment (of the system's type)
     places: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # subject -> 省份, 城市, 区县
+    # Subjects short of an assessor because of declared conflicts (回避 = 是), still unreplaced.
+    short: list[Short] = field(default_factory=list)
+    declared: int = 0  # declared conflicts in force in the round (of pairs the roster assigns)
+    declarations: list = field(default_factory=list)  # those conflicts (ledger.Declaration)
 
     @property
     def assigned(self) -> int:
@@ -142,8 +173,35 @@ def round_status(ws: Workspace, system: System, period: str, roster: Roster, led
                                    len(subjects) - len(missing), missing,
                                    found.by_file.get(code, []) if missing else [], found.reminders.get(code, [])))
     result = StatusResult(period, system, ws.deadline(period), rows)
+    result.declarations = [d for d in ledger.declarations(period, system.id)
+                           if d.subject in roster.assignments(system.subject_type).get(d.assessor, ())]
+    result.declared, result.short = _short(roster, system, result.declarations)
     _self_status(ws, system, period, roster, ledger, result)
     return result
+
+
+def _short(roster: Roster, system: System, declarations) -> tuple[int, list[Short]]:
+    """(declared conflicts of assigned pairs, the subjects left short by them). K, the planned
+    number of assessors per subject, is the most common number the roster assigns (the larger on
+    a tie): a subject with a replacement has K + 1 assigned and one declared, so K valid, and is
+    not short."""
+    per: dict[str, list[str]] = {}
+    for code, subjects in roster.assignments(system.subject_type).items():
+        for subject in subjects:
+            per.setdefault(subject, []).append(code)
+    if not per:
+        return 0, []
+    sizes = Counter(len(v) for v in per.values())
+    planned = max(sizes, key=lambda n: (sizes[n], n))
+    declared: dict[str, list[tuple[str, str, str]]] = {}
+    n = 0
+    for d in declarations:
+        if d.assessor in per.get(d.subject, ()):
+            n += 1
+            declared.setdefault(d.subject, []).append((d.assessor, roster.assessors[d.assessor].name, d.reason))
+    short = [Short(subject, roster.subjects[subject].name, planned, len(per[subject]), found)
+             for subject, found in declared.items()]
+    return n, [x for x in short if x.lacking]
 
 
 def has_self_forms(ws: Workspace, system: System, period: str) -> bool:
@@ -260,6 +318,21 @@ def write_chase_list(result: StatusResult, path: str | Path) -> Path:
         sheet.set_paper(9)
         sheet.fit_to_pages(1, 0)
         sheet.repeat_rows(0)
+        if result.short:
+            short = book.add_worksheet(SHORT_SHEET)
+            short.write_row(0, 0, SHORT_COLUMNS, head)
+            for r, x in enumerate(result.short, start=1):
+                who = "；".join(f"{name}（{code}）：{reason or '未填写原因'}" for code, name, reason in x.declared)
+                short.write_string(r, 0, x.subject, text)
+                short.write_string(r, 1, x.name, text)
+                for c, n in enumerate((x.planned, x.assigned, len(x.declared), x.valid, x.lacking), start=2):
+                    short.write_number(r, c, n)
+                short.write_string(r, 7, who, wrapped)
+            for c, width in enumerate((10, 26, 12, 8, 8, 12, 6, 60)):
+                short.set_column(c, c, width)
+            short.freeze_panes(1, 0)
+            short.set_paper(9)
+            short.repeat_rows(0)
         if result.self_missing is not None:
             own = book.add_worksheet(SELF_SHEET)
             own.write_row(0, 0, SELF_COLUMNS, head)

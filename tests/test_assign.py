@@ -133,3 +133,69 @@ def test_max_load_when_equal_loads_are_impossible(tmp_path):
     plan = plan_assignment(roster, COMMUNITY, 2, max_load=4, seed=0)
     assert max(plan.loads().values()) <= 4 and all(ok for _t, ok in plan.checks)
     assert not any(a == "E04" and s != "C1" for a, s in plan.pairs)
+
+
+# -- --replace: rebalancing --------------------------------------------------------------------
+# Four subjects, K = 2; X, A, B rate two each, C and D one each (loads 2,2,2,1,1). C and D may not
+# rate C1 (回避 sheet). Replacing X frees C1 and C2: C1 can only go to B (A is on it), C2 to the
+# lower of C and D, leaving loads A 2, B 3 and 2, 1 for C and D: one move of one of B's pairs to
+# the one at 1 restores 2,2,2,2, and no fewer can (that assessor needs one more pair).
+REB_SUBJECTS = [(f"C{i}", f"社区{i}", T, "", "", "") for i in range(1, 5)]
+REB_ASSESSORS = [(code, code, "", "") for code in ("X", "A", "B", "C", "D")]
+REB_PAIRS = [("X", "C1"), ("X", "C2"), ("A", "C1"), ("A", "C3"), ("B", "C2"), ("B", "C4"), ("C", "C3"), ("D", "C4")]
+REB_CONFLICTS = [("C", "C1", ""), ("D", "C1", "")]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_replace_moves_the_fewest_other_pairs_to_keep_loads_within_one(tmp_path, seed):
+    roster = small_roster(tmp_path, REB_SUBJECTS, REB_ASSESSORS, REB_PAIRS, REB_CONFLICTS)
+    plan = plan_assignment(roster, COMMUNITY, 2, seed=seed, replace=["X"])
+    assert plan.loads() == {"A": 2, "B": 2, "C": 2, "D": 2}
+    [(subject, old, new, why)] = plan.moved
+    assert old == "B" and new in ("C", "D") and why == "balance" and subject != "C1"
+    assert set(plan.pairs) >= {p for p in REB_PAIRS if p[0] != "X" and p != (old, subject)}
+    assert [c[:2] for c in plan.changes if c[3] == "replaced"] == [("C1", "X"), ("C2", "X")]
+    assert all(ok for _t, ok in plan.checks) and plan.released == ["X"]
+    assert any("另调整了其他评估人的 1 个分配" in text for text, _ok in plan.checks)
+
+
+def test_replace_says_clearly_when_no_move_can_balance(tmp_path):
+    # C and D may rate only C3 and C4 respectively: nothing can reach them
+    conflicts = [(a, s, "") for a in ("C", "D") for s in ("C1", "C2")] + [("C", "C4", ""), ("D", "C3", "")]
+    roster = small_roster(tmp_path, REB_SUBJECTS, REB_ASSESSORS, REB_PAIRS, conflicts)
+    with pytest.raises(InputError, match="无法通过调整其他评估人的分配消除") as err:
+        plan_assignment(roster, COMMUNITY, 2, seed=0, replace=["X"])
+    assert "--max-load" in str(err.value)
+    plan = plan_assignment(roster, COMMUNITY, 2, seed=0, replace=["X"], max_load=3)  # the way out it names
+    assert plan.moved == [] and max(plan.loads().values()) == 3
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(n=st.integers(2, 10), m=st.integers(3, 8), k=st.integers(2, 3), seed=st.integers(0, 10**6),
+       counties=st.lists(st.integers(0, 3), min_size=20, max_size=20), who=st.integers(0, 7))
+def test_property_replace_keeps_every_other_pair_but_the_moves_it_lists(n, m, k, seed, counties, who):
+    k = min(k, m - 1)
+    subjects = {f"S{i}": Subject(f"S{i}", f"社区{i}", T, "省", "市", f"区{counties[i]}") for i in range(n)}
+    assessors = {f"A{j}": Assessor(f"A{j}", f"人{j}", "", "", "省", "市", f"区{counties[19 - j]}")
+                 for j in range(m)}
+    roster = Roster(subjects, assessors)
+    try:
+        plan = plan_assignment(roster, COMMUNITY, k, avoid=["区县"], seed=seed)
+    except InputError:
+        return
+    roster.pairs = list(plan.pairs)
+    gone = f"A{who % m}"
+    try:
+        again = plan_assignment(roster, COMMUNITY, k, avoid=["区县"], seed=seed, replace=[gone])
+    except InputError as err:
+        assert "未写入任何文件" in str(err)
+        return
+    assert all(ok for _t, ok in again.checks)
+    others = {p for p in plan.pairs if p[0] != gone}
+    lost = others - set(again.pairs)
+    assert lost == {(a, s) for s, a, _to, why in again.moved}  # every other pair kept but those listed
+    assert not any(a == gone for a, _s in again.pairs) and len(again.pairs) == len(plan.pairs)
+    busy = [v for v in again.loads().values() if v]
+    assert max(busy) - min(busy) <= 1
+    if not lost:  # nothing moved: each freed pair went to an assessor that could take it
+        assert set(again.pairs) >= others

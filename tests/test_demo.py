@@ -34,6 +34,12 @@ def test_full_size_programme_shape():
     raters = Counter(s for _, s in data.pairs)
     assert all(raters[z[0]] == 5 for z in zones)
     assert all(3 <= raters[c[0]] <= 5 for c in communities)
+    # the 分配 is made by `assign` (K = 4 per community): loads within one in each system
+    assert all(raters[c[0]] == 4 for c in communities)
+    for kind in ("创新实践区", "创新实践社区"):
+        mine = {s[0] for s in data.subjects if s[2] == kind}
+        loads = Counter(a for a, s in data.pairs if s in mine)
+        assert len(loads) == 12 and max(loads.values()) - min(loads.values()) <= 1
     assert len(set(data.pairs)) == len(data.pairs)
     assert data.periods == ["2026-06", "2026-07", "2026-08", "2026-09", "2026-10", "2026-11"]
     assert months_ending("2027-02", 3) == ["2026-12", "2027-01", "2027-02"]

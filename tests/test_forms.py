@@ -57,7 +57,10 @@ def test_validation_is_decimal_zero_to_max_on_exactly_the_score_cells(workspace)
         for dv in ws.data_validations.dataValidation:
             for cell in str(dv.sqref).split():
                 rules[cell] = dv
-        assert sorted(rules) == sorted(f"G{r}" for r in range(7, 26))
+        # the score cells, and the 回避 dropdown (否/是) in B5
+        assert sorted(rules) == sorted(["B5", *(f"G{r}" for r in range(7, 26))])
+        assert (rules["B5"].type, rules["B5"].formula1) == ("list", '"否,是"')
+        assert (ws["A5"].value, ws["B5"].value, ws["C5"].value) == ("回避", "否", "回避原因")
         for n, item in enumerate(system.items):
             dv = rules[f"G{7 + n}"]
             # "between" is the default operator, which xlsxwriter leaves out of the file
@@ -73,7 +76,8 @@ def test_protection_leaves_exactly_score_and_remark_unlocked(workspace):
     for ws in subject_sheets(book):
         assert ws.protection.sheet and not ws.protection.password
         unlocked = {c.coordinate for row in ws.iter_rows() for c in row if c.protection.locked is False}
-        assert unlocked == {f"{col}{r}" for col in "GH" for r in range(7, 26)}
+        # 得分 and 备注, and the 回避 cell B5 with its 回避原因 D5:E5
+        assert unlocked == {f"{col}{r}" for col in "GH" for r in range(7, 26)} | {"B5", "D5", "E5"}
 
 
 def test_metadata_sheet_is_very_hidden_and_signed(workspace):

@@ -108,6 +108,11 @@ def version_1_ledger(path: Path) -> None:
     conn.close()
 
 
+def migrated_declared(conn) -> tuple[list[str], int]:
+    return ([r[1] for r in conn.execute("PRAGMA table_info(declared)")],
+            conn.execute("SELECT COUNT(*) FROM declared").fetchone()[0])
+
+
 def columns(conn: sqlite3.Connection) -> dict[str, list[str]]:
     tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
     return {t: [c[1] for c in conn.execute(f"PRAGMA table_info({t})")] for t in tables}
@@ -131,7 +136,9 @@ def test_a_version_1_ledger_is_migrated_on_open_and_keeps_its_data(tmp_path):
     assert problems.resolved_by.isna().tolist() == [True, False] and problems.resolved_by_file[1] == "bb.xlsx"
     assert aliases.path.tolist() == ["/in/copy.xlsx"]
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+    # version 6: declared conflicts (回避), none in a ledger made before them
+    assert migrated_declared(conn) == (["sheet_id", "reason"], 0)
     assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     migrated = columns(conn)

@@ -103,3 +103,25 @@ def test_init_quotes_paths_with_spaces(tmp_path):
     assert f"已创建  {shlex.quote(str(target / 'happyhome.toml'))}" in out
     hint = out[out.index("`") + 1:out.rindex("`")]
     assert shlex.split(hint)[:3] == ["happyhome", "-w", str(target)]  # copied into a shell, the path stays whole
+
+
+def test_released_rows_are_a_record_not_an_assignment(tmp_path):
+    """分配's optional 状态 column: 已替换 rows (assign --replace) are kept, not rated; an assessor
+    whose rows are all 已替换 is no roster problem, and any other 状态 is one."""
+    import openpyxl
+
+    pairs = [("E01", "C001"), ("E02", "C001"), ("E02", "C002"), ("E01", "C002"), ("E03", "C003"), ("E01", "C003")]
+    path = write_roster(tmp_path / "r.xlsx", SUBJECTS, ASSESSORS, pairs)
+    book = openpyxl.load_workbook(path)
+    ws = book["分配"]
+    ws["C1"] = "状态"
+    ws["C6"] = "已替换"  # E03 C003: E03 released, no other row
+    book.save(path)
+    roster = read_roster(path)
+    assert roster.released == [("E03", "C003")] and ("E03", "C003") not in roster.pairs
+    assert roster.assignments("创新实践社区") == {"E01": ["C001", "C002", "C003"], "E02": ["C001", "C002"]}
+    ws["C6"] = "停用"
+    book.save(path)
+    with pytest.raises(InputError) as err:
+        read_roster(path)
+    assert "工作表“分配”第 6 行：状态应为空或“已替换”，实际为“停用”" in str(err.value)
