@@ -411,7 +411,7 @@ def forms(ctx: click.Context, system_ref: str, period: str, stage: str, roster: 
     key = round_key(period, stage)
     shown = None
     if kind != SELF:
-        with Ledger.for_reading(ws.path("ledger")) as ledger:
+        with Ledger.open(ws, reading=True) as ledger:
             shown = shown_self_scores(ledger, key, system.id)
     specs = plan_forms(ws, system, key, people, out_dir, office_key=office_key, kind=kind, shown_self=shown)
     workers = workers_for(ws["collect"]["workers"]) if len(specs) >= 8 else 1
@@ -509,7 +509,7 @@ def status(ctx: click.Context, system_ref: str, period: str, stage: str, export:
     system = load_system(system_ref)
     people = _roster_for(ws, system)
     period = round_key(period, stage)
-    with Ledger.for_reading(ws.path("ledger")) as ledger:
+    with Ledger.open(ws, reading=True) as ledger, ledger.snapshot():
         result = round_status(ws, system, period, people, ledger)
     table = Table(title=_("{system} {period}: returns (deadline {deadline})").format(
         system=system.name, period=period, deadline=f"{result.deadline:%Y-%m-%d %H:%M}"))
@@ -875,7 +875,7 @@ def rollup(ctx: click.Context, system_ref: str, start: str | None, end: str | No
     ws = open_workspace(ctx)
     system = load_system(system_ref)
     people = _roster_for(ws, system)
-    with Ledger.for_reading(ws.path("ledger")) as ledger:
+    with Ledger.open(ws, reading=True) as ledger, ledger.snapshot():
         result = run_rollup(ws, system, people, ledger, start, end, method, stage=stage)
     table = Table(title=escape(f"{system.name} {result.start} … {result.end}"))
     for name, justify in ((_("Month"), "left"), (_("Rated"), "right"), (_("Mean"), "right"),

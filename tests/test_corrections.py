@@ -278,7 +278,7 @@ def test_the_rollup_uses_corrected_scores(round_ws):
 
 
 def test_a_version_2_ledger_gains_the_corrections_table(tmp_path, monkeypatch):
-    import pipeline.ledger as module
+    import pipeline.ledger.sqlite as module
 
     path = tmp_path / "happyhome.sqlite"
     version_1_ledger(path)

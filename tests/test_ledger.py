@@ -168,7 +168,7 @@ def test_opening_again_changes_nothing_and_a_newer_ledger_is_refused(tmp_path):
 def test_a_failed_migration_step_leaves_the_ledger_at_its_version(tmp_path, monkeypatch):
     path = tmp_path / "happyhome.sqlite"
     version_1_ledger(path)
-    import pipeline.ledger as module
+    import pipeline.ledger.sqlite as module
 
     broken = (*module.MIGRATIONS[1][:3], "INSERT INTO no_such_table VALUES (1)")
     monkeypatch.setattr(module, "MIGRATIONS", [module.MIGRATIONS[0], broken])
