@@ -900,6 +900,65 @@ def rollup(ctx: click.Context, system_ref: str, start: str | None, end: str | No
         _print_pdf(result.html)
 
 
+# -- ledger ---------------------------------------------------------------------------------
+@main.group("ledger")
+def ledger_group() -> None:
+    """Copy the ledger between SQLite and PostgreSQL, and check its integrity.
+
+    The ledger is `[paths] ledger` in happyhome.toml (an SQLite file, or a postgresql:// URL);
+    HAPPYHOME_LEDGER_URL overrides it.
+
+    Example: happyhome ledger check
+    """
+
+
+@ledger_group.command("copy")
+@click.option("--to", "to", required=True, metavar="URL|FILE",
+              help=N_("The new ledger: a postgresql:// URL (an empty database) or an SQLite file that does not exist yet."))
+@click.option("--from", "source", metavar="URL|FILE", help=N_("Copy this ledger instead of the workspace's."))
+@click.pass_context
+def ledger_copy(ctx: click.Context, to: str, source: str | None) -> None:
+    """Copy every row of the ledger into a new one, then verify the row counts and a checksum of every score.
+
+    Point `[paths] ledger` (or HAPPYHOME_LEDGER_URL) at the new ledger afterwards.
+
+    Example: happyhome ledger copy --to postgresql://happyhome@db.example.org/happyhome
+    """
+    from pipeline.ledger import copy_into
+
+    with progress_bar(_("Copying the ledger"), 0, enabled=False) as advance:
+        result = copy_into(open_workspace(ctx), to, source, advance)
+    say = lambda text: console.print(text, markup=False)  # noqa: E731
+    say(_("Copied {source} to {target}: {counts}.").format(
+        source=result.source, target=result.target,
+        counts=_(", ").join(f"{table} {n}" for table, n in result.counts.items())))
+    say(_("Verified: the same rows in every table and the same checksum of every score ({checksum}).").format(
+        checksum=result.checksum[:16]))
+
+
+@ledger_group.command("check")
+@click.option("--ledger", "location", metavar="URL|FILE", help=N_("Check this ledger instead of the workspace's."))
+@click.pass_context
+def ledger_check(ctx: click.Context, location: str | None) -> None:
+    """Check the ledger's integrity: references, one counting sheet per assessor and subject, the engine's own checks.
+
+    Example: happyhome ledger check
+    """
+    from pipeline.errors import OutputError
+    from pipeline.ledger import check_ledger
+
+    result = check_ledger(open_workspace(ctx), location)
+    say = lambda text: console.print(text, markup=False)  # noqa: E731
+    say(_("Ledger {path}, schema version {version}: {counts}; score checksum {checksum}.").format(
+        path=result.path, version=result.version,
+        counts=_(", ").join(f"{table} {n}" for table, n in result.counts.items()), checksum=result.checksum[:16]))
+    for finding in result.findings:
+        say(f"  ✗ {finding}")
+    if result.findings:
+        raise OutputError(_("The ledger {path} failed {n} checks.").format(path=result.path, n=len(result.findings)))
+    say(_("No problems found."))
+
+
 # -- demo -----------------------------------------------------------------------------------
 @main.command()
 @click.argument("directory", type=PathType(file_okay=False, path_type=Path), default="demo")

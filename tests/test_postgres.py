@@ -195,3 +195,58 @@ def test_a_newer_postgres_ledger_is_refused_and_a_bad_url_is_a_plain_error(pg_ur
         Ledger("postgresql://nobody:secret@127.0.0.1:1/none")
     except OutputError as err:
         assert "secret" not in str(err)  # the password is never shown
+
+
+def test_ledger_copy_to_postgres_and_back_keeps_every_row_and_check_finds_damage(tmp_path, pg_url, monkeypatch):
+    """A collected and corrected round copied SQLite -> PostgreSQL -> SQLite: the same rows, the
+    same scores and the same report; `ledger check` passes on each and names what was broken."""
+    root = office(tmp_path / "ws")
+    forms = make_forms(root)
+    for assessor, path in forms.items():
+        fill_form(path, answers(assessor), save_as=returned(root) / path.name)
+    (returned(root) / "broken.xlsx").write_bytes(b"PK\x03\x04 broken")
+    monkeypatch.delenv(LEDGER_URL_ENV, raising=False)
+    monkeypatch.setenv("HAPPYHOME_LANG", "en")
+    run(root, "collect", *ROUND)
+    run(root, "amend", *ROUND, "--subject", "C001", "--assessor", "E01", "--item", "C17", "--score", "1",
+        "--reason", "复核")
+    run(root, "report", *ROUND)
+    before = (root / "output" / PERIOD / "results-community.csv").read_bytes()
+    lite = root / "ledger" / "happyhome.sqlite"
+    with Ledger(lite) as ledger:
+        counts, checksum = ledger.table_counts(), ledger.score_checksum()
+    assert counts["files"] == 4 and counts["corrections"] == 1 and counts["scores"] > 0
+
+    out = run(root, "ledger", "copy", "--to", pg_url).output
+    assert "files 4" in out and checksum[:16] in out
+    with Ledger(pg_url) as ledger:
+        assert (ledger.table_counts(), ledger.score_checksum()) == (counts, checksum)
+    refused = run(root, "ledger", "copy", "--to", pg_url, expect=4).output  # only into an empty ledger
+    assert "not empty (4 files)" in refused
+
+    monkeypatch.setenv(LEDGER_URL_ENV, pg_url)  # the office now works on PostgreSQL
+    assert "No problems found." in run(root, "ledger", "check").output
+    (root / "output" / PERIOD / "results-community.csv").unlink()
+    run(root, "report", *ROUND)
+    assert (root / "output" / PERIOD / "results-community.csv").read_bytes() == before
+    with Ledger(pg_url) as ledger:  # new rows after the copy take new ids (the sequences moved on)
+        assert ledger.add_correction({"action": "amend", "period": PERIOD, "system": "community", "assessor": "E01",
+                                      "subject": "C002", "item": "C17", "sheet_id": 2, "old_score": 1, "new_score": 2, "raw": "2",
+                                      "reason": "x", "operator": "t", "created_at": "2026-12-01T09:00:00"}) == 2
+
+    back = tmp_path / "back.sqlite"
+    out = run(root, "ledger", "copy", "--to", str(back)).output
+    assert "files 4" in out
+    with Ledger(back) as ledger, Ledger(pg_url) as pg:
+        assert ledger.table_counts() == pg.table_counts() and ledger.score_checksum() == pg.score_checksum()
+        assert ledger.check() == []
+
+    # damage: a score whose sheet is gone, and a second accepted sheet for one assessor and subject
+    with Ledger(pg_url) as ledger:
+        ledger._db.execute("ALTER TABLE scores DROP CONSTRAINT scores_sheet_id_fkey")
+        ledger._db.execute("UPDATE scores SET sheet_id = 9999 WHERE id = 1")
+        ledger._db.execute("UPDATE sheets SET subject = 'C001' WHERE id = 2")
+    broken = run(root, "ledger", "check", expect=4).output
+    assert "rows of scores.sheet_id point at no row of sheets" in broken
+    assert "1 assessor-subject pairs have more than one accepted sheet" in broken
+    assert "failed 2 checks" in broken

@@ -239,3 +239,17 @@ class SqliteLedger(Ledger):
     def _new_sheet_ids(self, n: int) -> range:
         first = self._db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM sheets").fetchone()[0]
         return range(first, first + n)
+
+    def _defer_references(self) -> None:
+        self._db.execute("PRAGMA defer_foreign_keys = ON")  # until COMMIT, which checks them
+
+    def _engine_check(self) -> list[str]:
+        found = []
+        result = self._db.execute("PRAGMA integrity_check").fetchone()[0]
+        if result != "ok":
+            found.append(_("SQLite integrity check: {result}").format(result=result))
+        broken = self._db.execute("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            found.append(_("{n} references in table {table} lead nowhere (PRAGMA foreign_key_check)").format(
+                n=len(broken), table=broken[0][0]))
+        return found
