@@ -839,7 +839,8 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
 
     # A read-only or full output, archive or ledger folder stops the run before the ledger changes.
     incoming = sum(stat.st_size for stat, _ in stamped)
-    ledger_dir = [] if is_url(str(ws.ledger_location())) else [(ws.path("ledger").parent, 1 << 20)]
+    where = ws.ledger_location()
+    ledger_dir = [] if is_url(str(where)) else [(Path(where).parent, 1 << 20)]
     for folder, need in ((ws.period_output(period), 1 << 20), (archive, incoming), *ledger_dir):
         check_writable(folder, need)
     # Two offices collecting one round into one PostgreSQL ledger take turns (an advisory lock).
