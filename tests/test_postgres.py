@@ -250,3 +250,23 @@ def test_ledger_copy_to_postgres_and_back_keeps_every_row_and_check_finds_damage
     assert "rows of scores.sheet_id point at no row of sheets" in broken
     assert "1 assessor-subject pairs have more than one accepted sheet" in broken
     assert "failed 2 checks" in broken
+
+
+def test_paths_ledger_takes_a_url_and_the_environment_overrides_it(tmp_path, pg_url, monkeypatch):
+    root = office(tmp_path / "ws")
+    toml = root / "happyhome.toml"
+    toml.write_text(toml.read_text(encoding="utf-8").replace('ledger = "ledger/happyhome.sqlite"',
+                                                             f'ledger = "{pg_url}"'), encoding="utf-8")
+    monkeypatch.delenv(LEDGER_URL_ENV, raising=False)
+    ws = Workspace.open(root)
+    assert ws.ledger_location() == pg_url
+    forms = make_forms(root)
+    fill_form(forms["E01"], answers("E01"), save_as=returned(root) / "E01.xlsx")
+    run(root, "collect", *ROUND)
+    with Ledger(pg_url) as ledger:
+        assert ledger.files(PERIOD, "community").name.tolist() == ["E01.xlsx"]
+    # nothing local but the workspace lock beside ledger/postgresql (no folder named after the URL)
+    assert sorted(p.name for p in (root / "ledger").iterdir()) == ["archive", "office.key", "postgresql.lock"]
+    assert not list(root.rglob("*.sqlite")) and not (root / "postgresql:").exists()
+    monkeypatch.setenv(LEDGER_URL_ENV, str(tmp_path / "other.sqlite"))  # the environment wins
+    assert Workspace.open(root).ledger_location() == tmp_path / "other.sqlite"
