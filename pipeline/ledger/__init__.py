@@ -191,6 +191,12 @@ class Ledger:
     def _new_sheet_ids(self, n: int) -> list[int] | range:
         raise NotImplementedError
 
+    def _insert_rows(self, table: str, columns: tuple[str, ...] | list[str], rows: list[tuple]) -> None:
+        """Many rows into one table, inside the open transaction (PostgreSQL: COPY)."""
+        if rows:
+            marks = ", ".join("?" * len(columns))
+            self._db.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
     def _defer_references(self) -> None:
         """Inside a transaction: check references at COMMIT (a copy writes a sheet before the
         later sheet that superseded it)."""
@@ -460,11 +466,9 @@ class Ledger:
                  _iso(datetime.now()), rec.archive_path, rec.period, rec.system, rec.assessor, rec.format,
                  rec.status, rec.reason, rec.verified),
             ).fetchone()[0]
-            conn.executemany(
-                """INSERT INTO problems (file_id, sheet, cell, value, code, severity, message, technical)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
-                [(file_id, p.sheet, p.cell, p.value, p.code, p.severity, p.message, p.technical) for p in rec.problems],
-            )
+            self._insert_rows(
+                "problems", ("file_id", "sheet", "cell", "value", "code", "severity", "message", "technical"),
+                [(file_id, p.sheet, p.cell, p.value, p.code, p.severity, p.message, p.technical) for p in rec.problems])
             if rec.sheets:
                 self._add_sheets(conn, rec, file_id, saved, out)
         return out
@@ -482,13 +486,12 @@ class Ledger:
         # Ids are given here so that the scores can go in with their sheets at once; the write
         # transaction keeps any other writer out between the two statements.
         ids = self._new_sheet_ids(len(rec.sheets))
-        conn.executemany(
-            """INSERT INTO sheets (id, file_id, sheet, period, system, assessor, subject, status, saved_at, kind)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        self._insert_rows(
+            "sheets", ("id", "file_id", "sheet", "period", "system", "assessor", "subject", "status", "saved_at", "kind"),
             [(sheet_id, file_id, sh.sheet, rec.period, rec.system, sh.assessor, sh.subject,
               "accepted" if sh.accepted else "rejected", saved, sh.kind) for sheet_id, sh in zip(ids, rec.sheets)])
-        conn.executemany(
-            "INSERT INTO scores (sheet_id, item, raw, score, remark, cell, evidence) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        self._insert_rows(
+            "scores", ("sheet_id", "item", "raw", "score", "remark", "cell", "evidence"),
             [(sheet_id, *score, sh.evidence.get(score[0], "")) for sheet_id, sh in zip(ids, rec.sheets) if sh.accepted
              for score in sh.scores])
         for sheet_id, sh in zip(ids, rec.sheets):
@@ -700,16 +703,15 @@ def copy_ledger(source: Ledger, target: Ledger, progress: Callable[[int], None] 
         raise OutputError(_("The ledger {target} is not empty ({files} files): copy only into a new ledger.").format(
             target=target.path, files=held["files"]))
     counts = source.table_counts()
-    with target.transaction() as db:
+    with target.transaction():
         target._defer_references()
         for table in TABLES:
             names = source.columns(table)
             if names != target.columns(table):
                 raise OutputError(_("The ledgers {source} and {target} have different columns in {table}.").format(
                     source=source.path, target=target.path, table=table))
-            sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
             for chunk in source.rows(table):
-                db.executemany(sql, chunk)
+                target._insert_rows(table, names, chunk)
                 advance(len(chunk))
         target._after_copy()
     copied, checksum = target.table_counts(), target.score_checksum()

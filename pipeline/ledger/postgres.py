@@ -205,20 +205,11 @@ class PostgresLedger(Ledger):
         self._db.raw.close()
 
     def _begin(self) -> None:
-        raw = self._db.raw
-        try:
-            # Wait for the writer before (up to lock_timeout, as SQLite waits 30 s for its write
-            # lock) *before* the transaction starts: a transaction reads the catalogue as it was
-            # when it began, so one begun earlier would not see the tables the writer before it
-            # created (a migration racing another office's).
-            raw.execute("SELECT pg_advisory_lock(%s)", (WRITE_LOCK,))
+        try:  # one round trip; waits for the writer before (up to lock_timeout, as SQLite waits 30 s)
+            self._db.raw.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})")
         except self._psycopg.errors.LockNotAvailable as err:
+            self._rollback()
             raise LockedError(_("The ledger {path} is busy: another happyhome run is writing it.").format(path=self.path)) from err
-        try:
-            raw.execute("BEGIN")
-            raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))  # held to COMMIT or ROLLBACK
-        finally:
-            raw.execute("SELECT pg_advisory_unlock(%s)", (WRITE_LOCK,))
 
     def _begin_snapshot(self) -> None:
         self._db.raw.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -235,7 +226,11 @@ class PostgresLedger(Ledger):
             self._db.raw.execute("ROLLBACK")
 
     def _version(self) -> int:
-        if self._db.raw.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
+        # A plain query of pg_class, not to_regclass(): that one reads a catalogue cache which, in a
+        # transaction that waited for another office's migration, may not have seen its tables yet.
+        if not self._db.raw.execute("""SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                                       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                                       WHERE c.relname = 'schema_version' AND n.nspname = current_schema())""").fetchone()[0]:
             return 0
         row = self._db.raw.execute("SELECT MAX(version) FROM schema_version").fetchone()
         return row[0] or 0
@@ -263,6 +258,14 @@ class PostgresLedger(Ledger):
         with self._db.raw.cursor(name="happyhome_rows") as cur:
             cur.execute(_pg(sql), params)
             yield cur
+
+    def _insert_rows(self, table: str, columns: tuple[str, ...] | list[str], rows: list[tuple]) -> None:
+        """COPY: a file's 400 scores in one stream, several times faster than pipelined INSERTs."""
+        if not rows:
+            return
+        with self._db.raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
 
     def _defer_references(self) -> None:
         self._db.raw.execute("SET CONSTRAINTS ALL DEFERRED")  # references are DEFERRABLE: checked at COMMIT
