@@ -3,6 +3,7 @@
     python benchmarks/bench.py                 # quick: about a minute
     python benchmarks/bench.py --national      # 2,000 workbooks x 20 subjects (several minutes)
     python benchmarks/bench.py --province --only collect   # 360 workbooks x 40 subjects
+    python benchmarks/bench.py --national --ledger-url postgresql://…/bench   # SQLite vs PostgreSQL
 
 Each stage runs --repeat times; the table shows the median wall time, the ratio to its
 baseline measured in the same run on the same files, and the peak memory (RSS high-water mark
@@ -226,6 +227,45 @@ except SystemExit as exit:
 """
 
 
+def reset_pg(url: str) -> None:
+    """Empty the benchmark's PostgreSQL database (untimed), as a fresh workspace has a fresh ledger."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+
+
+def pg_child(url: str, code: str, *argv: str) -> dict:
+    os.environ["HAPPYHOME_LEDGER_URL"] = url
+    try:
+        return child(code, *argv)
+    finally:
+        del os.environ["HAPPYHOME_LEDGER_URL"]
+
+
+def bench_ledgers(args, month: Path) -> list[dict]:
+    """collect and report on SQLite and on PostgreSQL (--ledger-url), runs interleaved so that the
+    machine's noise falls on both alike. Peak RSS is happyhome's processes, not the server's."""
+    label = f"{args.files} workbooks x {args.subjects_per_file} subjects"
+    lite, pg = [], []
+    for i in range(args.repeat):
+        lite.append(child(COLLECT, str(month), str(month / "ws-lite")))
+        reset_pg(args.ledger_url)
+        pg.append(pg_child(args.ledger_url, COLLECT, str(month), str(month / "ws-pg")))
+    lite_t, pg_t = [r["seconds"] for r in lite], [r["seconds"] for r in pg]
+    rows = [row(f"collect {label}, SQLite ledger", lite_t, peak_mb=max(r["peak_mb"] for r in lite)),
+            row(f"collect {label}, PostgreSQL ledger (vs SQLite)", pg_t, lite_t, peak_mb=max(r["peak_mb"] for r in pg))]
+    lite_r, pg_r = [], []
+    for i in range(args.repeat):
+        lite_r.append(child(REPORT, str(month / "ws-lite")))
+        pg_r.append(pg_child(args.ledger_url, REPORT, str(month / "ws-pg")))
+    rows += [row(f"report {label}, SQLite ledger", [r["seconds"] for r in lite_r], peak_mb=max(r["peak_mb"] for r in lite_r)),
+             row(f"report {label}, PostgreSQL ledger (vs SQLite)", [r["seconds"] for r in pg_r],
+                 [r["seconds"] for r in lite_r], peak_mb=max(r["peak_mb"] for r in pg_r))]
+    return rows
+
+
 def bench_collect(args, month: Path) -> list[dict]:
     returned = str(month / "input" / "returned" / PERIOD)
     label = f"collect: {args.files} workbooks x {args.subjects_per_file} subjects"
@@ -317,6 +357,9 @@ def main(argv=None) -> int:
     p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work")
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
     p.add_argument("--reuse", action="store_true", help="reuse the returned month already in --work (same sizes)")
+    p.add_argument("--ledger-url", metavar="URL",
+                   help="a postgresql:// database (emptied by the benchmark): collect and report the month on "
+                        "SQLite and on PostgreSQL, interleaved, instead of the collect/report stages")
     args = p.parse_args(argv)
     if args.national:
         args.files, args.subjects_per_file, args.raters = 2000, 20, 4
@@ -334,6 +377,9 @@ def main(argv=None) -> int:
     rows: list[dict] = []
     if "forms" in stages:
         rows += bench_forms(args, work / "forms-bench")
+    if args.ledger_url:
+        rows += bench_ledgers(args, build_month(args, work / "month"))
+        stages = [s for s in stages if s not in ("collect", "report")]
     if "collect" in stages or "report" in stages:
         month = build_month(args, work / "month")
         if "collect" in stages:

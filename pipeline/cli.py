@@ -445,7 +445,7 @@ def forms(ctx: click.Context, system_ref: str, period: str, stage: str, roster: 
     key = round_key(period, stage)
     shown = None
     if kind != SELF:
-        with Ledger.for_reading(ws.path("ledger")) as ledger:
+        with Ledger.open(ws, reading=True) as ledger:
             shown = shown_self_scores(ledger, key, system.id)
     specs = plan_forms(ws, system, key, people, out_dir, office_key=office_key, kind=kind, shown_self=shown)
     workers = workers_for(ws["collect"]["workers"]) if len(specs) >= 8 else 1
@@ -580,7 +580,7 @@ def status(ctx: click.Context, system_ref: str, period: str, stage: str, export:
     system = load_system(system_ref)
     people = _roster_for(ws, system)
     period = round_key(period, stage)
-    with Ledger.for_reading(ws.path("ledger")) as ledger:
+    with Ledger.open(ws, reading=True) as ledger, ledger.snapshot():
         result = round_status(ws, system, period, people, ledger)
     table = Table(title=_("{system} {period}: returns (deadline {deadline})").format(
         system=system.name, period=period, deadline=f"{result.deadline:%Y-%m-%d %H:%M}"))
@@ -961,7 +961,7 @@ def rollup(ctx: click.Context, system_ref: str, start: str | None, end: str | No
     ws = open_workspace(ctx)
     system = load_system(system_ref)
     people = _roster_for(ws, system)
-    with Ledger.for_reading(ws.path("ledger")) as ledger:
+    with Ledger.open(ws, reading=True) as ledger, ledger.snapshot():
         result = run_rollup(ws, system, people, ledger, start, end, method, stage=stage)
     table = Table(title=escape(f"{system.name} {result.start} … {result.end}"))
     for name, justify in ((_("Month"), "left"), (_("Rated"), "right"), (_("Mean"), "right"),
@@ -984,6 +984,65 @@ def rollup(ctx: click.Context, system_ref: str, start: str | None, end: str | No
     console.print(_("wrote    {path}").format(path=result.html), markup=False)
     if pdf:
         _print_pdf(result.html)
+
+
+# -- ledger ---------------------------------------------------------------------------------
+@main.group("ledger")
+def ledger_group() -> None:
+    """Copy the ledger between SQLite and PostgreSQL, and check its integrity.
+
+    The ledger is `[paths] ledger` in happyhome.toml (an SQLite file, or a postgresql:// URL);
+    HAPPYHOME_LEDGER_URL overrides it.
+
+    Example: happyhome ledger check
+    """
+
+
+@ledger_group.command("copy")
+@click.option("--to", "to", required=True, metavar="URL|FILE",
+              help=N_("The new ledger: a postgresql:// URL (an empty database) or an SQLite file that does not exist yet."))
+@click.option("--from", "source", metavar="URL|FILE", help=N_("Copy this ledger instead of the workspace's."))
+@click.pass_context
+def ledger_copy(ctx: click.Context, to: str, source: str | None) -> None:
+    """Copy every row of the ledger into a new one, then verify the row counts and a checksum of every score.
+
+    Point `[paths] ledger` (or HAPPYHOME_LEDGER_URL) at the new ledger afterwards.
+
+    Example: happyhome ledger copy --to postgresql://happyhome@db.example.org/happyhome
+    """
+    from pipeline.ledger import copy_into
+
+    with progress_bar(_("Copying the ledger"), 0, enabled=False) as advance:
+        result = copy_into(open_workspace(ctx), to, source, advance)
+    say = lambda text: console.print(text, markup=False)  # noqa: E731
+    say(_("Copied {source} to {target}: {counts}.").format(
+        source=result.source, target=result.target,
+        counts=_(", ").join(f"{table} {n}" for table, n in result.counts.items())))
+    say(_("Verified: the same rows in every table and the same checksum of every score ({checksum}).").format(
+        checksum=result.checksum[:16]))
+
+
+@ledger_group.command("check")
+@click.option("--ledger", "location", metavar="URL|FILE", help=N_("Check this ledger instead of the workspace's."))
+@click.pass_context
+def ledger_check(ctx: click.Context, location: str | None) -> None:
+    """Check the ledger's integrity: references, one counting sheet per assessor and subject, the engine's own checks.
+
+    Example: happyhome ledger check
+    """
+    from pipeline.errors import OutputError
+    from pipeline.ledger import check_ledger
+
+    result = check_ledger(open_workspace(ctx), location)
+    say = lambda text: console.print(text, markup=False)  # noqa: E731
+    say(_("Ledger {path}, schema version {version}: {counts}; score checksum {checksum}.").format(
+        path=result.path, version=result.version,
+        counts=_(", ").join(f"{table} {n}" for table, n in result.counts.items()), checksum=result.checksum[:16]))
+    for finding in result.findings:
+        say(f"  ✗ {finding}")
+    if result.findings:
+        raise OutputError(_("The ledger {path} failed {n} checks.").format(path=result.path, n=len(result.findings)))
+    say(_("No problems found."))
 
 
 # -- demo -----------------------------------------------------------------------------------

@@ -74,7 +74,7 @@ from typing import Callable
 from xlsxwriter.utility import xl_rowcol_to_cell
 
 from pipeline.atomic import atomic_path, check_writable, explain
-from pipeline.config import Workspace
+from pipeline.config import Workspace, is_url
 from pipeline.errors import UsageError
 from pipeline.forms import (BLOCK_LABELS, DECLARE_LABEL, DECLARE_REASON_LABEL, DECLARE_YES, EVIDENCE, EXPERT,
                             GUIDE_SHEET, KINDS, META_SHEET, SEAL_ROW, SELF, SELF_ASSESSOR, SUMMARY_SHEET, seal_ok, sign)
@@ -870,37 +870,38 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
 
     # A read-only or full output, archive or ledger folder stops the run before the ledger changes.
     incoming = sum(stat.st_size for stat, _ in stamped)
-    for folder, need in ((ws.period_output(period), 1 << 20), (archive, incoming), (ws.path("ledger").parent, 1 << 20)):
+    where = ws.ledger_location()
+    ledger_dir = [] if is_url(str(where)) else [(Path(where).parent, 1 << 20)]
+    for folder, need in ((ws.period_output(period), 1 << 20), (archive, incoming), *ledger_dir):
         check_writable(folder, need)
-    ledger = Ledger(ws.path("ledger"))
-    pool = Workers(examine, ctx, n_workers, ctx.max_memory_mb, ctx.max_seconds)
-    window = n_workers * 4
-    pending: deque[_Job] = deque()
-    seen_now: dict[str, Path] = {}
-    late_aliases: list[tuple[str, Path, datetime]] = []
-    try:
-        for stat, path in stamped:
-            job = _prepare(path, stat, ledger, archive, ctx, result, seen_now, late_aliases, pool)
-            if job is None:
-                advance(1)
-                continue
-            pending.append(job)
-            while len(pending) > window:
+    # Two offices collecting one round into one PostgreSQL ledger take turns (an advisory lock).
+    wait = float(ws["collect"].get("lock_wait", 5))
+    with Ledger.open(ws) as ledger, ledger.round_lock(f"{period}/{system.id}", wait):
+        pool = Workers(examine, ctx, n_workers, ctx.max_memory_mb, ctx.max_seconds)
+        window = n_workers * 4
+        pending: deque[_Job] = deque()
+        seen_now: dict[str, Path] = {}
+        late_aliases: list[tuple[str, Path, datetime]] = []
+        try:
+            for stat, path in stamped:
+                job = _prepare(path, stat, ledger, archive, ctx, result, seen_now, late_aliases, pool)
+                if job is None:
+                    advance(1)
+                    continue
+                pending.append(job)
+                while len(pending) > window:
+                    _finish(pending.popleft(), ledger, ctx, result, pool)
+                    advance(1)
+            while pending:
                 _finish(pending.popleft(), ledger, ctx, result, pool)
                 advance(1)
-        while pending:
-            _finish(pending.popleft(), ledger, ctx, result, pool)
-            advance(1)
-    finally:
-        pool.close()
-    try:
+        finally:
+            pool.close()
         for sha, path, seen_at in late_aliases:
             _alias(ledger, sha, path, seen_at, result)
         result.settled = ledger.settle_conflicts(period, system.id, _still_there)
         result.report, result.missing = write_collection(ws, ledger, system, period, roster)
         result.declared = len(ledger.declarations(period, system.id))
-    finally:
-        ledger.close()
     result.superseded = sum(len(f.replaced) for f in result.files)
     return result
 

@@ -7,6 +7,7 @@ The defaults are the documented file `pipeline/happyhome.toml` itself, so the fi
 from __future__ import annotations
 
 import copy
+import os
 import re
 import tomllib
 from dataclasses import dataclass
@@ -21,6 +22,15 @@ from pipeline.rounds import check_key, split_key
 CONFIG_NAME = "happyhome.toml"
 DEFAULTS_PATH = Path(__file__).with_name(CONFIG_NAME)
 PERIOD_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+LEDGER_URL_ENV = "HAPPYHOME_LEDGER_URL"  # overrides [paths] ledger: a postgresql:// URL or a file
+URL_SCHEMES = ("postgresql://", "postgres://")
+# With the ledger in PostgreSQL, what stays local (the workspace lock) lives beside this name.
+LOCAL_LEDGER = "ledger/postgresql"
+
+
+def is_url(location: str) -> bool:
+    """Whether a ledger location is a PostgreSQL URL (anything else is an SQLite file)."""
+    return str(location).startswith(URL_SCHEMES)
 
 
 def default_text() -> str:
@@ -85,7 +95,16 @@ class Workspace:
         return self.settings[section]
 
     def path(self, key: str) -> Path:
-        return (self.root / self.settings["paths"][key]).resolve()
+        value = self.settings["paths"][key]
+        if key == "ledger" and is_url(value):
+            value = LOCAL_LEDGER
+        return (self.root / value).resolve()
+
+    def ledger_location(self) -> str | Path:
+        """Where the ledger is: HAPPYHOME_LEDGER_URL, else `[paths] ledger`; a postgresql:// URL
+        (as a string) or the SQLite file (a path, relative to the workspace)."""
+        value = os.environ.get(LEDGER_URL_ENV) or self.settings["paths"]["ledger"]
+        return value if is_url(value) else (self.root / value).resolve()
 
     @property
     def output(self) -> Path:

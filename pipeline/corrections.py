@@ -112,7 +112,7 @@ def amend(ws: Workspace, system: System, period: str, roster: Roster, *, subject
     value, _, error = normalise_score(score, maximum)
     if error is not None:
         raise _fail(error if error in MESSAGES else "not_a_number", item=code, found=raw_text(score), max=shown(maximum))
-    with Ledger.for_reading(ws.path("ledger")) as ledger, ledger.transaction():
+    with Ledger.open(ws, reading=True) as ledger, ledger.transaction():
         found = ledger.score_of(period, system.id, assessor, subject, code)
         if found is None:
             raise _fail("no_return", assessor=assessor, subject=subject)
@@ -134,7 +134,7 @@ def amend(ws: Workspace, system: System, period: str, roster: Roster, *, subject
 def undo(ws: Workspace, system: System, period: str, number: int, *, reason: str = "", who: str | None = None,
          now: datetime | None = None) -> Recorded:
     """Withdraw correction `number` of the round; the withdrawal is itself a row of the history."""
-    with Ledger.for_reading(ws.path("ledger")) as ledger, ledger.transaction():
+    with Ledger.open(ws, reading=True) as ledger, ledger.transaction():
         rows = ledger.corrections(period, system.id)
         mine = rows[rows["id"] == number]
         if not len(mine):
@@ -196,7 +196,7 @@ def history(rows: pd.DataFrame) -> pd.DataFrame:
 
 def round_history(ws: Workspace, system: System, period: str) -> pd.DataFrame:
     """The round's corrections and undos with their status (for `amend --list`)."""
-    with Ledger.for_reading(ws.path("ledger")) as ledger:
+    with Ledger.open(ws, reading=True) as ledger:
         return history(ledger.corrections(period, system.id))
 
 

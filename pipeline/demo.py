@@ -587,7 +587,7 @@ def build_demo(root: str | Path = "demo", size: DemoSize = FULL, end: str = DEFA
                 advance(1)
         lap(N_("report"))
         advance = stage(N_("Rolling up"), len(systems))
-        with Ledger(ws.path("ledger")) as ledger:
+        with Ledger.open(ws) as ledger:
             for system in systems:
                 result = rollup(ws, system, roster, ledger)
                 rollups[system.id] = (result.xlsx, result.html)

@@ -71,15 +71,12 @@ class ReportResult:
 def _inputs(ws: Workspace, period: str, system: System, roster: Roster):
     """Accepted scores (corrections applied), the round's files, its status (assigned, received,
     missing) and its corrections."""
-    with Ledger.for_reading(ws.path("ledger")) as ledger:
-        # One read transaction: a collect committing meanwhile cannot split the snapshot.
-        ledger.conn.execute("BEGIN")
-        try:
+    with Ledger.open(ws, reading=True) as ledger:
+        # One snapshot: a collect committing meanwhile cannot split it.
+        with ledger.snapshot():
             return (ledger.accepted_scores(period, system.id), ledger.files(period, system.id),
                     round_status(ws, system, period, roster, ledger), ledger.corrections(period, system.id),
                     ledger.self_scores(period, system.id))
-        finally:
-            ledger.conn.execute("COMMIT")
 
 
 def chase_list(status: StatusResult) -> list[dict]:

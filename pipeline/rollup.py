@@ -101,10 +101,7 @@ def month_range(start: str, end: str) -> list[str]:
 
 def periods_on_record(ledger: Ledger, system: str, stage: str = SUPERVISION) -> list[str]:
     """Every month the ledger holds a file or a sheet for, for this system's rounds of `stage`."""
-    rows = ledger.conn.execute(
-        "SELECT period FROM files WHERE system = ? UNION SELECT period FROM sheets WHERE system = ? ORDER BY 1",
-        (system, system)).fetchall()
-    rounds = [split_key(r[0]) for r in rows]
+    rounds = [split_key(key) for key in ledger.round_keys(system)]
     return [r[0] for r in rounds if r is not None and r[1] == stage]
 
 

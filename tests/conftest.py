@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import openpyxl
@@ -12,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
+from pipeline.config import LEDGER_URL_ENV, Workspace
 from pipeline.forms import HEADER, HEADER_ROW
 from pipeline.i18n import set_language
 from pipeline.roster import write_roster
@@ -37,6 +41,78 @@ def run(workspace: Path, *args: str, expect: int | None = 0):
     if expect is not None:
         assert result.exit_code == expect, result.output
     return result
+
+
+# -- the two ledger engines ------------------------------------------------------------------
+# A module that sets BOTH_BACKENDS = True and uses the `backend` fixture (pytestmark =
+# pytest.mark.usefixtures("backend")) runs each test on SQLite and on PostgreSQL, except tests
+# marked `sqlite_only` (they read the SQLite file itself: migrations from older versions).
+# Without PostgreSQL the postgres tests fail: CI installs it (.ci/run).
+def pytest_generate_tests(metafunc):
+    if "backend" in metafunc.fixturenames:
+        both = getattr(metafunc.module, "BOTH_BACKENDS", False) and not metafunc.definition.get_closest_marker("sqlite_only")
+        metafunc.parametrize("backend", ["sqlite", "postgres"] if both else ["sqlite"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """The URL of a PostgreSQL server for the tests: .ci/run's (HAPPYHOME_TEST_PG_URL) or a
+    throwaway cluster started here (tests/pgcluster.py) and stopped at the end."""
+    from tests import pgcluster
+
+    url = os.environ.get("HAPPYHOME_TEST_PG_URL")
+    if url:
+        yield url
+        return
+    folder = Path(tempfile.mkdtemp(prefix="happyhome-pg-"))
+    try:
+        yield pgcluster.start(folder)
+    finally:
+        pgcluster.stop(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """A new, empty database for one test; dropped after it."""
+    import psycopg
+
+    name = f"t{os.getpid()}_{next(_databases)}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8'")
+    yield pg_server.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def backend(request, monkeypatch):
+    """The ledger engine of this test: HAPPYHOME_LEDGER_URL set to a fresh database for postgres."""
+    if request.param != "postgres":
+        monkeypatch.delenv(LEDGER_URL_ENV, raising=False)
+        yield request.param
+        return
+    monkeypatch.setenv(LEDGER_URL_ENV, request.getfixturevalue("pg_url"))
+    tmp = request.getfixturevalue("tmp_path")
+    yield request.param
+    # the test really ran on PostgreSQL: no SQLite ledger appeared anywhere in its folders
+    assert not list(tmp.rglob("*.sqlite")), "a postgres test wrote an SQLite ledger"
+
+
+def open_ledger(root: Path):
+    """The workspace's ledger, on whichever engine the test runs."""
+    from pipeline.ledger import Ledger
+
+    return Ledger.open(Workspace.open(root))
+
+
+def ledger_rows(root: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    """Rows of a query on the workspace's ledger (either engine; `?` placeholders)."""
+    with open_ledger(root) as ledger:
+        return [tuple(r) for r in ledger._db.execute(sql, params).fetchall()]
 
 
 @pytest.fixture(autouse=True)

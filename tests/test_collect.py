@@ -7,7 +7,6 @@ import io
 import math
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 import zipfile
@@ -18,7 +17,7 @@ import openpyxl
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import ASSESSORS, PAIRS, SUBJECTS, fill_form, run, soffice_convert
+from conftest import ASSESSORS, PAIRS, SUBJECTS, fill_form, run, soffice_convert, ledger_rows, open_ledger
 from pipeline.collect import find_header, find_identity, normalise_score
 from pipeline.config import Workspace
 from pipeline.forms import META_SHEET
@@ -28,6 +27,8 @@ from pipeline.messages import problem
 from pipeline.roster import write_roster
 from pipeline.systems import load_system
 
+BOTH_BACKENDS = True  # tests/conftest.py: each test on SQLite and on PostgreSQL, but the sqlite_only ones
+pytestmark = pytest.mark.usefixtures("backend")
 PERIOD = "2026-11"
 SYSTEM = load_system("community")
 COMMUNITIES = ("C001", "C002", "C003")
@@ -58,7 +59,7 @@ def collect(workspace: Path, *args: str, expect: int = 0):
 
 
 def ledger_scores(workspace: Path) -> dict[tuple[str, str, str], float]:
-    with Ledger(workspace / "ledger" / "happyhome.sqlite") as ledger:
+    with open_ledger(workspace) as ledger:
         frame = ledger.accepted_scores(PERIOD, "community")
     return {(r.assessor, r.subject, r.item): r.score for r in frame.itertuples()}
 
@@ -68,12 +69,8 @@ def expected_scores(*assessors: str, subjects=COMMUNITIES) -> dict[tuple[str, st
 
 
 def counts(workspace: Path) -> dict[str, int]:
-    conn = sqlite3.connect(workspace / "ledger" / "happyhome.sqlite")
-    try:
-        return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                for t in ("files", "aliases", "sheets", "scores", "problems")}
-    finally:
-        conn.close()
+    return {t: ledger_rows(workspace, f"SELECT COUNT(*) FROM {t}")[0][0]
+            for t in ("files", "aliases", "sheets", "scores", "problems")}
 
 
 def report(workspace: Path) -> dict[str, list[dict]]:
@@ -87,12 +84,8 @@ def report(workspace: Path) -> dict[str, list[dict]]:
 
 def problems(workspace: Path) -> list[tuple[str, str, str, str, str]]:
     """(file, sheet, cell, value, code) of every problem in the ledger."""
-    conn = sqlite3.connect(workspace / "ledger" / "happyhome.sqlite")
-    try:
-        return conn.execute("""SELECT f.name, p.sheet, p.cell, p.value, p.code FROM problems p
-                               JOIN files f ON f.id = p.file_id ORDER BY p.id""").fetchall()
-    finally:
-        conn.close()
+    return ledger_rows(workspace, """SELECT f.name, p.sheet, p.cell, p.value, p.code FROM problems p
+                                     JOIN files f ON f.id = p.file_id ORDER BY p.id""")
 
 
 def set_setting(workspace: Path, old: str, new: str) -> None:
@@ -198,7 +191,7 @@ def test_filled_forms_are_collected_with_every_score_traceable(workspace):
     result = collect(workspace)
     assert "已接收" in result.output and "collection-community.xlsx" in result.output
     assert ledger_scores(workspace) == expected_scores("E01", "E02", "E03")
-    with Ledger(workspace / "ledger" / "happyhome.sqlite") as ledger:
+    with open_ledger(workspace) as ledger:
         frame = ledger.accepted_scores(PERIOD, "community")
         files = ledger.files(PERIOD, "community")
     row = frame[(frame.assessor == "E02") & (frame.subject == "C002") & (frame.item == "C05")].iloc[0]
@@ -233,7 +226,7 @@ def test_moved_and_inserted_rows_and_columns_are_matched_by_code(workspace):
     collect(workspace)
     assert ledger_scores(workspace) == expected_scores("E01")
     assert problems(workspace) == []
-    with Ledger(workspace / "ledger" / "happyhome.sqlite") as ledger:
+    with open_ledger(workspace) as ledger:
         frame = ledger.accepted_scores(PERIOD, "community")
     cells = {(r.subject, r.item): r.cell for r in frame.itertuples()}
     assert cells["C001", "C02"] == "G18" and cells["C001", "C10"] == "G8" and cells["C002", "C01"] == "H8"
@@ -251,7 +244,7 @@ def test_numbers_as_text_full_width_and_fen_are_normalised_with_a_warning(worksp
     found = problems(workspace)
     assert [(p[2], p[3], p[4]) for p in found] == [("G7", "3", "normalised"), ("G8", "４", "normalised"),
                                                    ("G9", "4分", "normalised"), ("G10", " 2 ", "normalised")]
-    with Ledger(workspace / "ledger" / "happyhome.sqlite") as ledger:
+    with open_ledger(workspace) as ledger:
         frame = ledger.accepted_scores(PERIOD, "community")
     assert frame[(frame.subject == "C001") & (frame.item == "C02")].raw.iloc[0] == "４"
     assert report(workspace)["文件"][0]["状态"] == "已接收"
@@ -361,7 +354,7 @@ def test_edited_metadata_wrong_period_wrong_system_and_foreign_files_are_rejecte
     # a file is recorded once per round: the zone run over the same (shared) folder takes the zone form
     zone_run = run(workspace, "collect", "--system", "zone", "--period", PERIOD)
     assert re.search(r"已接收\s*│\s*1\s", zone_run.output)
-    with Ledger(workspace / "ledger" / "happyhome.sqlite") as ledger:
+    with open_ledger(workspace) as ledger:
         zone_scores = ledger.accepted_scores(PERIOD, "zone")
     assert len(zone_scores) == 2 * len(zone_items) and set(zone_scores.assessor) == {"E03"}
 
@@ -441,7 +434,7 @@ def test_a_later_saved_resubmission_supersedes_and_an_earlier_saved_one_does_not
     got = ledger_scores(workspace)
     assert got["E01", "C001", "C01"] == 1.5
     assert len(got) == 3 * 19
-    with Ledger(workspace / "ledger" / "happyhome.sqlite") as ledger:
+    with open_ledger(workspace) as ledger:
         sheets = ledger.sheets(PERIOD, "community")
     status = {(r.file, r.subject): (r.status, r.replaced_by_file) for r in sheets.itertuples()}
     assert status["v1.xlsx", "C001"] == ("superseded", "v2.xlsx")
@@ -510,13 +503,14 @@ def test_remarks_are_kept_and_cut_at_the_limit(workspace):
     fill_form(path, answers("E01"), remarks={"C001": {"C02": "短备注", "C03": "这条备注一共有十六个字是很长的"}},
               save_as=returned(workspace) / "remarks.xlsx")
     collect(workspace)
-    with Ledger(workspace / "ledger" / "happyhome.sqlite") as ledger:
+    with open_ledger(workspace) as ledger:
         frame = ledger.accepted_scores(PERIOD, "community")
     remark = {r.item: r.remark for r in frame.itertuples() if r.subject == "C001"}
     assert remark["C02"] == "短备注" and remark["C03"] == "这条备注一共有十六个" and remark["C01"] == ""
     assert [(p[2], p[4]) for p in problems(workspace)] == [("H9", "remark_cut")]
 
 
+@pytest.mark.sqlite_only  # the second workspace needs a ledger of its own: a file
 def test_the_pool_gives_the_same_result_as_one_process(workspace, tmp_path):
     forms = make_forms(workspace)
     folder = returned(workspace)
@@ -584,7 +578,7 @@ def test_a_form_resaved_by_libreoffice_collects_the_same_scores(workspace, tmp_p
     collect(workspace)
     assert ledger_scores(workspace) == expected_scores("E02")
     assert [p[4] for p in problems(workspace)] == []
-    with Ledger(workspace / "ledger" / "happyhome.sqlite") as ledger:
+    with open_ledger(workspace) as ledger:
         frame = ledger.accepted_scores(PERIOD, "community")
         files = ledger.files(PERIOD, "community")
     assert files.format.tolist() == [fmt] and files.assessor.tolist() == ["E02"]
@@ -623,7 +617,7 @@ def test_a_zone_form_without_metadata_in_the_shared_folder_is_left_to_the_zone_r
     assert "非本轮    zone-nometa.xlsx" in collect(workspace).output  # and says so again, changing nothing
     assert counts(workspace)["files"] == 1
     run(workspace, "collect", "--system", "zone", "--period", PERIOD)
-    with Ledger(workspace / "ledger" / "happyhome.sqlite") as ledger:
+    with open_ledger(workspace) as ledger:
         assert len(ledger.accepted_scores(PERIOD, "zone")) == 2 * len(items)
 
 
@@ -637,7 +631,7 @@ def test_a_sheet_without_its_identity_block_is_matched_by_the_metadata_sheet_lis
     book.save(target)
     collect(workspace)
     assert ledger_scores(workspace) == expected_scores("E02")
-    with Ledger(workspace / "ledger" / "happyhome.sqlite") as ledger:
+    with open_ledger(workspace) as ledger:
         frame = ledger.accepted_scores(PERIOD, "community")
     assert frame[(frame.subject == "C002") & (frame.item == "C01")].cell.iloc[0] == "G2"
 
@@ -707,7 +701,7 @@ def test_the_same_scores_saved_again_are_one_submission(workspace):
     assert (rows["first.xlsx"]["状态"], rows["first.xlsx"]["接收对象数"], rows["first.xlsx"]["说明"]) == ("已接收", 3, "")
     assert rows["again.xlsx"]["状态"] == "重复"
     assert rows["again.xlsx"]["说明"] == "C001、C002、C003 与文件 first.xlsx 的评分相同，是同一份评分，不重复计入。"
-    with Ledger(workspace / "ledger" / "happyhome.sqlite") as ledger:
+    with open_ledger(workspace) as ledger:
         frame = ledger.accepted_scores(PERIOD, "community")
     assert set(frame.file) == {"first.xlsx"} and ledger_scores(workspace) == expected_scores("E01")
     before = counts(workspace)
@@ -838,7 +832,7 @@ def test_the_problems_sheet_keeps_the_library_words_in_its_last_column(workspace
     from pipeline.ledger import FileRecord
 
     ws = Workspace.open(workspace)
-    with Ledger(ws.path("ledger")) as ledger:
+    with open_ledger(ws.root) as ledger:
         p = problem("corrupt", file="x.xlsx", detail="zip 不完整", technical="BadZipFile: File is not a zip file")
         ledger.add_file(FileRecord("ab" * 32, "x.xlsx", "/in/x.xlsx", 10, datetime(2026, 11, 20), None, "/archive/x",
                                    PERIOD, "community", None, None, "rejected", p.message, problems=[p]))

@@ -23,13 +23,15 @@ import pandas as pd
 import pytest
 from bs4 import BeautifulSoup
 
-from conftest import ASSESSORS, SUBJECTS, run
+from conftest import ASSESSORS, SUBJECTS, run, open_ledger
 from pipeline.config import Workspace
 from pipeline.ledger import SCHEMA_VERSION, FileRecord, Ledger, SheetRecord
 from pipeline.roster import write_roster
 from pipeline.systems import load_system
 from test_ledger import PERIOD as V1_PERIOD, columns, version_1_ledger
 
+BOTH_BACKENDS = True  # tests/conftest.py: each test on SQLite and on PostgreSQL, but the sqlite_only ones
+pytestmark = pytest.mark.usefixtures("backend")
 PERIOD = "2026-11"
 COMMUNITY = load_system("community")
 SHARES = {
@@ -50,7 +52,7 @@ def add_file(root: Path, assessor: str, shares: dict[str, float], saved: datetim
         sheets.append(SheetRecord(f"{subject}表", assessor, subject, True, scores))
     name = f"{period}-community-{assessor}-{saved:%d%H%M}.xlsx"
     sha = hashlib.sha256(name.encode()).hexdigest()
-    with Ledger(Workspace.open(root).path("ledger")) as ledger:
+    with open_ledger(root) as ledger:
         ledger.add_file(FileRecord(sha, name, f"input/returned/{period}/{name}", 1000, saved, saved,
                                    f"ledger/archive/{sha}", period, "community", assessor, "xlsx", "accepted",
                                    sheets=sheets))
@@ -101,7 +103,7 @@ def test_a_correction_swaps_two_ranks_and_its_undo_restores_them(round_ws):
     assert again["排名"].to_dict() == {"C001": 1, "C002": 2, "C003": 3}
     assert again.loc["C001", "总分"] == pytest.approx(80.00, abs=0.01)
 
-    with Ledger(Workspace.open(round_ws).path("ledger")) as ledger:
+    with open_ledger(round_ws) as ledger:
         rows = ledger.corrections(PERIOD, "community")
         original = ledger.accepted_scores(PERIOD, "community")
     # the history is append-only: the amend and the undo, each with who, when, why, before and after
@@ -202,7 +204,7 @@ def test_amend_list_shows_the_round_history_with_status(round_ws):
 def test_a_correction_is_checked_like_a_returned_score(round_ws, args, message):
     out = run(round_ws, "amend", *ROUND, "--subject", "C001", "--assessor", "E01", *args, expect=2).output
     assert message in out
-    with Ledger(Workspace.open(round_ws).path("ledger")) as ledger:
+    with open_ledger(round_ws) as ledger:
         assert len(ledger.corrections(PERIOD, "community")) == 0
 
 
@@ -240,7 +242,7 @@ def test_undo_refuses_what_cannot_be_undone(round_ws):
     assert "已于" in run(round_ws, "amend", *ROUND, "--undo", "2", expect=2).output
     assert "是一条撤销记录" in run(round_ws, "amend", *ROUND, "--undo", "3", expect=2).output
     run(round_ws, "amend", *ROUND, "--undo", "1")  # now #1 is the latest of its score
-    with Ledger(Workspace.open(round_ws).path("ledger")) as ledger:
+    with open_ledger(round_ws) as ledger:
         scores = ledger.accepted_scores(PERIOD, "community")
         rows = ledger.corrections(PERIOD, "community")
     assert scores[scores.correction.notna()].empty
@@ -271,14 +273,15 @@ def test_the_rollup_uses_corrected_scores(round_ws):
     from pipeline.roster import read_roster_for
 
     ws = Workspace.open(round_ws)
-    with Ledger(ws.path("ledger")) as ledger:
+    with open_ledger(ws.root) as ledger:
         result = compute_rollup(ws, COMMUNITY, read_roster_for(ws.path("roster"), COMMUNITY), ledger, PERIOD, PERIOD)
     totals = result.monthly.set_index("subject")
     assert totals.loc["C001", "total"] == pytest.approx(78.67, abs=0.01) and totals.loc["C001", "rank"] == 2
 
 
+@pytest.mark.sqlite_only
 def test_a_version_2_ledger_gains_the_corrections_table(tmp_path, monkeypatch):
-    import pipeline.ledger as module
+    import pipeline.ledger.sqlite as module
 
     path = tmp_path / "happyhome.sqlite"
     version_1_ledger(path)

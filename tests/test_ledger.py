@@ -3,18 +3,22 @@ becomes against the earlier sheets for its assessor and subject (supersede, dupl
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from pipeline.config import LEDGER_URL_ENV
 from pipeline.errors import OutputError
 from pipeline.ledger import SCHEMA_VERSION, FileRecord, Ledger, SheetRecord
 from pipeline.messages import problem
 from pipeline.systems import load_system
 
 PERIOD = "2026-11"
+BOTH_BACKENDS = True  # tests/conftest.py: each test on SQLite and on PostgreSQL, but the sqlite_only ones
+pytestmark = pytest.mark.usefixtures("backend")
 ITEMS = load_system("community").codes
 
 # The ledger's schema as shipped before it had a version ("version 1"), verbatim: a ledger made
@@ -118,6 +122,7 @@ def columns(conn: sqlite3.Connection) -> dict[str, list[str]]:
     return {t: [c[1] for c in conn.execute(f"PRAGMA table_info({t})")] for t in tables}
 
 
+@pytest.mark.sqlite_only
 def test_a_version_1_ledger_is_migrated_on_open_and_keeps_its_data(tmp_path):
     path = tmp_path / "happyhome.sqlite"
     version_1_ledger(path)
@@ -157,6 +162,7 @@ def test_a_version_1_ledger_is_migrated_on_open_and_keeps_its_data(tmp_path):
     assert columns(sqlite3.connect(fresh)) == migrated  # a new ledger and a migrated one have the same tables
 
 
+@pytest.mark.sqlite_only
 def test_opening_again_changes_nothing_and_a_newer_ledger_is_refused(tmp_path):
     path = tmp_path / "happyhome.sqlite"
     version_1_ledger(path)
@@ -172,10 +178,11 @@ def test_opening_again_changes_nothing_and_a_newer_ledger_is_refused(tmp_path):
         Ledger(path)
 
 
+@pytest.mark.sqlite_only
 def test_a_failed_migration_step_leaves_the_ledger_at_its_version(tmp_path, monkeypatch):
     path = tmp_path / "happyhome.sqlite"
     version_1_ledger(path)
-    import pipeline.ledger as module
+    import pipeline.ledger.sqlite as module
 
     broken = (*module.MIGRATIONS[1][:3], "INSERT INTO no_such_table VALUES (1)")
     monkeypatch.setattr(module, "MIGRATIONS", [module.MIGRATIONS[0], broken])
@@ -201,6 +208,11 @@ def _file(sha: str, saved: datetime, scores: dict[str, float], subject: str = "C
     )
 
 
+def location(tmp_path: Path) -> str | Path:
+    """The test's ledger: its PostgreSQL database, or an SQLite file."""
+    return os.environ.get(LEDGER_URL_ENV) or tmp_path / "l.sqlite"
+
+
 def _state(ledger: Ledger) -> dict[str, str]:
     return {r.file: r.status for r in ledger.sheets(PERIOD, "community").itertuples()}
 
@@ -214,7 +226,7 @@ T1, T2, T3 = datetime(2026, 11, 20, 9), datetime(2026, 11, 21, 9), datetime(2026
 
 
 def test_the_same_scores_again_are_a_duplicate_and_replace_nothing(tmp_path):
-    with Ledger(tmp_path / "l.sqlite") as ledger:
+    with Ledger(location(tmp_path)) as ledger:
         ledger.add_file(_file("a", T1, {"C01": 1}))
         again = ledger.add_file(_file("a2", T2, {"C01": 1}))  # saved later, same scores: the .ods of the same form
         assert (again.replaced, again.repeated, again.conflicts) == ([], [("C001", "a.xlsx")], [])
@@ -226,7 +238,7 @@ def test_the_same_scores_again_are_a_duplicate_and_replace_nothing(tmp_path):
 def test_the_latest_saved_scores_count_whatever_the_order_of_arrival(tmp_path, order):
     # a (T1) and a2 (T3) carry the same scores 1; b (T2) carries 2: the assessor's last word is 1
     files = {"a": _file("a", T1, {"C01": 1}), "a2": _file("a2", T3, {"C01": 1}), "b": _file("b", T2, {"C01": 2})}
-    with Ledger(tmp_path / "l.sqlite") as ledger:
+    with Ledger(location(tmp_path)) as ledger:
         for name in order:
             ledger.add_file(files[name])
         assert _counted(ledger) == 1
@@ -234,7 +246,7 @@ def test_the_latest_saved_scores_count_whatever_the_order_of_arrival(tmp_path, o
 
 
 def test_different_scores_saved_in_the_same_second_are_a_conflict_until_a_newer_return(tmp_path):
-    with Ledger(tmp_path / "l.sqlite") as ledger:
+    with Ledger(location(tmp_path)) as ledger:
         ledger.add_file(_file("a", T1, {"C01": 1}))
         clash = ledger.add_file(_file("b", T1, {"C01": 2}))
         assert clash.conflicts == [("C001", "a.xlsx")] and clash.replaced == []
@@ -250,7 +262,7 @@ def test_different_scores_saved_in_the_same_second_are_a_conflict_until_a_newer_
 
 
 def test_removing_one_side_of_a_conflict_settles_it(tmp_path):
-    with Ledger(tmp_path / "l.sqlite") as ledger:
+    with Ledger(location(tmp_path)) as ledger:
         ledger.add_file(_file("a", T1, {"C01": 1}))
         ledger.add_file(_file("b", T1, {"C01": 2}))
         ledger.add_file(_file("b2", T1, {"C01": 2}))  # a copy of b's side in another format
@@ -269,7 +281,7 @@ def test_removing_one_side_of_a_conflict_settles_it(tmp_path):
 
 def test_a_later_passing_sheet_marks_the_rejected_ones_problems_fixed(tmp_path):
     bad = [problem("not_a_number", sheet="C001", cell="G7", value="四", item="C01", max="4", technical="ValueError")]
-    with Ledger(tmp_path / "l.sqlite") as ledger:
+    with Ledger(location(tmp_path)) as ledger:
         ledger.add_file(_file("r", T2, {}, accepted=False, problems=bad))
         ledger.add_file(_file("early", T1, {"C01": 1}))  # saved before the rejected one: fixes nothing
         frame = ledger.problems(PERIOD, "community")

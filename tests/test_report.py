@@ -11,12 +11,14 @@ import openpyxl
 import pandas as pd
 import pytest
 
-from conftest import run
+from conftest import run, open_ledger
 from pipeline.config import Workspace
 from pipeline.ledger import FileRecord, Ledger, SheetRecord
 from pipeline.report import RANK_HEAD, report
 from pipeline.systems import load_system
 
+BOTH_BACKENDS = True  # tests/conftest.py: each test on SQLite and on PostgreSQL, but the sqlite_only ones
+pytestmark = pytest.mark.usefixtures("backend")
 PERIOD = "2026-11"
 COMMUNITY = load_system("community")
 # Each sheet scores every item at the same share of its 满分, so a sheet total is 100 x share
@@ -42,7 +44,7 @@ def add_returns(root: Path, shares=SHARES, remarks=REMARKS, system=COMMUNITY, pe
                 value = round(item.max * share, 4)
                 scores.append((item.code, f"{value:g}", value, remarks.get((assessor, subject, item.code), ""), f"G{row}"))
             by_assessor.setdefault(assessor, []).append(SheetRecord(f"{subject}表", assessor, subject, True, scores))
-    with Ledger(ws.path("ledger")) as ledger:
+    with open_ledger(ws.root) as ledger:
         for assessor, sheets in by_assessor.items():
             name = f"{period}-{system.id}-{assessor}.xlsx"
             sha = hashlib.sha256(name.encode()).hexdigest()

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from bs4 import BeautifulSoup
 
+from conftest import open_ledger
 from pipeline.config import Workspace
 from pipeline.ledger import FileRecord, Ledger, SheetRecord
 from pipeline.report import report
@@ -20,6 +21,8 @@ from pipeline.scoring import score_round
 from pipeline.systems import load_system
 from tests.conftest import ASSESSORS, PAIRS, SUBJECTS, run
 
+BOTH_BACKENDS = True  # tests/conftest.py: each test on SQLite and on PostgreSQL, but the sqlite_only ones
+pytestmark = pytest.mark.usefixtures("backend")
 COMMUNITY = load_system("community")
 # (period, assessor) -> (received, {subject: share of 满分 given on every item}); a subject's
 # total is then 100 x the mean share, so the totals below are easy to check by hand.
@@ -56,7 +59,7 @@ def _record(period: str, assessor: str, received: datetime, shares: dict[str, fl
 
 def _fill(workspace) -> Workspace:
     ws = Workspace.open(workspace)
-    with Ledger(ws.path("ledger")) as ledger:
+    with open_ledger(ws.root) as ledger:
         for (period, assessor), (received, shares) in ROUNDS.items():
             ledger.add_file(_record(period, assessor, received, shares))
     return ws
@@ -64,7 +67,7 @@ def _fill(workspace) -> Workspace:
 
 def _rollup(ws, **kw):
     roster = read_roster(ws.path("roster"))
-    with Ledger(ws.path("ledger")) as ledger:
+    with open_ledger(ws.root) as ledger:
         return compute_rollup(ws, COMMUNITY, roster, ledger, **kw), roster
 
 
@@ -140,7 +143,7 @@ def test_monthly_totals_equal_the_monthly_reports(workspace):
     ws = _fill(workspace)
     result, roster = _rollup(ws)
     totals = result.wide("total")
-    with Ledger(ws.path("ledger")) as ledger:
+    with open_ledger(ws.root) as ledger:
         for period in result.with_data:
             direct = score_round(ledger.accepted_scores(period, "community"), COMMUNITY, roster, ws.settings)
             summary = report(ws, COMMUNITY, period).summary

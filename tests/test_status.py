@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 
 import openpyxl
+import pytest
 
+from conftest import open_ledger
 from pipeline.config import Workspace
 from pipeline.ledger import FileRecord, Ledger, SheetRecord
 from pipeline.roster import read_roster
@@ -13,6 +15,8 @@ from pipeline.status import CHASE_COLUMNS, CHASE_DETAIL_COLUMNS, CONFLICT, NOT_R
 from pipeline.systems import load_system
 from tests.conftest import run
 
+BOTH_BACKENDS = True  # tests/conftest.py: each test on SQLite and on PostgreSQL, but the sqlite_only ones
+pytestmark = pytest.mark.usefixtures("backend")
 PERIOD = "2026-11"
 
 
@@ -31,7 +35,7 @@ def _file(sha: str, assessor: str, sheets: list[tuple[str, bool]], system: str =
 
 def _ledger(workspace) -> None:
     ws = Workspace.open(workspace)
-    with Ledger(ws.path("ledger")) as ledger:
+    with open_ledger(ws.root) as ledger:
         ledger.add_file(_file("a1", "E01", [("C001", True), ("C002", True), ("C003", True)]))
         # E01 re-sends C001 later: the old sheet is superseded, the assignment stays received
         ledger.add_file(_file("a2", "E01", [("C001", True)], saved=datetime(2026, 11, 22, 9)))
@@ -43,7 +47,7 @@ def test_status_lists_exactly_the_missing_assignments(workspace):
     _ledger(workspace)
     ws = Workspace.open(workspace)
     roster = read_roster(ws.path("roster"))
-    with Ledger(ws.path("ledger")) as ledger:
+    with open_ledger(ws.root) as ledger:
         result = round_status(ws, load_system("community"), PERIOD, roster, ledger)
         zones = round_status(ws, load_system("zone"), PERIOD, roster, ledger)
     by = {a.code: a for a in result.assessors}
@@ -95,7 +99,7 @@ def test_reading_commands_do_not_create_a_ledger(workspace):
 def test_a_conflict_is_owed_and_says_so_until_settled(workspace, tmp_path):
     ws = Workspace.open(workspace)
     same = datetime(2026, 11, 21, 9)
-    with Ledger(ws.path("ledger")) as ledger:
+    with open_ledger(ws.root) as ledger:
         ledger.add_file(_file("c1", "E03", [("C001", True), ("C002", True), ("C003", True)], saved=same))
         other = _file("c2", "E03", [("C003", True)], saved=same)  # the same second, other scores for C003
         other.sheets[0].scores = [(item, "2", 2.0, "", cell) for item, _, _, _, cell in other.sheets[0].scores]
@@ -103,7 +107,7 @@ def test_a_conflict_is_owed_and_says_so_until_settled(workspace, tmp_path):
         ledger.add_file(_file("d1", "E02", [("C001", False)], saved=same))
         ledger.add_file(_file("d2", "E02", [("C001", True)], saved=datetime(2026, 11, 22, 9)))  # fixes d1
     roster = read_roster(ws.path("roster"))
-    with Ledger(ws.path("ledger")) as ledger:
+    with open_ledger(ws.root) as ledger:
         result = round_status(ws, load_system("community"), PERIOD, roster, ledger)
     by = {a.code: a for a in result.assessors}
     assert [(m.subject, m.reason) for m in by["E03"].missing] == [("C003", CONFLICT)]
@@ -130,7 +134,7 @@ def test_errors_of_a_whole_file_go_with_the_assessor_until_a_later_return_is_tak
     old.status = "rejected"
     old.problems = [problem("old_structure", file="o1.xlsx", sheet="_happyhome", value="abc", expected="def"),
                     problem("wrong_period", file="o1.xlsx", sheet="_happyhome", value="2026-10", expected=PERIOD)]
-    with Ledger(ws.path("ledger")) as ledger:
+    with open_ledger(ws.root) as ledger:
         ledger.add_file(old)
         result = round_status(ws, load_system("community"), PERIOD, roster, ledger)
         by = {a.code: a for a in result.assessors}

@@ -1,15 +1,30 @@
-"""The ledger: an SQLite database of every file seen, every accepted score and every problem.
+"""The ledger: a database of every file seen, every accepted score and every problem.
+
+Two engines behind one interface, chosen by where the ledger is (`Ledger(location)`, or
+`Ledger.open(ws)` for a workspace): a file path is SQLite (`pipeline/ledger/sqlite.py`, the
+default, no server), a `postgresql://` URL is PostgreSQL (`pipeline/ledger/postgres.py`, for
+several offices collecting into one ledger). The rules — what a sheet becomes against the earlier
+ones, what a correction changes, which problems a later return fixed — are written once, here,
+against the engine's connection (`_db`: `execute(sql, params)` returning a cursor with
+`fetchone`/`fetchall`/`fetchmany`/`description`/`rowcount`, and `executemany`). Queries use `?`
+placeholders, `ON CONFLICT DO NOTHING` and `RETURNING id`, which both engines understand (the
+PostgreSQL engine turns `?` into `%s`). An engine overrides only: connecting, beginning and
+ending a transaction (`_begin`, `_commit`, `_rollback`), reading and setting the schema version,
+allocating sheet ids, the round lock and its own migration list.
 
 One file is ingested in one transaction (`Ledger.add_file`), so a crash leaves the ledger as
-it was before that file. Nothing is ever deleted: a resubmission marks the earlier sheet
-`superseded` and points at the sheet that replaced it. Corrections made after 公示 are rows of
-their own (`corrections`, append-only), applied on top of the returns by `accepted_scores`.
+it was before that file. Writers take turns: SQLite's BEGIN IMMEDIATE, PostgreSQL's
+transaction-level advisory lock, so a rule that reads and then writes sees no other writer in
+between. Nothing is ever deleted: a resubmission marks the earlier sheet `superseded` and
+points at the sheet that replaced it. Corrections made after 公示 are rows of their own
+(`corrections`, append-only), applied on top of the returns by `accepted_scores`.
 
-The schema is versioned (`PRAGMA user_version`): `MIGRATIONS` is an ordered list of steps,
-and opening a ledger applies the steps it has not had yet, each in one transaction, so a
-ledger made by an earlier happyhome keeps its data and gains the new columns. A ledger made
-before versioning has user_version 0 and already holds version 1's tables (the step is
-`CREATE ... IF NOT EXISTS`, a no-op there). Never edit a step that has shipped: add one.
+Schema versions. `SCHEMA_VERSION` below is the one number both engines reach. Each engine
+module keeps its `MIGRATIONS`: SQLite's is the numbered list of steps since version 1 (a
+ledger made by an earlier happyhome is brought forward on open); a PostgreSQL ledger is new,
+so its list starts with the whole current schema as one step numbered 5. To add version N:
+raise `SCHEMA_VERSION` to N and append ONE entry to each engine's `MIGRATIONS` (SQLite: a
+tuple of statements; PostgreSQL: `(N, (statements...))`). Never edit a step that has shipped.
 
 Sheet statuses: accepted (counts), rejected (failed validation), superseded (a later-saved
 return replaced it), duplicate (the same scores and remarks as the sheet that counts:
@@ -22,186 +37,37 @@ conflicting return whose file the office removed from the returned folder). A sh
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
-from pipeline.atomic import explain
-from pipeline.errors import LockedError, OutputError
+from pipeline.config import is_url
+from pipeline.errors import OutputError
 from pipeline.i18n import _
 from pipeline.messages import Problem
 
 if TYPE_CHECKING:  # pandas is imported where a frame is made: collect needs none until its report
     import pandas as pd
 
-# Version 1, verbatim as it shipped before the ledger had a schema version.
-SCHEMA_V1 = """
-CREATE TABLE IF NOT EXISTS files (
-    id            INTEGER PRIMARY KEY,
-    sha256        TEXT NOT NULL,     -- unique per round: one returned folder serves both systems
-    name          TEXT NOT NULL,     -- the file name as received
-    original_path TEXT NOT NULL,
-    size          INTEGER NOT NULL,
-    received_at   TEXT NOT NULL,     -- when it arrived: its modification time in the returned folder
-    saved_at      TEXT,              -- the workbook's own last-saved time, if it records one
-    collected_at  TEXT NOT NULL,
-    archive_path  TEXT NOT NULL,
-    period        TEXT NOT NULL,     -- the round it was collected for
-    system        TEXT NOT NULL,
-    assessor      TEXT,              -- from the form's identity, when known
-    format        TEXT,
-    status        TEXT NOT NULL CHECK (status IN ('accepted', 'partial', 'rejected')),
-    reason        TEXT,              -- why a rejected file was rejected
-    UNIQUE (sha256, period, system)
-);
-CREATE TABLE IF NOT EXISTS aliases (  -- the same bytes seen under another path: a duplicate
-    sha256  TEXT NOT NULL,
-    path    TEXT NOT NULL,
-    seen_at TEXT NOT NULL,
-    PRIMARY KEY (sha256, path)
-);
-CREATE TABLE IF NOT EXISTS sheets (
-    id            INTEGER PRIMARY KEY,
-    file_id       INTEGER NOT NULL REFERENCES files(id),
-    sheet         TEXT NOT NULL,
-    period        TEXT NOT NULL,
-    system        TEXT NOT NULL,
-    assessor      TEXT NOT NULL,
-    subject       TEXT NOT NULL,
-    status        TEXT NOT NULL CHECK (status IN ('accepted', 'rejected', 'superseded')),
-    superseded_by INTEGER REFERENCES sheets(id),
-    saved_at      TEXT NOT NULL      -- orders resubmissions: the later-saved sheet wins
-);
-CREATE INDEX IF NOT EXISTS sheets_key ON sheets (period, system, assessor, subject, status);
-CREATE TABLE IF NOT EXISTS scores (
-    id       INTEGER PRIMARY KEY,
-    sheet_id INTEGER NOT NULL REFERENCES sheets(id),
-    item     TEXT NOT NULL,
-    raw      TEXT NOT NULL,          -- the value as typed
-    score    REAL NOT NULL,          -- the normalised score
-    remark   TEXT NOT NULL DEFAULT '',
-    cell     TEXT NOT NULL,          -- A1 reference of the 得分 cell
-    UNIQUE (sheet_id, item)
-);
-CREATE TABLE IF NOT EXISTS problems (
-    id       INTEGER PRIMARY KEY,
-    file_id  INTEGER NOT NULL REFERENCES files(id),
-    sheet    TEXT NOT NULL DEFAULT '',
-    cell     TEXT NOT NULL DEFAULT '',
-    value    TEXT NOT NULL DEFAULT '',
-    code     TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    message  TEXT NOT NULL
-);
-"""
+    from pipeline.config import Workspace
 
-# Version 2: problems keep the library's own words (`technical`) and which later sheet fixed
-# them (`resolved_by`); sheets gain the statuses duplicate, conflict and withdrawn and the
-# sheet a duplicate repeats or a conflict clashes with (`same_as`). SQLite cannot change a
-# CHECK constraint in place, so `sheets` is rebuilt the documented way (create, copy, drop,
-# rename), with foreign keys off during the step and checked before it commits.
-SCHEMA_V2 = (
-    "ALTER TABLE problems ADD COLUMN technical TEXT NOT NULL DEFAULT ''",
-    "ALTER TABLE problems ADD COLUMN resolved_by INTEGER REFERENCES sheets(id)",
-    """CREATE TABLE sheets_v2 (
-    id            INTEGER PRIMARY KEY,
-    file_id       INTEGER NOT NULL REFERENCES files(id),
-    sheet         TEXT NOT NULL,
-    period        TEXT NOT NULL,
-    system        TEXT NOT NULL,
-    assessor      TEXT NOT NULL,
-    subject       TEXT NOT NULL,
-    status        TEXT NOT NULL CHECK (status IN ('accepted', 'rejected', 'superseded', 'duplicate', 'conflict',
-                                                  'withdrawn')),
-    superseded_by INTEGER REFERENCES sheets(id),
-    saved_at      TEXT NOT NULL,     -- orders resubmissions: the later-saved sheet wins
-    same_as       INTEGER REFERENCES sheets(id)  -- duplicate: the sheet it repeats; conflict: one it clashes with
-)""",
-    """INSERT INTO sheets_v2 (id, file_id, sheet, period, system, assessor, subject, status, superseded_by, saved_at)
-       SELECT id, file_id, sheet, period, system, assessor, subject, status, superseded_by, saved_at FROM sheets""",
-    "DROP TABLE sheets",
-    "ALTER TABLE sheets_v2 RENAME TO sheets",
-    "CREATE INDEX sheets_key ON sheets (period, system, assessor, subject, status)",
-    "CREATE INDEX problems_sheet ON problems (file_id, sheet)",
-    # Problems of rejected sheets an earlier happyhome had already seen fixed (see _resolve).
-    """UPDATE problems SET resolved_by = (
-           SELECT g.id FROM sheets r JOIN sheets g
-             ON g.period = r.period AND g.system = r.system AND g.assessor = r.assessor AND g.subject = r.subject
-            AND g.status != 'rejected' AND g.saved_at >= r.saved_at
-           WHERE r.file_id = problems.file_id AND r.sheet = problems.sheet AND r.status = 'rejected'
-           ORDER BY g.saved_at, g.id LIMIT 1)
-       WHERE resolved_by IS NULL""",
-)
+# The schema version both engines are at; see the module docstring to add one.
+SCHEMA_VERSION = 6
+
+# Every table, in the order a copy writes them (referenced tables first).
+TABLES = ("files", "aliases", "sheets", "declared", "scores", "problems", "corrections")
+# The tables keyed by something other than an `id` column, and that key (the others' `id` is serial).
+KEYS = {"aliases": "sha256, path", "declared": "sheet_id"}
 
 
-def _statements(script: str) -> list[str]:
-    """A script split into whole statements (executescript would commit the open transaction)."""
-    out, part = [], ""
-    for line in script.splitlines(keepends=True):
-        part += line
-        if sqlite3.complete_statement(part):
-            out.append(part.strip())
-            part = ""
-    return out
+class Cursorish(Protocol):
+    """What the shared rules need of an engine's connection."""
 
-
-# Version 3: corrections after 公示 (an objection, a 复核), kept apart from the returns they
-# correct. Append-only: a row is never updated or deleted. An `amend` row changes one score of
-# one accepted sheet (`sheet_id`) from the value then in force (`old_score`: the return's, or an
-# earlier correction's) to `new_score`; an `undo` row withdraws the amend it `undoes` (UNIQUE:
-# once) and records the values before and after. A correction applies to the return it corrected
-# only: when a newer return supersedes that sheet, the correction no longer counts.
-SCHEMA_V3 = (
-    """CREATE TABLE corrections (
-    id         INTEGER PRIMARY KEY,
-    action     TEXT NOT NULL CHECK (action IN ('amend', 'undo')),
-    period     TEXT NOT NULL,     -- the round key
-    system     TEXT NOT NULL,
-    assessor   TEXT NOT NULL,
-    subject    TEXT NOT NULL,
-    item       TEXT NOT NULL,
-    sheet_id   INTEGER NOT NULL REFERENCES sheets(id),  -- the accepted sheet whose score it corrects
-    old_score  REAL NOT NULL,     -- the value in force before this row
-    new_score  REAL NOT NULL,     -- the value in force after it
-    raw        TEXT NOT NULL DEFAULT '',  -- the new score as typed
-    reason     TEXT NOT NULL,
-    operator   TEXT NOT NULL,     -- the operating-system user who ran it
-    created_at TEXT NOT NULL,
-    undoes     INTEGER UNIQUE REFERENCES corrections(id)  -- undo: the amend it withdraws
-)""",
-    "CREATE INDEX corrections_round ON corrections (period, system)",
-)
-
-# Version 4: whether each file's origin was verified (pipeline.collect: signed, unsigned,
-# unverified, forged); '' for files collected before forms were sealed with the office key.
-SCHEMA_V4 = ("ALTER TABLE files ADD COLUMN verified TEXT NOT NULL DEFAULT ''",)
-# Version 5: self-assessments (自评). A sheet's `kind` is 'expert' (an assessor's) or 'self' (a
-# subject's own, whose `assessor` is the subject's code): self sheets are superseded like expert
-# ones, per subject, and `accepted_scores` never reads them. A self score keeps its 佐证材料.
-SCHEMA_V5 = (
-    "ALTER TABLE sheets ADD COLUMN kind TEXT NOT NULL DEFAULT 'expert'",
-    "ALTER TABLE scores ADD COLUMN evidence TEXT NOT NULL DEFAULT ''",
-)
-
-# Version 6: 回避 declared in the form (a subject sheet marked 回避 = 是). The declared sheet is an
-# ordinary row of `sheets` (accepted, no scores), so it is superseded, repeated and in conflict
-# exactly like a scored return of the same assessor and subject — the later-saved wins either
-# way — and `accepted_scores` never sees it; this table marks it declared and keeps its reason.
-SCHEMA_V6 = (
-    """CREATE TABLE declared (
-    sheet_id INTEGER PRIMARY KEY REFERENCES sheets(id),
-    reason   TEXT NOT NULL DEFAULT ''   -- 回避原因 as written
-)""",
-)
-
-# The ordered migration steps; the ledger's user_version is the number of steps applied.
-MIGRATIONS: list[tuple[str, ...]] = [tuple(_statements(SCHEMA_V1)), SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5,
-                                     SCHEMA_V6]
-SCHEMA_VERSION = len(MIGRATIONS)
+    def execute(self, sql: str, params: tuple = ...) -> Any: ...
+    def executemany(self, sql: str, rows: list) -> Any: ...
 
 
 @dataclass
@@ -246,65 +112,118 @@ def _share_strings(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _records(rows: list, columns: list[str]) -> pd.DataFrame:
+    """Rows as a frame, the way pandas.read_sql_query makes one (so both engines give the same)."""
+    import pandas as pd
+
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    return pd.DataFrame.from_records(rows, columns=columns, coerce_float=True)
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") if value else None
 
 
+def engine_for(location: str | Path) -> type["Ledger"]:
+    """The engine class for a ledger location: a postgresql:// URL or a file path."""
+    if is_url(str(location)):
+        from pipeline.ledger.postgres import PostgresLedger
+
+        return PostgresLedger
+    from pipeline.ledger.sqlite import SqliteLedger
+
+    return SqliteLedger
+
+
 class Ledger:
-    """A connection to the ledger database, created on first use."""
+    """A connection to the ledger, created on first use. `Ledger(location)` returns the engine
+    for the location (SQLite for a path, PostgreSQL for a postgresql:// URL)."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            # WAL + NORMAL: a commit is atomic and survives a killed process; only a power cut
-            # may lose the last commits, never leave half of one (each is redone by the next run).
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self._migrate()
-            self.conn.execute("PRAGMA foreign_keys=ON")
-        except sqlite3.OperationalError as err:
-            if "locked" in str(err):
-                raise LockedError(_("The ledger {path} is busy: another happyhome run is using it.").format(path=self.path)) from err
-            raise OutputError(_("Cannot open the ledger {path}: {error}").format(path=self.path, error=err)) from err
-        except OSError as err:
-            raise explain(err, self.path) from err
+    path: Path | str  # where it is, for messages (a URL without its password)
 
-    def _migrate(self) -> None:
-        """Apply the migration steps this ledger has not had yet, each in one transaction."""
-        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise OutputError(_("The ledger {path} has schema version {version}, made by a newer happyhome "
-                                "(this one knows up to {known}): upgrade happyhome.").format(
-                path=self.path, version=version, known=SCHEMA_VERSION))
-        if version == SCHEMA_VERSION:
-            return
-        # Rebuilding a table needs foreign keys off, and that pragma is ignored inside a transaction.
-        self.conn.execute("PRAGMA foreign_keys=OFF")
-        for number, steps in enumerate(MIGRATIONS, start=1):
-            with self.transaction() as conn:
-                # Read again under the write lock: another process may have migrated meanwhile.
-                if conn.execute("PRAGMA user_version").fetchone()[0] >= number:
-                    continue
-                for statement in steps:
-                    conn.execute(statement)
-                broken = conn.execute("PRAGMA foreign_key_check").fetchone()
-                if broken:
-                    raise OutputError(_("Cannot upgrade the ledger {path} to schema version {version}: "
-                                        "a reference in table {table} would break.").format(
-                        path=self.path, version=number, table=broken[0]))
-                conn.execute(f"PRAGMA user_version = {number}")
+    def __new__(cls, location: str | Path, *args, **kwargs):
+        if cls is Ledger:
+            cls = engine_for(location)
+        return super().__new__(cls)
+
+    def __init__(self, location: str | Path):  # pragma: no cover - every engine has its own
+        raise NotImplementedError
 
     @classmethod
-    def for_reading(cls, path: str | Path) -> "Ledger":
-        """The ledger for a command that only reads it: with none on disk yet, an empty one in
+    def open(cls, ws: "Workspace", reading: bool = False) -> "Ledger":
+        """The workspace's ledger: HAPPYHOME_LEDGER_URL, else `[paths] ledger` (a path or a URL)."""
+        where = ws.ledger_location()
+        return cls.for_reading(where) if reading else Ledger(where)
+
+    @classmethod
+    def for_reading(cls, location: str | Path) -> "Ledger":
+        """The ledger for a command that only reads it: with no SQLite file yet, an empty one in
         memory, so reading never creates files as a side effect."""
-        path = Path(path)
-        return cls(path if path.is_file() else ":memory:")
+        if is_url(str(location)):
+            return Ledger(str(location))
+        path = Path(location)
+        return Ledger(path if path.is_file() else ":memory:")
+
+    # -- engine ------------------------------------------------------------------------------
+    _db: Cursorish
+    _depth = 0  # open write transactions (0 or 1)
+
+    def _begin(self) -> None:
+        raise NotImplementedError
+
+    def _begin_snapshot(self) -> None:
+        raise NotImplementedError
+
+    def _commit(self) -> None:
+        raise NotImplementedError
+
+    def _rollback(self) -> None:
+        raise NotImplementedError
+
+    def _version(self) -> int:
+        raise NotImplementedError
+
+    def _set_version(self, number: int) -> None:
+        raise NotImplementedError
+
+    def _migrations(self) -> tuple[list[tuple[int, tuple[str, ...]]], int]:
+        """(numbered steps, the version they reach)."""
+        raise NotImplementedError
+
+    def _check_step(self, number: int) -> None:
+        """Called inside a migration step before it commits."""
+
+    def _new_sheet_ids(self, n: int) -> list[int] | range:
+        raise NotImplementedError
+
+    def _insert_rows(self, table: str, columns: tuple[str, ...] | list[str], rows: list[tuple]) -> None:
+        """Many rows into one table, inside the open transaction (PostgreSQL: COPY)."""
+        if rows:
+            marks = ", ".join("?" * len(columns))
+            self._db.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+    def _defer_references(self) -> None:
+        """Inside a transaction: check references at COMMIT (a copy writes a sheet before the
+        later sheet that superseded it)."""
+        raise NotImplementedError
+
+    def _after_copy(self) -> None:
+        """Inside the copy's transaction, after every row is in (PostgreSQL: move the id sequences on)."""
+
+    def _engine_check(self) -> list[str]:
+        """What only this engine can check of its own storage."""
+        return []
 
     def close(self) -> None:
-        self.conn.close()
+        raise NotImplementedError
+
+    @contextmanager
+    def round_lock(self, key: str, wait: float) -> Iterator[None]:
+        """Hold the round's lock in the database for a collection (PostgreSQL: an advisory
+        lock, so two offices collecting one round take turns); SQLite: the workspace lock file
+        already covers its one office."""
+        yield
 
     def __enter__(self) -> "Ledger":
         return self
@@ -312,36 +231,61 @@ class Ledger:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _migrate(self) -> None:
+        """Apply the migration steps this ledger has not had yet, each in one transaction."""
+        steps, target = self._migrations()
+        version = self._version()
+        if version > target:
+            raise OutputError(_("The ledger {path} has schema version {version}, made by a newer happyhome "
+                                "(this one knows up to {known}): upgrade happyhome.").format(
+                path=self.path, version=version, known=target))
+        if version == target:
+            return
+        for number, statements in steps:
+            if number <= version:
+                continue
+            with self.transaction() as db:
+                # Read again under the write lock: another process may have migrated meanwhile.
+                if self._version() >= number:
+                    continue
+                for statement in statements:
+                    db.execute(statement)
+                self._check_step(number)
+                self._set_version(number)
+
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE … COMMIT; rolled back on any error."""
+    def transaction(self) -> Iterator[Cursorish]:
+        """A write transaction (one writer at a time); rolled back on any error."""
+        self._begin()
+        self._depth += 1
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as err:
-            raise LockedError(_("The ledger {path} is busy: another happyhome run is writing it.").format(path=self.path)) from err
-        try:
-            yield self.conn
+            yield self._db
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            self._depth -= 1
+            self._rollback()
             raise
-        else:
-            try:
-                self.conn.execute("COMMIT")
-            except sqlite3.OperationalError as err:
-                self.conn.execute("ROLLBACK")
-                raise OutputError(_("Cannot write the ledger {path}: {error}").format(path=self.path, error=err)) from err
+        self._depth -= 1
+        self._commit()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Read in one consistent snapshot: a collection committing meanwhile cannot split it."""
+        self._begin_snapshot()
+        try:
+            yield
+        finally:
+            self._rollback()
 
     # -- reading -------------------------------------------------------------------------
-    def known(self, sha256: str, period: str | None = None, system: str | None = None) -> sqlite3.Row | None:
-        """The file with these bytes (in this round, when period and system are given)."""
-        self.conn.row_factory = sqlite3.Row
-        try:
-            if period is not None and system is not None:
-                return self.conn.execute("SELECT * FROM files WHERE sha256 = ? AND period = ? AND system = ?",
-                                         (sha256, period, system)).fetchone()
-            return self.conn.execute("SELECT * FROM files WHERE sha256 = ?", (sha256,)).fetchone()
-        finally:
-            self.conn.row_factory = None
+    def known(self, sha256: str, period: str | None = None, system: str | None = None) -> dict | None:
+        """The file with these bytes (in this round, when period and system are given), as a dict."""
+        if period is not None and system is not None:
+            cur = self._db.execute("SELECT * FROM files WHERE sha256 = ? AND period = ? AND system = ? ORDER BY id",
+                                   (sha256, period, system))
+        else:
+            cur = self._db.execute("SELECT * FROM files WHERE sha256 = ? ORDER BY id", (sha256,))
+        row = cur.fetchone()
+        return None if row is None else dict(zip([d[0] for d in cur.description], row))
 
     def frame(self, sql: str, params: tuple = (), chunksize: int | None = None) -> pd.DataFrame:
         """A query as a frame. With `chunksize`, rows are read in chunks and every repeated text
@@ -350,12 +294,29 @@ class Ledger:
         import pandas as pd
 
         if chunksize is None:
-            return pd.read_sql_query(sql, self.conn, params=params)
-        parts = [_share_strings(chunk) for chunk in pd.read_sql_query(sql, self.conn, params=params, chunksize=chunksize)]
-        return pd.concat(parts, ignore_index=True) if parts else pd.read_sql_query(sql, self.conn, params=params)
+            cur = self._db.execute(sql, params)
+            return _records(cur.fetchall(), [d[0] for d in cur.description])
+        parts = []
+        with self._streamed(sql, params) as cur:
+            columns = [d[0] for d in cur.description]
+            while rows := cur.fetchmany(chunksize):
+                parts.append(_share_strings(_records(rows, columns)))
+        return pd.concat(parts, ignore_index=True) if parts else _records([], columns)
+
+    @contextmanager
+    def _streamed(self, sql: str, params: tuple) -> Iterator[Any]:
+        """A cursor whose rows are fetched as they are read (SQLite's always are)."""
+        yield self._db.execute(sql, params)
 
     def periods(self, system: str) -> list[str]:
-        rows = self.conn.execute("SELECT DISTINCT period FROM sheets WHERE system = ? ORDER BY period", (system,))
+        rows = self._db.execute("SELECT DISTINCT period FROM sheets WHERE system = ? ORDER BY period", (system,))
+        return [r[0] for r in rows]
+
+    def round_keys(self, system: str) -> list[str]:
+        """Every round key the ledger holds a file or a sheet for, for this system."""
+        rows = self._db.execute(
+            "SELECT period FROM files WHERE system = ? UNION SELECT period FROM sheets WHERE system = ? ORDER BY 1",
+            (system, system)).fetchall()
         return [r[0] for r in rows]
 
     def accepted_scores(self, period: str, system: str) -> pd.DataFrame:
@@ -400,7 +361,7 @@ class Ledger:
 
     def has_self(self, period: str, system: str) -> bool:
         """Whether any self-assessment sheet (accepted or not) came in for the round."""
-        return self.conn.execute("SELECT 1 FROM sheets WHERE period = ? AND system = ? AND kind = 'self' LIMIT 1",
+        return self._db.execute("SELECT 1 FROM sheets WHERE period = ? AND system = ? AND kind = 'self' LIMIT 1",
                                  (period, system)).fetchone() is not None
 
     def corrections_in_force(self, period: str, system: str) -> pd.DataFrame:
@@ -432,7 +393,7 @@ class Ledger:
 
     def score_of(self, period: str, system: str, assessor: str, subject: str, item: str) -> tuple[int, float, str] | None:
         """(sheet id, score, raw) of an item on the assessor's accepted sheet for the subject, or None."""
-        return self.conn.execute(
+        return self._db.execute(
             """SELECT s.id, c.score, c.raw FROM scores c JOIN sheets s ON s.id = c.sheet_id
                WHERE s.period = ? AND s.system = ? AND s.assessor = ? AND s.subject = ? AND c.item = ?
                  AND s.status = 'accepted' ORDER BY s.id DESC LIMIT 1""",
@@ -446,18 +407,18 @@ class Ledger:
         """The round's sheets of one kind (expert: the assessors'; self: the subjects' own; None: both)."""
         return self.frame(
             """SELECT s.*, f.name AS file, f.received_at, r.sheet AS replaced_by_sheet, rf.name AS replaced_by_file,
-                      sf.name AS same_as_file, d.sheet_id IS NOT NULL AS declared, d.reason AS declared_reason
+                      sf.name AS same_as_file, CASE WHEN d.sheet_id IS NULL THEN 0 ELSE 1 END AS declared, d.reason AS declared_reason
                FROM sheets s JOIN files f ON f.id = s.file_id LEFT JOIN declared d ON d.sheet_id = s.id
                LEFT JOIN sheets r ON r.id = s.superseded_by LEFT JOIN files rf ON rf.id = r.file_id
                LEFT JOIN sheets o ON o.id = s.same_as LEFT JOIN files sf ON sf.id = o.file_id
-               WHERE s.period = ? AND s.system = ? AND (s.kind = ? OR ? IS NULL) ORDER BY s.id""",
-            (period, system, kind, kind),
+               WHERE s.period = ? AND s.system = ? AND s.kind = COALESCE(?, s.kind) ORDER BY s.id""",
+            (period, system, kind),
         )
 
     def declarations(self, period: str, system: str) -> list[Declaration]:
         """The round's declared conflicts in force (回避 = 是 on the sheet that counts for its assessor
         and subject), by subject then assessor."""
-        rows = self.conn.execute(
+        rows = self._db.execute(
             """SELECT s.assessor, s.subject, d.reason, f.name, s.sheet, s.saved_at
                FROM declared d JOIN sheets s ON s.id = d.sheet_id JOIN files f ON f.id = s.file_id
                WHERE s.period = ? AND s.system = ? AND s.status = 'accepted' ORDER BY s.subject, s.assessor""",
@@ -486,7 +447,7 @@ class Ledger:
     def has_problem(self, file_id: int, codes: tuple[str, ...]) -> bool:
         """Whether the file has a problem with one of these codes."""
         marks = ",".join("?" * len(codes))
-        return self.conn.execute(f"SELECT 1 FROM problems WHERE file_id = ? AND code IN ({marks}) LIMIT 1",
+        return self._db.execute(f"SELECT 1 FROM problems WHERE file_id = ? AND code IN ({marks}) LIMIT 1",
                                  (file_id, *codes)).fetchone() is not None
 
     # -- writing -------------------------------------------------------------------------
@@ -495,17 +456,17 @@ class Ledger:
         Inside an open `transaction()` it joins it, so a caller can check and write under one lock."""
         names = ("action", "period", "system", "assessor", "subject", "item", "sheet_id", "old_score", "new_score",
                  "raw", "reason", "operator", "created_at", "undoes")
-        sql = f"INSERT INTO corrections ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+        sql = f"INSERT INTO corrections ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) RETURNING id"
         values = tuple(row.get(n) for n in names)
-        if self.conn.in_transaction:
-            return self.conn.execute(sql, values).lastrowid
-        with self.transaction() as conn:
-            return conn.execute(sql, values).lastrowid
+        if self._depth:
+            return self._db.execute(sql, values).fetchone()[0]
+        with self.transaction() as db:
+            return db.execute(sql, values).fetchone()[0]
 
     def add_alias(self, sha256: str, path: str, seen_at: datetime) -> bool:
         """Record the same content seen under another path; False when already recorded."""
         with self.transaction() as conn:
-            cur = conn.execute("INSERT OR IGNORE INTO aliases VALUES (?, ?, ?)", (sha256, path, _iso(seen_at)))
+            cur = conn.execute("INSERT INTO aliases VALUES (?, ?, ?) ON CONFLICT DO NOTHING", (sha256, path, _iso(seen_at)))
             return cur.rowcount == 1
 
     def add_file(self, rec: FileRecord) -> "Ingested":
@@ -516,22 +477,19 @@ class Ledger:
             file_id = conn.execute(
                 """INSERT INTO files (sha256, name, original_path, size, received_at, saved_at, collected_at,
                    archive_path, period, system, assessor, format, status, reason, verified)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
                 (rec.sha256, rec.name, rec.original_path, rec.size, _iso(rec.received_at), _iso(rec.saved_at),
                  _iso(datetime.now()), rec.archive_path, rec.period, rec.system, rec.assessor, rec.format,
                  rec.status, rec.reason, rec.verified),
-            ).lastrowid
-            conn.executemany(
-                """INSERT INTO problems (file_id, sheet, cell, value, code, severity, message, technical)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
-                [(file_id, p.sheet, p.cell, p.value, p.code, p.severity, p.message, p.technical) for p in rec.problems],
-            )
+            ).fetchone()[0]
+            self._insert_rows(
+                "problems", ("file_id", "sheet", "cell", "value", "code", "severity", "message", "technical"),
+                [(file_id, p.sheet, p.cell, p.value, p.code, p.severity, p.message, p.technical) for p in rec.problems])
             if rec.sheets:
                 self._add_sheets(conn, rec, file_id, saved, out)
         return out
 
-    @staticmethod
-    def _add_sheets(conn: sqlite3.Connection, rec: FileRecord, file_id: int, saved: str, out: "Ingested") -> None:
+    def _add_sheets(self, conn: "Cursorish", rec: FileRecord, file_id: int, saved: str, out: "Ingested") -> None:
         """A file's sheets and scores in two statements; only a subject this assessor has returned
         before (or twice in this file) needs placing against the earlier sheets. A national month
         is hundreds of thousands of sheets: one statement per sheet was most of collect's time."""
@@ -542,18 +500,16 @@ class Ledger:
             (rec.period, rec.system, *assessors)))
         twice = {k for k, n in Counter((sh.assessor, sh.subject) for sh in rec.sheets).items() if n > 1}
         # Ids are given here so that the scores can go in with their sheets at once; the write
-        # transaction (BEGIN IMMEDIATE) keeps any other writer out between the two statements.
-        first = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM sheets").fetchone()[0]
-        ids = range(first, first + len(rec.sheets))
-        conn.executemany(
-            """INSERT INTO sheets (id, file_id, sheet, period, system, assessor, subject, status, saved_at, kind)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        # transaction keeps any other writer out between the two statements.
+        ids = self._new_sheet_ids(len(rec.sheets))
+        self._insert_rows(
+            "sheets", ("id", "file_id", "sheet", "period", "system", "assessor", "subject", "status", "saved_at", "kind"),
             [(sheet_id, file_id, sh.sheet, rec.period, rec.system, sh.assessor, sh.subject,
               "accepted" if sh.accepted else "rejected", saved, sh.kind) for sheet_id, sh in zip(ids, rec.sheets)])
-        conn.executemany("INSERT INTO declared (sheet_id, reason) VALUES (?, ?)",
-                         [(sheet_id, sh.reason) for sheet_id, sh in zip(ids, rec.sheets) if sh.declared])
-        conn.executemany(
-            "INSERT INTO scores (sheet_id, item, raw, score, remark, cell, evidence) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        self._insert_rows("declared", ("sheet_id", "reason"),
+                          [(sheet_id, sh.reason) for sheet_id, sh in zip(ids, rec.sheets) if sh.declared])
+        self._insert_rows(
+            "scores", ("sheet_id", "item", "raw", "score", "remark", "cell", "evidence"),
             [(sheet_id, *score, sh.evidence.get(score[0], "")) for sheet_id, sh in zip(ids, rec.sheets) if sh.accepted
              for score in sh.scores])
         for sheet_id, sh in zip(ids, rec.sheets):
@@ -569,7 +525,7 @@ class Ledger:
         one side is settled and that side counts. `present(sha256, paths)` says whether a file
         with those bytes is still at one of the paths it was seen at. Nothing changes for a
         conflict of which every side, or none, is still present."""
-        rows = self.conn.execute(
+        rows = self._db.execute(
             """SELECT c.id, c.assessor, c.subject, c.sheet, f.name, m.id, mf.sha256, mf.original_path
                FROM sheets c JOIN files f ON f.id = c.file_id
                JOIN sheets m ON m.id = c.id OR (m.status = 'duplicate' AND m.same_as = c.id)
@@ -603,7 +559,67 @@ class Ledger:
         return settled
 
     def _alias_paths(self, sha256: str) -> list[str]:
-        return [r[0] for r in self.conn.execute("SELECT path FROM aliases WHERE sha256 = ? ORDER BY path", (sha256,))]
+        return [r[0] for r in self._db.execute("SELECT path FROM aliases WHERE sha256 = ? ORDER BY path", (sha256,))]
+
+    # -- the whole ledger: copy and check ----------------------------------------------------
+    def table_counts(self) -> dict[str, int]:
+        """Rows per table."""
+        return {t: self._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in TABLES}
+
+    def score_checksum(self) -> str:
+        """sha256 over every score row (sheet, item, raw, score, remark, cell, evidence), in order:
+        two ledgers with the same checksum hold the same scores, to the last digit."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        cur = self._db.execute("SELECT sheet_id, item, raw, score, remark, cell, evidence FROM scores ORDER BY sheet_id, item")
+        while rows := cur.fetchmany(10_000):
+            for row in rows:
+                digest.update(repr(tuple(row)).encode("utf-8"))
+        return digest.hexdigest()
+
+    def columns(self, table: str) -> list[str]:
+        cur = self._db.execute(f"SELECT * FROM {table} WHERE 1 = 0")
+        cur.fetchall()
+        return [d[0] for d in cur.description]
+
+    def rows(self, table: str, batch: int = 10_000) -> Iterator[list[tuple]]:
+        """Every row of a table in id order (aliases: by key), in batches."""
+        order = KEYS.get(table, "id")
+        cur = self._db.execute(f"SELECT * FROM {table} ORDER BY {order}")
+        while chunk := cur.fetchmany(batch):
+            yield [tuple(r) for r in chunk]
+
+    def check(self) -> list[str]:
+        """The ledger's integrity: every reference leads somewhere, at most one sheet counts per
+        assessor and subject, every replaced or repeated sheet says by which, and the engine's
+        own checks. Empty when all is well."""
+        found = []
+        references = (("sheets", "file_id", "files"), ("sheets", "superseded_by", "sheets"),
+                      ("sheets", "same_as", "sheets"), ("declared", "sheet_id", "sheets"), ("scores", "sheet_id", "sheets"),
+                      ("problems", "file_id", "files"), ("problems", "resolved_by", "sheets"),
+                      ("corrections", "sheet_id", "sheets"), ("corrections", "undoes", "corrections"))
+        for table, column, target in references:
+            n = self._db.execute(f"SELECT COUNT(*) FROM {table} x WHERE x.{column} IS NOT NULL AND NOT EXISTS "
+                                 f"(SELECT 1 FROM {target} t WHERE t.id = x.{column})").fetchone()[0]
+            if n:
+                found.append(_("{n} rows of {table}.{column} point at no row of {target}").format(
+                    n=n, table=table, column=column, target=target))
+        n = self._db.execute("""SELECT COUNT(*) FROM (SELECT 1 FROM sheets WHERE status = 'accepted'
+                                GROUP BY period, system, kind, assessor, subject HAVING COUNT(*) > 1) x""").fetchone()[0]
+        if n:
+            found.append(_("{n} assessor-subject pairs have more than one accepted sheet").format(n=n))
+        for status, column in (("superseded", "superseded_by"), ("duplicate", "same_as")):
+            n = self._db.execute(f"SELECT COUNT(*) FROM sheets WHERE status = ? AND {column} IS NULL",
+                                 (status,)).fetchone()[0]
+            if n:
+                found.append(_("{n} {status} sheets do not say which sheet ({column})").format(
+                    n=n, status=status, column=column))
+        n = self._db.execute("SELECT COUNT(*) FROM files f WHERE NOT EXISTS (SELECT 1 FROM sheets s WHERE s.file_id = f.id) "
+                             "AND f.status != 'rejected'").fetchone()[0]
+        if n:
+            found.append(_("{n} files accepted without a sheet").format(n=n))
+        return found + self._engine_check()
 
 
 @dataclass(frozen=True)
@@ -637,7 +653,7 @@ class Settled:
     kept: str             # the file that now counts ("" when two or more sides are still present)
 
 
-def _same_scores(conn: sqlite3.Connection, a: int, b: int) -> bool:
+def _same_scores(conn: "Cursorish", a: int, b: int) -> bool:
     """Two sheets with exactly the same item scores and remarks (two declarations: the same 回避原因;
     a declaration is never the same as a scored sheet)."""
     query = "SELECT item, score, remark FROM scores WHERE sheet_id = ? ORDER BY item"
@@ -646,7 +662,7 @@ def _same_scores(conn: sqlite3.Connection, a: int, b: int) -> bool:
             and conn.execute(declared, (a,)).fetchall() == conn.execute(declared, (b,)).fetchall())
 
 
-def _place(conn: sqlite3.Connection, key: tuple, sheet_id: int, saved: str, out: Ingested) -> None:
+def _place(conn: "Cursorish", key: tuple, sheet_id: int, saved: str, out: Ingested) -> None:
     """Decide what a newly accepted sheet is against the sheets of its (period, system, assessor, subject).
 
     The same scores as a sheet that counts (or that clashes): a duplicate, nothing replaced.
@@ -683,7 +699,7 @@ def _place(conn: sqlite3.Connection, key: tuple, sheet_id: int, saved: str, out:
         out.conflicts += [(key[3], name) for _, _, when, name, _ in rows if when == saved]
 
 
-def _resolve(conn: sqlite3.Connection, key: tuple) -> None:
+def _resolve(conn: "Cursorish", key: tuple) -> None:
     """Mark the problems of a rejected sheet resolved once the assessor has returned a sheet for
     the same subject that passed validation and was saved no earlier: the office must not chase
     an assessor who has already fixed the file."""
@@ -699,3 +715,68 @@ def _resolve(conn: sqlite3.Connection, key: tuple) -> None:
         if fixer is not None:
             conn.execute("UPDATE problems SET resolved_by = ? WHERE file_id = ? AND sheet = ? AND resolved_by IS NULL",
                          (fixer, file_id, sheet))
+
+
+@dataclass
+class Copied:
+    """What `copy_ledger` moved and how it was verified."""
+
+    source: str
+    target: str
+    counts: dict[str, int]
+    checksum: str  # of every score, the same on both sides
+
+
+def copy_ledger(source: Ledger, target: Ledger, progress: Callable[[int], None] | None = None) -> Copied:
+    """Copy every row of `source` into the empty ledger `target` (either engine to either), in
+    one transaction, ids kept; then verify the rows per table and the checksum of every score."""
+    advance = progress or (lambda n=1: None)
+    held = target.table_counts()
+    if any(held.values()):
+        raise OutputError(_("The ledger {target} is not empty ({files} files): copy only into a new ledger.").format(
+            target=target.path, files=held["files"]))
+    counts = source.table_counts()
+    with target.transaction():
+        target._defer_references()
+        for table in TABLES:
+            names = source.columns(table)
+            if names != target.columns(table):
+                raise OutputError(_("The ledgers {source} and {target} have different columns in {table}.").format(
+                    source=source.path, target=target.path, table=table))
+            for chunk in source.rows(table):
+                target._insert_rows(table, names, chunk)
+                advance(len(chunk))
+        target._after_copy()
+    copied, checksum = target.table_counts(), target.score_checksum()
+    if copied != counts or checksum != source.score_checksum():
+        raise OutputError(_("The copy in {target} does not match {source}: rows {copied} against {counts}.").format(
+            target=target.path, source=source.path, copied=copied, counts=counts))
+    return Copied(str(source.path), str(target.path), counts, checksum)
+
+
+def copy_into(ws: "Workspace", to: str, source: str | None = None,
+              progress: Callable[[int], None] | None = None) -> Copied:
+    """`happyhome ledger copy`: the workspace's ledger (or `source`) into the new ledger `to`
+    (a postgresql:// URL or an SQLite file), verified."""
+    where = source or ws.ledger_location()
+    if not is_url(str(where)) and not Path(where).is_file():
+        raise OutputError(_("There is no ledger at {path} to copy.").format(path=where))
+    with Ledger(where) as src, Ledger(to) as dst:
+        return copy_ledger(src, dst, progress)
+
+
+@dataclass
+class Checked:
+    """What `happyhome ledger check` found."""
+
+    path: str
+    version: int
+    counts: dict[str, int]
+    checksum: str
+    findings: list[str]
+
+
+def check_ledger(ws: "Workspace", location: str | None = None) -> Checked:
+    """`happyhome ledger check`: the integrity of the workspace's ledger (or the one at `location`)."""
+    with Ledger.for_reading(location or ws.ledger_location()) as db, db.snapshot():
+        return Checked(str(db.path), db._version(), db.table_counts(), db.score_checksum(), db.check())
