@@ -185,8 +185,50 @@ SCHEMA_V5 = (
     "ALTER TABLE scores ADD COLUMN evidence TEXT NOT NULL DEFAULT ''",
 )
 
+# Mail (happyhome send / fetch; pipeline.mail). `mail_sent`: one row per message tried, sent or
+# failed, with the server's answer; a form counts as sent to an assessor when a `sent` row has
+# the sha256 of the form as it is now. `mail_fetched`: one row per attachment of a fetched
+# message (a message without one gets a row with attachment ''), so each message is taken once
+# per round; `status` is saved | duplicate (the same bytes were saved before) | ignored.
+# Both are keyed by the round (`period`: its key); the returned folder is shared by the systems,
+# so fetched mail has no system.
+SCHEMA_MAIL = (
+    """CREATE TABLE mail_sent (
+    id                INTEGER PRIMARY KEY,
+    period            TEXT NOT NULL,     -- the round key
+    system            TEXT NOT NULL,
+    assessor          TEXT NOT NULL,
+    kind              TEXT NOT NULL,     -- form | letter
+    recipient         TEXT NOT NULL,
+    message_id        TEXT NOT NULL,
+    sent_at           TEXT NOT NULL,
+    attachment        TEXT NOT NULL DEFAULT '',  -- the attached file's name ('' for a letter)
+    attachment_sha256 TEXT NOT NULL DEFAULT '',  -- a letter: the sha256 of its text
+    status            TEXT NOT NULL,     -- sent | failed
+    answer            TEXT NOT NULL DEFAULT ''   -- the server's answer to a failed message
+)""",
+    "CREATE INDEX mail_sent_round ON mail_sent (period, system, kind, assessor)",
+    """CREATE TABLE mail_fetched (
+    id          INTEGER PRIMARY KEY,
+    period      TEXT NOT NULL,     -- the round key
+    mailbox     TEXT NOT NULL,
+    uid         TEXT NOT NULL DEFAULT '',
+    message_id  TEXT NOT NULL,     -- the Message-ID, or sha256:<hash of the message> without one
+    sender      TEXT NOT NULL DEFAULT '',
+    received_at TEXT,              -- the server's arrival time (INTERNALDATE), local time
+    fetched_at  TEXT NOT NULL,
+    attachment  TEXT NOT NULL DEFAULT '',   -- the name as sent (zip member: zip/member)
+    sha256      TEXT NOT NULL DEFAULT '',
+    saved_path  TEXT NOT NULL DEFAULT '',
+    status      TEXT NOT NULL      -- saved | duplicate | ignored
+)""",
+    "CREATE INDEX mail_fetched_message ON mail_fetched (period, message_id)",
+    "CREATE INDEX mail_fetched_sha ON mail_fetched (period, sha256)",
+)
+
 # The ordered migration steps; the ledger's user_version is the number of steps applied.
-MIGRATIONS: list[tuple[str, ...]] = [tuple(_statements(SCHEMA_V1)), SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5]
+MIGRATIONS: list[tuple[str, ...]] = [tuple(_statements(SCHEMA_V1)), SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5,
+                                     SCHEMA_MAIL]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -462,6 +504,59 @@ class Ledger:
         marks = ",".join("?" * len(codes))
         return self.conn.execute(f"SELECT 1 FROM problems WHERE file_id = ? AND code IN ({marks}) LIMIT 1",
                                  (file_id, *codes)).fetchone() is not None
+
+    # -- mail (pipeline.mail) --------------------------------------------------------------
+    def add_mail_sent(self, row: dict) -> None:
+        """Record one message tried (the columns of `mail_sent` but id)."""
+        names = ("period", "system", "assessor", "kind", "recipient", "message_id", "sent_at", "attachment",
+                 "attachment_sha256", "status", "answer")
+        with self.transaction() as conn:
+            conn.execute(f"INSERT INTO mail_sent ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                         tuple(row.get(n, "") for n in names))
+
+    def mail_sent(self, period: str, system: str, kind: str) -> dict[str, set[str]]:
+        """Assessor -> the sha256 of every attachment (or letter) sent to them this round."""
+        out: dict[str, set[str]] = {}
+        for assessor, sha in self.conn.execute(
+                "SELECT assessor, attachment_sha256 FROM mail_sent WHERE period = ? AND system = ? AND kind = ? "
+                "AND status = 'sent'", (period, system, kind)):
+            out.setdefault(assessor, set()).add(sha)
+        return out
+
+    def mail_sent_rows(self, period: str, system: str) -> list[dict]:
+        """Every message tried this round, oldest first."""
+        cur = self.conn.execute("SELECT * FROM mail_sent WHERE period = ? AND system = ? ORDER BY id", (period, system))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur]
+
+    def first_mail_sent(self, period: str) -> str | None:
+        """When the round's first form was sent (ISO), or None."""
+        return self.conn.execute("SELECT MIN(sent_at) FROM mail_sent WHERE period = ? AND kind = 'form' "
+                                 "AND status = 'sent'", (period,)).fetchone()[0]
+
+    def mail_fetched_ids(self, period: str) -> set[str]:
+        """The message ids already taken for this round."""
+        return {r[0] for r in self.conn.execute("SELECT DISTINCT message_id FROM mail_fetched WHERE period = ?",
+                                                (period,))}
+
+    def mail_saved_as(self, period: str, sha256: str) -> str | None:
+        """Where an attachment with these bytes was saved for this round, or None."""
+        row = self.conn.execute("SELECT saved_path FROM mail_fetched WHERE period = ? AND sha256 = ? "
+                                "AND status = 'saved' ORDER BY id LIMIT 1", (period, sha256)).fetchone()
+        return row[0] if row else None
+
+    def add_mail_fetched(self, rows: list[dict]) -> None:
+        """Record one fetched message's rows (the columns of `mail_fetched` but id) in one transaction."""
+        names = ("period", "mailbox", "uid", "message_id", "sender", "received_at", "fetched_at", "attachment",
+                 "sha256", "saved_path", "status")
+        with self.transaction() as conn:
+            conn.executemany(f"INSERT INTO mail_fetched ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                             [tuple(row.get(n, "") for n in names) for row in rows])
+
+    def mail_senders(self, period: str) -> dict[str, str]:
+        """Saved path -> the address it was mailed from, for the round's fetched attachments."""
+        return {path: sender for path, sender in self.conn.execute(
+            "SELECT saved_path, sender FROM mail_fetched WHERE period = ? AND status = 'saved'", (period,))}
 
     # -- writing -------------------------------------------------------------------------
     def add_correction(self, row: dict) -> int:
