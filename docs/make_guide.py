@@ -19,6 +19,7 @@ bottom, acting on these markers (HTML comments, invisible when the guide is rend
                          (the officer edits input/roster.xlsx) and the office's contact
         previous-month   run the month before the guide's round: forms, returns, collect, report
         returns PERIOD   put the example returns of PERIOD into input/returned/PERIOD/
+        mail             fill [mail] in happyhome.toml with the example office mailbox (send --dry-run)
 
     <!-- list: input/returned/2026-11 -->   followed by a ```text block: the folder's files
 
@@ -228,6 +229,8 @@ class Walk:
             self._previous_month()
         elif name == "returns":
             self._returns(rest[0])
+        elif name == "mail":
+            self._mail()
         else:
             raise SystemExit(f"{GUIDE.name}: unknown step {arg!r}")
 
@@ -250,7 +253,8 @@ class Walk:
         # as in the demo, the example's assessors remark on weak items only: the 扣分理由 rule is off
         config.write_text(text.replace("reason_below_share = 1.0", "reason_below_share = 0", 1), encoding="utf-8")
         self.data = make_data(SMALL, end=self.period)
-        write_roster(ws.path("roster"), self.data.subjects, self.data.assessors, self.data.pairs)
+        write_roster(ws.path("roster"), self.data.subjects, self.data.assessors, self.data.pairs,
+                     emails=self.data.emails)
         # The office key init drew is replaced by the demo's (drawn from its seed), so the forms and
         # the returns shown are the same bytes each time the guide is made. An example's key: no secret.
         import hashlib
@@ -283,6 +287,16 @@ class Walk:
                 collect(ws, system, plan.period, None, self.roster, workers=1)
             for system in self.systems:
                 report(ws, system, plan.period)
+
+    def _mail(self) -> None:
+        """The office's mailbox in [mail], as the demo has it; the guide only runs send --dry-run."""
+        from pipeline.config import CONFIG_NAME
+        from pipeline.demo import DEMO_IMAP, DEMO_SMTP
+
+        config = self._need_workspace().root / CONFIG_NAME
+        text = config.read_text(encoding="utf-8")
+        config.write_text(text.replace('smtp = ""', f'smtp = "{DEMO_SMTP}"', 1)
+                          .replace('imap = ""', f'imap = "{DEMO_IMAP}"', 1), encoding="utf-8")
 
     def _returns(self, period: str) -> None:
         """The returns only: the blank forms of this round are the guide's own `forms` output."""

@@ -1,6 +1,7 @@
 """The `happyhome` command: each command parses options, calls one library function, prints.
 
-Exit codes: 0 done (rejected returns included); 1 an error; 2 a usage or config error;
+Exit codes: 0 done (rejected returns included); 1 an error (send: a message failed); 2 a usage or
+config error (also a mail login refused);
 3 an unusable input; 4 an output that cannot be written; 5 the workspace is busy;
 6 `collect --strict` saw a rejection.
 
@@ -1078,6 +1079,13 @@ def demo(directory: Path, small: bool, end: str, seed: int) -> None:
         say(_("{indent}{counts}; rectification list and {notices} notice(s) in {folder}").format(
             indent=" " * (width + 11), counts=counted, notices=len(accepted.acceptance.notices),
             folder=accepted.acceptance.rectification.parent))
+    if result.mail is not None:
+        mail, label = result.mail, _("mail")
+        say(f"{pad(label, width)}{'community':<10} " + _("{n} message(s) in {folder} (--dry-run: nothing sent)").format(
+            n=len(mail.written), folder=mail.folder))
+        args = f"-w {directory} {{}} --system community {cli_args(mail.key)}"
+        say(" " * (width + 11) + _("to send them: {send}; then to fetch the returns: {fetch}").format(
+            send="happyhome " + args.format("send"), fetch="happyhome " + args.format("fetch") + " --collect"))
     steps = _(", ").join(_("{step} {seconds:.1f} s").format(step=_(name), seconds=sec)
                          for name, sec in result.seconds.items())
     try_it = f"happyhome -w {directory} status --system community --period {result.periods[-1]}"

@@ -276,13 +276,14 @@ def write_roster(
     pairs=EXAMPLE_PAIRS,
     quotas=None,
     conflicts=None,
+    emails: dict[str, str] | None = None,
 ) -> Path:
     """Write a roster workbook with its own data validation (an example unless rows are given).
 
     Subject rows of seven values carry a 否决 reason (the column is written only then); `quotas`,
     rows of (类型, 省份, 名额), adds the 名额 sheet of a 遴选 round. Assessor rows of seven values
-    carry 省份, 城市, 区县, of eight also 邮箱; `conflicts`, rows of (评估人编号, 评估对象编号, 原因),
-    adds the 回避 sheet.
+    carry 省份, 城市, 区县, of eight also 邮箱; `emails` (编号 -> address) adds the 邮箱 column to rows
+    without one; `conflicts`, rows of (评估人编号, 评估对象编号, 原因), adds the 回避 sheet.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -312,6 +313,8 @@ def write_roster(
                                        "error_title": "类型", "error_message": "请从下拉列表中选择：创新实践区 或 创新实践社区"})
     places = any(len(row) > len(ASSESSOR_COLUMNS) for row in assessors)
     columns = (*ASSESSOR_COLUMNS, *ASSESSOR_PLACE) if places else ASSESSOR_COLUMNS
+    if emails is not None:
+        assessors = [tuple(row) + ("",) * (len(columns) - len(row)) + (emails.get(row[0], ""),) for row in assessors]
     if any(len(row) > len(columns) for row in assessors):
         columns = (*columns, EMAIL_COLUMN)
     assessors = [tuple(row) + ("",) * (len(columns) - len(row)) for row in assessors]
