@@ -38,7 +38,7 @@ import socket
 import ssl
 import zipfile
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from email import policy
 from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
@@ -411,6 +411,7 @@ def send_round(ws: Workspace, system: System, key: str, roster: Roster, *, to: t
     """Send a round's forms (or, with `letters`, its chase and problem letters), one message per
     assessor; with `dry_run`, write them as .eml files under output/<round>/mail/ instead."""
     from pipeline.ledger import Ledger
+    from pipeline.lock import workspace_lock
 
     settings = MailSettings.of(ws)
     unknown = [code for code in to if code not in roster.assessors]
@@ -422,20 +423,26 @@ def send_round(ws: Workspace, system: System, key: str, roster: Roster, *, to: t
     if not dry_run and settings.smtp is None:
         raise ConfigError(_("[mail] smtp is not set in happyhome.toml: set it to the office's outgoing server, "
                             "e.g. smtps://office@example.org@smtp.example.org:465 (or use --dry-run)."))
-    ledger = Ledger(ws.path("ledger")) if not dry_run else Ledger.for_reading(ws.path("ledger"))
-    with ledger:
-        sent_before = ledger.mail_sent(key, system.id, kind)
-        if letters:
-            outgoing = plan_letters_mail(ws, settings, system, key, roster, ledger, chosen, sent_before, resend, result)
-        else:
-            outgoing = plan_forms_mail(ws, settings, system, key, roster, chosen, sent_before, resend, result)
-        if dry_run:
-            result.folder = ws.period_output(key) / "mail"
-            result.written = write_eml(outgoing, result.folder, system)
-            return result
+    if dry_run:
+        with Ledger.for_reading(ws.path("ledger")) as ledger:
+            outgoing = _plan(ws, settings, system, key, roster, ledger, kind, chosen, resend, result)
+        result.folder = ws.period_output(key) / "mail"
+        result.written = write_eml(outgoing, result.folder, system)
+        return result
+    # One send at a time (and not beside a collect or a fetch): two runs would both mail the same form.
+    with workspace_lock(ws), Ledger(ws.path("ledger")) as ledger:
+        outgoing = _plan(ws, settings, system, key, roster, ledger, kind, chosen, resend, result)
         if outgoing:
             _deliver(settings, outgoing, ledger, key, system, result, ask)
     return result
+
+
+def _plan(ws: Workspace, settings: MailSettings, system: System, key: str, roster: Roster, ledger, kind: str,
+          chosen: list[str], resend: bool, result: SendResult) -> list[Outgoing]:
+    sent_before = ledger.mail_sent(key, system.id, kind)
+    if kind == LETTER:
+        return plan_letters_mail(ws, settings, system, key, roster, ledger, chosen, sent_before, resend, result)
+    return plan_forms_mail(ws, settings, system, key, roster, chosen, sent_before, resend, result)
 
 
 def write_eml(outgoing: list[Outgoing], folder: Path, system: System) -> list[Path]:
@@ -789,6 +796,7 @@ def fetch_round(ws: Workspace, system: System, key: str, roster: Roster, *, sinc
     """Save the spreadsheets mailed back since the round began into its returned folder; the
     mailbox is read-only unless `move_to` (messages taken are then moved to that folder)."""
     from pipeline.ledger import Ledger
+    from pipeline.lock import workspace_lock
 
     settings = MailSettings.of(ws)
     if settings.imap is None:
@@ -797,7 +805,8 @@ def fetch_round(ws: Workspace, system: System, key: str, roster: Roster, *, sinc
     limits = Limits.from_settings(ws["limits"])
     folder = ws.returned(key)
     known = {a.email.casefold() for a in roster.assessors.values() if a.email}
-    with Ledger(ws.path("ledger")) as ledger:
+    # Not beside a collect (it reads the returned folder) or another fetch (both would save the same mail).
+    with workspace_lock(ws), Ledger(ws.path("ledger")) as ledger:
         result = FetchResult(key, folder, since or round_start(ws, key, ledger))
         taken = ledger.mail_fetched_ids(key)
         password = get_password(settings.imap, ask)

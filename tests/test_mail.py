@@ -368,3 +368,77 @@ def test_mail_settings_are_checked(workspace: Path) -> None:
     assert "[mail] smtp" in out
     ws = Workspace.open(workspace)
     assert ws["mail"]["mailbox"] == "INBOX"
+
+
+class MemoryKeyring:
+    """A keyring backend that keeps passwords in memory: the keyring API as a desktop's behaves."""
+
+    @staticmethod
+    def make():
+        from keyring.backend import KeyringBackend
+
+        class Backend(KeyringBackend):
+            priority = 1
+            stored: dict = {}
+
+            def get_password(self, service, username):
+                return self.stored.get((service, username))
+
+            def set_password(self, service, username, password):
+                self.stored[(service, username)] = password
+
+            def delete_password(self, service, username):
+                self.stored.pop((service, username), None)
+
+        return Backend()
+
+
+def test_password_asked_once_then_kept_in_the_keyring(office: Path, certs, monkeypatch) -> None:
+    import keyring
+
+    from pipeline.mail import send_round
+    from pipeline.roster import read_roster
+
+    cert, key = certs
+    monkeypatch.delenv("HAPPYHOME_MAIL_PASSWORD")
+    backend = MemoryKeyring.make()
+    previous = keyring.get_keyring()
+    keyring.set_keyring(backend)
+    try:
+        with SmtpServer(cert, key) as smtp:
+            set_mail(office, smtp=smtp.url, cafile=str(cert))
+            ws, system = Workspace.open(office), SYSTEM
+            roster = read_roster(ws.path("roster"))
+            asked = []
+            result = send_round(ws, system, PERIOD, roster, to=("E01",),
+                                ask=lambda prompt: asked.append(prompt) or PASSWORD)
+            assert [t.status for t in result.tried] == ["sent"] and len(asked) == 1 and USER in asked[0]
+            assert backend.stored == {("happyhome", f"{USER}@127.0.0.1"): PASSWORD}  # kept after it logged in
+            result = send_round(Workspace.open(office), system, PERIOD, roster, to=("E02",), ask=None)
+            assert [t.status for t in result.tried] == ["sent"]  # from the keyring, nobody asked
+            assert len(smtp.received) == 2 and len(asked) == 1
+    finally:
+        keyring.set_keyring(previous)
+
+
+def test_returns_keep_the_time_the_mail_arrived(office: Path, certs) -> None:
+    """A return's file carries the server's arrival time, which collect reads as when it came in."""
+    import imaplib
+    from datetime import datetime
+
+    cert, key = certs
+    one = fill_form(forms(office)["E01"], answers("E01"), save_as=office / "e01.xlsx").read_bytes()
+    with Dovecot(cert, key) as imap:
+        set_mail(office, imap=imap.url, cafile=str(cert))
+        arrived = datetime(2026, 11, 26, 9, 30, 0).astimezone()  # a day after the deadline
+        conn = imap.client()
+        conn.append("INBOX", None, imaplib.Time2Internaldate(arrived), reply("zhangmin@example.org", "迟交", [("评分表.xlsx", one)]))
+        conn.logout()
+        fetch(office)
+    (saved,) = (office / "input" / "returned" / PERIOD).iterdir()
+    assert saved.name.startswith("20261126-093000_zhangmin@example.org_")
+    assert abs(saved.stat().st_mtime - arrived.timestamp()) < 1
+    run(office, "collect", "--system", "community", "--period", PERIOD)
+    with Ledger(office / "ledger" / "happyhome.sqlite") as ledger:
+        (received,) = ledger.files(PERIOD, "community").received_at.tolist()
+    assert received == "2026-11-26T09:30:00"
