@@ -417,6 +417,10 @@ def send_round(ws: Workspace, system: System, key: str, roster: Roster, *, to: t
     unknown = [code for code in to if code not in roster.assessors]
     if unknown:
         raise UsageError(_("--to: no assessor {codes} in the roster").format(codes=", ".join(unknown)))
+    idle = [code for code in to if code not in roster.assignments(system.subject_type)]
+    if idle:
+        raise UsageError(_("--to: {codes} rate(s) no subject of {system} in the roster").format(
+            codes=", ".join(idle), system=system.id))
     chosen = list(to) if to else list(roster.assessors)
     kind = LETTER if letters else FORM
     result = SendResult(key, kind, dry_run)
@@ -744,6 +748,20 @@ class _Imap:
         except imaplib.IMAP4.error as err:
             conn.shutdown()
             raise _login_failed(server, _imap_text(err)) from err
+        try:  # servers announce more once logged in (MOVE, UIDPLUS); imaplib keeps the first list
+            typ, data = conn.capability()
+            if typ == "OK" and data and data[-1]:
+                conn.capabilities = tuple(data[-1].decode("ascii", "replace").upper().split())
+        except imaplib.IMAP4.error:
+            pass
+        if "ID" in conn.capabilities:
+            # RFC 2971: some providers (NetEase's 163 and 126) refuse SELECT ("Unsafe Login") from a
+            # client that has not said who it is.
+            imaplib.Commands.setdefault("ID", ("AUTH", "SELECTED"))
+            try:
+                conn._simple_command("ID", '("name" "happyhome" "version" "%s")' % _version())
+            except imaplib.IMAP4.error:
+                pass
         self.conn = conn
 
     def close(self) -> None:
@@ -751,6 +769,12 @@ class _Imap:
             self.conn.logout()
         except (OSError, imaplib.IMAP4.error):
             pass
+
+
+def _version() -> str:
+    from pipeline import __version__
+
+    return __version__
 
 
 def _imap_text(err: Exception) -> str:
@@ -820,12 +844,9 @@ def fetch_round(ws: Workspace, system: System, key: str, roster: Roster, *, sinc
             typ, data = conn.uid("SEARCH", None, "SINCE", day)
             uids = _check(typ, data, "SEARCH")[0].split()
             to_move = []
+            ids = _message_ids(conn, uids)
             for uid in uids:
-                typ, data = conn.uid("FETCH", uid, "(INTERNALDATE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
-                parts = [d for d in _check(typ, data, "FETCH") if isinstance(d, tuple)]
-                if not parts:
-                    continue
-                message_id = _message_id(parts[0][1])
+                message_id = ids.get(uid, "")
                 if message_id and message_id in taken:
                     result.seen += 1
                     continue
@@ -859,6 +880,21 @@ def fetch_round(ws: Workspace, system: System, key: str, roster: Roster, *, sinc
         finally:
             session.close()
     return result
+
+
+def _message_ids(conn: imaplib.IMAP4, uids: list[bytes]) -> dict[bytes, str]:
+    """UID -> Message-ID of these messages, a few hundred per command (one round trip each, not one
+    per message: a re-run over a full mailbox reads only these headers)."""
+    out: dict[bytes, str] = {}
+    for start in range(0, len(uids), 500):
+        chunk = b",".join(uids[start:start + 500]).decode()
+        typ, data = conn.uid("FETCH", chunk, "(UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+        for part in _check(typ, data, "FETCH"):
+            if isinstance(part, tuple):
+                found = re.search(rb"UID (\d+)", part[0])
+                if found:
+                    out[found.group(1)] = _message_id(part[1])
+    return out
 
 
 def _message_id(header: bytes) -> str:

@@ -273,6 +273,7 @@ def test_send_refuses_without_forms_and_with_another_assessors_form(workspace: P
     set_mail(workspace, from_address="office@example.org")
     out = send(workspace, "--dry-run", expect=2).output
     assert "happyhome forms" in out
+    assert "E09" in send(workspace, "--dry-run", "--to", "E09", expect=2).output  # nobody of that 编号
     run(workspace, "forms", "--system", "community", "--period", PERIOD)
     made = forms(workspace)
     one, two = made["E01"].read_bytes(), made["E02"].read_bytes()
@@ -368,6 +369,8 @@ def test_mail_settings_are_checked(workspace: Path) -> None:
     assert "[mail] smtp" in out
     ws = Workspace.open(workspace)
     assert ws["mail"]["mailbox"] == "INBOX"
+    set_mail(workspace, smtp="", subject="{round}{deadline}")  # an unknown placeholder
+    assert "[mail] subject" in send(workspace, "--dry-run", expect=2).output
 
 
 class MemoryKeyring:
@@ -442,3 +445,23 @@ def test_returns_keep_the_time_the_mail_arrived(office: Path, certs) -> None:
     with Ledger(office / "ledger" / "happyhome.sqlite") as ledger:
         (received,) = ledger.files(PERIOD, "community").received_at.tolist()
     assert received == "2026-11-26T09:30:00"
+
+
+def test_a_ledger_made_before_mail_gains_its_tables(tmp_path: Path, monkeypatch) -> None:
+    import pipeline.ledger as module
+
+    path = tmp_path / "ledger.sqlite"
+    before = len(module.MIGRATIONS) - 1
+    monkeypatch.setattr(module, "MIGRATIONS", module.MIGRATIONS[:before])
+    monkeypatch.setattr(module, "SCHEMA_VERSION", before)
+    Ledger(path).close()
+    monkeypatch.undo()
+    with Ledger(path) as ledger:
+        assert ledger.mail_sent(PERIOD, "community", "form") == {} and ledger.mail_fetched_ids(PERIOD) == set()
+        ledger.add_mail_sent({"period": PERIOD, "system": "community", "assessor": "E01", "kind": "form",
+                              "recipient": "a@b.cn", "message_id": "<1@x>", "sent_at": "2026-11-02T09:00:00",
+                              "attachment_sha256": "ab", "status": "sent"})
+        assert ledger.mail_sent(PERIOD, "community", "form") == {"E01": {"ab"}}
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == module.SCHEMA_VERSION == before + 1
+    conn.close()
