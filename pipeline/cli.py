@@ -678,7 +678,8 @@ def send(ctx: click.Context, system_ref: str, period: str, stage: str, to: tuple
     The server, sender and subjects are in happyhome.toml [mail]; the password or 授权码 comes
     from HAPPYHOME_MAIL_PASSWORD or the system keyring, or is asked for once on a terminal.
     Every message is recorded in the ledger: a second send goes only to assessors not yet sent
-    the form as it is now, so after a failure re-running sends just what failed.
+    the form as it is now, so after a failure re-running sends just what failed. A message that
+    failed (the others still go) makes the exit status 1.
 
     Example: happyhome send --system community --period 2026-11 --dry-run
     """
