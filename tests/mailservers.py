@@ -6,7 +6,7 @@
   when told to (once per address).
 - IMAP: Debian's dovecot, started as a child process with a generated configuration in a
   temporary folder: a passwd-file with one throwaway user, maildirs in the folder, TLS with the
-  same certificate, listening on a free port of 127.0.0.1. Missing dovecot is a failure, not a
+  same certificate (imaps, and imap with STARTTLS), on free ports of 127.0.0.1. Missing dovecot is a failure, not a
   skip: .ci/run installs dovecot-imapd.
 """
 
@@ -137,7 +137,8 @@ class Dovecot:
         # processes as the unprivileged users the Debian package creates, and they must reach it.
         self.root = Path(tempfile.mkdtemp(prefix="happyhome-dovecot-"))
         self.root.chmod(0o755)
-        self.port = free_port()
+        self.port = free_port()  # imaps: TLS from the start
+        self.starttls_port = free_port()  # imap: STARTTLS before the login (ssl = required)
         self.proc: subprocess.Popen | None = None
         self.cert, self.key = cert, key
 
@@ -174,7 +175,7 @@ service imap-login {{
   chroot =
   inet_listener imap {{
     address = 127.0.0.1
-    port = 0
+    port = {self.starttls_port}
   }}
   inet_listener imaps {{
     address = 127.0.0.1
@@ -203,6 +204,10 @@ namespace inbox {{
     @property
     def url(self) -> str:
         return f"imaps://{USER}@127.0.0.1:{self.port}"
+
+    @property
+    def starttls_url(self) -> str:
+        return f"imap://{USER}@127.0.0.1:{self.starttls_port}"
 
     def __enter__(self) -> "Dovecot":
         config = self.root / "dovecot.conf"

@@ -314,6 +314,7 @@ def test_fetch_move_to_and_since(office: Path, certs) -> None:
         imap.append(reply("zhangmin@example.org", "评分表", [("评分表.xlsx", one)]))
         out = fetch(office, "--since", "2099-01-01").output  # nothing that recent
         assert "0 封新邮件" in out and imap.count() == 1
+        set_mail(office, imap=imap.starttls_url)  # the same mailbox over imap:// with STARTTLS
         out = fetch(office, "--move-to", "已收取").output
         assert imap.count() == 0 and imap.count("已收取") == 1
         assert len(list((office / "input" / "returned" / PERIOD).iterdir())) == 1
