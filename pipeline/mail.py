@@ -431,7 +431,7 @@ def send_round(ws: Workspace, system: System, key: str, roster: Roster, *, to: t
         with Ledger.for_reading(ws.path("ledger")) as ledger:
             outgoing = _plan(ws, settings, system, key, roster, ledger, kind, chosen, resend, result)
         result.folder = ws.period_output(key) / "mail"
-        result.written = write_eml(outgoing, result.folder, system)
+        result.written = write_eml(outgoing, result.folder, system, kind)
         return result
     # One send at a time (and not beside a collect or a fetch): two runs would both mail the same form.
     with workspace_lock(ws), Ledger(ws.path("ledger")) as ledger:
@@ -449,9 +449,13 @@ def _plan(ws: Workspace, settings: MailSettings, system: System, key: str, roste
     return plan_forms_mail(ws, settings, system, key, roster, chosen, sent_before, resend, result)
 
 
-def write_eml(outgoing: list[Outgoing], folder: Path, system: System) -> list[Path]:
-    """Each message as <system>-<form|letter>-<编号>-<姓名>.eml, to open in a mail client and review."""
+def write_eml(outgoing: list[Outgoing], folder: Path, system: System, kind: str = FORM) -> list[Path]:
+    """Each message as <system>-<form|letter>-<编号>-<姓名>.eml, to open in a mail client and review.
+    The folder shows what a send would send now: .eml files of an earlier dry run of the same
+    system and kind (named by this function) are removed first; nothing else is touched."""
     check_writable(folder)
+    for old in folder.glob(f"{system.id}-{kind}-*.eml"):
+        old.unlink()
     paths = []
     for item in outgoing:
         name = safe_filename(f"{system.id}-{item.kind}-{item.assessor.code}-{item.assessor.name}") + ".eml"

@@ -266,6 +266,9 @@ def test_dry_run_writes_eml_and_sends_nothing(office: Path) -> None:
     assert attachment.get_content() == forms(office)["E01"].read_bytes()
     assert "未发送" in out
     assert not (office / "ledger" / "happyhome.sqlite").exists() or sent_rows(office) == []
+    (folder / "说明.txt").write_text("the office's own note", encoding="utf-8")
+    send(office, "--dry-run", "--to", "E02")  # the folder shows what this send would send, nothing older
+    assert sorted(p.name for p in folder.iterdir()) == ["community-form-E02-李强.eml", "说明.txt"]
 
 
 def test_send_refuses_without_forms_and_with_another_assessors_form(workspace: Path, monkeypatch) -> None:
