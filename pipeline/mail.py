@@ -759,7 +759,7 @@ class _Imap:
         except imaplib.IMAP4.error:
             pass
         if "ID" in conn.capabilities:
-            # RFC 2971: some providers (NetEase's 163 and 126) refuse SELECT ("Unsafe Login") from a
+            # RFC 2971: NetEase's 163 and 126 are reported to refuse SELECT ("Unsafe Login") from a
             # client that has not said who it is.
             imaplib.Commands.setdefault("ID", ("AUTH", "SELECTED"))
             try:
