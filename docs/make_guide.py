@@ -19,6 +19,7 @@ bottom, acting on these markers (HTML comments, invisible when the guide is rend
                          (the officer edits input/roster.xlsx) and the office's contact
         previous-month   run the month before the guide's round: forms, returns, collect, report
         returns PERIOD   put the example returns of PERIOD into input/returned/PERIOD/
+        mail             fill [mail] in happyhome.toml with the example office mailbox (send --dry-run)
 
     <!-- list: input/returned/2026-11 -->   followed by a ```text block: the folder's files
 
@@ -125,6 +126,7 @@ MEANING: dict[str, tuple[str, str, str]] = {
     "unknown_assessor": (FILE, "表中的评估人编号不在名单中（名单改过，或用了别人的表）。", "核对名单；若名单漏了此人，补上后重新生成评分表。"),
     "no_subject_sheets": (FILE, "文件里一张评估对象工作表都没有（被删除或改名）。", "转告评估人使用下发的评分表。"),
     "missing_sheet": (FILE, "表单中某个评估对象的工作表被删掉了；其他对象照常计入。", "请评估人补交该对象的评分（用原表填写该页后重发）。"),
+    "unknown_sender": (FILE, "happyhome fetch 从邮箱取回的文件，发件地址不在名单“评估人”表的邮箱列中（评估人用了别的邮箱，或他人代发）。", "核对表格中的评估人是否本人填写；必要时在名单中补上该邮箱。"),
     "duplicate_file": (FILE, "同一个文件收到了两次（内容完全相同，名字可能不同）。", "无需处理。"),
     "duplicate_of_rejected": (FILE, "与一份未通过的文件内容相同，同样未计入。", "按那份文件的问题处理。"),
     "same_scores": (FILE, "评分与已计入的完全相同（例如另存为 .ods 又发了一次）。", "无需处理。"),
@@ -229,6 +231,8 @@ class Walk:
             self._previous_month()
         elif name == "returns":
             self._returns(rest[0])
+        elif name == "mail":
+            self._mail()
         else:
             raise SystemExit(f"{GUIDE.name}: unknown step {arg!r}")
 
@@ -251,7 +255,8 @@ class Walk:
         # as in the demo, the example's assessors remark on weak items only: the 扣分理由 rule is off
         config.write_text(text.replace("reason_below_share = 1.0", "reason_below_share = 0", 1), encoding="utf-8")
         self.data = make_data(SMALL, end=self.period)
-        write_roster(ws.path("roster"), self.data.subjects, self.data.assessors, self.data.pairs)
+        write_roster(ws.path("roster"), self.data.subjects, self.data.assessors, self.data.pairs,
+                     emails=self.data.emails)
         # The office key init drew is replaced by the demo's (drawn from its seed), so the forms and
         # the returns shown are the same bytes each time the guide is made. An example's key: no secret.
         import hashlib
@@ -284,6 +289,16 @@ class Walk:
                 collect(ws, system, plan.period, None, self.roster, workers=1)
             for system in self.systems:
                 report(ws, system, plan.period)
+
+    def _mail(self) -> None:
+        """The office's mailbox in [mail], as the demo has it; the guide only runs send --dry-run."""
+        from pipeline.config import CONFIG_NAME
+        from pipeline.demo import DEMO_IMAP, DEMO_SMTP
+
+        config = self._need_workspace().root / CONFIG_NAME
+        text = config.read_text(encoding="utf-8")
+        config.write_text(text.replace('smtp = ""', f'smtp = "{DEMO_SMTP}"', 1)
+                          .replace('imap = ""', f'imap = "{DEMO_IMAP}"', 1), encoding="utf-8")
 
     def _returns(self, period: str) -> None:
         """The returns only: the blank forms of this round are the guide's own `forms` output."""

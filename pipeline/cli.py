@@ -1,6 +1,7 @@
 """The `happyhome` command: each command parses options, calls one library function, prints.
 
-Exit codes: 0 done (rejected returns included); 1 an error; 2 a usage or config error;
+Exit codes: 0 done (rejected returns included); 1 an error (send: a message failed); 2 a usage or
+config error (also a mail login refused);
 3 an unusable input; 4 an output that cannot be written; 5 the workspace is busy;
 6 `collect --strict` saw a rejection.
 
@@ -510,7 +511,7 @@ def assign(ctx: click.Context, system_ref: str, k: int, avoid: tuple[str, ...], 
     if replace_declared and period is None:
         raise UsageError(_("--replace-declared needs --period (and --stage for a round of another stage)."))
     if period is not None:  # the round's declared conflicts: with --replace they are not counted as K
-        with Ledger.for_reading(ws.path("ledger")) as ledger:
+        with Ledger.open(ws, reading=True) as ledger:
             declared = [(d.assessor, d.subject) for d in ledger.declarations(round_key(period, stage), system.id)]
     plan = plan_assignment(roster, system, k, avoid, max_load, seed, replace, declared, replace_declared)
     target = write_plan(plan, roster, ws.output / f"assign-{system.id}.xlsx")
@@ -731,6 +732,117 @@ def collect(ctx: click.Context, system_ref: str, period: str, stage: str, paths:
     say(_("Collection report: {path}").format(path=result.report))
     if strict and result.rejected_any:
         ctx.exit(6)
+
+
+# -- send, fetch ------------------------------------------------------------------------------
+def _ask_password(prompt: str) -> str:
+    return click.prompt(prompt, hide_input=True, err=True)
+
+
+def _asker():
+    """The password prompt, only when a person can answer it."""
+    return _ask_password if sys.stdin.isatty() else None
+
+
+@main.command()
+@system_option
+@period_option
+@stage_option
+@click.option("--to", "to", multiple=True, metavar="ASSESSOR",
+              help=N_("Send only to this assessor (their 编号; repeatable)."))
+@click.option("--letters", is_flag=True,
+              help=N_("Send each assessor who owes something their chase or problem letter (as `status --letters` "
+                      "writes it), attaching nothing."))
+@click.option("--dry-run", is_flag=True,
+              help=N_("Write the messages as .eml files under output/<period>/mail/ to review; send nothing."))
+@click.option("--resend", is_flag=True, help=N_("Send again to assessors who were sent this form already."))
+@click.pass_context
+def send(ctx: click.Context, system_ref: str, period: str, stage: str, to: tuple[str, ...], letters: bool,
+         dry_run: bool, resend: bool) -> None:
+    """E-mail each assessor their own form (made by `happyhome forms`), or with --letters their letter.
+
+    The server, sender and subjects are in happyhome.toml [mail]; the password or 授权码 comes
+    from HAPPYHOME_MAIL_PASSWORD or the system keyring, or is asked for once on a terminal.
+    Every message is recorded in the ledger: a second send goes only to assessors not yet sent
+    the form as it is now, so after a failure re-running sends just what failed. A message that
+    failed (the others still go) makes the exit status 1.
+
+    Example: happyhome send --system community --period 2026-11 --dry-run
+    """
+    from pipeline.mail import send_round
+
+    ws = open_workspace(ctx)
+    system = load_system(system_ref)
+    people = _roster_for(ws, system)
+    key = round_key(period, stage)
+    result = send_round(ws, system, key, people, to=to, letters=letters, dry_run=dry_run, resend=resend,
+                        ask=_asker())
+    say = lambda text: console.print(text, markup=False)  # noqa: E731
+    for a in result.no_address:
+        say(_("no address  {code} {name}: no 邮箱 in the roster's 评估人 sheet").format(code=a.code, name=a.name))
+    for a in result.no_form:
+        say(_("no form     {code} {name}: not in the forms folder (run `happyhome forms` again)").format(
+            code=a.code, name=a.name))
+    for t in result.failed:
+        say(_("failed      {code} {name} <{address}>: {answer}").format(code=t.assessor.code, name=t.assessor.name,
+                                                                       address=t.recipient, answer=t.answer))
+    if dry_run:
+        say(_("Wrote {n} message(s) to {folder} (nothing sent)").format(n=len(result.written), folder=result.folder))
+    else:
+        say(_("Sent {n} message(s); {failed} failed; {already} already sent (--resend to send again); "
+              "{missing} without an address").format(n=len(result.sent), failed=len(result.failed),
+                                                     already=len(result.already), missing=len(result.no_address)))
+        if result.failed:
+            say(_("Run the same command again to send the failed ones."))
+    if result.failed:
+        ctx.exit(1)
+
+
+@main.command()
+@system_option
+@period_option
+@stage_option
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="YYYY-MM-DD",
+              help=N_("Read mail received since this day [default: when the round's first form was sent, or the "
+                      "1st of its month]."))
+@click.option("--move-to", metavar="FOLDER",
+              help=N_("Move the messages taken to this mail folder (without it the mailbox is never changed)."))
+@click.option("--collect", "then_collect", is_flag=True, help=N_("Run collect after fetching."))
+@click.pass_context
+def fetch(ctx: click.Context, system_ref: str, period: str, stage: str, since, move_to: str | None,
+          then_collect: bool) -> None:
+    """Save the workbooks mailed back into the round's returned folder (input/returned/<period>/).
+
+    Reads the mailbox of happyhome.toml [mail] imap read-only: nothing is marked read, moved or
+    deleted unless --move-to. Each message is taken once (recorded in the ledger); spreadsheets,
+    also inside .zip attachments, are saved as <date>_<sender>_<name>; anything else is listed.
+
+    Example: happyhome fetch --system community --period 2026-11 --collect
+    """
+    from pipeline.mail import DUPLICATE, IGNORED, SAVED, fetch_round
+
+    ws = open_workspace(ctx)
+    system = load_system(system_ref)
+    people = _roster_for(ws, system)
+    key = round_key(period, stage)
+    result = fetch_round(ws, system, key, people, since=since.date() if since else None, move_to=move_to,
+                         ask=_asker())
+    say = lambda text: console.print(text, markup=False)  # noqa: E731
+    for f in result.of(SAVED):
+        say(_("saved      {path}  (from {sender})").format(path=f.path.name, sender=f.sender))
+    for f in result.of(DUPLICATE):
+        say(_("duplicate  {name} from {sender}: the same file as {path}").format(name=f.name, sender=f.sender,
+                                                                             path=f.path.name))
+    for f in result.of(IGNORED):
+        say(_("ignored    {name} from {sender}: {reason}").format(name=f.name, sender=f.sender, reason=f.reason))
+    for sender in result.unknown_senders:
+        say(_("not in the roster  {sender}: its files are examined as any other (发件人不在名单)").format(sender=sender))
+    say(_("{n} new message(s) since {since} ({seen} taken before): {saved} file(s) saved to {folder}").format(
+        n=result.messages, since=result.since, seen=result.seen, saved=len(result.of(SAVED)), folder=result.folder))
+    if result.moved:
+        say(_("Moved {n} message(s) to {folder}").format(n=result.moved, folder=move_to))
+    if then_collect:
+        ctx.invoke(collect, system_ref=system_ref, period=period, stage=stage, paths=(), roster=None, strict=False)
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -1113,6 +1225,13 @@ def demo(directory: Path, small: bool, end: str, seed: int) -> None:
         say(_("{indent}{counts}; rectification list and {notices} notice(s) in {folder}").format(
             indent=" " * (width + 11), counts=counted, notices=len(accepted.acceptance.notices),
             folder=accepted.acceptance.rectification.parent))
+    if result.mail is not None:
+        mail, label = result.mail, _("mail")
+        say(f"{pad(label, width)}{'community':<10} " + _("{n} message(s) in {folder} (--dry-run: nothing sent)").format(
+            n=len(mail.written), folder=mail.folder))
+        args = f"-w {directory} {{}} --system community {cli_args(mail.key)}"
+        say(" " * (width + 11) + _("to send them: {send}; then to fetch the returns: {fetch}").format(
+            send="happyhome " + args.format("send"), fetch="happyhome " + args.format("fetch") + " --collect"))
     steps = _(", ").join(_("{step} {seconds:.1f} s").format(step=_(name), seconds=sec)
                          for name, sec in result.seconds.items())
     try_it = f"happyhome -w {shell_quote(str(directory))} status --system community --period {result.periods[-1]}"

@@ -5,8 +5,9 @@ Three sheets, built from the ledger (so they cover every run of the round, not o
 those the office still has to act on; 验证 whether the form was verified as this office's:
 已验证, 未签名 for a form made before the office key, 未验证 when its identity came from the
 visible block, 未通过 for a forged one), 问题 (every problem with file, sheet, cell and the value
-found, in words an office can forward, and its 状态: 待处理, 已更正 once the assessor's later
-return passed, 冲突, 声明回避 for a sheet marked 回避 = 是 (with its reason), or 无需处理 for notes), 未交 (the chase list: every assignment with no
+found, in words an office can forward (also 发件人不在名单 for a file fetched by mail from an address
+not in the roster), and its 状态: 待处理, 已更正 once the assessor's later return passed, 冲突,
+声明回避 for a sheet marked 回避 = 是 (with its reason), or 无需处理 for notes), 未交 (the chase list: every assignment with no
 accepted sheet yet, with the assessor's contact and why).
 """
 
@@ -53,6 +54,10 @@ def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str,
     sheets = ledger.sheets(period, system.id, kind=None)  # self-assessments' files are listed too
     problems = ledger.problems(period, system.id)
     aliases = ledger.aliases(period, system.id)
+    # Files fetched by mail (happyhome fetch) from an address not in the roster: noted, examined as any other.
+    addresses = {a.email.casefold() for a in roster.assessors.values() if a.email}
+    strangers = {path: sender for path, sender in ledger.mail_senders(period).items()
+                 if sender.casefold() not in addresses}
 
     def who(code) -> str:
         if not isinstance(code, str) or not code:
@@ -103,6 +108,10 @@ def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str,
                 message = problem("declared_conflict", value=s.subject, detail=_reason(s.declared_reason)).message
                 notes.append(message)
                 problem_rows.append((f.name, s.sheet, "", s.subject, message, INFO_TEXT, DECLARED, ""))
+        if f.original_path in strangers:
+            message = problem("unknown_sender", detail=strangers[f.original_path]).message
+            notes.append(message)
+            problem_rows.append((f.name, "", "", strangers[f.original_path], message, INFO_TEXT, INFO, ""))
         for s in kinds["superseded"]:
             notes.append(f"{s.subject} 已由 {s.replaced_by_file}（{s.replaced_by_sheet}）替换")
             problem_rows.append((f.name, s.sheet, "", s.subject,

@@ -86,6 +86,8 @@ ASSESSORS = [
     ("周涛", "深圳市社会工作者协会"), ("吴婷", "山东大学哲学与社会发展学院"),
     ("徐明", "西北大学公共管理学院"), ("孙悦", "民政部培训中心"),
 ]
+DEMO_SMTP = "smtps://happyhome@example.org@smtp.example.org:465"  # an example: the demo only writes .eml files
+DEMO_IMAP = "imaps://happyhome@example.org@imap.example.org:993"
 PINYIN = ["zhangmin", "liqiang", "wangfang", "liuyang", "chenjing", "yangfan", "zhaolei", "huangli",
           "zhoutao", "wuting", "xuming", "sunyue"]
 LOW_REMARKS = ["台账资料不完整", "活动记录偏少", "居民参与度不高", "制度未落实到位", "缺少年度工作计划",
@@ -107,6 +109,7 @@ class DemoData:
     shock: dict[str, tuple[int, float]]  # subject -> (month index, one-month drop in share)
     leniency: dict[str, float]  # assessor -> added share (negative: severe)
     seed: int = SEED
+    emails: dict[str, str] = field(default_factory=dict)  # assessor -> the roster's 邮箱 (happyhome send)
 
 
 def months_ending(end: str, n: int) -> list[str]:
@@ -157,7 +160,9 @@ def make_data(size: DemoSize = FULL, end: str = DEFAULT_END, seed: int = SEED) -
     leniency = {a: float(rng.normal(0, 0.03)) for a in codes}
     leniency[codes[1]] = 0.06  # one clearly lenient assessor and one clearly severe one
     leniency[codes[2]] = -0.07
-    return DemoData(subjects, assessors, pairs, months_ending(end, size.months), quality, trend, shock, leniency, seed)
+    emails = {f"E{n:02d}": f"{pinyin}@example.org" for n, pinyin in enumerate(PINYIN[: size.assessors], start=1)}
+    return DemoData(subjects, assessors, pairs, months_ending(end, size.months), quality, trend, shock, leniency, seed,
+                    emails)
 
 
 PER_SUBJECT = {"zone": 5, "community": 4}  # the demo's K: assessors per zone and per community
@@ -492,6 +497,7 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
     selection: object = None  # the 遴选 round's ReportResult (communities)
     acceptance: object | None = None  # the 验收 round's ReportResult (its .acceptance: results, files)
+    mail: object | None = None  # the last month's community forms as messages (pipeline.mail.SendResult, dry run)
 
 
 def prepare_folder(root: Path) -> None:
@@ -515,6 +521,7 @@ def build_demo(root: str | Path = "demo", size: DemoSize = FULL, end: str = DEFA
     from pipeline.collect import collect
     from pipeline.ledger import Ledger
     from pipeline.lock import workspace_lock
+    from pipeline.mail import send_round
     from pipeline.report import report
     from pipeline.rollup import rollup
     from pipeline.officekey import create_key
@@ -548,9 +555,11 @@ def build_demo(root: str | Path = "demo", size: DemoSize = FULL, end: str = DEFA
     # The demo's assessors write remarks on weak items only (as before the 扣分理由 rule): the rule
     # is off, or every deduction would be one more 提示 in the collection workbooks and letters.
     text = text.replace("reason_below_share = 1.0", "reason_below_share = 0", 1)
+    # An example office mailbox: `send --dry-run` writes the messages it would send (nothing leaves).
+    text = text.replace('smtp = ""', f'smtp = "{DEMO_SMTP}"', 1).replace('imap = ""', f'imap = "{DEMO_IMAP}"', 1)
     config.write_text(text, encoding="utf-8")
     subjects = [(*s, SELECTION_VETO if s[0] == vetoed else "") for s in data.subjects]
-    write_roster(root / "input" / "roster.xlsx", subjects, data.assessors, data.pairs, quotas=quotas)
+    write_roster(root / "input" / "roster.xlsx", subjects, data.assessors, data.pairs, quotas=quotas, emails=data.emails)
     ws = Workspace.open(root)
     roster = read_roster(ws.path("roster"))
     systems = [load_system("zone"), load_system("community")]
@@ -600,9 +609,12 @@ def build_demo(root: str | Path = "demo", size: DemoSize = FULL, end: str = DEFA
         accepted = report(ws, accepting, final.period)
         advance(1)
         lap(N_("acceptance"))
+    # The last month's community forms as the messages `happyhome send` would mail (--dry-run).
+    mailed = send_round(ws, systems[1], plans[-1].period, roster, dry_run=True)
+    lap(N_("mail"))
     faults = [(p.period, str(r.path.relative_to(ws.returned(p.period))), r.note) for p in plans for r in p.returns if r.note]
     faults += [(p.period, f"{a} {roster.assessors[a].name}（{system}）", NOT_RETURNED) for p in plans for system, a in p.missing]
     faults += [(p.period, f"{code} {roster.subjects[code].name}", POSTPONED) for p in plans for code in p.postponed]
     faults.sort(key=lambda f: f[0])  # by month, stable
     return DemoResult(root, data.periods, len(data.subjects), len(data.assessors), files, faults, collected,
-                      digests, summaries, rollups, seconds, selected, accepted)
+                      digests, summaries, rollups, seconds, selected, accepted, mailed)

@@ -35,3 +35,9 @@ class LockedError(HappyhomeError):
     """Another happyhome run holds the workspace lock."""
 
     exit_code = 5
+
+
+class MailError(HappyhomeError):
+    """The mail server could not be reached, or broke off the session."""
+
+    exit_code = 1

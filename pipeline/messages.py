@@ -42,6 +42,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "missing_sheet": (WARNING, "表单中评估对象 {found} 的工作表不见了，该对象本次未收到评分。"),
     "duplicate_file": (WARNING, "与已收取的文件 {detail} 内容完全相同，不重复计入。"),
     "duplicate_of_rejected": (ERROR, "与文件 {detail} 内容相同，{detail} 未通过校验，本文件同样未计入。"),
+    "unknown_sender": (WARNING, "发件人不在名单：{detail} 不是名单中任何评估人的邮箱；文件已照常检查，按表格本身的信息识别评估人。"),
     "same_scores": (WARNING, "与文件 {detail} 的评分相同，是同一份评分，不重复计入。"),
     # one subject sheet
     "sheet_unreadable": (ERROR, "工作表无法读取（{detail}），本表未计入。"),

@@ -10,6 +10,7 @@ and nothing is generated from a roster that has any.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,8 @@ QUOTA_COLUMNS = ("类型", "省份", "名额")
 SUBJECT_COLUMNS = ("编号", "名称", "类型", "省份", "城市", "区县")
 ASSESSOR_COLUMNS = ("编号", "姓名", "单位", "联系方式")
 ASSESSOR_PLACE = ("省份", "城市", "区县")  # optional: where the assessor works or lives (happyhome assign)
+EMAIL_COLUMN = "邮箱"  # optional: where happyhome send mails the assessor's form
+EMAIL_RE = re.compile(r"^[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+\.[^@\s<>()\[\],;:\".]+$")
 CONFLICT_COLUMNS = ("评估人编号", "评估对象编号", "原因")
 ASSIGNMENT_COLUMNS = ("评估人编号", "评估对象编号")
 # An optional third column of 分配: 已替换 marks a pair whose assessor was released from it by
@@ -57,6 +60,7 @@ class Assessor:
     province: str = ""
     city: str = ""
     county: str = ""
+    email: str = ""  # the 邮箱 column, when the roster has one
 
 
 @dataclass
@@ -165,8 +169,12 @@ def read_roster(path: str | Path, known_types: tuple[str, ...] = TYPES) -> Roste
         if values["类型"] not in known_types:
             problems.append(f"{where}：类型应为 {' 或 '.join(known_types)}，实际为“{values['类型']}”")
         subjects[values["编号"]] = Subject(*(values[c] for c in SUBJECT_COLUMNS), veto=values[VETO_COLUMN])
-    assessors = {values["编号"]: Assessor(*(values[c] for c in (*ASSESSOR_COLUMNS, *ASSESSOR_PLACE)))
-                 for _, values in records(ASSESSORS, (*ASSESSOR_COLUMNS, *ASSESSOR_PLACE), "姓名")}
+    assessors: dict[str, Assessor] = {}
+    for where, values in records(ASSESSORS, (*ASSESSOR_COLUMNS, *ASSESSOR_PLACE, EMAIL_COLUMN), "姓名"):
+        email = values[EMAIL_COLUMN]
+        if email and not EMAIL_RE.match(email):  # blank is fine: that assessor is listed by send, not mailed
+            problems.append(f"{where}：邮箱“{email}”不是有效的电子邮件地址")
+        assessors[values["编号"]] = Assessor(*(values[c] for c in (*ASSESSOR_COLUMNS, *ASSESSOR_PLACE)), email=email)
 
     pairs: list[tuple[str, str]] = []
     released: list[tuple[str, str]] = []
@@ -279,12 +287,14 @@ def write_roster(
     pairs=EXAMPLE_PAIRS,
     quotas=None,
     conflicts=None,
+    emails: dict[str, str] | None = None,
 ) -> Path:
     """Write a roster workbook with its own data validation (an example unless rows are given).
 
     Subject rows of seven values carry a 否决 reason (the column is written only then); `quotas`,
     rows of (类型, 省份, 名额), adds the 名额 sheet of a 遴选 round. Assessor rows of seven values
-    carry 省份, 城市, 区县; `conflicts`, rows of (评估人编号, 评估对象编号, 原因), adds the 回避 sheet.
+    carry 省份, 城市, 区县, of eight also 邮箱; `emails` (编号 -> address) adds the 邮箱 column to rows
+    without one; `conflicts`, rows of (评估人编号, 评估对象编号, 原因), adds the 回避 sheet.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -314,8 +324,12 @@ def write_roster(
                                        "error_title": "类型", "error_message": "请从下拉列表中选择：创新实践区 或 创新实践社区"})
     places = any(len(row) > len(ASSESSOR_COLUMNS) for row in assessors)
     columns = (*ASSESSOR_COLUMNS, *ASSESSOR_PLACE) if places else ASSESSOR_COLUMNS
+    if emails is not None:
+        assessors = [tuple(row) + ("",) * (len(columns) - len(row)) + (emails.get(row[0], ""),) for row in assessors]
+    if any(len(row) > len(columns) for row in assessors):
+        columns = (*columns, EMAIL_COLUMN)
     assessors = [tuple(row) + ("",) * (len(columns) - len(row)) for row in assessors]
-    sheet(ASSESSORS, columns, assessors, (10, 12, 28, 24, 10, 10, 10), "每位评估人一个唯一编号")
+    sheet(ASSESSORS, columns, assessors, (10, 12, 28, 24, 10, 10, 10, 28), "每位评估人一个唯一编号")
     ws = sheet(ASSIGNMENTS, ASSIGNMENT_COLUMNS, pairs, (12, 14), "评估人编号，须在“评估人”表中")
     n_a, n_s = len(assessors) + 1, len(subjects) + 1
     for col, (other, n) in enumerate(((ASSESSORS, n_a), (SUBJECTS, n_s))):

@@ -298,7 +298,7 @@ def test_a_version_2_ledger_gains_the_corrections_table(tmp_path, monkeypatch):
     assert scores[["subject", "score", "original"]].values.tolist() == [["C001", 4.0, 4.0], ["C002", 2.0, 2.0]]
     assert scores["correction"].isna().all()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
     assert columns(conn)["corrections"][-2:] == ["created_at", "undoes"]
     assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
     with pytest.raises(sqlite3.IntegrityError):  # an action other than amend or undo

@@ -312,4 +312,5 @@ def test_files_sheets_headers_and_exit_codes_are_the_same_in_both_languages(tmp_
     zh, en = ({k: v for k, v in files.items() if not k.startswith("ledger/archive/")} for files in (zh, en))
     assert zh == en and len(zh) > 10
     names = lambda group: sorted(group.commands)  # noqa: E731
-    assert names(main) == ["amend", "assign", "collect", "demo", "forms", "init", "key", "ledger", "report", "rollup", "status", "systems"]
+    assert names(main) == ["amend", "assign", "collect", "demo", "fetch", "forms", "init", "key", "ledger", "report", "rollup",
+                           "send", "status", "systems"]

@@ -141,7 +141,7 @@ def test_a_version_1_ledger_is_migrated_on_open_and_keeps_its_data(tmp_path):
     assert problems.resolved_by.isna().tolist() == [True, False] and problems.resolved_by_file[1] == "bb.xlsx"
     assert aliases.path.tolist() == ["/in/copy.xlsx"]
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
     # version 6: declared conflicts (回避), none in a ledger made before them
     assert migrated_declared(conn) == (["sheet_id", "reason"], 0)
     assert conn.execute("PRAGMA foreign_key_check").fetchall() == []

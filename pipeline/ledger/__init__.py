@@ -55,10 +55,10 @@ if TYPE_CHECKING:  # pandas is imported where a frame is made: collect needs non
     from pipeline.config import Workspace
 
 # The schema version both engines are at; see the module docstring to add one.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Every table, in the order a copy writes them (referenced tables first).
-TABLES = ("files", "aliases", "sheets", "declared", "scores", "problems", "corrections")
+TABLES = ("files", "aliases", "sheets", "declared", "scores", "problems", "corrections", "mail_sent", "mail_fetched")
 # The tables keyed by something other than an `id` column, and that key (the others' `id` is serial).
 KEYS = {"aliases": "sha256, path", "declared": "sheet_id"}
 
@@ -449,6 +449,59 @@ class Ledger:
         marks = ",".join("?" * len(codes))
         return self._db.execute(f"SELECT 1 FROM problems WHERE file_id = ? AND code IN ({marks}) LIMIT 1",
                                  (file_id, *codes)).fetchone() is not None
+
+    # -- mail (pipeline.mail) --------------------------------------------------------------
+    def add_mail_sent(self, row: dict) -> None:
+        """Record one message tried (the columns of `mail_sent` but id)."""
+        names = ("period", "system", "assessor", "kind", "recipient", "message_id", "sent_at", "attachment",
+                 "attachment_sha256", "status", "answer")
+        with self.transaction() as conn:
+            conn.execute(f"INSERT INTO mail_sent ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                         tuple(row.get(n, "") for n in names))
+
+    def mail_sent(self, period: str, system: str, kind: str) -> dict[str, set[str]]:
+        """Assessor -> the sha256 of every attachment (or letter) sent to them this round."""
+        out: dict[str, set[str]] = {}
+        for assessor, sha in self._db.execute(
+                "SELECT assessor, attachment_sha256 FROM mail_sent WHERE period = ? AND system = ? AND kind = ? "
+                "AND status = 'sent'", (period, system, kind)).fetchall():
+            out.setdefault(assessor, set()).add(sha)
+        return out
+
+    def mail_sent_rows(self, period: str, system: str) -> list[dict]:
+        """Every message tried this round, oldest first."""
+        cur = self._db.execute("SELECT * FROM mail_sent WHERE period = ? AND system = ? ORDER BY id", (period, system))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def first_mail_sent(self, period: str) -> str | None:
+        """When the round's first form was sent (ISO), or None."""
+        return self._db.execute("SELECT MIN(sent_at) FROM mail_sent WHERE period = ? AND kind = 'form' "
+                                 "AND status = 'sent'", (period,)).fetchone()[0]
+
+    def mail_fetched_ids(self, period: str) -> set[str]:
+        """The message ids already taken for this round."""
+        return {r[0] for r in self._db.execute("SELECT DISTINCT message_id FROM mail_fetched WHERE period = ?",
+                                                (period,)).fetchall()}
+
+    def mail_saved_as(self, period: str, sha256: str) -> str | None:
+        """Where an attachment with these bytes was saved for this round, or None."""
+        row = self._db.execute("SELECT saved_path FROM mail_fetched WHERE period = ? AND sha256 = ? "
+                                "AND status = 'saved' ORDER BY id LIMIT 1", (period, sha256)).fetchone()
+        return row[0] if row else None
+
+    def add_mail_fetched(self, rows: list[dict]) -> None:
+        """Record one fetched message's rows (the columns of `mail_fetched` but id) in one transaction."""
+        names = ("period", "mailbox", "uid", "message_id", "sender", "received_at", "fetched_at", "attachment",
+                 "sha256", "saved_path", "status")
+        with self.transaction() as conn:
+            conn.executemany(f"INSERT INTO mail_fetched ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                             [tuple(row.get(n, "") for n in names) for row in rows])
+
+    def mail_senders(self, period: str) -> dict[str, str]:
+        """Saved path -> the address it was mailed from, for the round's fetched attachments."""
+        return {path: sender for path, sender in self._db.execute(
+            "SELECT saved_path, sender FROM mail_fetched WHERE period = ? AND status = 'saved'", (period,)).fetchall()}
 
     # -- writing -------------------------------------------------------------------------
     def add_correction(self, row: dict) -> int:

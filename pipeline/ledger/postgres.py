@@ -132,9 +132,44 @@ SCHEMA_V6 = (
 )""",
 )
 
+# Version 7: mail sent and fetched (see pipeline/ledger/sqlite.py's SCHEMA_V7).
+SCHEMA_V7 = (
+    f"""CREATE TABLE mail_sent (
+    id                {ID},
+    period            {T} NOT NULL,
+    system            {T} NOT NULL,
+    assessor          {T} NOT NULL,
+    kind              {T} NOT NULL,
+    recipient         {T} NOT NULL,
+    message_id        {T} NOT NULL,
+    sent_at           {T} NOT NULL,
+    attachment        {T} NOT NULL DEFAULT '',
+    attachment_sha256 {T} NOT NULL DEFAULT '',
+    status            {T} NOT NULL,
+    answer            {T} NOT NULL DEFAULT ''
+)""",
+    "CREATE INDEX mail_sent_round ON mail_sent (period, system, kind, assessor)",
+    f"""CREATE TABLE mail_fetched (
+    id          {ID},
+    period      {T} NOT NULL,
+    mailbox     {T} NOT NULL,
+    uid         {T} NOT NULL DEFAULT '',
+    message_id  {T} NOT NULL,
+    sender      {T} NOT NULL DEFAULT '',
+    received_at {T},
+    fetched_at  {T} NOT NULL,
+    attachment  {T} NOT NULL DEFAULT '',
+    sha256      {T} NOT NULL DEFAULT '',
+    saved_path  {T} NOT NULL DEFAULT '',
+    status      {T} NOT NULL
+)""",
+    "CREATE INDEX mail_fetched_message ON mail_fetched (period, message_id)",
+    "CREATE INDEX mail_fetched_sha ON mail_fetched (period, sha256)",
+)
+
 # (version, statements): a new PostgreSQL ledger gets the whole schema as version 5 at once,
 # then each later step.
-MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [(5, SCHEMA_V5), (6, SCHEMA_V6)]
+MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [(5, SCHEMA_V5), (6, SCHEMA_V6), (7, SCHEMA_V7)]
 assert MIGRATIONS[-1][0] == ledger.SCHEMA_VERSION, "add the step to pipeline/ledger/postgres.py's MIGRATIONS"
 
 # The tables whose `id` is an identity column.

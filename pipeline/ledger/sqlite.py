@@ -180,8 +180,49 @@ SCHEMA_V6 = (
 )""",
 )
 
+# Version 7: mail (happyhome send / fetch; pipeline.mail). `mail_sent`: one row per message
+# tried, sent or failed, with the server's answer; a form counts as sent to an assessor when a
+# `sent` row has the sha256 of the form as it is now. `mail_fetched`: one row per attachment of a
+# fetched message (a message without one gets a row with attachment ''), so each message is taken
+# once per round; `status` is saved | duplicate (the same bytes were saved before) | ignored.
+# Both are keyed by the round (`period`: its key); the returned folder is shared by the systems,
+# so fetched mail has no system.
+SCHEMA_V7 = (
+    """CREATE TABLE mail_sent (
+    id                INTEGER PRIMARY KEY,
+    period            TEXT NOT NULL,     -- the round key
+    system            TEXT NOT NULL,
+    assessor          TEXT NOT NULL,
+    kind              TEXT NOT NULL,     -- form | letter
+    recipient         TEXT NOT NULL,
+    message_id        TEXT NOT NULL,
+    sent_at           TEXT NOT NULL,
+    attachment        TEXT NOT NULL DEFAULT '',  -- the attached file's name ('' for a letter)
+    attachment_sha256 TEXT NOT NULL DEFAULT '',  -- a letter: the sha256 of its text
+    status            TEXT NOT NULL,     -- sent | failed
+    answer            TEXT NOT NULL DEFAULT ''   -- the server's answer to a failed message
+)""",
+    "CREATE INDEX mail_sent_round ON mail_sent (period, system, kind, assessor)",
+    """CREATE TABLE mail_fetched (
+    id          INTEGER PRIMARY KEY,
+    period      TEXT NOT NULL,     -- the round key
+    mailbox     TEXT NOT NULL,
+    uid         TEXT NOT NULL DEFAULT '',
+    message_id  TEXT NOT NULL,     -- the Message-ID, or sha256:<hash of the message> without one
+    sender      TEXT NOT NULL DEFAULT '',
+    received_at TEXT,              -- the server's arrival time (INTERNALDATE), local time
+    fetched_at  TEXT NOT NULL,
+    attachment  TEXT NOT NULL DEFAULT '',   -- the name as sent (zip member: zip/member)
+    sha256      TEXT NOT NULL DEFAULT '',
+    saved_path  TEXT NOT NULL DEFAULT '',
+    status      TEXT NOT NULL      -- saved | duplicate | ignored
+)""",
+    "CREATE INDEX mail_fetched_message ON mail_fetched (period, message_id)",
+    "CREATE INDEX mail_fetched_sha ON mail_fetched (period, sha256)",
+)
+
 MIGRATIONS: list[tuple[str, ...]] = [tuple(_statements(SCHEMA_V1)), SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5,
-                                     SCHEMA_V6]
+                                     SCHEMA_V6, SCHEMA_V7]
 SCHEMA_VERSION = len(MIGRATIONS)
 assert SCHEMA_VERSION == ledger.SCHEMA_VERSION, "add the step to pipeline/ledger/sqlite.py's MIGRATIONS"
 
