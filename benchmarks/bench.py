@@ -152,7 +152,7 @@ def build_month(args, root: Path) -> Path:
     return root
 
 
-def child(code: str, *argv: str) -> dict:
+def child(code: str, *argv: str, root: Path = ROOT) -> dict:
     """Run `code` in a fresh interpreter; it returns its wall seconds, CPU seconds (user + system,
     its children included) and peak RSS in MB (its children included)."""
     script = f"""
@@ -166,8 +166,8 @@ cpu = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime  # the whole r
 peak = max(own.ru_maxrss, kids.ru_maxrss)
 print("BENCH", json.dumps({{"seconds": seconds, "cpu": cpu, "peak_mb": peak / 1024}}))
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root,
+                         env={**os.environ, "PYTHONPATH": str(root)})
     if out.returncode != 0:
         raise SystemExit(f"benchmark child failed:\n{out.stderr[-3000:]}")
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("BENCH ")][-1]
@@ -235,10 +235,12 @@ except SystemExit as exit:
 def bench_collect(args, month: Path) -> list[dict]:
     returned = str(month / "input" / "returned" / PERIOD)
     label = f"collect: {args.files} workbooks x {args.subjects_per_file} subjects"
-    bare, runs = [], []
+    bare, runs, older = [], [], []
     for i in range(args.repeat):  # interleaved: a busy neighbour slows both alike
         bare.append(child(BARE_CALAMINE, returned))
         runs.append(child(COLLECT, str(month), str(month / f"ws{i}")))
+        if args.against:  # another checkout's collect, in the same rounds
+            older.append(child(COLLECT, str(month), str(month / f"ws-against{i}"), root=args.against))
     n_open = args.openpyxl_files or args.files
     opx = [child(OPENPYXL_LOOP, returned, str(n_open)) for _ in range(max(1, args.repeat - 1))]
     scale = args.files / n_open
@@ -248,6 +250,9 @@ def bench_collect(args, month: Path) -> list[dict]:
     rows = [row(f"{label}, bare python-calamine read", bare_t, peak_mb=max(r["peak_mb"] for r in bare), cpu=bare_cpu),
             row(f"{label}, happyhome collect (ledger, archive, report)", [r["seconds"] for r in runs], bare_t,
                 peak_mb=max(r["peak_mb"] for r in runs), cpu=[r["cpu"] for r in runs], cpu_baseline=bare_cpu)]
+    if older:
+        rows.append(row(f"{label}, collect of {args.against}", [r["seconds"] for r in older], bare_t,
+                        peak_mb=max(r["peak_mb"] for r in older), cpu=[r["cpu"] for r in older], cpu_baseline=bare_cpu))
     note = "" if n_open == args.files else f" ({n_open} files, scaled x{scale:g})"
     rows.append(row(f"{label}, openpyxl read-only loop{note}", opx_scaled, bare_t, peak_mb=max(r["peak_mb"] for r in opx)))
     collect_med = statistics.median(r["seconds"] for r in runs)
@@ -335,6 +340,8 @@ def main(argv=None) -> int:
     p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work")
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
     p.add_argument("--reuse", action="store_true", help="reuse the returned month already in --work (same sizes)")
+    p.add_argument("--against", type=Path, help="also time the collect of this checkout (e.g. a worktree of main), "
+                                                "interleaved with this one's")
     args = p.parse_args(argv)
     if args.national:
         args.files, args.subjects_per_file, args.raters = 2000, 20, 4
