@@ -430,12 +430,12 @@ class Ledger:
             (period, system, assessor, subject, item),
         ).fetchone()
 
-    def files(self, period: str, system: str, as_rows: bool = False) -> pd.DataFrame:
+    def files(self, period: str, system: str, as_rows: bool = False) -> pd.DataFrame | list[tuple]:
         """The round's files (as `rows` with as_rows)."""
         return (self.rows if as_rows else self.frame)("SELECT * FROM files WHERE period = ? AND system = ? ORDER BY id",
                                                       (period, system))
 
-    def sheets(self, period: str, system: str, kind: str | None = "expert", as_rows: bool = False) -> pd.DataFrame:
+    def sheets(self, period: str, system: str, kind: str | None = "expert", as_rows: bool = False) -> pd.DataFrame | list[tuple]:
         """The round's sheets of one kind (expert: the assessors'; self: the subjects' own; None: both)."""
         return (self.rows if as_rows else self.frame)(
             """SELECT s.*, f.name AS file, f.received_at, r.sheet AS replaced_by_sheet, rf.name AS replaced_by_file,
@@ -447,7 +447,7 @@ class Ledger:
             (period, system, kind, kind),
         )
 
-    def problems(self, period: str, system: str, as_rows: bool = False) -> pd.DataFrame:
+    def problems(self, period: str, system: str, as_rows: bool = False) -> pd.DataFrame | list[tuple]:
         return (self.rows if as_rows else self.frame)(
             """SELECT p.file_id, f.name AS file, p.sheet, p.cell, p.value, p.code, p.severity, p.message, p.technical,
                       p.resolved_by, rf.name AS resolved_by_file
@@ -457,7 +457,7 @@ class Ledger:
             (period, system),
         )
 
-    def aliases(self, period: str, system: str, as_rows: bool = False) -> pd.DataFrame:
+    def aliases(self, period: str, system: str, as_rows: bool = False) -> pd.DataFrame | list[tuple]:
         """Every path the same bytes were seen at again, with the file first collected and its status."""
         return (self.rows if as_rows else self.frame)(
             """SELECT a.path, a.seen_at, f.id AS file_id, f.name AS same_as, f.assessor, f.status FROM aliases a
