@@ -8,6 +8,9 @@
 Each stage runs --repeat times; the table shows the median wall time, the ratio to its
 baseline measured in the same run on the same files, and the peak memory (RSS high-water mark
 of the process that ran it: ru_maxrss of this process, or of the CLI child for collect/report).
+Collect and its bare-read baseline run interleaved (bare, collect, bare, collect, ...), so that
+a busy neighbour slows both alike; their CPU time (user + system of the process and all its
+children, the pool workers included) is shown beside the wall time, being far less noisy.
 """
 
 from __future__ import annotations
@@ -150,19 +153,22 @@ def build_month(args, root: Path) -> Path:
     return root
 
 
-def child(code: str, *argv: str) -> dict:
-    """Run `code` in a fresh interpreter; it returns (seconds, peak RSS in MB incl. its children)."""
+def child(code: str, *argv: str, root: Path = ROOT) -> dict:
+    """Run `code` in a fresh interpreter; it returns its wall seconds, CPU seconds (user + system,
+    its children included) and peak RSS in MB (its children included)."""
     script = f"""
 import json, resource, sys, time
 sys.argv = {["bench-child", *argv]!r}
 start = time.perf_counter()
 {code}
 seconds = time.perf_counter() - start
-peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-print("BENCH", json.dumps({{"seconds": seconds, "peak_mb": peak / 1024}}))
+own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+cpu = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime  # the whole run, interpreter start excluded
+peak = max(own.ru_maxrss, kids.ru_maxrss)
+print("BENCH", json.dumps({{"seconds": seconds, "cpu": cpu, "peak_mb": peak / 1024}}))
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root,
+                         env={**os.environ, "PYTHONPATH": str(root)})
     if out.returncode != 0:
         raise SystemExit(f"benchmark child failed:\n{out.stderr[-3000:]}")
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("BENCH ")][-1]
@@ -269,16 +275,24 @@ def bench_ledgers(args, month: Path) -> list[dict]:
 def bench_collect(args, month: Path) -> list[dict]:
     returned = str(month / "input" / "returned" / PERIOD)
     label = f"collect: {args.files} workbooks x {args.subjects_per_file} subjects"
-    bare = [child(BARE_CALAMINE, returned) for _ in range(args.repeat)]
-    runs = [child(COLLECT, str(month), str(month / f"ws{i}")) for i in range(args.repeat)]
+    bare, runs, older = [], [], []
+    for i in range(args.repeat):  # interleaved: a busy neighbour slows both alike
+        bare.append(child(BARE_CALAMINE, returned))
+        runs.append(child(COLLECT, str(month), str(month / f"ws{i}")))
+        if args.against:  # another checkout's collect, in the same rounds
+            older.append(child(COLLECT, str(month), str(month / f"ws-against{i}"), root=args.against))
     n_open = args.openpyxl_files or args.files
     opx = [child(OPENPYXL_LOOP, returned, str(n_open)) for _ in range(max(1, args.repeat - 1))]
     scale = args.files / n_open
     opx_scaled = [r["seconds"] * scale for r in opx]
     bare_t = [r["seconds"] for r in bare]
-    rows = [row(f"{label}, bare python-calamine read", bare_t, peak_mb=max(r["peak_mb"] for r in bare)),
+    bare_cpu = [r["cpu"] for r in bare]
+    rows = [row(f"{label}, bare python-calamine read", bare_t, peak_mb=max(r["peak_mb"] for r in bare), cpu=bare_cpu),
             row(f"{label}, happyhome collect (ledger, archive, report)", [r["seconds"] for r in runs], bare_t,
-                peak_mb=max(r["peak_mb"] for r in runs))]
+                peak_mb=max(r["peak_mb"] for r in runs), cpu=[r["cpu"] for r in runs], cpu_baseline=bare_cpu)]
+    if older:
+        rows.append(row(f"{label}, collect of {args.against}", [r["seconds"] for r in older], bare_t,
+                        peak_mb=max(r["peak_mb"] for r in older), cpu=[r["cpu"] for r in older], cpu_baseline=bare_cpu))
     note = "" if n_open == args.files else f" ({n_open} files, scaled x{scale:g})"
     rows.append(row(f"{label}, openpyxl read-only loop{note}", opx_scaled, bare_t, peak_mb=max(r["peak_mb"] for r in opx)))
     collect_med = statistics.median(r["seconds"] for r in runs)
@@ -314,11 +328,18 @@ def bench_calibration(args) -> list[dict]:
             row("calibration: Krippendorff's alpha, 100 subjects x 5 assessors", agree)]
 
 
-def row(name: str, times: list[float], baseline: list[float] | None = None, peak_mb: float | None = None) -> dict:
+def row(name: str, times: list[float], baseline: list[float] | None = None, peak_mb: float | None = None,
+        cpu: list[float] | None = None, cpu_baseline: list[float] | None = None) -> dict:
     med = statistics.median(times)
-    return {"stage": name, "median_s": med, "runs": len(times),
-            "ratio": med / statistics.median(baseline) if baseline else None,
-            "peak_mb": peak_mb if peak_mb is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    out = {"stage": name, "median_s": med, "runs": len(times),
+           "ratio": med / statistics.median(baseline) if baseline else None,
+           "peak_mb": peak_mb if peak_mb is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if cpu:  # CPU seconds of the process and its children: far less noisy than wall time on a shared machine
+        out["cpu_s"] = statistics.median(cpu)
+        out["times"], out["cpu_times"] = times, cpu
+        if cpu_baseline:
+            out["cpu_ratio"] = out["cpu_s"] / statistics.median(cpu_baseline)
+    return out
 
 
 def print_table(rows: list[dict]) -> None:
@@ -326,13 +347,15 @@ def print_table(rows: list[dict]) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table("stage", "median (s)", "runs", "x baseline", "peak RSS (MB)")
+        table = Table("stage", "median (s)", "runs", "x baseline", "CPU (s)", "CPU x baseline", "peak RSS (MB)")
         for r in rows:
             if r.get("is_ratio"):
-                table.add_row(r["stage"], f"{r['median_s']:.1f}x faster", "", "", "")
+                table.add_row(r["stage"], f"{r['median_s']:.1f}x faster", "", "", "", "", "")
                 continue
             table.add_row(r["stage"], f"{r['median_s']:.3f}", str(r["runs"]),
-                          f"{r['ratio']:.2f}" if r["ratio"] is not None else "—", f"{r['peak_mb']:.0f}")
+                          f"{r['ratio']:.2f}" if r["ratio"] is not None else "—",
+                          f"{r['cpu_s']:.2f}" if "cpu_s" in r else "", f"{r['cpu_ratio']:.2f}" if "cpu_ratio" in r else "",
+                          f"{r['peak_mb']:.0f}")
         Console().print(table)
     except ImportError:
         for r in rows:
@@ -360,6 +383,8 @@ def main(argv=None) -> int:
     p.add_argument("--ledger-url", metavar="URL",
                    help="a postgresql:// database (emptied by the benchmark): collect and report the month on "
                         "SQLite and on PostgreSQL, interleaved, instead of the collect/report stages")
+    p.add_argument("--against", type=Path, help="also time the collect of this checkout (e.g. a worktree of main), "
+                                                "interleaved with this one's")
     args = p.parse_args(argv)
     if args.national:
         args.files, args.subjects_per_file, args.raters = 2000, 20, 4

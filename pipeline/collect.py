@@ -636,12 +636,22 @@ def validate_sheet(sheet: Sheet, ctx: Context, name: str, probe: "CellProbe | No
                                  value=code, detail=_cell_ref(rows_of[code], code_col)))
             continue
         rows_of[code] = r
-    for item in ctx.system.items:
-        if item.code not in rows_of:
-            found.append(problem("missing_item", file=name, sheet=sheet.name, value=item.code, detail=item.level3))
+    if len(rows_of) < len(ctx.system.items):
+        for item in ctx.system.items:
+            if item.code not in rows_of:
+                found.append(problem("missing_item", file=name, sheet=sheet.name, value=item.code, detail=item.level3))
+    rows, scores = sheet.rows, record.scores
     for item in ctx.system.items:
         r = rows_of.get(item.code)
         if r is not None:
+            row = rows[r]
+            value = row[score_col] if score_col < len(row) else None
+            # the common case inline (a number in range, no 备注, no reason needed): _score_of's fast path
+            if (type(value) is float and 0 <= value <= item.max and evidence_col is None
+                    and not value < share * item.max - 1e-9
+                    and (remark_col is None or remark_col >= len(row) or not row[remark_col])):
+                scores.append((item.code, _raw_number(value), value, "", _cell_ref(r, score_col)))
+                continue
             score = _score_of(sheet, r, score_col, remark_col, item, ctx, name, found, probe, share)
             if score is not None:
                 record.scores.append(score)
@@ -665,7 +675,7 @@ def _score_of(sheet: Sheet, r: int, score_col: int, remark_col: int | None, item
     cell = _cell_ref(r, score_col)
     needs_reason = share * item.max - 1e-9  # below this, an empty 备注 is reported
     if type(value) is float and 0 <= value <= item.max:  # the common case, kept fast
-        raw = str(int(value)) if value.is_integer() else repr(value)
+        raw = _raw_number(value)
         remark = row[remark_col] if remark_col is not None and remark_col < len(row) else ""
         if not remark and not value < needs_reason:
             return item.code, raw, value, "", cell
@@ -698,6 +708,19 @@ def _score_of(sheet: Sheet, r: int, score_col: int, remark_col: int | None, item
                     detail="本表未计入。" if ctx.reason_error else "")
         found.append(dataclasses.replace(p, severity=ERROR) if ctx.reason_error else p)
     return item.code, raw, score, remark, cell
+
+
+_RAW_NUMBERS: dict[float, str] = {}
+
+
+def _raw_number(value: float) -> str:
+    """A float score as typed ("3", "3.5"); the few values a month holds are spelled once each."""
+    raw = _RAW_NUMBERS.get(value)
+    if raw is None:
+        raw = str(int(value)) if value.is_integer() else repr(value)
+        if len(_RAW_NUMBERS) < 4096:
+            _RAW_NUMBERS[value] = raw
+    return raw
 
 
 class CellProbe:

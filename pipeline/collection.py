@@ -13,6 +13,7 @@ accepted sheet yet, with the assessor's contact and why).
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -50,10 +51,11 @@ def collection_path(ws: Workspace, period: str, system: System) -> Path:
 
 def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str, roster: Roster) -> tuple[Path, int]:
     """Write the collection workbook atomically; returns its path and the number of missing assignments."""
-    files = ledger.files(period, system.id)
-    sheets = ledger.sheets(period, system.id, kind=None)  # self-assessments' files are listed too
-    problems = ledger.problems(period, system.id)
-    aliases = ledger.aliases(period, system.id)
+    # Plain rows, not frames: each is walked once, and pandas would cost its import at the end of every run.
+    files = ledger.files(period, system.id, as_rows=True)
+    sheets = ledger.sheets(period, system.id, kind=None, as_rows=True)  # self-assessments' files are listed too
+    problems = ledger.problems(period, system.id, as_rows=True)
+    aliases = ledger.aliases(period, system.id, as_rows=True)
     # Files fetched by mail (happyhome fetch) from an address not in the roster: noted, examined as any other.
     addresses = {a.email.casefold() for a in roster.assessors.values() if a.email}
     strangers = {path: sender for path, sender in ledger.mail_senders(period).items()
@@ -72,10 +74,10 @@ def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str,
             return FIXED
         return OPEN if p.severity == ERROR else INFO
 
-    counts = problems.groupby("file_id").size().to_dict() if len(problems) else {}
+    counts = Counter(p.file_id for p in problems)
     open_counts: dict[int, int] = {}
     fixed: dict[int, dict[str, str]] = {}  # file id -> sheet -> the file that fixed it
-    for p in problems.itertuples(index=False):
+    for p in problems:
         if state(p) == OPEN:
             open_counts[p.file_id] = open_counts.get(p.file_id, 0) + 1
         elif state(p) == FIXED:
@@ -84,16 +86,16 @@ def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str,
     by_id: dict[int, object] = {}
     replaced_by: dict[int, list] = {}  # sheet id -> the sheets it superseded
     clashes: dict[tuple[str, str], list] = {}  # (assessor, subject) -> its sheets in conflict
-    for s in sheets.itertuples(index=False):
+    for s in sheets:
         by_file.setdefault(s.file_id, []).append(s)
         by_id[s.id] = s
         if s.status == "conflict":
             clashes.setdefault((s.assessor, s.subject), []).append(s)
     for s in by_id.values():
-        if s.status == "superseded" and s.superseded_by == s.superseded_by:  # not NaN
+        if s.status == "superseded" and s.superseded_by is not None:
             replaced_by.setdefault(int(s.superseded_by), []).append(s)
     file_rows, problem_rows = [], []
-    for f in files.itertuples(index=False):
+    for f in files:
         own = by_file.get(f.id, [])
         kinds = {kind: [s for s in own if s.status == kind] for kind in ("accepted", "superseded", "duplicate",
                                                                           "conflict", "withdrawn")}
@@ -140,7 +142,7 @@ def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str,
                           _when(f.received_at), _when(f.saved_at, utc=True), "；".join(notes), f.original_path, f.sha256,
                           int(open_counts.get(f.id, 0) + len(kinds["conflict"])),
                           VERIFIED_TEXT.get(getattr(f, "verified", ""), "")))
-    for a in aliases.itertuples(index=False):
+    for a in aliases:
         name = Path(a.path).name
         if a.status == "rejected":  # a copy of a rejected file fails with it, and is fixed with it
             message = problem("duplicate_of_rejected", detail=a.same_as).message
@@ -150,7 +152,7 @@ def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str,
         file_rows.append((name, who(a.assessor), STATUS_TEXT["duplicate"], 0, 1, _when(a.seen_at), "", message, a.path,
                           "", 0, ""))
         problem_rows.append((name, "", "", "", message, level, shown, ""))
-    for p in problems.itertuples(index=False):
+    for p in problems:
         problem_rows.append((p.file, p.sheet, p.cell, p.value, p.message,
                              ERROR_TEXT if p.severity == ERROR else INFO_TEXT, state(p),
                              p.technical if isinstance(p.technical, str) else ""))

@@ -433,16 +433,59 @@ def _form_sized(archive: zipfile.ZipFile, part: str, limits: Limits) -> Size | N
     small_enough = limits.max_rows * MAX_COLUMNS * len(b'<c r="A1"/>')  # fewer bytes, fewer cells
     short = _short_refs(limits)
     try:
-        if short is None or archive.getinfo(part).file_size > small_enough:
-            return None
-        xml = archive.read(part)  # never more than the declared size, checked against the limits
-    except (KeyError, zipfile.BadZipFile, OSError, RuntimeError, EOFError, ValueError, zlib.error):
+        info = archive.getinfo(part)
+    except KeyError:
+        return None
+    if short is None or info.file_size > small_enough:
+        return None
+    xml = _inflate(archive, info, small_enough)
+    if xml is None:
         return None
     found = _SHEET_DATA.search(xml)
     if len(xml) > small_enough or b"\0" in xml[:256] or (found and found.group(1)) or short.search(xml):
         return None
     dimension = _DIMENSION.search(xml, 0, found.start() if found else len(xml))
     return Size(*_a1(dimension.group(1).decode("ascii", "replace"))) if dimension else Size()
+
+
+def _inflate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> bytes | None:
+    """A part's bytes, at most `cap` + 1 of them, inflated in one call from the zip's buffer; None
+    when that is not plain (not in memory, encrypted, neither stored nor deflated, a local header
+    that does not match the directory, damage), for the careful path to read it. zipfile's own
+    reader costs as much again as the inflating, for the thousands of small parts of a month."""
+    buffer = getattr(archive.fp, "getbuffer", None)
+    if buffer is None or info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        return None
+    try:
+        with buffer() as view:
+            at = info.header_offset
+            head = bytes(view[at:at + 30])
+            if len(head) < 30 or head[:4] != ZIP_MAGIC:
+                return None
+            name_length, extra_length = struct.unpack_from("<HH", head, 26)
+            start = at + 30 + name_length + extra_length
+            if bytes(view[at + 30:at + 30 + name_length]) not in _encodings(info.orig_filename):
+                return None
+            raw = view[start:start + info.compress_size]
+            if len(raw) < info.compress_size:
+                return None
+            if info.compress_type == zipfile.ZIP_STORED:
+                return bytes(raw[:cap + 1])
+            inflater = zlib.decompressobj(-15)
+            xml = inflater.decompress(raw, cap + 1)
+            del raw
+            # a stream that ends early is damage: the careful path reads it as zipfile sees it
+            return xml if inflater.eof or len(xml) > cap else None
+    except (zlib.error, ValueError, struct.error, BufferError):
+        return None
+
+
+def _encodings(name: str) -> tuple[bytes, ...]:
+    """How a local header may spell a part's name (UTF-8, or the old DOS code page)."""
+    try:
+        return name.encode("utf-8"), name.encode("cp437")
+    except UnicodeEncodeError:
+        return (name.encode("utf-8"),)
 
 
 @functools.lru_cache(maxsize=4)

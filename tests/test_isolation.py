@@ -337,3 +337,34 @@ def test_a_form_sized_sheet_is_measured_in_one_pass_and_anything_else_is_counted
     # what the careful count finds for the far ones, the one-pass check never hides
     assert _xml_size(_sheet_zip('<row r="1"><c r="XFD1048576"/></row>'), part, limits).over(limits)
     assert _xml_size(_sheet_zip('<row r="1"><c/></row>' * 1001), part, limits).over(limits)
+
+
+def _patched(archive: zipfile.ZipFile, at: int, value: bytes, central: bool = True) -> zipfile.ZipFile:
+    """The same zip with `value` written `at` bytes into its (first) central directory or local header."""
+    data = bytearray(archive.fp.getvalue())
+    start = data.find(b"PK\x01\x02" if central else b"PK\x03\x04")
+    data[start + at:start + at + len(value)] = value
+    return zipfile.ZipFile(io.BytesIO(bytes(data)))
+
+
+def test_the_one_pass_check_reads_a_part_as_zipfile_would_and_leaves_anything_odd_to_the_careful_count():
+    limits = Limits()
+    part = "xl/worksheets/sheet1.xml"
+    # stored rather than deflated: read as it is
+    xml = f'<worksheet><dimension ref="A1:Z999"/><sheetData>{FORM_ROWS}</sheetData></worksheet>'
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr(part, xml)
+    assert _form_sized(zipfile.ZipFile(io.BytesIO(buf.getvalue())), part, limits) == Size(999, 26)
+    # a directory that understates the size: inflating stops past the cap and proves nothing (the
+    # careful path then sees the damage, and calamine refuses a part larger than it declares)
+    big = _sheet_zip('<row r="1">' + '<c r="A1"/>' * (limits.max_rows * 64 + 1) + "</row>")
+    lying = _patched(big, 24, (100).to_bytes(4, "little"))
+    assert lying.getinfo(part).file_size == 100
+    assert _form_sized(lying, part, limits) is None
+    # a deflate stream cut short, and a local header naming another part: not read in one pass
+    form = _sheet_zip(FORM_ROWS, "A1:Z999")
+    cut = _patched(form, 20, (form.getinfo(part).compress_size // 2).to_bytes(4, "little"))
+    assert _form_sized(cut, part, limits) is None
+    assert _form_sized(_patched(form, 30, b"y", central=False), part, limits) is None
+    assert _form_sized(form, part, limits) == Size(999, 26)

@@ -37,7 +37,7 @@ conflicting return whose file the office removed from the returned folder). A sh
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, namedtuple
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -400,12 +400,22 @@ class Ledger:
             (period, system, assessor, subject, item),
         ).fetchone()
 
-    def files(self, period: str, system: str) -> pd.DataFrame:
-        return self.frame("SELECT * FROM files WHERE period = ? AND system = ? ORDER BY id", (period, system))
+    def rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """A query as named tuples, for a caller that walks the rows once (the collection workbook):
+        no pandas to import at the end of every collect. NULL is None, not NaN."""
+        cursor = self._db.execute(sql, params)
+        row = namedtuple("Row", [d[0] for d in cursor.description], rename=True)
+        return list(map(row._make, cursor.fetchall()))
 
-    def sheets(self, period: str, system: str, kind: str | None = "expert") -> pd.DataFrame:
+    def files(self, period: str, system: str, as_rows: bool = False) -> pd.DataFrame | list[tuple]:
+        """The round's files (as `rows` with as_rows)."""
+        return (self.rows if as_rows else self.frame)("SELECT * FROM files WHERE period = ? AND system = ? ORDER BY id",
+                                                      (period, system))
+
+    def sheets(self, period: str, system: str, kind: str | None = "expert",
+               as_rows: bool = False) -> pd.DataFrame | list[tuple]:
         """The round's sheets of one kind (expert: the assessors'; self: the subjects' own; None: both)."""
-        return self.frame(
+        return (self.rows if as_rows else self.frame)(
             """SELECT s.*, f.name AS file, f.received_at, r.sheet AS replaced_by_sheet, rf.name AS replaced_by_file,
                       sf.name AS same_as_file, CASE WHEN d.sheet_id IS NULL THEN 0 ELSE 1 END AS declared, d.reason AS declared_reason
                FROM sheets s JOIN files f ON f.id = s.file_id LEFT JOIN declared d ON d.sheet_id = s.id
@@ -425,8 +435,8 @@ class Ledger:
             (period, system)).fetchall()
         return [Declaration(*row) for row in rows]
 
-    def problems(self, period: str, system: str) -> pd.DataFrame:
-        return self.frame(
+    def problems(self, period: str, system: str, as_rows: bool = False) -> pd.DataFrame | list[tuple]:
+        return (self.rows if as_rows else self.frame)(
             """SELECT p.file_id, f.name AS file, p.sheet, p.cell, p.value, p.code, p.severity, p.message, p.technical,
                       p.resolved_by, rf.name AS resolved_by_file
                FROM problems p JOIN files f ON f.id = p.file_id
@@ -435,9 +445,9 @@ class Ledger:
             (period, system),
         )
 
-    def aliases(self, period: str, system: str) -> pd.DataFrame:
+    def aliases(self, period: str, system: str, as_rows: bool = False) -> pd.DataFrame | list[tuple]:
         """Every path the same bytes were seen at again, with the file first collected and its status."""
-        return self.frame(
+        return (self.rows if as_rows else self.frame)(
             """SELECT a.path, a.seen_at, f.id AS file_id, f.name AS same_as, f.assessor, f.status FROM aliases a
                JOIN files f ON f.sha256 = a.sha256
                WHERE f.period = ? AND f.system = ? ORDER BY a.seen_at, a.path""",
