@@ -646,7 +646,7 @@ class Ledger:
         cur.fetchall()
         return [d[0] for d in cur.description]
 
-    def rows(self, table: str, batch: int = 10_000) -> Iterator[list[tuple]]:
+    def table_rows(self, table: str, batch: int = 10_000) -> Iterator[list[tuple]]:
         """Every row of a table in id order (aliases: by key), in batches."""
         order = KEYS.get(table, "id")
         cur = self._db.execute(f"SELECT * FROM {table} ORDER BY {order}")
@@ -806,7 +806,7 @@ def copy_ledger(source: Ledger, target: Ledger, progress: Callable[[int], None] 
             if names != target.columns(table):
                 raise OutputError(_("The ledgers {source} and {target} have different columns in {table}.").format(
                     source=source.path, target=target.path, table=table))
-            for chunk in source.rows(table):
+            for chunk in source.table_rows(table):
                 target._insert_rows(table, names, chunk)
                 advance(len(chunk))
         target._after_copy()
