@@ -61,15 +61,20 @@ def test_unit_rule_avoids_an_assessor_whose_organisation_is_in_the_name(tmp_path
     assert ("E01", "C6") not in plan.pairs and all(ok for _t, ok in plan.checks)
 
 
+def random_roster(n: int, m: int, counties: list[int]) -> Roster:
+    """n subjects and m assessors of one province and city, their 区县 drawn from `counties`."""
+    subjects = {f"S{i}": Subject(f"S{i}", f"社区{i}", T, "省", "市", f"区{counties[i]}") for i in range(n)}
+    assessors = {f"A{j}": Assessor(f"A{j}", f"人{j}", "", "", "省", "市", f"区{counties[19 - j]}")
+                 for j in range(m)}
+    return Roster(subjects, assessors)
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 @given(n=st.integers(2, 12), m=st.integers(2, 8), k=st.integers(2, 4), seed=st.integers(0, 10**6),
        counties=st.lists(st.integers(0, 3), min_size=20, max_size=20))
 def test_property_plans_keep_every_guarantee(n, m, k, seed, counties):
     k = min(k, m)
-    subjects = {f"S{i}": Subject(f"S{i}", f"社区{i}", T, "省", "市", f"区{counties[i]}") for i in range(n)}
-    assessors = {f"A{j}": Assessor(f"A{j}", f"人{j}", "", "", "省", "市", f"区{counties[19 - j]}")
-                 for j in range(m)}
-    roster = Roster(subjects, assessors)
+    roster = random_roster(n, m, counties)
     try:
         plan = plan_assignment(roster, COMMUNITY, k, avoid=["区县"], seed=seed)
     except InputError as err:
@@ -79,8 +84,8 @@ def test_property_plans_keep_every_guarantee(n, m, k, seed, counties):
     per = {}
     for a, s in plan.pairs:
         per.setdefault(s, set()).add(a)
-        assert assessors[a].county != subjects[s].county
-    assert all(len(per[s]) == k for s in subjects)
+        assert roster.assessors[a].county != roster.subjects[s].county
+    assert all(len(per[s]) == k for s in roster.subjects)
     busy = [v for v in plan.loads().values() if v]
     assert max(busy) - min(busy) <= 1
     assert plan.pairs == plan_assignment(roster, COMMUNITY, k, avoid=["区县"], seed=seed).pairs
@@ -175,10 +180,7 @@ def test_replace_says_clearly_when_no_move_can_balance(tmp_path):
        counties=st.lists(st.integers(0, 3), min_size=20, max_size=20), who=st.integers(0, 7))
 def test_property_replace_keeps_every_other_pair_but_the_moves_it_lists(n, m, k, seed, counties, who):
     k = min(k, m - 1)
-    subjects = {f"S{i}": Subject(f"S{i}", f"社区{i}", T, "省", "市", f"区{counties[i]}") for i in range(n)}
-    assessors = {f"A{j}": Assessor(f"A{j}", f"人{j}", "", "", "省", "市", f"区{counties[19 - j]}")
-                 for j in range(m)}
-    roster = Roster(subjects, assessors)
+    roster = random_roster(n, m, counties)
     try:
         plan = plan_assignment(roster, COMMUNITY, k, avoid=["区县"], seed=seed)
     except InputError:
