@@ -898,7 +898,7 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
     for folder, need in ((ws.period_output(period), 1 << 20), (archive, incoming), *ledger_dir):
         check_writable(folder, need)
     # Two offices collecting one round into one PostgreSQL ledger take turns (an advisory lock).
-    wait = float(ws["collect"].get("lock_wait", 5))
+    wait = float(ws["collect"].get("round_lock_wait", 600))
     with Ledger.open(ws) as ledger, ledger.round_lock(f"{period}/{system.id}", wait):
         pool = Workers(examine, ctx, n_workers, ctx.max_memory_mb, ctx.max_seconds)
         window = n_workers * 4

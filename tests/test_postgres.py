@@ -97,9 +97,7 @@ def test_two_offices_collecting_at_once_lose_nothing_and_count_nothing_twice(tmp
     east = office(tmp_path / "east")
     west = office(tmp_path / "west", key_from=east)
     forms = make_forms(east)
-    for root in (east, west):  # each office waits for the other's collection of the round
-        toml = root / "happyhome.toml"
-        toml.write_text(toml.read_text(encoding="utf-8").replace("lock_wait = 5", "lock_wait = 300"), encoding="utf-8")
+    # each office waits for the other's collection of the round: [collect] round_lock_wait as shipped
     fill_form(forms["E01"], answers("E01"), save_as=returned(east) / "E01.xlsx")
     fill_form(forms["E02"], answers("E02"), save_as=returned(west) / "E02.xlsx")
     shared = fill_form(forms["E03"], answers("E03"), save_as=returned(east) / "E03.xlsx")
@@ -126,13 +124,14 @@ def test_two_offices_collecting_at_once_lose_nothing_and_count_nothing_twice(tmp
 
 
 def test_the_round_lock_is_taken_in_the_database(tmp_path, pg_url):
-    """A collection of a round waits for another office's; past collect.lock_wait it stops
+    """A collection of a round waits for another office's; past collect.round_lock_wait it stops
     before it changes anything. Another round is not held up."""
     root = office(tmp_path / "ws")
     forms = make_forms(root)
     fill_form(forms["E01"], answers("E01"), save_as=returned(root) / "E01.xlsx")
     toml = root / "happyhome.toml"
-    toml.write_text(toml.read_text(encoding="utf-8").replace("lock_wait = 5", "lock_wait = 0.5"), encoding="utf-8")
+    toml.write_text(toml.read_text(encoding="utf-8").replace("round_lock_wait = 600", "round_lock_wait = 0.5"),
+                    encoding="utf-8")
     command = [sys.executable, "-m", "pipeline", "-w", str(root), "collect", *ROUND]
     with Ledger(pg_url) as other, other.round_lock(f"{PERIOD}/community", 0):
         held = subprocess.run(command, env=_env(pg_url), capture_output=True, text=True, timeout=300)
