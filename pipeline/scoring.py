@@ -244,12 +244,13 @@ def score_round(
 
     # Flags.
     flags: list[tuple] = []
-    for r in items.itertuples(index=False):
-        if r.range > fl["item_range_share"] * r.max + 1e-9:
-            flags.append((r.subject, r.item, "item_range", float(r.range),
-                          f"{r.item} {r.level3}：评估人打分相差 {r.range:g} 分（满分 {r.max:g}，"
-                          f"超过满分的 {fl['item_range_share']:.0%}）"))
-    spread_t = round_series(totals.groupby("subject")["total"].agg(lambda t: t.max() - t.min()), decimals)
+    wide = items["range"] > fl["item_range_share"] * items["max"] + 1e-9  # the test per row, in one go
+    for r in items[wide].itertuples(index=False):  # a national month: 190,000 items, few of them wide
+        flags.append((r.subject, r.item, "item_range", float(r.range),
+                      f"{r.item} {r.level3}：评估人打分相差 {r.range:g} 分（满分 {r.max:g}，"
+                      f"超过满分的 {fl['item_range_share']:.0%}）"))
+    by_subject = totals.groupby("subject")["total"]
+    spread_t = round_series(by_subject.max() - by_subject.min(), decimals)
     for subject in codes:
         n = int(n_all.get(subject, 0))
         if 0 < n < min_assessors:
