@@ -163,7 +163,8 @@ def round_status(ws: Workspace, system: System, period: str, roster: Roster, led
     found = _open_problems(sheets, ledger.files(period, system.id), ledger.problems(period, system.id), accepted,
                            len(system.items))
     rows = []
-    for code, subjects in roster.assignments(system.subject_type).items():
+    assigned = roster.assignments(system.subject_type)
+    for code, subjects in assigned.items():
         person = roster.assessors[code]
         missing = [Missing(s, roster.subjects[s].name,
                            CONFLICT if (code, s) in conflicts else REJECTED if (code, s) in seen else NOT_RECEIVED,
@@ -174,34 +175,31 @@ def round_status(ws: Workspace, system: System, period: str, roster: Roster, led
                                    found.by_file.get(code, []) if missing else [], found.reminders.get(code, [])))
     result = StatusResult(period, system, ws.deadline(period), rows)
     result.declarations = [d for d in ledger.declarations(period, system.id)
-                           if d.subject in roster.assignments(system.subject_type).get(d.assessor, ())]
-    result.declared, result.short = _short(roster, system, result.declarations)
+                           if d.subject in assigned.get(d.assessor, ())]
+    result.declared, result.short = len(result.declarations), _short(roster, assigned, result.declarations)
     _self_status(ws, system, period, roster, ledger, result)
     return result
 
 
-def _short(roster: Roster, system: System, declarations) -> tuple[int, list[Short]]:
-    """(declared conflicts of assigned pairs, the subjects left short by them). K, the planned
-    number of assessors per subject, is the most common number the roster assigns (the larger on
-    a tie): a subject with a replacement has K + 1 assigned and one declared, so K valid, and is
-    not short."""
+def _short(roster: Roster, assigned: dict[str, list[str]], declarations) -> list[Short]:
+    """The subjects left short by declared conflicts of assigned pairs (`assigned`: the roster's
+    assessor -> subjects of the system). K, the planned number of assessors per subject, is the
+    most common number the roster assigns (the larger on a tie): a subject with a replacement has
+    K + 1 assigned and one declared, so K valid, and is not short."""
     per: dict[str, list[str]] = {}
-    for code, subjects in roster.assignments(system.subject_type).items():
+    for code, subjects in assigned.items():
         for subject in subjects:
             per.setdefault(subject, []).append(code)
     if not per:
-        return 0, []
+        return []
     sizes = Counter(len(v) for v in per.values())
     planned = max(sizes, key=lambda n: (sizes[n], n))
     declared: dict[str, list[tuple[str, str, str]]] = {}
-    n = 0
     for d in declarations:
-        if d.assessor in per.get(d.subject, ()):
-            n += 1
-            declared.setdefault(d.subject, []).append((d.assessor, roster.assessors[d.assessor].name, d.reason))
+        declared.setdefault(d.subject, []).append((d.assessor, roster.assessors[d.assessor].name, d.reason))
     short = [Short(subject, roster.subjects[subject].name, planned, len(per[subject]), found)
              for subject, found in declared.items()]
-    return n, [x for x in short if x.lacking]
+    return [x for x in short if x.lacking]
 
 
 def has_self_forms(ws: Workspace, system: System, period: str) -> bool:
