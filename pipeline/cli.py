@@ -41,6 +41,11 @@ console = Console(highlight=False, soft_wrap=True)  # paths stay whole, copy-pas
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def say(text: str) -> None:
+    """Print a line as it is: file names and sheet names may hold [brackets], which are not markup."""
+    console.print(text, markup=False)
+
+
 def utf8_console(streams=None, system: str = os.name) -> None:
     """On Windows, write the terminal's words as UTF-8 (unencodable ones as ?), whatever the code
     page. A console shows them either way (Python writes to it in UTF-16), but output redirected
@@ -388,7 +393,6 @@ def key_command(ctx: click.Context) -> None:
     from pipeline.officekey import key_info
 
     info = key_info(open_workspace(ctx))
-    say = lambda text: console.print(text, markup=False)  # noqa: E731
     say(_("Office key:  {path}").format(path=info.path))
     if not info.exists:
         say(_("Not created yet: `happyhome init` or the next `happyhome forms` creates it. Until then no "
@@ -708,7 +712,6 @@ def collect(ctx: click.Context, system_ref: str, period: str, stage: str, paths:
     for label, n in rows:
         table.add_row(label, str(n))
     console.print(table)
-    say = lambda text: console.print(text, markup=False)  # noqa: E731  (file names may hold [brackets])
     for f in result.files:
         if f.status in ("rejected", STATUS_UNREADABLE):
             say(_("rejected  {file}: {reason}").format(file=f.name, reason=f.reason))
@@ -777,7 +780,6 @@ def send(ctx: click.Context, system_ref: str, period: str, stage: str, to: tuple
     key = round_key(period, stage)
     result = send_round(ws, system, key, people, to=to, letters=letters, dry_run=dry_run, resend=resend,
                         ask=_asker())
-    say = lambda text: console.print(text, markup=False)  # noqa: E731
     for a in result.no_address:
         say(_("no address  {code} {name}: no 邮箱 in the roster's 评估人 sheet").format(code=a.code, name=a.name))
     for a in result.no_form:
@@ -827,7 +829,6 @@ def fetch(ctx: click.Context, system_ref: str, period: str, stage: str, since, m
     key = round_key(period, stage)
     result = fetch_round(ws, system, key, people, since=since.date() if since else None, move_to=move_to,
                          ask=_asker())
-    say = lambda text: console.print(text, markup=False)  # noqa: E731
     for f in result.of(SAVED):
         say(_("saved      {path}  (from {sender})").format(path=f.path.name, sender=f.sender))
     for f in result.of(DUPLICATE):
@@ -1110,6 +1111,11 @@ def ledger_group() -> None:
     """
 
 
+def _row_counts(counts: dict[str, int]) -> str:
+    """Rows per table, as `ledger copy` and `ledger check` report them."""
+    return _(", ").join(f"{table} {n}" for table, n in counts.items())
+
+
 @ledger_group.command("copy")
 @click.option("--to", "to", required=True, metavar="URL|FILE",
               help=N_("The new ledger: a postgresql:// URL (an empty database) or an SQLite file that does not exist yet."))
@@ -1126,10 +1132,9 @@ def ledger_copy(ctx: click.Context, to: str, source: str | None) -> None:
 
     with progress_bar(_("Copying the ledger"), 0, enabled=False) as advance:
         result = copy_into(open_workspace(ctx), to, source, advance)
-    say = lambda text: console.print(text, markup=False)  # noqa: E731
     say(_("Copied {source} to {target}: {counts}.").format(
         source=result.source, target=result.target,
-        counts=_(", ").join(f"{table} {n}" for table, n in result.counts.items())))
+        counts=_row_counts(result.counts)))
     say(_("Verified: the same rows in every table and the same checksum of every score ({checksum}).").format(
         checksum=result.checksum[:16]))
 
@@ -1146,10 +1151,9 @@ def ledger_check(ctx: click.Context, location: str | None) -> None:
     from pipeline.ledger import check_ledger
 
     result = check_ledger(open_workspace(ctx), location)
-    say = lambda text: console.print(text, markup=False)  # noqa: E731
     say(_("Ledger {path}, schema version {version}: {counts}; score checksum {checksum}.").format(
         path=result.path, version=result.version,
-        counts=_(", ").join(f"{table} {n}" for table, n in result.counts.items()), checksum=result.checksum[:16]))
+        counts=_row_counts(result.counts), checksum=result.checksum[:16]))
     for finding in result.findings:
         say(f"  ✗ {finding}")
     if result.findings:
@@ -1191,7 +1195,6 @@ def demo(directory: Path, small: bool, end: str, seed: int) -> None:
 
         result = build_demo(directory, SMALL if small else FULL, end=end, seed=seed, stage=stage)
     elapsed = time.perf_counter() - started
-    say = lambda text: console.print(text, markup=False)  # noqa: E731
     say(_("Demo workspace: {root}  ({subjects} subjects, {assessors} assessors, {months} months {first}…{last}, "
           "{files} workbooks)").format(root=result.root, subjects=result.subjects, assessors=result.assessors,
                                        months=len(result.periods), first=result.periods[0],

@@ -54,7 +54,7 @@ from pipeline.i18n import _
 from pipeline.names import safe_filename
 from pipeline.reader import Limits
 from pipeline.roster import Assessor, Roster
-from pipeline.rounds import SUPERVISION, split_key
+from pipeline.rounds import SUPERVISION, cli_args, split_key
 from pipeline.systems import System
 
 PASSWORD_ENV = "HAPPYHOME_MAIL_PASSWORD"
@@ -345,7 +345,7 @@ def plan_forms_mail(ws: Workspace, settings: MailSettings, system: System, key: 
     assigned = roster.assignments(system.subject_type)
     if not folder.is_dir() or not any(folder.glob("*.xlsx")):
         raise UsageError(_("No forms of this round in {folder}: run `happyhome forms --system {system} {round}` "
-                           "first.").format(folder=folder, system=system.id, round=_cli_round(key)))
+                           "first.").format(folder=folder, system=system.id, round=cli_args(key)))
     deadline = ws.deadline(key)
     out = []
     for code in chosen:
@@ -397,12 +397,6 @@ def plan_letters_mail(ws: Workspace, settings: MailSettings, system: System, key
             continue
         out.append(Outgoing(assessor, LETTER, letter_message(settings, system, key, assessor, text), "", sha))
     return out
-
-
-def _cli_round(key: str) -> str:
-    from pipeline.rounds import cli_args
-
-    return cli_args(key)
 
 
 def send_round(ws: Workspace, system: System, key: str, roster: Roster, *, to: tuple[str, ...] = (),
