@@ -1232,7 +1232,7 @@ def demo(directory: Path, small: bool, end: str, seed: int) -> None:
         mail, label = result.mail, _("mail")
         say(f"{pad(label, width)}{'community':<10} " + _("{n} message(s) in {folder} (--dry-run: nothing sent)").format(
             n=len(mail.written), folder=mail.folder))
-        args = f"-w {directory} {{}} --system community {cli_args(mail.key)}"
+        args = f"-w {shell_quote(str(directory))} {{}} --system community {cli_args(mail.key)}"
         say(" " * (width + 11) + _("to send them: {send}; then to fetch the returns: {fetch}").format(
             send="happyhome " + args.format("send"), fetch="happyhome " + args.format("fetch") + " --collect"))
     steps = _(", ").join(_("{step} {seconds:.1f} s").format(step=_(name), seconds=sec)
