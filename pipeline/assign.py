@@ -589,6 +589,11 @@ def write_plan(plan: Plan, roster: Roster, target: str | Path) -> Path:
             ws.set_column(1, 1, 26)
             ws.set_column(4, 4, 28)
             ws.freeze_panes(1, 0)
+        for ws in book.worksheets():  # printed: A4 landscape, one page wide, the header on every page
+            ws.set_landscape()
+            ws.set_paper(9)
+            ws.fit_to_pages(1, 0)
+            ws.repeat_rows(0)
         book.close()
     return target
 
