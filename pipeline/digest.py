@@ -214,13 +214,37 @@ def listed_flags(flags: pd.DataFrame, limit: int) -> pd.DataFrame:
     return f.head(limit)
 
 
+def paged_table(rows: list[list], columns: list[list], *, body: str, keys: dict[str, int], grades: list[str],
+                page_rows: int, grade_options: list[tuple[str, int]], flag_options: list[tuple[str, int]] | None,
+                noscript: str, decimals: int = 2, **more) -> dict:
+    """A large table of subjects for templates/_ranking_paged.html (the digest's ranking, the
+    roll-up's heatmap): `rows` are lists of cells, `columns` say how the script draws each one
+    ([kind, class, where in the row, …]: text, name, region, strong, badge, heat, nodata, spark,
+    delta, move), `keys` where a row keeps its code, name, province, grade (and flag, fixes,
+    tints). The rows' 省份 (at keys["province"]) and the cells of "region" columns are replaced
+    by their places in the lists "provinces" and "regions": 10,000 copies of 浙江省 杭州市 would
+    be 200 KB of a page that should stay under 3 MB. `more` goes into the data as it is."""
+    provinces = sorted({r[keys["province"]] for r in rows if r[keys["province"]]})
+    where = [c[2] for c in columns if c[0] == "region"]
+    regions = sorted({r[at] for r in rows for at in where})
+    p_at, r_at = {p: n for n, p in enumerate(provinces)}, {p: n for n, p in enumerate(regions)}
+    for r in rows:
+        r[keys["province"]] = p_at.get(r[keys["province"]], -1)
+        for at in where:
+            r[at] = r_at[r[at]]
+    data = {"rows": rows, "columns": columns, "body": body, "keys": keys, "grades": grades, "provinces": provinces,
+            "regions": regions, "decimals": decimals, **more}
+    return {"data": data, "page_rows": page_rows, "grade_options": grade_options, "flag_options": flag_options,
+            "noscript": noscript, "sparklines": any(c[0] == "spark" for c in columns)}
+
+
 def ranking_data(rows: list[dict], level2: list[str], grades: list[str], *, by: str | None, calibrated: bool,
-                 decimals: int) -> dict:
-    """The ranking of a large round as compact rows for the page's script (`|tojson`): each
-    row's cells already formatted as the small round's table shows them, plus what the
-    filters need. Cells: 排名, 编号, 名称, 地区 (its index in "regions"), 总分, 等级, 排名区间,
-    [分组排名], [校准总分, 校准排名], 评估人数, one per 二级指标, 标记 (the kinds; the messages are in
-    争议 and the summary's 争议 sheet); then 省份 (its index in "provinces"), corrections."""
+                 decimals: int, **table) -> dict:
+    """The ranking of a large round as a `paged_table`: each row's cells already formatted as the
+    small round's table shows them, plus what the filters need. Cells: 排名, 编号, 名称, 地区
+    (its index in "regions"), 总分, 等级, 排名区间, [分组排名], [校准总分, 校准排名], 评估人数, one per
+    二级指标, 标记 (the kinds; the messages are in 争议 and the summary's 争议 sheet); then 省份 (its
+    index in "provinces"), corrections. `table` is the rest of paged_table's arguments."""
     out = []
     for r in rows:
         region = r["province"] + (f" {r['city']}" if r["city"] and r["city"] != r["province"] else "")
@@ -234,16 +258,13 @@ def ranking_data(rows: list[dict], level2: list[str], grades: list[str], *, by: 
         cells += [fmt_num(r[name], decimals) for name in level2]
         cells.append(r.get("flag_kinds", r["flags"]))
         out.append(cells + [r["province"] or "", int(r.get("corrections", 0) or 0)])
-    # Texts that repeat (省份, 地区) travel once, as lists the rows point into: 10,000 copies of
-    # 浙江省 杭州市 would be 200 KB of a page that should stay under 3 MB.
-    provinces = sorted({r["province"] for r in rows if r["province"]})
-    regions = sorted({cells[3] for cells in out})
-    at, where = {p: n for n, p in enumerate(provinces)}, {p: n for n, p in enumerate(regions)}
-    for cells in out:
-        cells[3] = where[cells[3]]
-        cells[-2] = at.get(cells[-2], -1)
-    return {"rows": out, "grades": grades, "provinces": provinces, "regions": regions, "by": bool(by),
-            "calibrated": bool(calibrated), "n_level2": len(level2)}
+    flag = 7 + bool(by) + 2 * bool(calibrated) + 1 + len(level2)
+    columns = ([["text", "n", 0], ["text", "", 1], ["name", "nowrap", 2], ["region", "nowrap", 3], ["strong", "n", 4],
+                ["badge", "", 5], ["text", "nowrap", 6]] + [["text", "n", at] for at in range(7, flag)]
+               + [["text", "flagtext flagkinds", flag]])
+    return paged_table(out, columns, body="ranking-rows", grades=grades, decimals=decimals,
+                       keys={"code": 1, "name": 2, "grade": 5, "flag": flag, "province": flag + 1, "fixes": flag + 2},
+                       by=bool(by), calibrated=bool(calibrated), n_level2=len(level2), **table)
 
 
 def category_shares(result: RoundResult) -> list[tuple[str, float, float, float | None]]:
@@ -377,9 +398,12 @@ def digest_context(
         ],
         "n_flags": len(result.flags),
         "large": large and {
-            "data": ranking_data(rows, list(system.level2_names), grades_all, by=result.by,
-                                 calibrated=result.calibrated, decimals=decimals),
-            "page_rows": int(layout["digest_page_rows"]),
+            "table": ranking_data(rows, list(system.level2_names), grades_all, by=result.by,
+                                  calibrated=result.calibrated, decimals=decimals,
+                                  page_rows=int(layout["digest_page_rows"]),
+                                  grade_options=dist + ([(NOT_RATED, unrated)] if unrated else []),
+                                  flag_options=counts,
+                                  noscript=f"同一文件夹中的 results-{system.id}.csv（完整排名）"),
             "cards_each": int(layout["digest_cards_each"]),
             "cards_max": int(layout["digest_cards_max"]),
             "near_points": float(layout["digest_near_points"]),

@@ -244,7 +244,8 @@ def rollup(ws: Workspace, system: System, roster: Roster, ledger: Ledger, start:
     out = ws.output / "rollup"
     stem = f"rollup-{system.id}-{result.start}_{result.end}" + ("" if stage == SUPERVISION else f"-{stage}")
     result.xlsx = write_rollup_xlsx(result, out / f"{stem}.xlsx")
-    result.html = write_text(out / f"{stem}.html", render_rollup(result, organiser or ws["round"]["organiser"]))
+    result.html = write_text(out / f"{stem}.html", render_rollup(result, organiser or ws["round"]["organiser"],
+                                                                 layout=ws["report"]))
     return result
 
 
@@ -538,17 +539,65 @@ def movers(result: RollupResult, n: int = 4) -> tuple[list[str], list[str]]:
     return risers, fallers
 
 
-def rollup_context(result: RollupResult, organiser: str = "") -> dict:
-    from markupsafe import Markup
+def heat_table(result: RollupResult, *, page_rows: int) -> dict:
+    """The heatmap of a large roll-up as a `pipeline.digest.paged_table`, drawn by the same
+    script as the digest's ranking. Cells: 编号, 名称, the totals by month (null where none), their
+    grades (places in result.grades, len(grades) for none: the tints), 较上月, 最新排名, 名次变化,
+    最新等级, 省份, 标记 (下降、未评 in any month)."""
+    from pipeline.digest import fmt_int, paged_table
 
     totals, grades = result.wide("total"), result.wide("grade")
-    bands = grade_colours(result)
-    colours = {grade: colour for grade, _, colour in bands}
+    place = {g: n for n, g in enumerate(result.grades)}
+    kinds = result.flags.groupby("subject", sort=False)["kind"].agg(set).to_dict() if len(result.flags) else {}
     rows = []
     for s in result.subjects.to_dict("records"):
-        values = [_num(totals.at[s["subject"], p]) for p in result.periods]
-        cells = [(p, v, _heat(grades.at[s["subject"], p], colours)) for p, v in zip(result.periods, values)]
-        rows.append({**s, "cells": cells, "spark": Markup(sparkline_svg(values))})
+        code = s["subject"]
+        move = _num(s["latest_move"])
+        rows.append([code, s["name"], [_num(totals.at[code, p]) for p in result.periods],
+                     [place.get(grades.at[code, p], len(place)) for p in result.periods],
+                     _num(s["latest_delta"]), fmt_int(s["latest_rank"]), None if move is None else int(move),
+                     s["latest_grade"] if isinstance(s["latest_grade"], str) else "", s["province"] or "",
+                     "、".join(k for k in (DROP, UNRATED) if k in kinds.get(code, ()))])
+    columns = ([["text", "", 0], ["text", "", 1]]
+               + [["heat", "m", 2, k] if p in result.with_data else ["nodata", "m nodata"]
+                  for k, p in enumerate(result.periods)]
+               + [["spark", "", 2], ["delta", "n", 4], ["text", "n", 5], ["move", "n", 6], ["badge", "", 7]])
+    latest = result.subjects["latest_grade"]
+    grade_options = [(g, int((latest == g).sum())) for g in result.grades + [NOT_RATED] if (latest == g).any()]
+    flag_options = [(k, sum(k in v for v in kinds.values())) for k in (DROP, UNRATED) if any(k in v for v in kinds.values())]
+    return paged_table(rows, columns, body="heat-rows", keys={"code": 0, "name": 1, "tints": 3, "grade": 7,
+                                                              "province": 8, "flag": 9},
+                       grades=result.grades, page_rows=page_rows, grade_options=grade_options,
+                       flag_options=flag_options, decimals=result.decimals,
+                       noscript="同一文件夹中同名的 .xlsx 汇总表（“总分”页）",
+                       tints=[colour for _, _, colour in grade_colours(result)] + [NO_TINT])
+
+
+def rollup_context(result: RollupResult, organiser: str = "", layout: dict | None = None) -> dict:
+    """Everything rollup.html shows. `layout` is the workspace's [report] settings: a roll-up of
+    more than `digest_full_max` subjects gets the digest's large-round treatment (the heatmap as
+    a paged, searchable, filterable table drawn by the script from embedded data, printed whole;
+    at most `digest_flags_max` rows of 标记, the largest drops first)."""
+    from markupsafe import Markup
+
+    from pipeline.digest import LAYOUT
+
+    layout = {**LAYOUT, **(layout or {})}
+    large = len(result.subjects) > int(layout["digest_full_max"])
+    rows, flags = [], result.flags
+    if not large:
+        totals, grades = result.wide("total"), result.wide("grade")
+        colours = {grade: colour for grade, _, colour in grade_colours(result)}
+        for s in result.subjects.to_dict("records"):
+            values = [_num(totals.at[s["subject"], p]) for p in result.periods]
+            cells = [(p, v, _heat(grades.at[s["subject"], p], colours)) for p, v in zip(result.periods, values)]
+            rows.append({**s, "cells": cells, "spark": Markup(sparkline_svg(values))})
+    else:
+        # The latest month first, in it the largest drops first (未评 after them).
+        delta = flags.merge(result.monthly[["subject", "period", "delta"]], on=["subject", "period"], how="left")["delta"]
+        order = flags.assign(_latest=flags["period"].map({p: -n for n, p in enumerate(result.periods)}).values,
+                             _delta=delta.where(flags["kind"].eq(DROP).values, 0.0).fillna(0.0).values)
+        flags = order.sort_values(["_latest", "_delta"], kind="mergesort").head(int(layout["digest_flags_max"]))
     risers, fallers = movers(result)
     return {
         "title": f"{result.system.name} · 月度汇总 {result.start} 至 {result.end}",
@@ -559,8 +608,15 @@ def rollup_context(result: RollupResult, organiser: str = "") -> dict:
         "with_data": result.with_data,
         "no_data": [p for p in result.periods if p not in result.with_data],
         "rows": rows,
+        "n_subjects": len(result.subjects),
+        "large": large and {
+            "table": heat_table(result, page_rows=int(layout["digest_page_rows"])),
+            "more_flags": len(result.flags) - len(flags),
+        },
         "level2": result.level2.to_dict("records"),
-        "flags": result.flags.to_dict("records"),
+        "flags": flags.to_dict("records"),
+        "n_drops": int((result.flags["kind"] == DROP).sum()),
+        "n_unrated": int((result.flags["kind"] == UNRATED).sum()),
         "returns_month": result.returns_month.to_dict("records"),
         "returns_assessor": result.returns_assessor.to_dict("records"),
         "risers": risers,
@@ -569,12 +625,12 @@ def rollup_context(result: RollupResult, organiser: str = "") -> dict:
         "level2_chart": Markup(level2_chart(result, "level2")) if result.with_data else "",
         "generated": result.generated.strftime("%Y-%m-%d %H:%M"),
         "grades": result.grades,
-        "bands": bands,
+        "bands": grade_colours(result),
         "decimals": result.decimals,
     }
 
 
-def render_rollup(result: RollupResult, organiser: str = "") -> str:
+def render_rollup(result: RollupResult, organiser: str = "", layout: dict | None = None) -> str:
     from pipeline.digest import render
 
-    return render("rollup.html", **rollup_context(result, organiser))
+    return render("rollup.html", **rollup_context(result, organiser, layout))
