@@ -857,14 +857,16 @@ PDF_HELP = {  # one message each: the help is translated when shown, a formatted
 }
 
 
-def _print_pdf(html: Path) -> Path | None:
+def _print_pdf(html: Path, ws: Workspace, subjects: int) -> Path | None:
     """Print an HTML output to PDF beside it; a missing browser or a failed print is a warning,
-    not an error, because every other output of the command is written and valid."""
+    not an error, because every other output of the command is written and valid. The page of a
+    large round (more than report.digest_full_max subjects) is printed without PDF tags."""
     from pipeline.errors import OutputError
     from pipeline.pdf import BrowserNotFound, pdf_beside
 
+    settings = ws["report"]
     try:
-        path = pdf_beside(html)
+        path = pdf_beside(html, timeout=settings["pdf_timeout"], tagged=subjects <= settings["digest_full_max"])
     except BrowserNotFound as err:
         err_console.print(_("Warning: no PDF written. {reason} The HTML was written: {path}").format(
             reason=err, path=html), markup=False, soft_wrap=True)
@@ -937,7 +939,7 @@ def report(ctx: click.Context, system_ref: str, period: str, stage: str, method:
     for path in result.paths:
         console.print(_("wrote    {path}").format(path=path), markup=False)
     if pdf:
-        _print_pdf(result.digest)
+        _print_pdf(result.digest, ws, len(res.subjects))
 
 
 # -- amend ----------------------------------------------------------------------------------
@@ -1096,7 +1098,7 @@ def rollup(ctx: click.Context, system_ref: str, start: str | None, end: str | No
     console.print(_("wrote    {path}").format(path=result.xlsx), markup=False)
     console.print(_("wrote    {path}").format(path=result.html), markup=False)
     if pdf:
-        _print_pdf(result.html)
+        _print_pdf(result.html, ws, len(result.subjects))
 
 
 # -- ledger ---------------------------------------------------------------------------------

@@ -176,6 +176,10 @@ def _validate(s: dict, path: Path) -> None:
         if not (isinstance(value, int) and value >= least):
             raise ConfigError(_("{path}: 'report.{name}' must be a whole number of at least {least}, found {value!r}")
                               .format(path=path, name=name, least=least, value=value))
+    timeout = s["report"]["pdf_timeout"]
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+        raise ConfigError(_("{path}: 'report.pdf_timeout' must be a number of seconds (0: by the page's size), "
+                            "found {value!r}").format(path=path, value=timeout))
     if not s["report"]["digest_near_points"] >= 0:
         raise ConfigError(_("{path}: 'report.digest_near_points' must not be negative, found {value!r}")
                           .format(path=path, value=s["report"]["digest_near_points"]))

@@ -30,7 +30,10 @@ WINDOWS = (("Google", "Chrome", "Application", "chrome.exe"), ("Microsoft", "Edg
 MACOS = ("/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
          "/Applications/Microsoft Edge.app/Contents/MacOS/Microsoft Edge",
          "/Applications/Chromium.app/Contents/MacOS/Chromium")
-TIMEOUT = 120  # seconds; a 100-subject digest prints in a few
+TIMEOUT = 120  # seconds: the least a page gets to print (a 100-subject digest takes a few)
+# ... and this many more per MB of HTML: a national digest (2.1 MB, 372 pages) printed in 21 s on
+# the 2-core machine of the README (load 3), and a busy machine takes several times as long.
+PER_MB = 150
 
 
 class BrowserNotFound(OutputError):
@@ -89,8 +92,21 @@ def no_browser_reason() -> str:
              "or set {variable} to its path.").format(variable=ENV)
 
 
-def browser_command(browser: str, html: Path, pdf: Path, profile: Path) -> list[str]:
-    """The command line that prints `html` to `pdf` with no network and a throwaway profile."""
+def timeout_for(html: str | Path, setting: float = 0) -> float:
+    """How many seconds the browser gets to print `html`: `setting` ([report] pdf_timeout) when
+    it is positive; otherwise TIMEOUT plus PER_MB per MB of the page, so a national page gets
+    minutes and a hung browser on a small one is still stopped after two."""
+    if setting and setting > 0:
+        return float(setting)
+    return TIMEOUT + PER_MB * Path(html).stat().st_size / 1e6
+
+
+def browser_command(browser: str, html: Path, pdf: Path, profile: Path, tagged: bool = True) -> list[str]:
+    """The command line that prints `html` to `pdf` with no network and a throwaway profile.
+
+    `tagged=False` leaves out the PDF's structure tree (Chromium tags every table cell for screen
+    readers): for a national digest it is 90 % of the file (66 MB against 6.5 MB) and half of the
+    printing time; browsers that do not know the switch ignore it."""
     args = [
         browser, "--headless", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -101,6 +117,8 @@ def browser_command(browser: str, html: Path, pdf: Path, profile: Path) -> list[
         "--no-pdf-header-footer", "--print-to-pdf-no-header",
         f"--print-to-pdf={pdf}",
     ]
+    if not tagged:
+        args.append("--disable-pdf-tagging")
     if sys.platform.startswith("linux") and hasattr(os, "geteuid") and os.geteuid() == 0:
         args.append("--no-sandbox")  # Chromium refuses to start as root with its sandbox
     args.append(html.resolve().as_uri())
@@ -114,8 +132,9 @@ def _last_words(stderr: bytes) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def print_pdf(html: str | Path, pdf: str | Path, browser: str, timeout: float = TIMEOUT) -> Path:
+def print_pdf(html: str | Path, pdf: str | Path, browser: str, timeout: float = TIMEOUT, tagged: bool = True) -> Path:
     """Print `html` to `pdf` with `browser` (headless); the PDF replaces `pdf` only when whole.
+    `tagged`: see browser_command.
 
     Raises OutputError with the reason when the browser cannot be started, fails, takes longer
     than `timeout` seconds or writes no PDF.
@@ -124,7 +143,8 @@ def print_pdf(html: str | Path, pdf: str | Path, browser: str, timeout: float = 
     with tempfile.TemporaryDirectory(prefix="happyhome-browser-", ignore_cleanup_errors=True) as profile:
         with atomic_path(pdf) as tmp:
             tmp.unlink()  # the browser creates it: an empty file left behind would pass for output
-            code, stderr = _run(browser_command(browser, html, tmp.resolve(), Path(profile)), browser, html, timeout)
+            code, stderr = _run(browser_command(browser, html, tmp.resolve(), Path(profile), tagged), browser, html,
+                                timeout)
             # A whole PDF counts even if the browser then exits badly (some builds do on shutdown);
             # without one, its exit status and last words are the reason.
             if not _whole_pdf(tmp):
@@ -193,8 +213,10 @@ def _end_tree(proc: subprocess.Popen) -> None:
     proc.kill()
 
 
-def pdf_beside(html: str | Path, browser: str | None = None) -> Path:
+def pdf_beside(html: str | Path, browser: str | None = None, *, timeout: float = 0, tagged: bool = True) -> Path:
     """Print an HTML output to the PDF of the same name beside it; the browser is found if not given.
+    `timeout` is [report] pdf_timeout (0: by the page's size, see timeout_for); `tagged=False`
+    for the pages of large rounds (see browser_command).
 
     Raises BrowserNotFound when there is none, OutputError when printing fails.
     """
@@ -202,4 +224,4 @@ def pdf_beside(html: str | Path, browser: str | None = None) -> Path:
     browser = browser or find_browser()
     if not browser:
         raise BrowserNotFound(no_browser_reason())
-    return print_pdf(html, html.with_suffix(".pdf"), browser)
+    return print_pdf(html, html.with_suffix(".pdf"), browser, timeout_for(html, timeout), tagged)

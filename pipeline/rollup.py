@@ -558,7 +558,7 @@ def heat_table(result: RollupResult, *, page_rows: int) -> dict:
                      _num(s["latest_delta"]), fmt_int(s["latest_rank"]), None if move is None else int(move),
                      s["latest_grade"] if isinstance(s["latest_grade"], str) else "", s["province"] or "",
                      "、".join(k for k in (DROP, UNRATED) if k in kinds.get(code, ()))])
-    columns = ([["text", "", 0], ["text", "", 1]]
+    columns = ([["text", "", 0], ["text", "nowrap", 1]]
                + [["heat", "m", 2, k] if p in result.with_data else ["nodata", "m nodata"]
                   for k, p in enumerate(result.periods)]
                + [["spark", "", 2], ["delta", "n", 4], ["text", "n", 5], ["move", "n", 6], ["badge", "", 7]])
