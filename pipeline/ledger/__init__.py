@@ -338,11 +338,7 @@ class Ledger:
             f"""SELECT s.id, s.period, s.system, s.assessor, s.subject, f.name AS file, s.sheet, f.sha256
                 FROM sheets s JOIN files f ON f.id = s.file_id WHERE {where} ORDER BY s.id""",
             (period, system))
-        scores = self.frame(
-            f"""SELECT c.sheet_id, c.item, c.raw, c.score, c.remark, c.cell
-                FROM scores c JOIN sheets s ON s.id = c.sheet_id WHERE {where}
-                ORDER BY s.subject, s.assessor, c.id""",
-            (period, system), chunksize=50_000)
+        scores = self._round_scores(where, (period, system))
         if not len(scores):
             frame = _records([], list(ACCEPTED))
         else:
@@ -362,6 +358,16 @@ class Ledger:
                 frame.loc[hit, "score"] = found["new_score"].to_numpy(dtype=float)
                 frame.loc[hit, "correction"] = found["id"].to_numpy()
         return frame
+
+    def _round_scores(self, where: str, params: tuple) -> pd.DataFrame:
+        """The score rows of the sheets `where` selects (`s` is the sheet): sheet_id, item, raw, score,
+        remark, cell, by subject, assessor, then the order they were entered. An engine may read
+        them its own way (PostgreSQL: COPY) but must give the same frame, dtypes and order."""
+        return self.frame(
+            f"""SELECT c.sheet_id, c.item, c.raw, c.score, c.remark, c.cell
+                FROM scores c JOIN sheets s ON s.id = c.sheet_id WHERE {where}
+                ORDER BY s.subject, s.assessor, c.id""",
+            params, chunksize=50_000)
 
     def self_scores(self, period: str, system: str) -> pd.DataFrame:
         """The round's self-assessment scores (the subject's latest accepted self sheet): subject,
