@@ -366,8 +366,8 @@ class PostgresLedger(Ledger):
         frame = pd.concat(parts, ignore_index=True)
         del parts
         if len(frame) != copied:  # a parser that split or merged rows must never go unnoticed
-            raise OutputError(_("Cannot read the ledger {path}: {error}").format(
-                path=self.path, error=f"COPY sent {copied} rows, {len(frame)} were read"))
+            raise OutputError(_("Cannot read the ledger {path}: the server sent {sent} score rows, {read} were read.").format(
+                path=self.path, sent=copied, read=len(frame)))
         rank = dict(ranks)
         order = np.lexsort((frame["id"].to_numpy(), frame["sheet_id"].map(rank).to_numpy(dtype="int64")))
         return frame.take(order)[columns].reset_index(drop=True)
