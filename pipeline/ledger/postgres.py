@@ -319,26 +319,31 @@ class PostgresLedger(Ledger):
 
     def _round_scores(self, where: str, params: tuple) -> "pd.DataFrame":
         """The shared rule's rows and order, read by COPY in CSV: pandas' C parser makes the frame
-        (a repeated text made one string object chunk by chunk, as the shared path does), and the
-        rows are ordered here by (subject, assessor) rank and score id, which sorts exactly as
-        the shared `ORDER BY s.subject, s.assessor, c.id` does (the "C" collation is code-point
-        order), without the server's on-disk sort of 760,000 rows. Every column read is NOT NULL,
-        so CSV's one weakness (a NULL and an empty text look alike) cannot arise; nothing is read
-        as NA ("NA", "null" stay text) and no text is converted (leading zeros stay)."""
+        (each text column as categories, so a repeated text is one string object and no object
+        is made per row), and the rows are put in order here by (subject, assessor) rank and
+        score id, exactly as the shared `ORDER BY s.subject, s.assessor, c.id` sorts them (the
+        "C" collation is code-point order), without the server's on-disk sort of 760,000 rows.
+        Every column read is NOT NULL, so CSV's one weakness (a NULL and an empty text look
+        alike) cannot arise; nothing is read as NA ("NA", "null" stay text) and no text is
+        converted ("007" and "3.0" stay as they were written)."""
         import numpy as np
         import pandas as pd
 
         if self._db.raw.info.transaction_status == self._psycopg.pq.TransactionStatus.IDLE:
             with self.snapshot():  # the ranks and the rows from one snapshot
                 return self._round_scores(where, params)
-        names = ["sheet_id", "id", "item", "raw", "score", "remark", "cell"]
+        texts = ("item", "raw", "score", "remark", "cell")
+        columns = ["sheet_id", "item", "raw", "score", "remark", "cell"]
         try:
             ranks = self._db.execute(
                 f"SELECT s.id, DENSE_RANK() OVER (ORDER BY s.subject, s.assessor) FROM sheets s WHERE {where}",
                 params).fetchall()
             data = io.BytesIO()
             with self._db.raw.cursor() as cur:
-                with cur.copy(f"COPY (SELECT c.sheet_id, c.id, c.item, c.raw, c.score, c.remark, c.cell "
+                # Every text behind a "~", so that no text is read as a number or a boolean (read_csv
+                # infers the type of a column of categories); the "~" is taken off each distinct text.
+                marked = ", ".join(f"'~' || c.{name}" for name in texts)
+                with cur.copy(f"COPY (SELECT c.sheet_id, c.id, {marked} "
                               f"FROM scores c JOIN sheets s ON s.id = c.sheet_id WHERE {_pg(where)}) "
                               "TO STDOUT (FORMAT csv, ENCODING 'UTF8')", params) as copy:
                     for block in copy:
@@ -347,30 +352,28 @@ class PostgresLedger(Ledger):
         except self._psycopg.Error as err:
             raise OutputError(_("Cannot read the ledger {path}: {error}").format(
                 path=self.path, error=str(err).strip())) from err
-        columns = ["sheet_id", "item", "raw", "score", "remark", "cell"]
         if not copied:
             return pd.DataFrame(columns=columns)
         data.seek(0)
-        text = pd.Series([""]).dtype  # what the shared path's text columns are
-        parts = []
-        # Text read as text (dtype=object: read_csv would turn categories of digits into numbers),
-        # in chunks whose repeated texts are made one object at once, as the shared path does.
-        for chunk in pd.read_csv(data, header=None, names=names, encoding="utf-8", na_filter=False, chunksize=100_000,
-                                 dtype={"sheet_id": "int64", "id": "int64", **{n: object for n in names[2:]}}):
-            # Python's float() reads each distinct score text to the double the driver would make.
-            codes, uniques = pd.factorize(chunk["score"])
-            chunk["score"] = np.array([float(v) for v in uniques], dtype="float64")[codes]
-            for name in ("item", "raw", "remark", "cell"):
-                chunk[name] = chunk[name].astype("category").astype(text)
-            parts.append(chunk)
-        frame = pd.concat(parts, ignore_index=True)
-        del parts
+        # Categories: the C parser makes one string object per distinct text, none per row.
+        frame = pd.read_csv(data, header=None, names=["sheet_id", "id", *texts], encoding="utf-8", na_filter=False,
+                            dtype={"sheet_id": "int64", "id": "int64", **{n: "category" for n in texts}})
+        del data
         if len(frame) != copied:  # a parser that split or merged rows must never go unnoticed
             raise OutputError(_("Cannot read the ledger {path}: the server sent {sent} score rows, {read} were read.").format(
                 path=self.path, sent=copied, read=len(frame)))
-        rank = dict(ranks)
-        order = np.lexsort((frame["id"].to_numpy(), frame["sheet_id"].map(rank).to_numpy(dtype="int64")))
-        return frame.take(order)[columns].reset_index(drop=True)
+        order = np.lexsort((frame["id"].to_numpy(), frame["sheet_id"].map(dict(ranks)).to_numpy(dtype="int64")))
+        text = pd.Series([""]).dtype  # what the shared path's text columns are
+        out = {"sheet_id": frame["sheet_id"].to_numpy()[order]}
+        for name in texts:
+            values = frame[name].cat
+            distinct = [v[1:] for v in values.categories]
+            codes = values.codes.to_numpy()[order]
+            if name == "score":  # Python's float() reads each distinct text to the double the driver would
+                out[name] = np.array([float(v) for v in distinct], dtype="float64")[codes]
+            else:
+                out[name] = pd.Series(pd.Categorical.from_codes(codes, distinct)).astype(text)
+        return pd.DataFrame(out)[columns]
 
     def _insert_rows(self, table: str, columns: tuple[str, ...] | list[str], rows: list[tuple]) -> None:
         """COPY: a file's 400 scores in one stream, several times faster than pipelined INSERTs."""
