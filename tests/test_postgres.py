@@ -358,6 +358,30 @@ def test_postgres_reads_the_same_accepted_scores_as_sqlite_from_hostile_text(tmp
     assert np.isin(["", "NA", "NULL", "\\N", "007", "3.0"], pg["raw"]).all()
 
 
+def test_postgres_keeps_texts_that_look_like_numbers_or_booleans_as_written(tmp_path, pg_url):
+    """A round where every item, raw entry, remark and cell looks like a number or a boolean: a
+    CSV reader's type inference must not make "007" 7 or "3.0" and "3" one value."""
+    import pandas as pd
+
+    from test_ledger import T1
+    from pipeline.ledger import FileRecord, SheetRecord
+
+    rows = [("01", "3", 3.0, "True", "7"), ("1", "3.0", 3.0, "false", "07"), ("1.0", "007", 7.0, "1", "1e5"),
+            ("2", "-0", 0.0, "0", "-1"), ("10", "1e5", 5.5, "TRUE", "0x1F")]
+    record = FileRecord(sha256="n", name="1.xlsx", original_path="/in/1", size=1, received_at=T1, saved_at=T1,
+                        archive_path="/a/1", period=PERIOD, system="community", assessor="007", format="xlsx",
+                        status="accepted", sheets=[SheetRecord("1", "007", "0012", True, rows)])
+    frames = {}
+    for where in (tmp_path / "l.sqlite", pg_url):
+        with Ledger(where) as ledger:
+            ledger.add_file(record)
+            frames[str(where)] = ledger.accepted_scores(PERIOD, "community")
+    lite, pg = frames.values()
+    pd.testing.assert_frame_equal(pg, lite, check_exact=True)
+    assert pg[["item", "raw", "score", "remark", "cell"]].values.tolist() == [list(r) for r in rows]
+    assert pg[["assessor", "subject", "sheet"]].iloc[0].tolist() == ["007", "0012", "1"]
+
+
 def test_a_failed_score_read_on_postgres_is_a_plain_error(pg_url):
     """A role that may read sheets but not scores (a misconfigured office): the COPY of the scores
     fails inside the report's snapshot, and the office gets one plain sentence, not a traceback."""
