@@ -270,3 +270,139 @@ def test_paths_ledger_takes_a_url_and_the_environment_overrides_it(tmp_path, pg_
     assert not list(root.rglob("*.sqlite")) and not (root / "postgresql:").exists()
     monkeypatch.setenv(LEDGER_URL_ENV, str(tmp_path / "other.sqlite"))  # the environment wins
     assert Workspace.open(root).ledger_location() == tmp_path / "other.sqlite"
+
+
+# Texts a CSV round trip could bend: separators, quotes, line breaks, backslashes, what a CSV
+# reader takes for missing ("NA", "NULL", "", "nan", "\N"), numbers with leading zeros, Chinese.
+HOSTILE = ["a,b", '"quoted"', '"', "tab\there", "line1\nline2", "cr\r\nlf\r", "back\\slash", "\\N", "trailing\\",
+           "NA", "NULL", "null", "None", "nan", "N/A", "#not a comment", "", " ", " lead and trail ", "007",
+           "1e5", "3.0", "中文备注，含全角逗号、“引号”", "=SUM(A1)", "\u00a0"]
+
+
+def _hostile_round() -> list:
+    """Files whose sheets' items, raw texts, remarks and cells are HOSTILE, with scores whose
+    doubles have no short decimal; subjects and assessors whose code-point order differs from a
+    dictionary's; besides them a superseded, a rejected and a self-assessment sheet."""
+    from datetime import datetime
+
+    from pipeline.ledger import FileRecord, SheetRecord
+
+    scores = [0.1, 1 / 3, 2.675, 1e-7, 123456.789, 0.30000000000000004, 7.0, 0.0]
+    subjects = ["C010", "c001", "C001", "社区B", "0012", "社区A", "C 2"]
+    files = []
+    for n, assessor in enumerate(["E02", "专家1", "e01", "E01"]):
+        when = datetime(2026, 11, 20, 9 + n)
+        sheets = []
+        for k, subject in enumerate(subjects):
+            rows = [(item, HOSTILE[(j + k) % len(HOSTILE)], scores[(j + n + k) % len(scores)],
+                     HOSTILE[(j * 7 + k + n) % len(HOSTILE)], HOSTILE[(j * 3 + n) % len(HOSTILE)] or "G7")
+                    for j, item in enumerate(HOSTILE)]  # every hostile text is also an item code
+            sheets.append(SheetRecord(f"{subject} 表", assessor, subject, True, rows))
+        sheets.append(SheetRecord("bad", assessor, "C099", False))
+        files.append(FileRecord(sha256=f"sha{n}", name=f"{assessor},\"x\"\n.xlsx", original_path=f"/in/{n}", size=1,
+                                received_at=when, saved_at=when, archive_path=f"/a/{n}", period=PERIOD,
+                                system="community", assessor=assessor, format="xlsx", status="partial", sheets=sheets))
+    later = datetime(2026, 11, 21, 9)  # E01 again for C001: supersedes the first
+    files.append(FileRecord(sha256="again", name="again.xlsx", original_path="/in/again", size=1, received_at=later,
+                            saved_at=later, archive_path="/a/again", period=PERIOD, system="community", assessor="E01",
+                            format="xlsx", status="accepted",
+                            sheets=[SheetRecord("C001 表", "E01", "C001", True,
+                                                [("C01", "NA", 9.5, "NULL", "G7"), ("C02", "", 0.2, "", "G8")])]))
+    files.append(FileRecord(sha256="self", name="self.xlsx", original_path="/in/self", size=1, received_at=later,
+                            saved_at=later, archive_path="/a/self", period=PERIOD, system="community", assessor="C001",
+                            format="xlsx", status="accepted",
+                            sheets=[SheetRecord("自评", "C001", "C001", True, [("C01", "5", 5.0, "自评", "G7")], kind="self")]))
+    return files
+
+
+def test_postgres_reads_the_same_accepted_scores_as_sqlite_from_hostile_text(tmp_path, pg_url):
+    """The PostgreSQL engine reads a round's scores by COPY and a CSV parser: the frame is equal to
+    SQLite's in columns, dtypes, order and every value, to the last bit of every score."""
+    import numpy as np
+    import pandas as pd
+
+    frames = {}
+    for engine, where in (("sqlite", tmp_path / "l.sqlite"), ("postgres", pg_url)):
+        with Ledger(where) as ledger:
+            assert len(ledger.accepted_scores(PERIOD, "community")) == 0  # an empty round first
+            for record in _hostile_round():
+                ledger.add_file(record)
+            ledger.add_correction({"action": "amend", "period": PERIOD, "system": "community", "assessor": "e01",
+                                   "subject": "社区A", "item": "NA", "sheet_id": 22, "old_score": 0, "new_score": 0.7,
+                                   "raw": "0.7", "reason": "复核", "operator": "t", "created_at": "2026-12-01T09:00:00"})
+            with ledger.snapshot():
+                frames[engine] = ledger.accepted_scores(PERIOD, "community")
+            pd.testing.assert_frame_equal(ledger.accepted_scores(PERIOD, "community"), frames[engine])  # no snapshot
+    lite, pg = frames["sqlite"], frames["postgres"]
+    pd.testing.assert_frame_equal(pg, lite, check_exact=True)
+    assert (pg["score"].to_numpy().view("int64") == lite["score"].to_numpy().view("int64")).all()
+
+    # and both are what went in: 4 assessors x 7 subjects x 25 items, less E01's first C001 sheet, plus its
+    # second (2 items); ordered by subject then assessor in code-point order, items as entered
+    n = len(HOSTILE)
+    assert len(pg) == 4 * 7 * n - n + 2
+    pairs = list(dict.fromkeys(zip(pg["subject"], pg["assessor"])))
+    assert pairs[:5] == [("0012", "E01"), ("0012", "E02"), ("0012", "e01"), ("0012", "专家1"), ("C 2", "E01")]
+    assert [p[0] for p in pairs[-4:]] == ["社区B"] * 4 and pairs.index(("社区A", "E01")) < pairs.index(("社区B", "E01"))
+    first = pg[(pg.subject == "C010") & (pg.assessor == "E02")]
+    assert first["item"].tolist() == HOSTILE and first["raw"].tolist() == HOSTILE
+    assert first["remark"].tolist() == [HOSTILE[(j * 7) % n] for j in range(n)]
+    assert first["score"].tolist() == [[0.1, 1 / 3, 2.675, 1e-7, 123456.789, 0.30000000000000004, 7.0, 0.0][j % 8]
+                                       for j in range(n)]
+    again = pg[(pg.subject == "C001") & (pg.assessor == "E01")]
+    assert again[["item", "raw", "score", "remark", "file"]].values.tolist() == [
+        ["C01", "NA", 9.5, "NULL", "again.xlsx"], ["C02", "", 0.2, "", "again.xlsx"]]
+    fixed = pg[pg.correction.notna()]
+    assert fixed[["subject", "assessor", "item", "score"]].values.tolist() == [["社区A", "e01", "NA", 0.7]]
+    assert pg["file"].iloc[0] == 'E01,"x"\n.xlsx' and not pg["item"].isna().any() and not pg["remark"].isna().any()
+    assert np.isin(["", "NA", "NULL", "\\N", "007", "3.0"], pg["raw"]).all()
+
+
+def test_postgres_keeps_texts_that_look_like_numbers_or_booleans_as_written(tmp_path, pg_url):
+    """A round where every item, raw entry, remark and cell looks like a number or a boolean: a
+    CSV reader's type inference must not make "007" 7 or "3.0" and "3" one value."""
+    import pandas as pd
+
+    from test_ledger import T1
+    from pipeline.ledger import FileRecord, SheetRecord
+
+    rows = [("01", "3", 3.0, "True", "7"), ("1", "3.0", 3.0, "false", "07"), ("1.0", "007", 7.0, "1", "1e5"),
+            ("2", "-0", 0.0, "0", "-1"), ("10", "1e5", 5.5, "TRUE", "0x1F")]
+    record = FileRecord(sha256="n", name="1.xlsx", original_path="/in/1", size=1, received_at=T1, saved_at=T1,
+                        archive_path="/a/1", period=PERIOD, system="community", assessor="007", format="xlsx",
+                        status="accepted", sheets=[SheetRecord("1", "007", "0012", True, rows)])
+    frames = {}
+    for where in (tmp_path / "l.sqlite", pg_url):
+        with Ledger(where) as ledger:
+            ledger.add_file(record)
+            frames[str(where)] = ledger.accepted_scores(PERIOD, "community")
+    lite, pg = frames.values()
+    pd.testing.assert_frame_equal(pg, lite, check_exact=True)
+    assert pg[["item", "raw", "score", "remark", "cell"]].values.tolist() == [list(r) for r in rows]
+    assert pg[["assessor", "subject", "sheet"]].iloc[0].tolist() == ["007", "0012", "1"]
+
+
+def test_a_failed_score_read_on_postgres_is_a_plain_error(pg_url):
+    """A role that may read sheets but not scores (a misconfigured office): the COPY of the scores
+    fails inside the report's snapshot, and the office gets one plain sentence, not a traceback."""
+    import psycopg
+
+    from pipeline.errors import OutputError
+
+    with Ledger(pg_url) as ledger:
+        for record in _hostile_round()[:1]:
+            ledger.add_file(record)
+    role = f"reader_{os.getpid()}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+        conn.execute(f"REVOKE SELECT ON scores FROM {role}")
+    try:
+        url = pg_url.replace("//happyhome@", f"//{role}@")
+        with Ledger(url) as ledger, ledger.snapshot():
+            with pytest.raises(OutputError, match=r"无法读取台账 .*scores"):
+                ledger.accepted_scores(PERIOD, "community")
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}")
+            conn.execute(f"DROP ROLE {role}")

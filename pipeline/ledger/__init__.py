@@ -291,14 +291,19 @@ class Ledger:
         return None if row is None else dict(zip([d[0] for d in cur.description], row))
 
     def frame(self, sql: str, params: tuple = (), chunksize: int | None = None) -> pd.DataFrame:
-        """A query as a frame. With `chunksize`, rows are read in chunks and every repeated text
-        is shared: SQLite hands back a new string object per row, which for a national month's
-        760,000 scores x 9 text columns is most of a gigabyte."""
+        """A query as a frame, its rows fetched as they are read (on PostgreSQL the driver does not
+        hold a national month's 40,000 sheets twice, as a result and as rows). With `chunksize`,
+        rows are read in chunks and every repeated text is shared: SQLite hands back a new string
+        object per row, which for a national month's 760,000 scores x 9 text columns is most of
+        a gigabyte."""
         import pandas as pd
 
         if chunksize is None:
-            cur = self._db.execute(sql, params)
-            return _records(cur.fetchall(), [d[0] for d in cur.description])
+            with self._streamed(sql, params) as cur:
+                rows = []
+                while chunk := cur.fetchmany(10_000):
+                    rows += chunk
+                return _records(rows, [d[0] for d in cur.description])
         parts = []
         with self._streamed(sql, params) as cur:
             columns = [d[0] for d in cur.description]
@@ -338,11 +343,7 @@ class Ledger:
             f"""SELECT s.id, s.period, s.system, s.assessor, s.subject, f.name AS file, s.sheet, f.sha256
                 FROM sheets s JOIN files f ON f.id = s.file_id WHERE {where} ORDER BY s.id""",
             (period, system))
-        scores = self.frame(
-            f"""SELECT c.sheet_id, c.item, c.raw, c.score, c.remark, c.cell
-                FROM scores c JOIN sheets s ON s.id = c.sheet_id WHERE {where}
-                ORDER BY s.subject, s.assessor, c.id""",
-            (period, system), chunksize=50_000)
+        scores = self._round_scores(where, (period, system))
         if not len(scores):
             frame = _records([], list(ACCEPTED))
         else:
@@ -362,6 +363,16 @@ class Ledger:
                 frame.loc[hit, "score"] = found["new_score"].to_numpy(dtype=float)
                 frame.loc[hit, "correction"] = found["id"].to_numpy()
         return frame
+
+    def _round_scores(self, where: str, params: tuple) -> pd.DataFrame:
+        """The score rows of the sheets `where` selects (`s` is the sheet): sheet_id, item, raw, score,
+        remark, cell, by subject, assessor, then the order they were entered. An engine may read
+        them its own way (PostgreSQL: COPY) but must give the same frame, dtypes and order."""
+        return self.frame(
+            f"""SELECT c.sheet_id, c.item, c.raw, c.score, c.remark, c.cell
+                FROM scores c JOIN sheets s ON s.id = c.sheet_id WHERE {where}
+                ORDER BY s.subject, s.assessor, c.id""",
+            params, chunksize=50_000)
 
     def self_scores(self, period: str, system: str) -> pd.DataFrame:
         """The round's self-assessment scores (the subject's latest accepted self sheet): subject,
