@@ -8,7 +8,9 @@ atomically. Every text that came from an assessor or the roster is written as te
 from __future__ import annotations
 
 import csv
+import io
 import math
+import os
 import re
 import unicodedata
 from collections import Counter
@@ -17,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 import xlsxwriter
 
@@ -35,6 +38,7 @@ from pipeline import selfcheck
 from pipeline.status import CONFLICT, NOT_RECEIVED, StatusResult, round_status
 from pipeline.scoring import BY_COLUMNS, FLAG_KINDS, METHODS, RoundResult, half_up, rounding_note, score_round
 from pipeline.systems import LEVEL1, System, load_system
+from pipeline.workers import Background
 
 ACCEPTANCE = "验收"  # the stage whose report also judges 通过 / 整改后复验 / 不通过 (pipeline.acceptance)
 RANK_HEAD = ["排名", "编号", "名称", "类型", "省份", "城市", "总分", "等级", "评估人数"]
@@ -239,41 +243,46 @@ def rank_columns(res: RoundResult) -> tuple[list[str], list[list]]:
     return header, rows
 
 
-def write_summary(path: Path, res: RoundResult, *, period: str, detail: "pd.DataFrame | int", files: list[dict],
-                  generated: datetime, detail_max_rows: int = 100_000, detail_csv: str = "",
-                  selection: "selecting.Selection | None" = None, register: list[list] | None = None,
-                  acceptance=None, comparison: "selfcheck.SelfComparison | None" = None,
-                  declared: list | None = None) -> Path:
-    """The summary workbook (xlsxwriter), written atomically; a 遴选 round's starts with 遴选结果,
-    and `acceptance` (a 验收 round's `acceptance.AcceptanceResult`) adds 验收结果 after 排名.
+def write_summary(path: Path, res: RoundResult, **options) -> Path:
+    """The summary workbook, written atomically; `options` are `summary_book`'s."""
+    with atomic_path(path) as tmp:
+        summary_book(tmp, res, **options)
+    return path
+
+
+def summary_book(tmp: Path, res: RoundResult, *, period: str, detail: "pd.DataFrame | int", files: list[dict],
+                 generated: datetime, detail_max_rows: int = 100_000, detail_csv: str = "",
+                 selection: "selecting.Selection | None" = None, register: list[list] | None = None,
+                 acceptance=None, comparison: "selfcheck.SelfComparison | None" = None,
+                 declared: list | None = None) -> None:
+    """The summary workbook (xlsxwriter), written to `tmp` (`write_summary` makes it atomic); a
+    遴选 round's starts with 遴选结果, and `acceptance` (a 验收 round's `acceptance.AcceptanceResult`) adds 验收结果 after 排名.
     `detail` is the 评分明细 table, or only its number of rows when that is above `detail_max_rows`
     (the sheet then says where the table is). `declared` (the round's declared conflicts,
     `StatusResult.declarations`) is counted per assessor in the 评估人 sheet's 声明回避 column."""
     system = res.system
-    with atomic_path(path) as tmp:
-        book = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False})
-        book.set_properties({"title": f"{system.name} {period} 评估汇总", "author": "happyhome", "created": generated})
-        f = _formats(book, res.params["rank_decimals"])
-        if selection is not None:
-            selecting.write_result_sheet(book, f, selection)
-        _rank_sheet(book, f, res)
-        if acceptance is not None:
-            from pipeline.acceptance import write_result_sheet
+    book = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False})
+    book.set_properties({"title": f"{system.name} {period} 评估汇总", "author": "happyhome", "created": generated})
+    f = _formats(book, res.params["rank_decimals"])
+    if selection is not None:
+        selecting.write_result_sheet(book, f, selection)
+    _rank_sheet(book, f, res)
+    if acceptance is not None:
+        from pipeline.acceptance import write_result_sheet
 
-            write_result_sheet(book, f, acceptance)
-        _chart_sheet(book, f, res)
-        _items_sheet(book, f, res, comparison)
-        if comparison is not None:
-            _self_sheet(book, f, res, comparison)
-        _scores_sheet(book, f, detail, detail_max_rows, detail_csv)
-        _assessor_sheet(book, f, res, files, declared)
-        _flags_sheet(book, f, res)
-        if res.calibrated:
-            _changes_sheet(book, f, res)
-        _corrections_sheet(book, f, register or [])
-        _about_sheet(book, f, res, period=period, files=files, generated=generated)
-        book.close()
-    return path
+        write_result_sheet(book, f, acceptance)
+    _chart_sheet(book, f, res)
+    _items_sheet(book, f, res, comparison)
+    if comparison is not None:
+        _self_sheet(book, f, res, comparison)
+    _scores_sheet(book, f, detail, detail_max_rows, detail_csv)
+    _assessor_sheet(book, f, res, files, declared)
+    _flags_sheet(book, f, res)
+    if res.calibrated:
+        _changes_sheet(book, f, res)
+    _corrections_sheet(book, f, register or [])
+    _about_sheet(book, f, res, period=period, files=files, generated=generated)
+    book.close()
 
 
 def _rank_sheet(book, f, res: RoundResult) -> None:
@@ -459,38 +468,45 @@ def _corrections_sheet(book, f, rows: list[list]) -> None:
         sh.ws.write_string(2, 0, "本期没有更正记录。", f["text"])
 
 
-def _inert_column(column: pd.Series) -> pd.Series:
-    """`inert_csv` over a column, judged once per distinct value: a national month's 760,000
-    rows hold a few thousand distinct texts, and most columns none that needs the quote."""
-    bad = [v for v in pd.unique(column) if isinstance(v, str) and inert_csv(v) is not v]
-    if not bad:
-        return column
-    hit = column.isin(bad)
-    out = column.astype(object)
-    out[hit] = [inert_csv(v) for v in column[hit]]
-    return out
+def csv_fields(values: Iterable) -> list[str]:
+    """Each value as the csv module writes it in a row (QUOTE_MINIMAL: quoted when it holds a
+    comma, quote or line break; None and "" blank), made by the csv module itself, one at a time."""
+    buffer = io.StringIO()
+    out = csv.writer(buffer, lineterminator="\n")
+    texts = []
+    for value in values:
+        if value is None or (isinstance(value, str) and not value):  # alone in a row: written ""
+            texts.append("")
+            continue
+        buffer.seek(0)
+        buffer.truncate()
+        out.writerow([value])
+        texts.append(buffer.getvalue()[:-1])
+    return texts
 
 
-def _number_column(column: pd.Series) -> pd.Series:
-    """Numbers as "%.10g" text (blank for none), formatted once per distinct value."""
-    shown = {v: "%.10g" % v for v in pd.unique(column.dropna())}
-    return column.map(shown).astype(object).where(column.notna(), "")
+def _csv_column(column: pd.Series, number: bool = False) -> np.ndarray:
+    """A column as CSV field texts, each distinct value quoted (and made inert) once: a national
+    month's 760,000 rows hold a few thousand distinct texts. Numbers as "%.10g"; blank for none."""
+    codes, distinct = pd.factorize(column)  # none (NaN, None, NA) is code -1: the blank at the end
+    texts = ["%.10g" % v for v in distinct] if number else csv_fields(inert_csv(v) for v in distinct)
+    return np.array(texts + [""], dtype=object)[codes]
 
 
 def write_detail_csv(path: Path, detail: "pd.DataFrame | Iterable[pd.DataFrame]") -> Path:
     """Every accepted score as UTF-8 CSV with a byte-order mark; text cells made inert. `detail`
     is the 评分明细 frame, or its parts in order (a national month's is built a slice at a time)."""
-    # The csv module straight from the columns, as pandas' to_csv would write them (QUOTE_MINIMAL,
-    # "\n", blanks for none), at a fraction of its time and without a second frame of text.
+    # The bytes pandas' to_csv (and the csv module) would write (QUOTE_MINIMAL, "\n", blanks for
+    # none), but each distinct value is quoted once and the lines are joined whole: a third of
+    # the csv module's time over 760,000 x 17 cells, and no second frame of text.
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8-sig", newline="") as fh:
-            out = csv.writer(fh, lineterminator="\n")
-            out.writerow(DETAIL_HEAD)
+            fh.write(",".join(csv_fields(DETAIL_HEAD)) + "\n")
             for part in [detail] if isinstance(detail, pd.DataFrame) else detail:
-                columns = [_number_column(part[name]) if name in ("得分", "原分")
-                           else _inert_column(part[name]).fillna("") for name in DETAIL_HEAD]
-                for start in range(0, len(part), 50_000):  # in slices: one list of the cells at a time
-                    out.writerows(zip(*(c.iloc[start:start + 50_000].tolist() for c in columns)))
+                columns = [_csv_column(part[name], number=name in ("得分", "原分")) for name in DETAIL_HEAD]
+                for start in range(0, len(part), 50_000):  # in slices: one text of ~10 MB at a time
+                    fh.write("".join(line + "\n" for line in map(",".join, zip(*(c[start:start + 50_000]
+                                                                                  for c in columns)))))
     return path
 
 
@@ -668,6 +684,13 @@ def nothing_collected(ws: Workspace, system: System, period: str, n_files: int) 
                        options=cli_args(period))
 
 
+def summary_apart(ws: Workspace, n_scores: int) -> bool:
+    """Whether the summary workbook is written by a second process: a round of at least
+    `report.parallel_min_scores` scores (0: never), on a machine with a second core."""
+    least = ws["report"]["parallel_min_scores"]
+    return 0 < least <= n_scores and (os.cpu_count() or 1) > 1
+
+
 def report(
     ws: Workspace,
     system: str | System,
@@ -713,38 +736,41 @@ def report(
         people = {code: a.name for code, a in roster.assessors.items()} if roster else {}
         accepted = acceptance.judge(result, scores, people, ws.settings)
     comparison = selfcheck.compare(result, own, ws["scoring"]["self_gap_points"])
-    if len(scores) > ws["report"]["detail_max_rows"]:
-        # Too long for the sheet, so only the CSV needs it: built and written a slice at a time
-        # (760,000 rows x 17 columns at once would be another 100 MB at the report's peak).
-        detail = len(scores)
-        detail_csv = write_detail_csv(out / f"scores-{system.id}.csv",
-                                      (detail_frame(result, scores.iloc[i:i + DETAIL_SLICE], roster, fixes)
-                                       for i in range(0, len(scores), DETAIL_SLICE)))
-    else:
-        detail = detail_frame(result, scores, roster, fixes)
-        detail_csv = write_detail_csv(out / f"scores-{system.id}.csv", detail)
-    summary = write_summary(out / f"summary-{system.id}.xlsx", result, period=period, detail=detail, files=files,
-                            generated=generated, detail_max_rows=ws["report"]["detail_max_rows"],
-                            detail_csv=detail_csv.name, selection=chosen,
-                            register=amendments.register(fixes, roster, system), acceptance=accepted,
-                            comparison=comparison, declared=status.declarations)
-    results = write_results_csv(out / f"results-{system.id}.csv", result,
-                                comparison.totals if comparison is not None else None)
-    notice, publicity = (selecting.write_outputs(out, chosen, ws.settings, generated.date(), generated)
-                         if chosen is not None else (None, []))
-    context = digest_context(result, period=period, scores=scores, roster=roster, chase=chase, assigned=assigned,
-                             received=received, files=files, organiser=ws["round"]["organiser"], generated=generated,
-                             files_received=len(file_rows),
-                             selection=selecting.digest_part(chosen, notice) if chosen is not None else None,
-                             corrections=amendments.subject_notes(fixes, roster, system), layout=ws["report"])
-    context["method"]["declared"] = status.declared
-    if accepted is not None:
-        acceptance.write_outputs(accepted, out, system_id=system.id, system_name=system.name, period=period,
-                                 organiser=ws["round"]["organiser"], contact=ws["round"]["contact"], generated=generated)
-        context["acceptance"] = acceptance.digest_part(accepted, result)
-    if comparison is not None:
-        context["selfcheck"] = selfcheck.digest_part(comparison)
-    digest = write_digest(out / f"digest-{system.id}.html", context)
+    big = len(scores) > ws["report"]["detail_max_rows"]
+    # Too long for the sheet, so only the CSV needs it: built and written a slice at a time
+    # (760,000 rows x 17 columns at once would be another 100 MB at the report's peak).
+    detail = len(scores) if big else detail_frame(result, scores, roster, fixes)
+    detail_csv = out / f"scores-{system.id}.csv"
+    book = dict(period=period, detail=detail, files=files, generated=generated,
+                detail_max_rows=ws["report"]["detail_max_rows"], detail_csv=detail_csv.name, selection=chosen,
+                register=amendments.register(fixes, roster, system), acceptance=accepted, comparison=comparison,
+                declared=status.declarations)
+    summary = out / f"summary-{system.id}.xlsx"
+    # A large round's summary workbook is written by a second process meanwhile (a national month:
+    # 5 of the report's 17 s, the CSVs and the digest about as long).
+    with atomic_path(summary) as tmp, Background(summary_book, tmp, result, **book,
+                                                 enabled=summary_apart(ws, len(scores))) as writing:
+        write_detail_csv(detail_csv, (detail_frame(result, scores.iloc[i:i + DETAIL_SLICE], roster, fixes)
+                                      for i in range(0, len(scores), DETAIL_SLICE)) if big else detail)
+        results = write_results_csv(out / f"results-{system.id}.csv", result,
+                                    comparison.totals if comparison is not None else None)
+        notice, publicity = (selecting.write_outputs(out, chosen, ws.settings, generated.date(), generated)
+                             if chosen is not None else (None, []))
+        context = digest_context(result, period=period, scores=scores, roster=roster, chase=chase, assigned=assigned,
+                                 received=received, files=files, organiser=ws["round"]["organiser"],
+                                 generated=generated, files_received=len(file_rows),
+                                 selection=selecting.digest_part(chosen, notice) if chosen is not None else None,
+                                 corrections=amendments.subject_notes(fixes, roster, system), layout=ws["report"])
+        context["method"]["declared"] = status.declared
+        if accepted is not None:
+            acceptance.write_outputs(accepted, out, system_id=system.id, system_name=system.name, period=period,
+                                     organiser=ws["round"]["organiser"], contact=ws["round"]["contact"],
+                                     generated=generated)
+            context["acceptance"] = acceptance.digest_part(accepted, result)
+        if comparison is not None:
+            context["selfcheck"] = selfcheck.digest_part(comparison)
+        digest = write_digest(out / f"digest-{system.id}.html", context)
+        writing.result()
     return ReportResult(period=period, system=system, scores=result, summary=summary, csv=results, digest=digest,
                         detail_csv=detail_csv,
                         n_scores=len(scores), n_files=len(files), assigned=assigned, received=received,
