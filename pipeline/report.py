@@ -8,6 +8,7 @@ atomically. Every text that came from an assessor or the roster is written as te
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import os
@@ -114,7 +115,13 @@ def _missing(v) -> bool:
 
 def text_width(value) -> float:
     """Columns a text takes in Excel's units: a Chinese character is nearly two."""
-    return sum(1.8 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in str(value))
+    return _width(str(value))
+
+
+@functools.lru_cache(maxsize=65536)
+def _width(text: str) -> float:
+    # Cached: a sheet's columns repeat their texts (a national month's 排名 has 31 provinces).
+    return sum(1.8 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
 def _shown(value) -> str:
@@ -162,6 +169,25 @@ class _Sheet:
         else:
             self.ws.write_number(row, col, float(value), fmt)
 
+    def rows(self, first: int, rows: list[list], formats: list | None = None) -> None:
+        """`rows` from row `first` down, each cell as `put` writes it, in one tight loop: the
+        writer for the usual kinds of value (text, float, int) is chosen without `put`'s checks
+        (a national month's summary has 515,000 cells)."""
+        ws, put = self.ws, self.put
+        text, number, blank = ws.write_string, ws.write_number, ws.write_blank
+        for r, values in enumerate(rows, start=first):
+            for c, (value, fmt) in enumerate(zip(values, formats or [None] * len(values))):
+                kind = type(value)
+                if kind is str:
+                    text(r, c, value, fmt)
+                elif kind is float:
+                    if value == value:
+                        number(r, c, value, fmt)
+                    else:  # NaN
+                        blank(r, c, None, fmt)
+                else:
+                    put(r, c, value, fmt)
+
     def table(self, header: list[str], rows: list[list], formats: list | None = None, caps: list | None = None,
               freeze_cols: int = 0, first: int = 0) -> int:
         """Header, rows, filter, frozen header, print setup; returns the last row index.
@@ -173,12 +199,12 @@ class _Sheet:
         wraps = [c for c, fmt in enumerate(formats or []) if fmt is self.f["wrap"]]
         for c, h in enumerate(header):
             self.ws.write_string(first, c, h, self.f["head"])
-        for r, values in enumerate(rows, start=first + 1):
-            for c, v in enumerate(values):
-                self.put(r, c, v, formats[c] if formats else None)
-            lines = max((line_count(values[c], widths[c]) for c in wraps if isinstance(values[c], str)), default=1)
-            if lines > 1:
-                self.ws.set_row(r, 14 * lines + 2)
+        self.rows(first + 1, rows, formats)
+        for c in wraps:
+            for r, values in enumerate(rows, start=first + 1):
+                if isinstance(values[c], str) and line_count(values[c], widths[c]) > 1:
+                    tallest = max(line_count(values[k], widths[k]) for k in wraps if isinstance(values[k], str))
+                    self.ws.set_row(r, 14 * tallest + 2)
         last = first + max(len(rows), 1)
         self.ws.autofilter(first, 0, last, len(header) - 1)
         self.ws.freeze_panes(first + 1, freeze_cols)
@@ -236,11 +262,10 @@ def rank_columns(res: RoundResult) -> tuple[list[str], list[list]]:
     if res.calibrated:
         extra += [("校准总分", "calibrated_total"), ("校准排名", "calibrated_rank")]
     header += [h for h, _ in extra]
-    rows = []
-    for r in res.subjects.to_dict("records"):
-        rows.append([r["rank"], r["subject"], r["name"], r["type"], r["province"], r["city"], r["total"], r["grade"],
-                     r["n_assessors"], *[r[n] for n in level2], r["flags"], *[r[k] for _, k in extra]])
-    return header, rows
+    keys = ["rank", "subject", "name", "type", "province", "city", "total", "grade", "n_assessors", *level2, "flags",
+            *[k for _, k in extra]]
+    # Column by column (as Python values, like to_dict's records), then zipped into rows.
+    return header, [list(row) for row in zip(*(res.subjects[k].tolist() for k in keys))]
 
 
 def write_summary(path: Path, res: RoundResult, **options) -> Path:
@@ -510,10 +535,10 @@ def write_detail_csv(path: Path, detail: "pd.DataFrame | Iterable[pd.DataFrame]"
     return path
 
 
-def form_check(files: list[dict], assessor: str) -> str:
-    """表格验证 of one assessor: whether every file that counts for them was verified as this
-    office's form (已验证), or how many were not (未验证 1 份，未签名 2 份)."""
-    own = Counter(item.get("verified", "") for item in files if item["assessor"] == assessor)
+def form_check(own: Counter) -> str:
+    """表格验证 of one assessor, from the counts of the files that count for them by `verified`:
+    whether every one was verified as this office's form (已验证), or how many were not (未验证 1
+    份，未签名 2 份)."""
     if not own:
         return ""
     parts = [f"{text} {own[kind]} 份" for kind, text in (("unverified", "未验证"), ("unsigned", "未签名"),
@@ -536,8 +561,11 @@ def _assessor_sheet(book, f, res: RoundResult, files: list[dict] | None = None, 
     # forms that could not be verified as this office's.
     header.append("表格验证")
     fmts.append(f["text"])
+    verified: dict[str, Counter] = {}  # per assessor, in one pass (2,000 assessors x 2,000 files)
+    for item in files or []:
+        verified.setdefault(item["assessor"], Counter())[item.get("verified", "")] += 1
     for row, code in zip(rows, a["assessor"]):
-        row.append(form_check(files or [], code))
+        row.append(form_check(verified.get(code, Counter())))
     # 声明回避: how many subjects the assessor declared a conflict with (回避 = 是), not scored.
     per = Counter(d.assessor for d in declared or [])
     header.append("声明回避")
@@ -633,9 +661,7 @@ def _about_sheet(book, f, res: RoundResult, *, period: str, files: list[dict], g
     sh.ws.write_string(start, 0, "计入评分的文件", f["title"])
     for c, h in enumerate(head):
         sh.ws.write_string(start + 1, c, h, f["head"])
-    for r, values in enumerate(listing, start=start + 2):
-        for c, (key, value) in enumerate(zip(keys, values)):
-            sh.put(r, c, value, f["int"] if key == "n" else f["text"])
+    sh.rows(start + 2, listing, [f["int"] if key == "n" else f["text"] for key in keys])
     sh.ws.freeze_panes(1, 0)
     sh.print_setup(0)
 
