@@ -710,9 +710,10 @@ def nothing_collected(ws: Workspace, system: System, period: str, n_files: int) 
                        options=cli_args(period))
 
 
-def summary_apart(ws: Workspace, n_scores: int) -> bool:
-    """Whether the summary workbook is written by a second process: a round of at least
-    `report.parallel_min_scores` scores (0: never), on a machine with a second core."""
+def second_process(ws: Workspace, n_scores: int) -> bool:
+    """Whether a round is large enough for a second process to share the report's work (half the
+    bootstrap's replicates, then the summary workbook): at least `report.parallel_min_scores`
+    scores (0: never), on a machine with a second core."""
     least = ws["report"]["parallel_min_scores"]
     return 0 < least <= n_scores and (os.cpu_count() or 1) > 1
 
@@ -749,7 +750,8 @@ def report(
         # The 临界 flags of a 遴选 round are about its own line: the places, not calibration.selection_top.
         settings = {**settings, "calibration": {**settings["calibration"],
                                                 "selection_top": selecting.places_for(settings, system)}}
-    result = score_round(scores, system, roster, settings, method=method, by=by, calibrate=calibrate)
+    apart = second_process(ws, len(scores))
+    result = score_round(scores, system, roster, settings, method=method, by=by, calibrate=calibrate, apart=apart)
     chase, assigned, received = chase_list(status), status.assigned, status.received
     files = _files(scores, file_rows)
     generated = generated or datetime.now().replace(microsecond=0)
@@ -774,8 +776,7 @@ def report(
     summary = out / f"summary-{system.id}.xlsx"
     # A large round's summary workbook is written by a second process meanwhile (a national month:
     # 5 of the report's 17 s, the CSVs and the digest about as long).
-    with atomic_path(summary) as tmp, Background(summary_book, tmp, result, **book,
-                                                 enabled=summary_apart(ws, len(scores))) as writing:
+    with atomic_path(summary) as tmp, Background(summary_book, tmp, result, **book, enabled=apart) as writing:
         write_detail_csv(detail_csv, (detail_frame(result, scores.iloc[i:i + DETAIL_SLICE], roster, fixes)
                                       for i in range(0, len(scores), DETAIL_SLICE)) if big else detail)
         results = write_results_csv(out / f"results-{system.id}.csv", result,
