@@ -39,7 +39,7 @@ from pipeline import selfcheck
 from pipeline.status import CONFLICT, NOT_RECEIVED, StatusResult, round_status
 from pipeline.scoring import BY_COLUMNS, FLAG_KINDS, METHODS, RoundResult, half_up, rounding_note, score_round
 from pipeline.systems import LEVEL1, System, load_system
-from pipeline.workers import Background
+from pipeline.workers import Background, start_method
 
 ACCEPTANCE = "验收"  # the stage whose report also judges 通过 / 整改后复验 / 不通过 (pipeline.acceptance)
 RANK_HEAD = ["排名", "编号", "名称", "类型", "省份", "城市", "总分", "等级", "评估人数"]
@@ -751,7 +751,10 @@ def report(
         settings = {**settings, "calibration": {**settings["calibration"],
                                                 "selection_top": selecting.places_for(settings, system)}}
     apart = second_process(ws, len(scores))
-    result = score_round(scores, system, roster, settings, method=method, by=by, calibrate=calibrate, apart=apart)
+    # Half the bootstrap goes apart only where a process starts at once (fork): a spawned one
+    # (Windows) takes longer to import pandas than that half takes (about 1 s at national size).
+    result = score_round(scores, system, roster, settings, method=method, by=by, calibrate=calibrate,
+                         apart=apart and start_method() == "fork")
     chase, assigned, received = chase_list(status), status.assigned, status.received
     files = _files(scores, file_rows)
     generated = generated or datetime.now().replace(microsecond=0)
