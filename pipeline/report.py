@@ -390,11 +390,13 @@ def _items_sheet(book, f, res: RoundResult, comparison: "selfcheck.SelfCompariso
     # not a lookup per subject (10,000 of them in a national month).
     wide = wide.reindex(index=res.subjects["subject"], columns=[i.code for i in items]).to_numpy().tolist()
     rows = [full]
-    for r, got in zip(res.subjects.to_dict("records"), wide):
-        row = ([r["subject"], r["name"], r["total"]] + got + [r[level] for level in LEVEL1])
+    subjects = res.subjects
+    for code, name, total, got, *levels in zip(*(subjects[k].tolist() for k in ("subject", "name", "total")), wide,
+                                               *(subjects[level].tolist() for level in LEVEL1)):
+        row = [code, name, total] + got + levels
         if comparison is not None:
-            row += [comparison.totals.get(r["subject"], math.nan)] + [
-                comparison.by_item.get((r["subject"], i.code), math.nan) for i in items]
+            row += [comparison.totals.get(code, math.nan)] + [comparison.by_item.get((code, i.code), math.nan)
+                                                              for i in items]
         rows.append(row)
     extra = len(header) - 3 - len(items) - len(LEVEL1)
     fmts = [f["center"], f["text"], f["bold_num"]] + [f["num"]] * (len(items) + len(LEVEL1) + extra)
