@@ -7,12 +7,13 @@ Every function is pure: ``totals`` is a DataFrame with columns ``subject``,
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
-from scipy.sparse.csgraph import connected_components
-from scipy.sparse.linalg import lsqr
+
+if TYPE_CHECKING:  # scipy is imported where assessor effects are fitted: a report seldom needs it
+    from scipy import sparse
 
 LSQR_ROWS = 20_000  # above this, solve the sparse design iteratively
 NOTE_INSEPARABLE = "与其他评估人没有共同评估对象，无法估计"
@@ -26,6 +27,9 @@ def _clean(totals: pd.DataFrame) -> pd.DataFrame:
 
 def _components(a: np.ndarray, s: np.ndarray, n_a: int, n_s: int) -> tuple[int, np.ndarray]:
     """Component id (1-based) of each assessor in the assessor–subject graph."""
+    from scipy import sparse
+    from scipy.sparse.csgraph import connected_components
+
     graph = sparse.coo_matrix((np.ones(len(a)), (a, n_a + s)), shape=(n_a + n_s,) * 2)
     count, labels = connected_components(graph, directed=False)
     # Every subject hangs off some assessor, so the assessor labels are all of them.
@@ -34,6 +38,8 @@ def _components(a: np.ndarray, s: np.ndarray, n_a: int, n_s: int) -> tuple[int, 
 
 def _within_subject_design(a: np.ndarray, s: np.ndarray, n_a: int, n_s: int) -> sparse.csr_matrix:
     """Assessor indicators minus their subject means (subject effects projected out)."""
+    from scipy import sparse
+
     n = len(a)
     ind = sparse.csr_matrix((np.ones(n), (np.arange(n), a)), shape=(n, n_a))
     by_subject = sparse.csr_matrix((np.ones(n), (s, np.arange(n))), shape=(n_s, n))
@@ -44,6 +50,8 @@ def _within_subject_design(a: np.ndarray, s: np.ndarray, n_a: int, n_s: int) -> 
 
 def _fit(design: sparse.csr_matrix, y: np.ndarray) -> np.ndarray:
     """Minimum-norm least-squares solution."""
+    from scipy.sparse.linalg import lsqr
+
     if design.shape[0] > LSQR_ROWS:
         return lsqr(design, y, atol=1e-12, btol=1e-12, iter_lim=10 * design.shape[1] + 100)[0]
     return np.linalg.lstsq(design.toarray(), y, rcond=None)[0]
