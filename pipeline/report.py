@@ -779,30 +779,32 @@ def report(
                 register=amendments.register(fixes, roster, system), acceptance=accepted, comparison=comparison,
                 declared=status.declarations)
     summary = out / f"summary-{system.id}.xlsx"
-    # A large round's summary workbook is written by a second process meanwhile (a national month:
-    # 5 of the report's 17 s, the CSVs and the digest about as long).
+    # A large round's summary workbook is written by a second process while this one writes the
+    # CSVs and works out the digest (a national month: each about 3 s). The digest, the 公示 and the
+    # 验收 documents are written once the summary is in place, as they always were: a summary that
+    # cannot be written (a full disk) leaves them as they were.
     with atomic_path(summary) as tmp, Background(summary_book, tmp, result, **book, enabled=apart) as writing:
         write_detail_csv(detail_csv, (detail_frame(result, scores.iloc[i:i + DETAIL_SLICE], roster, fixes)
                                       for i in range(0, len(scores), DETAIL_SLICE)) if big else detail)
         results = write_results_csv(out / f"results-{system.id}.csv", result,
                                     comparison.totals if comparison is not None else None)
-        notice, publicity = (selecting.write_outputs(out, chosen, ws.settings, generated.date(), generated)
-                             if chosen is not None else (None, []))
         context = digest_context(result, period=period, scores=scores, roster=roster, chase=chase, assigned=assigned,
                                  received=received, files=files, organiser=ws["round"]["organiser"],
                                  generated=generated, files_received=len(file_rows),
-                                 selection=selecting.digest_part(chosen, notice) if chosen is not None else None,
                                  corrections=amendments.subject_notes(fixes, roster, system), layout=ws["report"])
-        context["method"]["declared"] = status.declared
-        if accepted is not None:
-            acceptance.write_outputs(accepted, out, system_id=system.id, system_name=system.name, period=period,
-                                     organiser=ws["round"]["organiser"], contact=ws["round"]["contact"],
-                                     generated=generated)
-            context["acceptance"] = acceptance.digest_part(accepted, result)
-        if comparison is not None:
-            context["selfcheck"] = selfcheck.digest_part(comparison)
-        digest = write_digest(out / f"digest-{system.id}.html", context)
         writing.result()
+    context["method"]["declared"] = status.declared
+    notice, publicity = (selecting.write_outputs(out, chosen, ws.settings, generated.date(), generated)
+                         if chosen is not None else (None, []))
+    if chosen is not None:
+        context["selection"] = selecting.digest_part(chosen, notice)
+    if accepted is not None:
+        acceptance.write_outputs(accepted, out, system_id=system.id, system_name=system.name, period=period,
+                                 organiser=ws["round"]["organiser"], contact=ws["round"]["contact"], generated=generated)
+        context["acceptance"] = acceptance.digest_part(accepted, result)
+    if comparison is not None:
+        context["selfcheck"] = selfcheck.digest_part(comparison)
+    digest = write_digest(out / f"digest-{system.id}.html", context)
     return ReportResult(period=period, system=system, scores=result, summary=summary, csv=results, digest=digest,
                         detail_csv=detail_csv,
                         n_scores=len(scores), n_files=len(files), assigned=assigned, received=received,

@@ -36,7 +36,8 @@ REMARKS = {("E01", "C001", "C01"): "=1+1", ("E02", "C001", "C02"): 'a "quoted", 
 OUTPUTS = ("summary-community.xlsx", "results-community.csv", "scores-community.csv", "digest-community.html")
 
 
-def _report(root: Path, parallel_min_scores: int, method: str = "trimmed") -> dict[str, bytes]:
+def _report(root: Path, parallel_min_scores: int, method: str = "trimmed",
+            generated: datetime = GENERATED) -> dict[str, bytes]:
     """Report the round with `report.parallel_min_scores` set; the outputs' bytes by name."""
     config = root / "happyhome.toml"
     text = config.read_text(encoding="utf-8")
@@ -45,7 +46,7 @@ def _report(root: Path, parallel_min_scores: int, method: str = "trimmed") -> di
                       encoding="utf-8")
     ws = Workspace.open(root)
     assert reporting.second_process(ws, 100) is (parallel_min_scores == 1 and (os.cpu_count() or 1) > 1)
-    report(ws, "community", PERIOD, method=method, generated=GENERATED)
+    report(ws, "community", PERIOD, method=method, generated=generated)
     out = root / "output" / PERIOD
     leftovers = [p.name for p in out.iterdir() if p.name.startswith(".")]
     assert not leftovers, leftovers  # no temporary file of an atomic write left behind
@@ -110,6 +111,7 @@ def test_the_mean_method_too(workspace):
 
 def test_a_failing_summary_fails_the_report_and_leaves_nothing_half_written(workspace, monkeypatch):
     add_returns(workspace, shares=SHARES, remarks=REMARKS)
+    before = _report(workspace, 0)
     main = os.getpid()
 
     def broken(tmp, res, **options):
@@ -117,11 +119,13 @@ def test_a_failing_summary_fails_the_report_and_leaves_nothing_half_written(work
 
     monkeypatch.setattr(reporting, "summary_book", broken)  # forked: the second process runs it
     with pytest.raises(OutputError, match="the disk is full") as caught:
-        _report(workspace, 1)
+        _report(workspace, 1, generated=datetime(2026, 12, 2, 10))  # a digest of its own, were it written
     assert f"in process {main})" not in str(caught.value)  # it was the second process's error
     assert any("background process" in note for note in caught.value.__notes__)
     out = workspace / "output" / PERIOD
-    assert not (out / "summary-community.xlsx").exists()
+    # the previous summary and digest stand (the CSVs may be new, and whole); no temporary file
+    for name in ("summary-community.xlsx", "digest-community.html"):
+        assert (out / name).read_bytes() == before[name], name
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
 
 
