@@ -19,7 +19,9 @@ so everything it needs travels as arguments that pickle: the target is a module-
 the context, the caps and the terminal language are passed explicitly.
 
 The module knows nothing of workbooks: it runs `target(data, name, context)` and returns what
-it returns (which must pickle).
+it returns (which must pickle). `Background` is the other use of a second process: one call of
+our own code (`report`'s summary workbook, half its bootstrap) beside the main process, on a
+large round, to use the second core.
 """
 
 from __future__ import annotations
