@@ -7,12 +7,13 @@ Every function is pure: ``totals`` is a DataFrame with columns ``subject``,
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
-from scipy.sparse.csgraph import connected_components
-from scipy.sparse.linalg import lsqr
+
+if TYPE_CHECKING:  # scipy is imported where assessor effects are fitted: a report seldom needs it
+    from scipy import sparse
 
 LSQR_ROWS = 20_000  # above this, solve the sparse design iteratively
 NOTE_INSEPARABLE = "与其他评估人没有共同评估对象，无法估计"
@@ -26,6 +27,9 @@ def _clean(totals: pd.DataFrame) -> pd.DataFrame:
 
 def _components(a: np.ndarray, s: np.ndarray, n_a: int, n_s: int) -> tuple[int, np.ndarray]:
     """Component id (1-based) of each assessor in the assessor–subject graph."""
+    from scipy import sparse
+    from scipy.sparse.csgraph import connected_components
+
     graph = sparse.coo_matrix((np.ones(len(a)), (a, n_a + s)), shape=(n_a + n_s,) * 2)
     count, labels = connected_components(graph, directed=False)
     # Every subject hangs off some assessor, so the assessor labels are all of them.
@@ -34,6 +38,8 @@ def _components(a: np.ndarray, s: np.ndarray, n_a: int, n_s: int) -> tuple[int, 
 
 def _within_subject_design(a: np.ndarray, s: np.ndarray, n_a: int, n_s: int) -> sparse.csr_matrix:
     """Assessor indicators minus their subject means (subject effects projected out)."""
+    from scipy import sparse
+
     n = len(a)
     ind = sparse.csr_matrix((np.ones(n), (np.arange(n), a)), shape=(n, n_a))
     by_subject = sparse.csr_matrix((np.ones(n), (s, np.arange(n))), shape=(n_s, n))
@@ -44,6 +50,8 @@ def _within_subject_design(a: np.ndarray, s: np.ndarray, n_a: int, n_s: int) -> 
 
 def _fit(design: sparse.csr_matrix, y: np.ndarray) -> np.ndarray:
     """Minimum-norm least-squares solution."""
+    from scipy.sparse.linalg import lsqr
+
     if design.shape[0] > LSQR_ROWS:
         return lsqr(design, y, atol=1e-12, btol=1e-12, iter_lim=10 * design.shape[1] + 100)[0]
     return np.linalg.lstsq(design.toarray(), y, rcond=None)[0]
@@ -127,8 +135,10 @@ def bootstrap(
     seed: int | None = 0,
     level: float = 0.90,
     trim_min: int | None = None,
+    apart: bool = False,
 ) -> pd.DataFrame:
-    """Percentile intervals for each subject's total and competition rank.
+    """Percentile intervals for each subject's total and competition rank; with `apart`, half
+    the replicates are worked out in a second process (`pipeline.workers.Background`).
 
     Resamples each subject's assessors with replacement; trimming needs at least
     three values so something is left after dropping the extremes.
@@ -165,19 +175,18 @@ def bootstrap(
             stop = min(n, start + step)
             packed[start:stop] = _pack(rng.integers(0, k, size=(stop - start, len(cols), k)), k)
         blocks.append((cols, table, int(k), trim, packed))
-    totals_tails = _Tails(n, q, len(values), float)
-    ranks_tails = _Tails(n, q, len(values), np.int32)
-    step = max(1, 500_000 // max(len(values), 1))  # replicates at a time: a few MB of each temporary
-    for start in range(0, n, step):
-        stop = min(n, start + step)
-        reps = np.empty((stop - start, len(values)))
-        for cols, table, k, trim, packed in blocks:
-            # table[column, draw] through flat positions: the same values, gathered faster
-            flat = _unpack(packed[start:stop], k)
-            flat += (np.arange(len(cols)) * k)[:, None]
-            reps[:, cols] = _centre(np.take(table.ravel(), flat), trim)
-        totals_tails.add(reps)
-        ranks_tails.add(_competition_ranks(reps))
+    if apart and n > 1:
+        # The replicates' draws are all made above; what is left is arithmetic on them, which
+        # splits exactly: each process keeps the tails of its half, and the tails merge.
+        from pipeline.workers import Background
+
+        with Background(_replicate_tails, blocks, n, q, len(values), n // 2, n) as other:
+            totals_tails, ranks_tails = _replicate_tails(blocks, n, q, len(values), 0, n // 2)
+            theirs = other.result()
+        totals_tails.merge(theirs[0])
+        ranks_tails.merge(theirs[1])
+    else:
+        totals_tails, ranks_tails = _replicate_tails(blocks, n, q, len(values), 0, n)
     total_lo, total_hi = totals_tails.ends()
     rank_lo, rank_hi = ranks_tails.ends()
     return pd.DataFrame({
@@ -187,6 +196,24 @@ def bootstrap(
         "rank_lo": rank_lo.astype(int),
         "rank_hi": rank_hi.astype(int),
     })
+
+
+def _replicate_tails(blocks: list, n: int, q: float, width: int, first: int, last: int) -> tuple["_Tails", "_Tails"]:
+    """The tails (`_Tails`) of the totals and of the ranks of replicates first..last-1 of `n`."""
+    totals_tails = _Tails(n, q, width, float)
+    ranks_tails = _Tails(n, q, width, np.int32)
+    step = max(1, 500_000 // max(width, 1))  # replicates at a time: a few MB of each temporary
+    for start in range(first, last, step):
+        stop = min(last, start + step)
+        reps = np.empty((stop - start, width))
+        for cols, table, k, trim, packed in blocks:
+            # table[column, draw] through flat positions: the same values, gathered faster
+            flat = _unpack(packed[start:stop], k)
+            flat += (np.arange(len(cols)) * k)[:, None]
+            reps[:, cols] = _centre(np.take(table.ravel(), flat), trim)
+        totals_tails.add(reps)
+        ranks_tails.add(_competition_ranks(reps))
+    return totals_tails, ranks_tails
 
 
 PACK_MAX = 15  # 15**15 < 2**63: larger panels keep their draws unpacked, one small integer each
@@ -236,14 +263,22 @@ class _Tails:
         self.large = np.empty((width, 0), dtype=dtype)
 
     def add(self, rows: np.ndarray) -> None:
+        self._keep(rows.T, rows.T)
+
+    def merge(self, other: "_Tails") -> None:
+        """Take in the tails of other replicates of the same n (another process's share)."""
+        self._keep(other.small, other.large)
+
+    def _keep(self, small: np.ndarray, large: np.ndarray) -> None:
+        """Keep the smallest of `small` and the largest of `large` (columns as rows) with ours."""
         keep = self.lo_at + 1  # the smallest `keep`; the largest n - hi_at
-        small = np.concatenate([self.small, rows.T], axis=1)
+        small = np.concatenate([self.small, small], axis=1)
         if small.shape[1] > keep:
             small.partition(keep - 1, axis=1)  # in place: no second copy
             small = small[:, :keep].copy()
         self.small = small
         keep = self._n - self.hi_at
-        large = np.concatenate([self.large, rows.T], axis=1)
+        large = np.concatenate([self.large, large], axis=1)
         if large.shape[1] > keep:
             large.partition(large.shape[1] - keep, axis=1)
             large = large[:, large.shape[1] - keep:].copy()

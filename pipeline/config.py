@@ -171,7 +171,7 @@ def _validate(s: dict, path: Path) -> None:
         raise ConfigError(_("{path}: 'forms.reason_below_share' must be between 0 and 1, found {value!r}").format(
             path=path, value=s["forms"]["reason_below_share"]))
     for name, least in (("digest_full_max", 0), ("digest_page_rows", 1), ("digest_cards_each", 0),
-                        ("digest_cards_max", 0), ("digest_flags_max", 0)):
+                        ("digest_cards_max", 0), ("digest_flags_max", 0), ("parallel_min_scores", 0)):
         value = s["report"][name]
         if not (isinstance(value, int) and value >= least):
             raise ConfigError(_("{path}: 'report.{name}' must be a whole number of at least {least}, found {value!r}")

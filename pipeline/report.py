@@ -8,7 +8,10 @@ atomically. Every text that came from an assessor or the roster is written as te
 from __future__ import annotations
 
 import csv
+import functools
+import io
 import math
+import os
 import re
 import unicodedata
 from collections import Counter
@@ -17,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 import xlsxwriter
 
@@ -35,6 +39,7 @@ from pipeline import selfcheck
 from pipeline.status import CONFLICT, NOT_RECEIVED, StatusResult, round_status
 from pipeline.scoring import BY_COLUMNS, FLAG_KINDS, METHODS, RoundResult, half_up, rounding_note, score_round
 from pipeline.systems import LEVEL1, System, load_system
+from pipeline.workers import Background, start_method
 
 ACCEPTANCE = "验收"  # the stage whose report also judges 通过 / 整改后复验 / 不通过 (pipeline.acceptance)
 RANK_HEAD = ["排名", "编号", "名称", "类型", "省份", "城市", "总分", "等级", "评估人数"]
@@ -110,7 +115,13 @@ def _missing(v) -> bool:
 
 def text_width(value) -> float:
     """Columns a text takes in Excel's units: a Chinese character is nearly two."""
-    return sum(1.8 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in str(value))
+    return _width(str(value))
+
+
+@functools.lru_cache(maxsize=65536)
+def _width(text: str) -> float:
+    # Cached: a sheet's columns repeat their texts (a national month's 排名 has 31 provinces).
+    return sum(1.8 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
 def _shown(value) -> str:
@@ -158,6 +169,25 @@ class _Sheet:
         else:
             self.ws.write_number(row, col, float(value), fmt)
 
+    def rows(self, first: int, rows: list[list], formats: list | None = None) -> None:
+        """`rows` from row `first` down, each cell as `put` writes it, in one tight loop: the
+        writer for the usual kinds of value (text, float, int) is chosen without `put`'s checks
+        (a national month's summary has 515,000 cells)."""
+        ws, put = self.ws, self.put
+        text, number, blank = ws.write_string, ws.write_number, ws.write_blank
+        for r, values in enumerate(rows, start=first):
+            for c, (value, fmt) in enumerate(zip(values, formats or [None] * len(values))):
+                kind = type(value)
+                if kind is str:
+                    text(r, c, value, fmt)
+                elif kind is float:
+                    if value == value:
+                        number(r, c, value, fmt)
+                    else:  # NaN
+                        blank(r, c, None, fmt)
+                else:
+                    put(r, c, value, fmt)
+
     def table(self, header: list[str], rows: list[list], formats: list | None = None, caps: list | None = None,
               freeze_cols: int = 0, first: int = 0) -> int:
         """Header, rows, filter, frozen header, print setup; returns the last row index.
@@ -169,12 +199,12 @@ class _Sheet:
         wraps = [c for c, fmt in enumerate(formats or []) if fmt is self.f["wrap"]]
         for c, h in enumerate(header):
             self.ws.write_string(first, c, h, self.f["head"])
-        for r, values in enumerate(rows, start=first + 1):
-            for c, v in enumerate(values):
-                self.put(r, c, v, formats[c] if formats else None)
-            lines = max((line_count(values[c], widths[c]) for c in wraps if isinstance(values[c], str)), default=1)
-            if lines > 1:
-                self.ws.set_row(r, 14 * lines + 2)
+        self.rows(first + 1, rows, formats)
+        for c in wraps:
+            for r, values in enumerate(rows, start=first + 1):
+                if isinstance(values[c], str) and line_count(values[c], widths[c]) > 1:
+                    tallest = max(line_count(values[k], widths[k]) for k in wraps if isinstance(values[k], str))
+                    self.ws.set_row(r, 14 * tallest + 2)
         last = first + max(len(rows), 1)
         self.ws.autofilter(first, 0, last, len(header) - 1)
         self.ws.freeze_panes(first + 1, freeze_cols)
@@ -232,48 +262,52 @@ def rank_columns(res: RoundResult) -> tuple[list[str], list[list]]:
     if res.calibrated:
         extra += [("校准总分", "calibrated_total"), ("校准排名", "calibrated_rank")]
     header += [h for h, _ in extra]
-    rows = []
-    for r in res.subjects.to_dict("records"):
-        rows.append([r["rank"], r["subject"], r["name"], r["type"], r["province"], r["city"], r["total"], r["grade"],
-                     r["n_assessors"], *[r[n] for n in level2], r["flags"], *[r[k] for _, k in extra]])
-    return header, rows
+    keys = ["rank", "subject", "name", "type", "province", "city", "total", "grade", "n_assessors", *level2, "flags",
+            *[k for _, k in extra]]
+    # Column by column (as Python values, like to_dict's records), then zipped into rows.
+    return header, [list(row) for row in zip(*(res.subjects[k].tolist() for k in keys))]
 
 
-def write_summary(path: Path, res: RoundResult, *, period: str, detail: "pd.DataFrame | int", files: list[dict],
-                  generated: datetime, detail_max_rows: int = 100_000, detail_csv: str = "",
-                  selection: "selecting.Selection | None" = None, register: list[list] | None = None,
-                  acceptance=None, comparison: "selfcheck.SelfComparison | None" = None,
-                  declared: list | None = None) -> Path:
-    """The summary workbook (xlsxwriter), written atomically; a 遴选 round's starts with 遴选结果,
-    and `acceptance` (a 验收 round's `acceptance.AcceptanceResult`) adds 验收结果 after 排名.
+def write_summary(path: Path, res: RoundResult, **options) -> Path:
+    """The summary workbook, written atomically; `options` are `summary_book`'s."""
+    with atomic_path(path) as tmp:
+        summary_book(tmp, res, **options)
+    return path
+
+
+def summary_book(tmp: Path, res: RoundResult, *, period: str, detail: "pd.DataFrame | int", files: list[dict],
+                 generated: datetime, detail_max_rows: int = 100_000, detail_csv: str = "",
+                 selection: "selecting.Selection | None" = None, register: list[list] | None = None,
+                 acceptance=None, comparison: "selfcheck.SelfComparison | None" = None,
+                 declared: list | None = None) -> None:
+    """The summary workbook (xlsxwriter), written to `tmp` (`write_summary` makes it atomic); a
+    遴选 round's starts with 遴选结果, and `acceptance` (a 验收 round's `acceptance.AcceptanceResult`) adds 验收结果 after 排名.
     `detail` is the 评分明细 table, or only its number of rows when that is above `detail_max_rows`
     (the sheet then says where the table is). `declared` (the round's declared conflicts,
     `StatusResult.declarations`) is counted per assessor in the 评估人 sheet's 声明回避 column."""
     system = res.system
-    with atomic_path(path) as tmp:
-        book = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False})
-        book.set_properties({"title": f"{system.name} {period} 评估汇总", "author": "happyhome", "created": generated})
-        f = _formats(book, res.params["rank_decimals"])
-        if selection is not None:
-            selecting.write_result_sheet(book, f, selection)
-        _rank_sheet(book, f, res)
-        if acceptance is not None:
-            from pipeline.acceptance import write_result_sheet
+    book = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False})
+    book.set_properties({"title": f"{system.name} {period} 评估汇总", "author": "happyhome", "created": generated})
+    f = _formats(book, res.params["rank_decimals"])
+    if selection is not None:
+        selecting.write_result_sheet(book, f, selection)
+    _rank_sheet(book, f, res)
+    if acceptance is not None:
+        from pipeline.acceptance import write_result_sheet
 
-            write_result_sheet(book, f, acceptance)
-        _chart_sheet(book, f, res)
-        _items_sheet(book, f, res, comparison)
-        if comparison is not None:
-            _self_sheet(book, f, res, comparison)
-        _scores_sheet(book, f, detail, detail_max_rows, detail_csv)
-        _assessor_sheet(book, f, res, files, declared)
-        _flags_sheet(book, f, res)
-        if res.calibrated:
-            _changes_sheet(book, f, res)
-        _corrections_sheet(book, f, register or [])
-        _about_sheet(book, f, res, period=period, files=files, generated=generated)
-        book.close()
-    return path
+        write_result_sheet(book, f, acceptance)
+    _chart_sheet(book, f, res)
+    _items_sheet(book, f, res, comparison)
+    if comparison is not None:
+        _self_sheet(book, f, res, comparison)
+    _scores_sheet(book, f, detail, detail_max_rows, detail_csv)
+    _assessor_sheet(book, f, res, files, declared)
+    _flags_sheet(book, f, res)
+    if res.calibrated:
+        _changes_sheet(book, f, res)
+    _corrections_sheet(book, f, register or [])
+    _about_sheet(book, f, res, period=period, files=files, generated=generated)
+    book.close()
 
 
 def _rank_sheet(book, f, res: RoundResult) -> None:
@@ -356,11 +390,13 @@ def _items_sheet(book, f, res: RoundResult, comparison: "selfcheck.SelfCompariso
     # not a lookup per subject (10,000 of them in a national month).
     wide = wide.reindex(index=res.subjects["subject"], columns=[i.code for i in items]).to_numpy().tolist()
     rows = [full]
-    for r, got in zip(res.subjects.to_dict("records"), wide):
-        row = ([r["subject"], r["name"], r["total"]] + got + [r[level] for level in LEVEL1])
+    subjects = res.subjects
+    for code, name, total, got, *levels in zip(*(subjects[k].tolist() for k in ("subject", "name", "total")), wide,
+                                               *(subjects[level].tolist() for level in LEVEL1)):
+        row = [code, name, total] + got + levels
         if comparison is not None:
-            row += [comparison.totals.get(r["subject"], math.nan)] + [
-                comparison.by_item.get((r["subject"], i.code), math.nan) for i in items]
+            row += [comparison.totals.get(code, math.nan)] + [comparison.by_item.get((code, i.code), math.nan)
+                                                              for i in items]
         rows.append(row)
     extra = len(header) - 3 - len(items) - len(LEVEL1)
     fmts = [f["center"], f["text"], f["bold_num"]] + [f["num"]] * (len(items) + len(LEVEL1) + extra)
@@ -459,45 +495,52 @@ def _corrections_sheet(book, f, rows: list[list]) -> None:
         sh.ws.write_string(2, 0, "本期没有更正记录。", f["text"])
 
 
-def _inert_column(column: pd.Series) -> pd.Series:
-    """`inert_csv` over a column, judged once per distinct value: a national month's 760,000
-    rows hold a few thousand distinct texts, and most columns none that needs the quote."""
-    bad = [v for v in pd.unique(column) if isinstance(v, str) and inert_csv(v) is not v]
-    if not bad:
-        return column
-    hit = column.isin(bad)
-    out = column.astype(object)
-    out[hit] = [inert_csv(v) for v in column[hit]]
-    return out
+def csv_fields(values: Iterable) -> list[str]:
+    """Each value as the csv module writes it in a row (QUOTE_MINIMAL: quoted when it holds a
+    comma, quote or line break; None and "" blank), made by the csv module itself, one at a time."""
+    buffer = io.StringIO()
+    out = csv.writer(buffer, lineterminator="\n")
+    texts = []
+    for value in values:
+        if value is None or (isinstance(value, str) and not value):  # alone in a row: written ""
+            texts.append("")
+            continue
+        buffer.seek(0)
+        buffer.truncate()
+        out.writerow([value])
+        texts.append(buffer.getvalue()[:-1])
+    return texts
 
 
-def _number_column(column: pd.Series) -> pd.Series:
-    """Numbers as "%.10g" text (blank for none), formatted once per distinct value."""
-    shown = {v: "%.10g" % v for v in pd.unique(column.dropna())}
-    return column.map(shown).astype(object).where(column.notna(), "")
+def _csv_column(column: pd.Series, number: bool = False) -> np.ndarray:
+    """A column as CSV field texts, each distinct value quoted (and made inert) once: a national
+    month's 760,000 rows hold a few thousand distinct texts. Numbers as "%.10g"; blank for none."""
+    codes, distinct = pd.factorize(column)  # none (NaN, None, NA) is code -1: the blank at the end
+    texts = ["%.10g" % v for v in distinct] if number else csv_fields(inert_csv(v) for v in distinct)
+    return np.array(texts + [""], dtype=object)[codes]
 
 
 def write_detail_csv(path: Path, detail: "pd.DataFrame | Iterable[pd.DataFrame]") -> Path:
     """Every accepted score as UTF-8 CSV with a byte-order mark; text cells made inert. `detail`
     is the 评分明细 frame, or its parts in order (a national month's is built a slice at a time)."""
-    # The csv module straight from the columns, as pandas' to_csv would write them (QUOTE_MINIMAL,
-    # "\n", blanks for none), at a fraction of its time and without a second frame of text.
+    # The bytes pandas' to_csv (and the csv module) would write (QUOTE_MINIMAL, "\n", blanks for
+    # none), but each distinct value is quoted once and the lines are joined whole: a third of
+    # the csv module's time over 760,000 x 17 cells, and no second frame of text.
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8-sig", newline="") as fh:
-            out = csv.writer(fh, lineterminator="\n")
-            out.writerow(DETAIL_HEAD)
+            fh.write(",".join(csv_fields(DETAIL_HEAD)) + "\n")
             for part in [detail] if isinstance(detail, pd.DataFrame) else detail:
-                columns = [_number_column(part[name]) if name in ("得分", "原分")
-                           else _inert_column(part[name]).fillna("") for name in DETAIL_HEAD]
-                for start in range(0, len(part), 50_000):  # in slices: one list of the cells at a time
-                    out.writerows(zip(*(c.iloc[start:start + 50_000].tolist() for c in columns)))
+                columns = [_csv_column(part[name], number=name in ("得分", "原分")) for name in DETAIL_HEAD]
+                for start in range(0, len(part), 50_000):  # in slices: one text of ~10 MB at a time
+                    fh.write("".join(line + "\n" for line in map(",".join, zip(*(c[start:start + 50_000]
+                                                                                  for c in columns)))))
     return path
 
 
-def form_check(files: list[dict], assessor: str) -> str:
-    """表格验证 of one assessor: whether every file that counts for them was verified as this
-    office's form (已验证), or how many were not (未验证 1 份，未签名 2 份)."""
-    own = Counter(item.get("verified", "") for item in files if item["assessor"] == assessor)
+def form_check(own: Counter) -> str:
+    """表格验证 of one assessor, from the counts of the files that count for them by `verified`:
+    whether every one was verified as this office's form (已验证), or how many were not (未验证 1
+    份，未签名 2 份)."""
     if not own:
         return ""
     parts = [f"{text} {own[kind]} 份" for kind, text in (("unverified", "未验证"), ("unsigned", "未签名"),
@@ -520,8 +563,11 @@ def _assessor_sheet(book, f, res: RoundResult, files: list[dict] | None = None, 
     # forms that could not be verified as this office's.
     header.append("表格验证")
     fmts.append(f["text"])
+    verified: dict[str, Counter] = {}  # per assessor, in one pass (2,000 assessors x 2,000 files)
+    for item in files or []:
+        verified.setdefault(item["assessor"], Counter())[item.get("verified", "")] += 1
     for row, code in zip(rows, a["assessor"]):
-        row.append(form_check(files or [], code))
+        row.append(form_check(verified.get(code, Counter())))
     # 声明回避: how many subjects the assessor declared a conflict with (回避 = 是), not scored.
     per = Counter(d.assessor for d in declared or [])
     header.append("声明回避")
@@ -617,9 +663,7 @@ def _about_sheet(book, f, res: RoundResult, *, period: str, files: list[dict], g
     sh.ws.write_string(start, 0, "计入评分的文件", f["title"])
     for c, h in enumerate(head):
         sh.ws.write_string(start + 1, c, h, f["head"])
-    for r, values in enumerate(listing, start=start + 2):
-        for c, (key, value) in enumerate(zip(keys, values)):
-            sh.put(r, c, value, f["int"] if key == "n" else f["text"])
+    sh.rows(start + 2, listing, [f["int"] if key == "n" else f["text"] for key in keys])
     sh.ws.freeze_panes(1, 0)
     sh.print_setup(0)
 
@@ -668,6 +712,14 @@ def nothing_collected(ws: Workspace, system: System, period: str, n_files: int) 
                        options=cli_args(period))
 
 
+def second_process(ws: Workspace, n_scores: int) -> bool:
+    """Whether a round is large enough for a second process to share the report's work (half the
+    bootstrap's replicates, then the summary workbook): at least `report.parallel_min_scores`
+    scores (0: never), on a machine with a second core."""
+    least = ws["report"]["parallel_min_scores"]
+    return 0 < least <= n_scores and (os.cpu_count() or 1) > 1
+
+
 def report(
     ws: Workspace,
     system: str | System,
@@ -700,7 +752,11 @@ def report(
         # The 临界 flags of a 遴选 round are about its own line: the places, not calibration.selection_top.
         settings = {**settings, "calibration": {**settings["calibration"],
                                                 "selection_top": selecting.places_for(settings, system)}}
-    result = score_round(scores, system, roster, settings, method=method, by=by, calibrate=calibrate)
+    apart = second_process(ws, len(scores))
+    # Half the bootstrap goes apart only where a process starts at once (fork): a spawned one
+    # (Windows) takes longer to import pandas than that half takes (about 1 s at national size).
+    result = score_round(scores, system, roster, settings, method=method, by=by, calibrate=calibrate,
+                         apart=apart and start_method() == "fork")
     chase, assigned, received = chase_list(status), status.assigned, status.received
     files = _files(scores, file_rows)
     generated = generated or datetime.now().replace(microsecond=0)
@@ -713,31 +769,35 @@ def report(
         people = {code: a.name for code, a in roster.assessors.items()} if roster else {}
         accepted = acceptance.judge(result, scores, people, ws.settings)
     comparison = selfcheck.compare(result, own, ws["scoring"]["self_gap_points"])
-    if len(scores) > ws["report"]["detail_max_rows"]:
-        # Too long for the sheet, so only the CSV needs it: built and written a slice at a time
-        # (760,000 rows x 17 columns at once would be another 100 MB at the report's peak).
-        detail = len(scores)
-        detail_csv = write_detail_csv(out / f"scores-{system.id}.csv",
-                                      (detail_frame(result, scores.iloc[i:i + DETAIL_SLICE], roster, fixes)
-                                       for i in range(0, len(scores), DETAIL_SLICE)))
-    else:
-        detail = detail_frame(result, scores, roster, fixes)
-        detail_csv = write_detail_csv(out / f"scores-{system.id}.csv", detail)
-    summary = write_summary(out / f"summary-{system.id}.xlsx", result, period=period, detail=detail, files=files,
-                            generated=generated, detail_max_rows=ws["report"]["detail_max_rows"],
-                            detail_csv=detail_csv.name, selection=chosen,
-                            register=amendments.register(fixes, roster, system), acceptance=accepted,
-                            comparison=comparison, declared=status.declarations)
-    results = write_results_csv(out / f"results-{system.id}.csv", result,
-                                comparison.totals if comparison is not None else None)
+    big = len(scores) > ws["report"]["detail_max_rows"]
+    # Too long for the sheet, so only the CSV needs it: built and written a slice at a time
+    # (760,000 rows x 17 columns at once would be another 100 MB at the report's peak).
+    detail = len(scores) if big else detail_frame(result, scores, roster, fixes)
+    detail_csv = out / f"scores-{system.id}.csv"
+    book = dict(period=period, detail=detail, files=files, generated=generated,
+                detail_max_rows=ws["report"]["detail_max_rows"], detail_csv=detail_csv.name, selection=chosen,
+                register=amendments.register(fixes, roster, system), acceptance=accepted, comparison=comparison,
+                declared=status.declarations)
+    summary = out / f"summary-{system.id}.xlsx"
+    # A large round's summary workbook is written by a second process while this one writes the
+    # CSVs and works out the digest (a national month: each about 3 s). The digest, the 公示 and the
+    # 验收 documents are written once the summary is in place, as they always were: a summary that
+    # cannot be written (a full disk) leaves them as they were.
+    with atomic_path(summary) as tmp, Background(summary_book, tmp, result, **book, enabled=apart) as writing:
+        write_detail_csv(detail_csv, (detail_frame(result, scores.iloc[i:i + DETAIL_SLICE], roster, fixes)
+                                      for i in range(0, len(scores), DETAIL_SLICE)) if big else detail)
+        results = write_results_csv(out / f"results-{system.id}.csv", result,
+                                    comparison.totals if comparison is not None else None)
+        context = digest_context(result, period=period, scores=scores, roster=roster, chase=chase, assigned=assigned,
+                                 received=received, files=files, organiser=ws["round"]["organiser"],
+                                 generated=generated, files_received=len(file_rows),
+                                 corrections=amendments.subject_notes(fixes, roster, system), layout=ws["report"])
+        writing.result()
+    context["method"]["declared"] = status.declared
     notice, publicity = (selecting.write_outputs(out, chosen, ws.settings, generated.date(), generated)
                          if chosen is not None else (None, []))
-    context = digest_context(result, period=period, scores=scores, roster=roster, chase=chase, assigned=assigned,
-                             received=received, files=files, organiser=ws["round"]["organiser"], generated=generated,
-                             files_received=len(file_rows),
-                             selection=selecting.digest_part(chosen, notice) if chosen is not None else None,
-                             corrections=amendments.subject_notes(fixes, roster, system), layout=ws["report"])
-    context["method"]["declared"] = status.declared
+    if chosen is not None:
+        context["selection"] = selecting.digest_part(chosen, notice)
     if accepted is not None:
         acceptance.write_outputs(accepted, out, system_id=system.id, system_name=system.name, period=period,
                                  organiser=ws["round"]["organiser"], contact=ws["round"]["contact"], generated=generated)

@@ -19,7 +19,9 @@ so everything it needs travels as arguments that pickle: the target is a module-
 the context, the caps and the terminal language are passed explicitly.
 
 The module knows nothing of workbooks: it runs `target(data, name, context)` and returns what
-it returns (which must pickle).
+it returns (which must pickle). `Background` is the other use of a second process: one call of
+our own code (`report`'s summary workbook, half its bootstrap) beside the main process, on a
+large round, to use the second core.
 """
 
 from __future__ import annotations
@@ -342,3 +344,97 @@ def _cap_memory(max_memory_mb: float) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     except (ValueError, OSError):
         pass
+
+
+# -- one function in a second process ----------------------------------------------------------
+class Background:
+    """`fn(*args, **kwargs)` run in a second process while this one goes on (`report` writes the
+    summary workbook so while it writes the CSVs and the digest: two cores, half the wait).
+
+    Started as the workers are (fork on Linux, spawn elsewhere): under spawn the function must be
+    module-level and its arguments must pickle. `result()` waits and returns what it returned, or
+    raises the exception it raised (with its traceback as a note). If the process cannot start
+    or dies without an answer (killed, out of memory), `result()` runs the function here instead:
+    the work is done either way, only slower. `enabled=False` runs it here from the start.
+    Leaving the `with` block early (an error in this process) ends the second one first.
+    """
+
+    def __init__(self, fn: Callable, *args: Any, enabled: bool = True, **kwargs: Any):
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.process: Any = None
+        self.conn: Connection | None = None
+        self.ran_apart = False  # whether the answer came from the second process (tests, benchmarks)
+        if enabled:
+            self._start()
+
+    def _start(self) -> None:
+        method = start_method()
+        ctx = mp.get_context(method)
+        parent, child = ctx.Pipe(duplex=False)
+        process = ctx.Process(target=_run_apart, daemon=True, name="happyhome-background",
+                              args=(child, self.fn, self.args, self.kwargs, os.getpid(), method, language()))
+        try:
+            process.start()
+        except Exception:  # noqa: BLE001 - e.g. an argument that does not pickle under spawn: run here
+            parent.close()
+            return
+        finally:
+            child.close()
+        self.process, self.conn = process, parent
+
+    def result(self) -> Any:
+        answer = None
+        if self.process is not None:
+            try:
+                ready = wait([self.conn, self.process.sentinel])
+                if self.conn in ready:
+                    answer = self.conn.recv()
+            except (EOFError, OSError):
+                answer = None  # it died while answering
+            self._stop(kill=answer is None)
+        if answer is None:
+            return self.fn(*self.args, **self.kwargs)
+        self.ran_apart = True
+        if answer[0] == "ok":
+            return answer[1]
+        error = answer[1]
+        error.add_note(f"(in the background process)\n{answer[2]}")
+        raise error
+
+    def _stop(self, kill: bool = False) -> None:
+        if self.process is None:
+            return
+        if not kill:  # it has answered: it ends at once (os._exit)
+            self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+        self.process = None
+
+    def __enter__(self) -> "Background":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop(kill=True)
+
+
+def _run_apart(conn: Connection, fn: Callable, args: tuple, kwargs: dict, parent: int, method: str,
+               lang: str) -> None:
+    """The second process of `Background`: one call, one answer."""
+    import traceback
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    set_language(lang)
+    threading.Thread(target=_exit_with_parent, args=(parent, method), daemon=True).start()
+    try:
+        answer: tuple = ("ok", fn(*args, **kwargs))
+    except BaseException as err:  # noqa: BLE001 - handed to the main process, which raises it
+        answer = ("error", err, traceback.format_exc())
+    try:
+        conn.send(answer)
+    except Exception:  # noqa: BLE001 - an exception (or a value) that does not pickle
+        conn.send(("error", RuntimeError(f"{type(answer[1]).__name__}: {str(answer[1])[:300]}"),
+                   answer[2] if len(answer) > 2 else ""))
+    conn.close()
+    os._exit(0)  # no interpreter teardown (seconds for a big heap under spawn): the answer is sent
