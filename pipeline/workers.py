@@ -265,7 +265,6 @@ def _serve(conn: Connection, target: Callable, context: Any, max_memory_mb: floa
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     set_language(lang)  # a spawned worker starts with a fresh interpreter: no --lang of its own
     _quiet()
-    _steady_heap()
     # An orphan (its collect was killed) must not wait forever holding the workspace lock's file.
     threading.Thread(target=_exit_with_parent, args=(parent, method), daemon=True).start()
     _cap_memory(max_memory_mb)
@@ -310,30 +309,6 @@ def _quiet() -> None:
         os.dup2(null, 2)
         os.close(null)
     except OSError:
-        pass
-
-
-# glibc's mallopt parameters (malloc.h) and the values a worker sets: blocks of up to 32 MB come
-# from the heap, and up to 64 MB of freed heap is kept for the next file rather than returned.
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-HEAP_KEEP, HEAP_MMAP_ABOVE = 64 << 20, 32 << 20
-
-
-def _steady_heap() -> None:
-    """Let glibc's malloc keep the memory one file needed for the next (Linux only; elsewhere
-    nothing changes). By default a block above 128 KB (a file's bytes, a sheet part, calamine's
-    buffers) is a fresh mmap and the heap's free top is handed back at once: every file then
-    faults its pages in again, 200,000 page faults and about a tenth of the reading time for a
-    province's month. The memory cap (RLIMIT_AS) still counts the heap."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        mallopt = ctypes.CDLL(None).mallopt
-        mallopt(M_MMAP_THRESHOLD, HEAP_MMAP_ABOVE)
-        mallopt(M_TRIM_THRESHOLD, HEAP_KEEP)
-    except (OSError, AttributeError, ImportError):  # not glibc (musl has no such knobs)
         pass
 
 
