@@ -293,6 +293,7 @@ def column_number(letters: str) -> int:
     return n
 
 
+@functools.lru_cache(maxsize=1024)  # a month's 15,000 sheets declare a handful of dimensions
 def _a1(ref: str) -> tuple[int, int]:
     """(row, column) of the last cell of an A1 reference or range ("A1:H40" -> (40, 8))."""
     match = _A1.search(ref.split(":")[-1].strip())
@@ -303,11 +304,15 @@ def sheet_parts(archive: zipfile.ZipFile, book: str) -> dict[str, str]:
     """Sheet part -> sheet name, from the workbook's XML and its relationships ({} if unreadable)."""
     folder, rels = _rels_of(book)
     try:
-        parts = {_attr(tag, b"Id"): _attr(tag, b"Target") for tag in _REL_TAG.findall(archive.read(rels))}
+        parts = {}
+        for tag in _REL_TAG.findall(archive.read(rels)):
+            attrs = _attrs(tag)
+            parts[attrs.get(b"Id", "")] = attrs.get(b"Target", "")
         names = {}
         for tag in _SHEET_TAG.findall(archive.read(book)):
-            target = parts.get(_attr(tag, b"r:id") or _attr(tag, b"id"), "")
-            names[_resolve(folder, target)] = html.unescape(_attr(tag, b"name"))
+            attrs = _attrs(tag)
+            target = parts.get(attrs.get(b"r:id") or attrs.get(b"id", ""), "")
+            names[_resolve(folder, target)] = html.unescape(attrs.get(b"name", ""))
     except (KeyError, zipfile.BadZipFile, OSError, RuntimeError, EOFError, ValueError, zlib.error):
         return {}
     return names
@@ -375,6 +380,11 @@ def check_shared_strings(opened: Opened) -> None:
         declared = int(found.group(1)) if found else 0
         if declared > info.file_size // 5 + 1000:  # each string takes at least <si/>, 5 bytes
             raise UnreadableFile("zip_bomb", f"共享字符串表声明了 {declared} 项", info.filename)
+
+
+def _attrs(tag: bytes) -> dict[bytes, str]:
+    """A tag's attributes by name, each as `_attr` reads it (the first of a repeated name)."""
+    return {name: value.decode("utf-8", "replace") for name, value in reversed(_ATTR.findall(tag))}
 
 
 def _attr(tag: bytes, key: bytes) -> str:
@@ -551,6 +561,7 @@ def _inflate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> bytes
         return None
 
 
+@functools.lru_cache(maxsize=4096)  # the same part names in every file of a month
 def _encodings(name: str) -> tuple[bytes, ...]:
     """How a local header may spell a part's name (UTF-8, or the old DOS code page)."""
     try:
