@@ -276,18 +276,23 @@ def bench_collect(args, month: Path) -> list[dict]:
     returned = str(month / "input" / "returned" / PERIOD)
     label = f"collect: {args.files} workbooks x {args.subjects_per_file} subjects"
     bare, runs, older = [], [], []
+    load = [os.getloadavg()[0]] if hasattr(os, "getloadavg") else []
     for i in range(args.repeat):  # interleaved: a busy neighbour slows both alike
         bare.append(child(BARE_CALAMINE, returned))
         runs.append(child(COLLECT, str(month), str(month / f"ws{i}")))
         if args.against:  # another checkout's collect, in the same rounds
             older.append(child(COLLECT, str(month), str(month / f"ws-against{i}"), root=args.against))
+        load += [os.getloadavg()[0]] if hasattr(os, "getloadavg") else []
+    if load:  # the machine's 1-minute load average before and after each round: 2 cores, so above 2 is busy
+        print("load average (1 min) during the collect rounds: " + " ".join(f"{x:.2f}" for x in load))
     n_open = args.openpyxl_files or args.files
     opx = [child(OPENPYXL_LOOP, returned, str(n_open)) for _ in range(max(1, args.repeat - 1))]
     scale = args.files / n_open
     opx_scaled = [r["seconds"] * scale for r in opx]
     bare_t = [r["seconds"] for r in bare]
     bare_cpu = [r["cpu"] for r in bare]
-    rows = [row(f"{label}, bare python-calamine read", bare_t, peak_mb=max(r["peak_mb"] for r in bare), cpu=bare_cpu),
+    rows = [row(f"{label}, bare python-calamine read", bare_t, peak_mb=max(r["peak_mb"] for r in bare), cpu=bare_cpu,
+                load=load),
             row(f"{label}, happyhome collect (ledger, archive, report)", [r["seconds"] for r in runs], bare_t,
                 peak_mb=max(r["peak_mb"] for r in runs), cpu=[r["cpu"] for r in runs], cpu_baseline=bare_cpu)]
     if older:
@@ -329,7 +334,7 @@ def bench_calibration(args) -> list[dict]:
 
 
 def row(name: str, times: list[float], baseline: list[float] | None = None, peak_mb: float | None = None,
-        cpu: list[float] | None = None, cpu_baseline: list[float] | None = None) -> dict:
+        cpu: list[float] | None = None, cpu_baseline: list[float] | None = None, load: list[float] | None = None) -> dict:
     med = statistics.median(times)
     out = {"stage": name, "median_s": med, "runs": len(times),
            "ratio": med / statistics.median(baseline) if baseline else None,
@@ -339,6 +344,8 @@ def row(name: str, times: list[float], baseline: list[float] | None = None, peak
         out["times"], out["cpu_times"] = times, cpu
         if cpu_baseline:
             out["cpu_ratio"] = out["cpu_s"] / statistics.median(cpu_baseline)
+    if load:
+        out["load_average"] = load
     return out
 
 

@@ -502,7 +502,7 @@ def find_identity(rows: list[list]) -> Identity:
                 continue
             meaning = BLOCK_LABELS.get(cell)
             if meaning is None and len(cell) <= 12 and cell.lstrip()[:1] in _LABEL_STARTS:
-                meaning = BLOCK_LABELS.get(_text(cell))
+                meaning = BLOCK_LABELS.get(_fold(cell))  # _text of a short string, without the call
             if not meaning or meaning in found.values:
                 continue
             for c2 in range(c + 1, len(row)):
@@ -526,7 +526,7 @@ def find_declared(rows: list[list]) -> tuple[bool, str]:
         for c, cell in enumerate(row):
             if not isinstance(cell, str) or len(cell) > 12:
                 continue
-            label = _text(cell)
+            label = _fold(cell)  # _text of a short string, without the call
             value = row[c + 1] if c + 1 < len(row) else None
             if label == DECLARE_LABEL:
                 declared = _text(value) == DECLARE_YES

@@ -293,6 +293,7 @@ def column_number(letters: str) -> int:
     return n
 
 
+@functools.lru_cache(maxsize=1024)  # a month's 15,000 sheets declare a handful of dimensions
 def _a1(ref: str) -> tuple[int, int]:
     """(row, column) of the last cell of an A1 reference or range ("A1:H40" -> (40, 8))."""
     match = _A1.search(ref.split(":")[-1].strip())
@@ -303,11 +304,15 @@ def sheet_parts(archive: zipfile.ZipFile, book: str) -> dict[str, str]:
     """Sheet part -> sheet name, from the workbook's XML and its relationships ({} if unreadable)."""
     folder, rels = _rels_of(book)
     try:
-        parts = {_attr(tag, b"Id"): _attr(tag, b"Target") for tag in _REL_TAG.findall(archive.read(rels))}
+        parts = {}
+        for tag in _REL_TAG.findall(archive.read(rels)):
+            attrs = _attrs(tag)
+            parts[attrs.get(b"Id", "")] = attrs.get(b"Target", "")
         names = {}
         for tag in _SHEET_TAG.findall(archive.read(book)):
-            target = parts.get(_attr(tag, b"r:id") or _attr(tag, b"id"), "")
-            names[_resolve(folder, target)] = html.unescape(_attr(tag, b"name"))
+            attrs = _attrs(tag)
+            target = parts.get(attrs.get(b"r:id") or attrs.get(b"id", ""), "")
+            names[_resolve(folder, target)] = html.unescape(attrs.get(b"name", ""))
     except (KeyError, zipfile.BadZipFile, OSError, RuntimeError, EOFError, ValueError, zlib.error):
         return {}
     return names
@@ -334,10 +339,12 @@ def _resolve(folder: str, target: str) -> str:
     return "/".join(parts)
 
 
-def oversize_sheets(opened: Opened, limits: Limits, skip: frozenset[str] = frozenset()) -> dict[str, Size]:
+def oversize_sheets(opened: Opened, limits: Limits, skip: frozenset[str] = frozenset(),
+                    kept: "Inflated | None" = None) -> dict[str, Size]:
     """Sheets of an xlsx, xlsm or xlsb beyond the limits (name -> size), found by streaming
     each sheet part, so that calamine never builds their grid. Raises UnreadableFile when a
-    part is beyond the limits and its sheet cannot be named (the whole file is refused)."""
+    part is beyond the limits and its sheet cannot be named (the whole file is refused). The
+    parts proven in one pass are kept in `kept` (xlsx, xlsm), for calamine to read as proven."""
     archive, folder = opened.archive, _rels_of(opened.book)[0]
     if opened.format == "xlsb":
         names, measure = xlsb_sheet_names(archive, opened.book), _xlsb_size
@@ -349,7 +356,8 @@ def oversize_sheets(opened: Opened, limits: Limits, skip: frozenset[str] = froze
             continue
         if names.get(info.filename) in skip:
             continue
-        size = measure(archive, info.filename, limits)
+        size = _xml_size(archive, info.filename, limits, kept) if measure is _xml_size else \
+            measure(archive, info.filename, limits)
         if not size.over(limits):
             continue
         if info.filename not in names:
@@ -374,6 +382,11 @@ def check_shared_strings(opened: Opened) -> None:
             raise UnreadableFile("zip_bomb", f"共享字符串表声明了 {declared} 项", info.filename)
 
 
+def _attrs(tag: bytes) -> dict[bytes, str]:
+    """A tag's attributes by name, each as `_attr` reads it (the first of a repeated name)."""
+    return {name: value.decode("utf-8", "replace") for name, value in reversed(_ATTR.findall(tag))}
+
+
 def _attr(tag: bytes, key: bytes) -> str:
     for name, value in _ATTR.findall(tag):
         if name == key:
@@ -381,11 +394,11 @@ def _attr(tag: bytes, key: bytes) -> str:
     return ""
 
 
-def _xml_size(archive: zipfile.ZipFile, part: str, limits: Limits) -> Size:
+def _xml_size(archive: zipfile.ZipFile, part: str, limits: Limits, kept: "Inflated | None" = None) -> Size:
     """The declared dimension, the furthest row and cell reference, and the number of rows and
     cells of a sheet's XML, read while inflating it 1 MB at a time; it stops as soon as the sheet
     is known to be beyond the limits (the counts are then what was seen so far)."""
-    small = _form_sized(archive, part, limits)
+    small = _form_sized(archive, part, limits, kept)
     if small is not None:
         return small
     size, tail, prefix, counted = Size(), b"", None, 0  # counted: row elements seen so far
@@ -423,7 +436,7 @@ def _xml_size(archive: zipfile.ZipFile, part: str, limits: Limits) -> Size:
     return size
 
 
-def _form_sized(archive: zipfile.ZipFile, part: str, limits: Limits) -> Size | None:
+def _form_sized(archive: zipfile.ZipFile, part: str, limits: Limits, kept: "Inflated | None" = None) -> Size | None:
     """The declared dimension of a sheet part shown to be within the limits in one pass, or None
     when that takes the careful count of `_xml_size`. A part small enough to hold no more cells
     than the limits allow, in which every row and cell tag opens with a short reference (`<row
@@ -445,7 +458,83 @@ def _form_sized(archive: zipfile.ZipFile, part: str, limits: Limits) -> Size | N
     if len(xml) > small_enough or b"\0" in xml[:256] or (found and found.group(1)) or short.search(xml):
         return None
     dimension = _DIMENSION.search(xml, 0, found.start() if found else len(xml))
+    if kept is not None and len(xml) == info.file_size:  # proven, and as long as the directory says
+        kept.keep(part, xml)
     return Size(*_a1(dimension.group(1).decode("ascii", "replace"))) if dimension else Size()
+
+
+@dataclass
+class Inflated:
+    """Sheet parts the size proof inflated and proved, kept (up to `budget` bytes in all) so that
+    calamine parses these very bytes from a package that holds them stored (`stored_package`)
+    instead of inflating every part a second time."""
+
+    budget: int = 32_000_000  # a form of 40 subject sheets keeps about 0.75 MB
+    parts: dict[str, bytes] = field(default_factory=dict)
+
+    def keep(self, part: str, xml: bytes) -> None:
+        if len(xml) <= self.budget:
+            self.parts[part] = xml
+            self.budget -= len(xml)
+
+
+_LOCAL = struct.Struct("<4s5H3L2H")
+_CENTRAL = struct.Struct("<4s6H3L5H2L")
+_END = struct.Struct("<4s4H2LH")
+
+
+def stored_package(archive: zipfile.ZipFile, parts: dict[str, bytes]) -> bytes | None:
+    """The same zip package with `parts` (part name -> its inflated bytes) stored rather than
+    deflated and every other entry copied as it is, in the same order with the same CRC-32s;
+    None when the package is not plain enough to copy (see `_raw`), which leaves calamine the
+    original. Calamine then reads a proven sheet's bytes as they are (and still checks their
+    CRC-32), where it would inflate them again: the one inflate serves the size proof and the
+    parse. An entry's name is written in UTF-8, flagged so."""
+    buffer = getattr(archive.fp, "getbuffer", None)
+    infos = archive.infolist()
+    if buffer is None or len(infos) > 0xFFFF or len({i.filename for i in infos}) != len(infos):
+        return None
+    local, central, at = [], [], 0
+    try:
+        with buffer() as view:
+            for info in infos:
+                body = parts.get(info.filename)
+                if body is not None and len(body) == info.file_size:
+                    method, size = zipfile.ZIP_STORED, len(body)
+                else:
+                    raw = _raw(view, info)
+                    if raw is None:
+                        return None
+                    body, method, size = bytes(raw), info.compress_type, info.file_size
+                name = info.filename.encode("utf-8")
+                if max(len(body), size, at) > 0xFFFFFFFE:
+                    return None
+                fields = (0x800, method, 0, 0x21, info.CRC, len(body), size, len(name))
+                local += (_LOCAL.pack(ZIP_MAGIC, 20, *fields, 0), name, body)
+                central += (_CENTRAL.pack(b"PK\x01\x02", 20, 20, *fields, 0, 0, 0, 0, 0, at), name)
+                at += _LOCAL.size + len(name) + len(body)
+    except (ValueError, BufferError, struct.error, UnicodeEncodeError):
+        return None
+    directory = b"".join(central)
+    return b"".join((*local, directory, _END.pack(b"PK\x05\x06", 0, 0, len(infos), len(infos), len(directory), at, 0)))
+
+
+def _raw(view: memoryview, info: zipfile.ZipInfo) -> memoryview | None:
+    """A part's bytes as they lie in the zip (compressed), from its local header; None when that
+    is not plain: encrypted, neither stored nor deflated, a local header that does not match the
+    directory, or cut short."""
+    if info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        return None
+    at = info.header_offset
+    head = bytes(view[at:at + 30])
+    if len(head) < 30 or head[:4] != ZIP_MAGIC:
+        return None
+    name_length, extra_length = struct.unpack_from("<HH", head, 26)
+    start = at + 30 + name_length + extra_length
+    if bytes(view[at + 30:at + 30 + name_length]) not in _encodings(info.orig_filename):
+        return None
+    raw = view[start:start + info.compress_size]
+    return raw if len(raw) == info.compress_size else None
 
 
 def _inflate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> bytes | None:
@@ -454,20 +543,12 @@ def _inflate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> bytes
     that does not match the directory, damage), for the careful path to read it. zipfile's own
     reader costs as much again as the inflating, for the thousands of small parts of a month."""
     buffer = getattr(archive.fp, "getbuffer", None)
-    if buffer is None or info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+    if buffer is None:
         return None
     try:
         with buffer() as view:
-            at = info.header_offset
-            head = bytes(view[at:at + 30])
-            if len(head) < 30 or head[:4] != ZIP_MAGIC:
-                return None
-            name_length, extra_length = struct.unpack_from("<HH", head, 26)
-            start = at + 30 + name_length + extra_length
-            if bytes(view[at + 30:at + 30 + name_length]) not in _encodings(info.orig_filename):
-                return None
-            raw = view[start:start + info.compress_size]
-            if len(raw) < info.compress_size:
+            raw = _raw(view, info)
+            if raw is None:
                 return None
             if info.compress_type == zipfile.ZIP_STORED:
                 return bytes(raw[:cap + 1])
@@ -480,6 +561,7 @@ def _inflate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> bytes
         return None
 
 
+@functools.lru_cache(maxsize=4096)  # the same part names in every file of a month
 def _encodings(name: str) -> tuple[bytes, ...]:
     """How a local header may spell a part's name (UTF-8, or the old DOS code page)."""
     try:
@@ -797,10 +879,15 @@ def read_workbook(path: str | Path, limits: Limits = Limits(), data: bytes | Non
         raise UnreadableFile("too_large", f"{len(data) / 1e6:.1f} MB")
     opened = sniff(data, limits)
     oversize: dict[str, Size] = {}
+    package = opened.data
     if opened.format in ("xlsx", "xlsm", "xlsb"):
+        kept = Inflated() if opened.format != "xlsb" else None
         if opened.format != "xlsb":
             check_shared_strings(opened)
-        oversize = oversize_sheets(opened, limits, skip)
+        oversize = oversize_sheets(opened, limits, skip, kept)
+        if kept is not None and kept.parts:
+            package = stored_package(opened.archive, kept.parts) or opened.data
+            del kept
     elif opened.format == "ods":  # calamine builds every table of an ODS on opening: refuse the file
         for name, size in long_tables(opened.archive, limits).items():
             raise UnreadableFile("zip_bomb", f"工作表“{name[:31]}”展开后有 {size.rows} 行、{size.columns} 列、"
@@ -811,7 +898,7 @@ def read_workbook(path: str | Path, limits: Limits = Limits(), data: bytes | Non
             if reason:
                 raise UnreadableFile("too_big", f"工作表“{name[:31]}”有 {reason}")
     try:
-        book = pc.CalamineWorkbook.from_filelike(io.BytesIO(opened.data))
+        book = pc.CalamineWorkbook.from_filelike(io.BytesIO(package))
     except pc.PasswordError as err:
         raise UnreadableFile("encrypted", technical=_technical(err)) from err
     except BaseException as err:  # calamine raises several types for broken files, and panics

@@ -21,6 +21,7 @@ import xlsxwriter
 
 import pipeline.collect as collect_module
 from conftest import fill_form, run
+from pipeline import reader
 from pipeline.reader import Limits, Size, _form_sized, _xml_size
 from pipeline.errors import ConfigError
 from pipeline.i18n import _, set_language
@@ -368,3 +369,152 @@ def test_the_one_pass_check_reads_a_part_as_zipfile_would_and_leaves_anything_od
     assert _form_sized(cut, part, limits) is None
     assert _form_sized(_patched(form, 30, b"y", central=False), part, limits) is None
     assert _form_sized(form, part, limits) == Size(999, 26)
+
+
+def _three_sheet_xlsx(far: bool = False) -> bytes:
+    """A small workbook as xlsxwriter writes a form: two filled sheets and a guide; with `far`, the
+    second sheet also has a cell at XFD1048576."""
+    buf = io.BytesIO()
+    book = xlsxwriter.Workbook(buf, {"in_memory": True})
+    guide = book.add_worksheet("填表说明")
+    guide.write(0, 0, "说明")
+    for n, name in enumerate(("C001", "C002")):
+        sheet = book.add_worksheet(name)
+        sheet.write_row(0, 0, ["编号", "得分", "备注"])
+        for r in range(1, 20):
+            sheet.write_row(r, 0, [f"C{r:02d}", r + n * 0.5, "理由" * (r % 3)])
+    if far:
+        book.get_worksheet_by_name("C002").write(1_048_575, 16_383, 1)
+    book.close()
+    return buf.getvalue()
+
+
+def _calamine_rows(data: bytes) -> dict[str, list[list]]:
+    book = pc.CalamineWorkbook.from_filelike(io.BytesIO(data))
+    return {name: book.get_sheet_by_name(name).to_python(skip_empty_area=False) for name in book.sheet_names}
+
+
+def test_calamine_parses_the_very_bytes_the_size_proof_inflated_stored_in_a_rebuilt_package():
+    data = _three_sheet_xlsx()
+    opened = reader.sniff(data)
+    kept = reader.Inflated()
+    assert reader.oversize_sheets(opened, Limits(), frozenset({"填表说明"}), kept) == {}
+    assert sorted(kept.parts) == ["xl/worksheets/sheet2.xml", "xl/worksheets/sheet3.xml"]  # not the skipped guide
+    package = reader.stored_package(opened.archive, kept.parts)
+    rebuilt = zipfile.ZipFile(io.BytesIO(package))
+    assert rebuilt.testzip() is None  # every CRC-32 is the original's, and holds
+    original = {i.filename: i for i in opened.archive.infolist()}
+    assert [i.filename for i in rebuilt.infolist()] == list(original)
+    for info in rebuilt.infolist():
+        assert info.CRC == original[info.filename].CRC and info.file_size == original[info.filename].file_size
+        assert info.compress_type == (zipfile.ZIP_STORED if info.filename in kept.parts
+                                      else original[info.filename].compress_type)
+        assert rebuilt.read(info.filename) == opened.archive.read(info.filename)
+        if info.filename in kept.parts:
+            assert kept.parts[info.filename] == opened.archive.read(info.filename)
+    # what collect reads is what calamine reads from the file as it came
+    book = reader.read_workbook("form.xlsx", data=data, skip=frozenset({"填表说明"}))
+    assert {s.name: s.rows for s in book.sheets} == {k: v for k, v in _calamine_rows(data).items() if k != "填表说明"}
+    assert book.sheets[1].rows[19] == ["C19", 19.5, "理由"]
+
+
+def test_a_sheet_with_a_far_reference_is_never_kept_nor_parsed():
+    data = _three_sheet_xlsx(far=True)
+    opened = reader.sniff(data)
+    kept = reader.Inflated()
+    assert set(reader.oversize_sheets(opened, Limits(), frozenset(), kept)) == {"C002"}
+    assert "xl/worksheets/sheet3.xml" not in kept.parts and "xl/worksheets/sheet2.xml" in kept.parts
+    book = reader.read_workbook("far.xlsx", data=data)  # would abort the process if calamine built C002's grid
+    assert book.sheet("C002").too_long == "超过 1000 行" and book.sheet("C002").rows == []
+    assert book.sheet("C001").rows[1] == ["C01", 1.0, "理由"]
+
+
+def _no_package(monkeypatch, data: bytes) -> list:
+    """read_workbook's sheets as calamine reads the file as it came (the path before the package)."""
+    with monkeypatch.context() as m:
+        m.setattr(reader, "stored_package", lambda archive, parts: None)
+        book = reader.read_workbook("x.xlsx", data=data)
+    return [(s.name, s.rows, s.error, s.too_long) for s in book.sheets]
+
+
+def test_a_part_whose_sizes_lie_is_left_as_it_came(monkeypatch):
+    data = _three_sheet_xlsx()
+    part = "xl/worksheets/sheet2.xml"
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    true_size = archive.getinfo(part).file_size
+    # the directory understates the inflated size: proven small, but not as long as it says, so
+    # not stored: calamine gets the original entry and judges it as it did before
+    lying = bytearray(data)
+    central = lying.find(b"PK\x01\x02")
+    while lying[central + 46:central + 46 + len(part)] != part.encode():
+        central = lying.find(b"PK\x01\x02", central + 4)
+    lying[central + 24:central + 28] = (true_size - 10).to_bytes(4, "little")
+    lying = bytes(lying)
+    opened = reader.sniff(lying)
+    kept = reader.Inflated()
+    reader.oversize_sheets(opened, Limits(), frozenset(), kept)
+    assert part not in kept.parts and "xl/worksheets/sheet3.xml" in kept.parts
+    package = reader.stored_package(opened.archive, kept.parts)
+    assert zipfile.ZipFile(io.BytesIO(package)).getinfo(part).compress_type == zipfile.ZIP_DEFLATED
+    assert [(s.name, s.rows, s.error, s.too_long) for s in reader.read_workbook("x.xlsx", data=lying).sheets] \
+        == _no_package(monkeypatch, lying)
+    # a local header that lies about the sizes (the directory is what counts, for zipfile and the proof):
+    # the rebuilt package has honest local headers and reads as the file did
+    local = data.rfind(b"PK\x03\x04", 0, data.find(part.encode()))
+    fibbing = bytearray(data)
+    fibbing[local + 18:local + 26] = (5).to_bytes(4, "little") * 2
+    fibbing = bytes(fibbing)
+    assert [(s.name, s.rows) for s in reader.read_workbook("x.xlsx", data=fibbing).sheets] \
+        == [(s[0], s[1]) for s in _no_package(monkeypatch, fibbing)] \
+        == [(k, v) for k, v in _calamine_rows(data).items()]
+
+
+def test_a_bomb_like_part_within_the_limits_is_kept_only_within_the_budget():
+    # 600 KB of padding that deflates to under 1 KB: too small a part for check_zip's ratio rule, and
+    # proven cell by cell like any other; kept only while the budget lasts
+    padding = " " * 600_000
+    xml = (f'<worksheet><dimension ref="A1:B1"/><sheetData>{padding}<row r="1"><c r="A1" t="n"><v>1</v></c>'
+           f'</row></sheetData></worksheet>')
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("xl/worksheets/sheet1.xml", xml)
+    archive = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+    part = "xl/worksheets/sheet1.xml"
+    assert archive.getinfo(part).compress_size < 2_000
+    kept = reader.Inflated(budget=500_000)
+    assert _form_sized(archive, part, Limits(), kept) == Size(1, 2)
+    assert kept.parts == {} and kept.budget == 500_000  # over the budget: left for calamine to inflate
+    kept = reader.Inflated()
+    assert _form_sized(archive, part, Limits(), kept) == Size(1, 2)
+    assert kept.parts[part] == xml.encode() and kept.budget == reader.Inflated().budget - len(xml)
+    # beyond what a form-sized part may hold: not proven in one pass, so never kept
+    far = xml.replace(padding, " " * 800_000)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(part, far)
+    kept = reader.Inflated()
+    assert _form_sized(zipfile.ZipFile(io.BytesIO(buf.getvalue())), part, Limits(), kept) is None
+    assert kept.parts == {}
+
+
+def test_a_package_that_cannot_be_copied_plainly_goes_to_calamine_as_it_came():
+    data = _three_sheet_xlsx()
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    parts = {"xl/worksheets/sheet2.xml": archive.read("xl/worksheets/sheet2.xml")}
+    assert reader.stored_package(archive, parts) is not None
+    # two entries of one name: which one a reader takes differs between zip libraries
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for info in archive.infolist():
+            z.writestr(info.filename, archive.read(info.filename))
+        with pytest.warns(UserWarning):
+            z.writestr("xl/worksheets/sheet2.xml", b"<worksheet/>")
+    assert reader.stored_package(zipfile.ZipFile(io.BytesIO(buf.getvalue())), parts) is None
+    # a local header naming another part
+    patched = bytearray(data)
+    at = patched.find(b"xl/worksheets/sheet3.xml")
+    patched[at:at + 2] = b"yy"
+    assert reader.stored_package(zipfile.ZipFile(io.BytesIO(bytes(patched))), parts) is None
+    # not in memory (zipfile reading a real file): nothing to copy from
+    assert reader.stored_package(zipfile.ZipFile(io.BytesIO(data)).__class__(io.BufferedReader(io.BytesIO(data))),
+                                 parts) is None
