@@ -17,6 +17,11 @@ if TYPE_CHECKING:  # scipy is imported where assessor effects are fitted: a repo
 
 LSQR_ROWS = 20_000  # above this, solve the sparse design iteratively
 NOTE_INSEPARABLE = "与其他评估人没有共同评估对象，无法估计"
+# Why a rank interval can leave out the rank itself (a crowded top: in each replicate some of the many
+# close subjects draw lucky totals and pass it), said wherever intervals are explained (说明, digest).
+INTERVAL_NOTE = ("每次把每个对象的评估人有放回地重抽样、重新排名，取名次的百分位。分数接近的对象很多时，排在前列或末尾的"
+                 "对象的区间可能不含本期名次：每次重抽样总有一些对象偶然得到更高（或更低）的分数而排到它前面（或后面）。"
+                 "这表示名次不稳定，并非计算错误。")
 EFFECT_COLUMNS = ["assessor", "effect", "se", "n_subjects", "n_shared", "component", "separable", "note"]
 
 

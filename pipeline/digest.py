@@ -21,6 +21,7 @@ from markupsafe import Markup
 import pipeline
 from pipeline import charts
 from pipeline.atomic import write_text
+from pipeline.calibration import INTERVAL_NOTE
 from pipeline.rounds import SUPERVISION, split_key
 from pipeline.scoring import FLAG_KINDS, NOT_RATED, RoundResult, half_up, rounding_note
 
@@ -427,6 +428,7 @@ def digest_context(
         },
         "rank_changes": result.rank_changes.to_dict("records") if result.rank_changes is not None else [],
         "level_pct": f"{result.params['level']:.0%}",
+        "interval_note": INTERVAL_NOTE,
         "decimals": decimals,
         "rounding": rounding_note(decimals),
         "selection": selection,

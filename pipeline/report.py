@@ -26,6 +26,7 @@ import xlsxwriter
 
 from pipeline import corrections as amendments
 from pipeline.atomic import atomic_path
+from pipeline.calibration import INTERVAL_NOTE
 from pipeline.config import Workspace
 from pipeline.digest import agreement_note, category_shares, digest_context, flag_counts, write_digest
 from pipeline.errors import InputError, UsageError
@@ -631,7 +632,8 @@ def _about_sheet(book, f, res: RoundResult, *, period: str, files: list[dict], g
         ["单项分歧阈值（占满分）", p["item_range_share"]],
         ["总分分歧阈值（分）", p["total_range_points"]],
         ["分组排名", p["by"] or "无"],
-        ["排名区间", f"自助法 {p['bootstrap']} 次，种子 {p['seed']}，{p['level']:.0%} 区间" if p["bootstrap"] else "未计算"],
+        ["排名区间", f"自助法 {p['bootstrap']} 次，种子 {p['seed']}，{p['level']:.0%} 区间。{INTERVAL_NOTE}"
+                     if p["bootstrap"] else "未计算"],
         ["决策线", f"前 {p['selection_top']} 名入选线；等级线 " + "、".join(f"{b:g}" for b in p["boundaries"])],
         ["正式排名", "校准排名" if p["official"] == "calibrated" else "未校准排名（平均分排名）"],
         ["评估人一致性 α", half_up(res.agreement.get("alpha", math.nan), 2)],  # as the reading shows it

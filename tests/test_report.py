@@ -125,6 +125,10 @@ def test_summary_workbook_matches_hand_computed_values(workspace):
     about = {r[0].value: r[1].value for r in book["说明"].iter_rows(min_row=2, max_col=2) if r[0].value}
     assert about["指标体系版本"] == COMMUNITY.version and about["结构校验"] == COMMUNITY.checksum
     assert about["计分方法"] == "平均（mean）"
+    # Why an interval may leave out the rank is said where intervals are explained (see
+    # test_a_crowded_top_can_leave_the_rank_out_of_its_interval), in the workbook and the digest.
+    assert about["排名区间"].startswith("自助法 2000 次，种子 20261129，90% 区间。") and "可能不含本期名次" in about["排名区间"]
+    assert "可能不含本期名次" in res.digest.read_text(encoding="utf-8")
     assert "α" in about["一致性解读"] or "一致" in about["一致性解读"]
     shas = {c.value for r in book["说明"].iter_rows() for c in r if isinstance(c.value, str) and len(c.value) == 64}
     assert shas == {hashlib.sha256(f"{PERIOD}-community-{a}.xlsx".encode()).hexdigest() for a in ("E01", "E02", "E03")}
