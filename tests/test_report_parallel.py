@@ -223,3 +223,51 @@ def test_csv_fields_are_what_the_csv_module_writes(tmp_path):
         out.writerow(["%.10g" % v if name in ("得分", "原分") and v == v else "" if v is None or v != v else
                       ("'" + v if v.startswith("=") else v) for name, v in ((n, frame[n].iloc[r]) for n in DETAIL_HEAD)])
     assert (tmp_path / "fast.csv").read_bytes() == b"\xef\xbb\xbf" + expected.getvalue().encode("utf-8")
+
+
+def test_the_scores_csv_is_the_detail_table_written_as_csv(workspace, tmp_path):
+    """`write_scores_csv` (from each column's distinct values, a sheet's columns once per sheet) writes
+    the bytes the csv module gives for `detail_frame`'s table: trimmed sheets, assessors outside the
+    roster (blank names), remarks with formulas, quotes and line breaks, a corrected score."""
+    from pipeline.corrections import amend
+    from pipeline.ledger import Ledger
+    from pipeline.names import inert_csv
+    from pipeline.report import detail_frame, sheet_rows, write_scores_csv
+    from pipeline.roster import read_roster_for
+    from pipeline.scoring import score_round
+    from pipeline.systems import load_system
+
+    add_returns(workspace, shares=SHARES, remarks=REMARKS)
+    ws, system = Workspace.open(workspace), load_system("community")
+    roster = read_roster_for(ws.path("roster"), system)
+    amend(ws, system, PERIOD, roster, subject="C002", assessor="E01", item="C03", score=1.5, reason="抄录错误")
+    with Ledger.open(ws, reading=True) as ledger:
+        scores, fixes = ledger.accepted_scores(PERIOD, "community"), ledger.corrections(PERIOD, "community")
+    res = score_round(scores, system, roster, ws.settings, method="trimmed")
+    assert (~res.totals["used"]).sum() > 0 and scores["correction"].notna().sum() == 1
+
+    def csv_module(frame: pd.DataFrame) -> bytes:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(DETAIL_HEAD)
+        for row in frame.itertuples(index=False):
+            writer.writerow(["" if v is None or v != v else "%.10g" % v if isinstance(v, float) else inert_csv(v)
+                             for v in row])
+        return b"\xef\xbb\xbf" + out.getvalue().encode("utf-8")
+
+    expected = csv_module(detail_frame(res, scores, roster, fixes))
+    assert sheet_rows(scores, ["period", "assessor", "subject", "file", "sheet", "sha256"]) is not None
+    write_scores_csv(tmp_path / "scores.csv", res, scores, roster, fixes)
+    assert (tmp_path / "scores.csv").read_bytes() == expected
+    text = expected.decode("utf-8-sig")
+    assert "'=1+1" in text and '"two\nlines"' in text and "否（截尾去掉）" in text and ",1.5," in text
+    # a frame whose sheets disagree (one score moved to another file) is written score by score
+    odd = scores.copy()
+    odd.loc[3, "file"] = "another.xlsx"
+    assert sheet_rows(odd, ["file"]) is None
+    write_scores_csv(tmp_path / "odd.csv", res, odd, roster, fixes)
+    assert (tmp_path / "odd.csv").read_bytes() == csv_module(detail_frame(res, odd, roster, fixes))
+    # and without sheet ids at all
+    bare = scores.drop(columns=["sheet_id"])
+    write_scores_csv(tmp_path / "bare.csv", res, bare, roster, fixes)
+    assert (tmp_path / "bare.csv").read_bytes() == expected
