@@ -123,6 +123,7 @@ def sheet_rows(scores: pd.DataFrame, columns) -> tuple[np.ndarray, np.ndarray] |
     sheet, ids = pd.factorize(scores["sheet_id"])
     if (sheet < 0).any():
         return None
+    sheet = sheet.astype(np.min_scalar_type(-len(ids) - 1))
     rows = np.arange(len(scores))
     first = np.empty(len(ids), dtype=np.int64)
     first[sheet[::-1]] = rows[::-1]
@@ -601,7 +602,9 @@ def _field_texts(values, number: bool = False, names: dict | None = None) -> tup
     if names is not None:
         distinct = ["" if _missing(v := names.get(key, "")) else v for key in distinct]
     texts = ["%.10g" % v for v in distinct] if number else csv_fields(inert_csv(v) for v in distinct)
-    return codes, np.array(texts + [""], dtype=object)
+    # The smallest codes that hold them: a national month's columns have a few dozen distinct values
+    # in 760,000 rows (8 bytes a code would be 6 MB a column).
+    return codes.astype(np.min_scalar_type(-len(texts) - 1)), np.array(texts + [""], dtype=object)
 
 
 def detail_texts(res: RoundResult, scores: pd.DataFrame, roster: Roster | None,
