@@ -13,10 +13,12 @@ import io
 import math
 import os
 import re
+import threading
 import unicodedata
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Iterable
@@ -38,7 +40,8 @@ from pipeline.rounds import check_key, cli_args, split_key
 from pipeline import selection as selecting
 from pipeline import selfcheck
 from pipeline.status import CONFLICT, NOT_RECEIVED, StatusResult, round_status
-from pipeline.scoring import BY_COLUMNS, FLAG_KINDS, METHODS, RoundResult, half_up, rounding_note, score_round
+from pipeline.scoring import (BY_COLUMNS, FLAG_KINDS, METHODS, RoundResult, half_up, rounding_note, score_base,
+                              with_intervals)
 from pipeline.systems import LEVEL1, System, load_system
 from pipeline.workers import Background, start_method
 
@@ -208,7 +211,7 @@ class _Sheet:
     """A worksheet writer that never lets text become a formula."""
 
     def __init__(self, book, name: str, formats: dict):
-        self.ws = book.add_worksheet(name)
+        self.ws = book.get_worksheet_by_name(name) or book.add_worksheet(name)  # added in its place already, or now
         self.name = name
         self.f = formats
 
@@ -332,16 +335,36 @@ def summary_book(tmp: Path, res: RoundResult, *, period: str, detail: "pd.DataFr
                  generated: datetime, detail_max_rows: int = 100_000, detail_csv: str = "",
                  selection: "selecting.Selection | None" = None, register: list[list] | None = None,
                  acceptance=None, comparison: "selfcheck.SelfComparison | None" = None,
-                 declared: list | None = None) -> None:
+                 declared: list | None = None, steps: "Steps | None" = None) -> None:
     """The summary workbook (xlsxwriter), written to `tmp` (`write_summary` makes it atomic); a
     遴选 round's starts with 遴选结果, and `acceptance` (a 验收 round's `acceptance.AcceptanceResult`) adds 验收结果 after 排名.
     `detail` is the 评分明细 table, or only its number of rows when that is above `detail_max_rows`
     (the sheet then says where the table is). `declared` (the round's declared conflicts,
-    `StatusResult.declarations`) is counted per assessor in the 评估人 sheet's 声明回避 column."""
+    `StatusResult.declarations`) is counted per assessor in the 评估人 sheet's 声明回避 column.
+
+    In a round without 遴选 or 验收, the sheets that need no bootstrap interval (指标明细, 评分明细,
+    评估人, 更正记录) are written first, into their places, and the others after. With `steps`,
+    `res` is `scoring.score_base`'s result and the one with intervals comes from `steps` once
+    the first sheets are written: a second process starts on them while the intervals are
+    worked out (`report`)."""
     system = res.system
     book = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False})
     book.set_properties({"title": f"{system.name} {period} 评估汇总", "author": "happyhome", "created": generated})
     f = _formats(book, res.params["rank_decimals"])
+    early = selection is None and acceptance is None
+    if steps is not None:
+        steps.receive()
+    if early:
+        # Every sheet in its place first (a sheet's place is the order it was added in).
+        for name in ["排名", "图表", "指标明细", *(["自评对比"] if comparison is not None else []), "评分明细", "评估人",
+                     "争议", *(["排名变化"] if res.calibrated else []), "更正记录", "说明"]:
+            book.add_worksheet(name)
+        _items_sheet(book, f, res, comparison)
+        _scores_sheet(book, f, detail, detail_max_rows, detail_csv)
+        _assessor_sheet(book, f, res, files, declared)
+        _corrections_sheet(book, f, register or [])
+    if steps is not None:
+        res = steps.final(res)
     if selection is not None:
         selecting.write_result_sheet(book, f, selection)
     _rank_sheet(book, f, res)
@@ -350,17 +373,74 @@ def summary_book(tmp: Path, res: RoundResult, *, period: str, detail: "pd.DataFr
 
         write_result_sheet(book, f, acceptance)
     _chart_sheet(book, f, res)
-    _items_sheet(book, f, res, comparison)
+    if not early:
+        _items_sheet(book, f, res, comparison)
     if comparison is not None:
         _self_sheet(book, f, res, comparison)
-    _scores_sheet(book, f, detail, detail_max_rows, detail_csv)
-    _assessor_sheet(book, f, res, files, declared)
+    if not early:
+        _scores_sheet(book, f, detail, detail_max_rows, detail_csv)
+        _assessor_sheet(book, f, res, files, declared)
     _flags_sheet(book, f, res)
     if res.calibrated:
         _changes_sheet(book, f, res)
-    _corrections_sheet(book, f, register or [])
+    if not early:
+        _corrections_sheet(book, f, register or [])
     _about_sheet(book, f, res, period=period, files=files, generated=generated)
     book.close()
+
+
+class Steps:
+    """What a summary started on `score_base`'s result (`summary_book(steps=...)`) is told later:
+    the fields the bootstrap intervals change. Sent through a pipe to the second process that
+    writes it, received there in a thread while the first sheets are written; kept here too, for
+    when the summary is written in this process after all (`Background` makes up for a second
+    process that died)."""
+
+    FIELDS = ("subjects", "flags", "params", "rank_changes")
+
+    def __init__(self) -> None:
+        import multiprocessing as mp
+
+        self._in, self._out = mp.Pipe(duplex=False)
+        self._fields: dict | None = None
+        self._receiving: threading.Thread | None = None
+
+    def started(self) -> None:
+        """In the report's process, once the second process has its copy of the pipe's end."""
+        self._in.close()
+
+    def receive(self) -> None:
+        """In the process writing the summary: start taking the fields in (a thread), so that the
+        report's process never waits to hand them over."""
+        if self._fields is None and self._receiving is None:
+            self._out.close()
+            self._receiving = threading.Thread(target=self._take, daemon=True, name="happyhome-steps")
+            self._receiving.start()
+
+    def _take(self) -> None:
+        try:
+            self._got: "dict | BaseException" = self._in.recv()
+        except (EOFError, OSError) as err:  # the report's process went away without them
+            self._got = err
+
+    def send(self, result: RoundResult) -> None:
+        """In the report's process: the fields of the result with intervals."""
+        self._fields = {name: getattr(result, name) for name in self.FIELDS}
+        try:
+            self._out.send(self._fields)
+        except OSError:  # the second process is gone: the summary is written here instead
+            pass
+        self._out.close()
+
+    def final(self, base: RoundResult) -> RoundResult:
+        """`base` with the fields the intervals changed: the result the summary is written from."""
+        if self._fields is None:
+            self.receive()
+            self._receiving.join()
+            if isinstance(self._got, BaseException):
+                raise self._got
+            self._fields = self._got
+        return replace(base, **self._fields)
 
 
 def _rank_sheet(book, f, res: RoundResult) -> None:
@@ -895,43 +975,60 @@ def report(
     apart = second_process(ws, len(scores))
     # Half the bootstrap goes apart only where a process starts at once (fork): a spawned one
     # (Windows) takes longer to import pandas than that half takes (about 1 s at national size).
-    result = score_round(scores, system, roster, settings, method=method, by=by, calibrate=calibrate,
-                         apart=apart and start_method() == "fork")
+    forked = apart and start_method() == "fork"
+    stage = split_key(period)[1]
+    base = score_base(scores, system, roster, settings, method=method, by=by, calibrate=calibrate)
     chase, assigned, received = chase_list(status), status.assigned, status.received
     files = _files(scores, file_rows)
     generated = generated or datetime.now().replace(microsecond=0)
     out = ws.period_output(period)
-    chosen = selecting.select(result, roster, settings) if split_key(period)[1] == "遴选" else None
-    accepted = None
-    if split_key(period)[1] == ACCEPTANCE:
-        from pipeline import acceptance
-
-        people = {code: a.name for code, a in roster.assessors.items()} if roster else {}
-        accepted = acceptance.judge(result, scores, people, ws.settings)
-    comparison = selfcheck.compare(result, own, ws["scoring"]["self_gap_points"])
+    comparison = selfcheck.compare(base, own, ws["scoring"]["self_gap_points"])  # needs no interval
     # Too long for the sheet, the table is only in the CSV, which is written from the scores
     # (`write_scores_csv`): 760,000 rows x 17 columns as a frame would be another 100 MB at the peak.
     big = len(scores) > ws["report"]["detail_max_rows"]
-    detail = len(scores) if big else detail_frame(result, scores, roster, fixes)
+    detail = len(scores) if big else detail_frame(base, scores, roster, fixes)
     detail_csv = out / f"scores-{system.id}.csv"
     book = dict(period=period, detail=detail, files=files, generated=generated,
-                detail_max_rows=ws["report"]["detail_max_rows"], detail_csv=detail_csv.name, selection=chosen,
-                register=amendments.register(fixes, roster, system), acceptance=accepted, comparison=comparison,
+                detail_max_rows=ws["report"]["detail_max_rows"], detail_csv=detail_csv.name,
+                register=amendments.register(fixes, roster, system), comparison=comparison,
                 declared=status.declarations)
     summary = out / f"summary-{system.id}.xlsx"
-    # A large round's summary workbook is written by a second process while this one writes the
-    # CSVs and works out the digest (a national month: each about 3 s). The digest, the 公示 and the
-    # 验收 documents are written once the summary is in place, as they always were: a summary that
-    # cannot be written (a full disk) leaves them as they were.
-    with atomic_path(summary) as tmp, Background(summary_book, tmp, result, **book, enabled=apart) as writing:
-        write_scores_csv(detail_csv, result, scores, roster, fixes)
-        results = write_results_csv(out / f"results-{system.id}.csv", result,
-                                    comparison.totals if comparison is not None else None)
-        context = digest_context(result, period=period, scores=scores, roster=roster, chase=chase, assigned=assigned,
-                                 received=received, files=files, organiser=ws["round"]["organiser"],
-                                 generated=generated, files_received=len(file_rows),
-                                 corrections=amendments.subject_notes(fixes, roster, system), layout=ws["report"])
-        writing.result()
+    # A large round's summary workbook is written by a second process. In a round without 遴选 or
+    # 验收 it starts now, on the sheets that need no bootstrap interval, while this process works out
+    # the intervals (with a third for half of them); then it finishes the workbook while this one
+    # writes the CSVs and works out the digest. The digest, the 公示 and the 验收 documents are written
+    # once the summary is in place, as they always were: a summary that cannot be written (a full
+    # disk) leaves them as they were.
+    steps = Steps() if forked and stage not in ("遴选", ACCEPTANCE) else None
+    with atomic_path(summary) as tmp, (Background(summary_book, tmp, base, **book, steps=steps)
+                                       if steps is not None else nullcontext()) as started:
+        if steps is not None:
+            steps.started()
+        result = with_intervals(base, roster, settings, apart=forked)
+        chosen = selecting.select(result, roster, settings) if stage == "遴选" else None
+        accepted = None
+        if stage == ACCEPTANCE:
+            from pipeline import acceptance
+
+            people = {code: a.name for code, a in roster.assessors.items()} if roster else {}
+            accepted = acceptance.judge(result, scores, people, ws.settings)
+        if steps is not None:
+            steps.send(result)
+            writing = started
+        else:
+            writing = Background(summary_book, tmp, result, **book, selection=chosen, acceptance=accepted,
+                                 enabled=apart)
+        with writing:
+            write_scores_csv(detail_csv, result, scores, roster, fixes)
+            results = write_results_csv(out / f"results-{system.id}.csv", result,
+                                        comparison.totals if comparison is not None else None)
+            context = digest_context(result, period=period, scores=scores, roster=roster, chase=chase,
+                                     assigned=assigned, received=received, files=files,
+                                     organiser=ws["round"]["organiser"], generated=generated,
+                                     files_received=len(file_rows),
+                                     corrections=amendments.subject_notes(fixes, roster, system),
+                                     layout=ws["report"])
+            writing.result()
     context["method"]["declared"] = status.declared
     notice, publicity = (selecting.write_outputs(out, chosen, ws.settings, generated.date(), generated)
                          if chosen is not None else (None, []))
