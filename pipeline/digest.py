@@ -120,15 +120,6 @@ def _place(row) -> str:
     return " ".join(str(v) for v in (row.get("province", ""), row.get("city", ""), row.get("county", "")) if v)
 
 
-def _lists(keys, values) -> dict:
-    """Each key's values in order, keys in order of appearance: groupby(sort=False).agg(list) without
-    a Python call per group (a national month: 10,000 subjects with flags)."""
-    out: dict = {}
-    for key, value in zip(keys, values):
-        out.setdefault(key, []).append(value)
-    return out
-
-
 def _cards(result: RoundResult, scores: pd.DataFrame, names: dict[str, str], n_items: int = 3,
            corrections: dict[str, list[str]] | None = None, only: dict[str, str] | None = None) -> list[Card]:
     """The subject cards, in ranking order: of every rated subject, or of those in `only`
@@ -146,7 +137,7 @@ def _cards(result: RoundResult, scores: pd.DataFrame, names: dict[str, str], n_i
     if len(scores):
         said = scores[scores["remark"].fillna("").str.strip() != ""]
         remarks = dict(tuple(said.groupby("subject", sort=False)))
-    flags = _lists(result.flags["subject"], result.flags["message"])
+    flags = result.flags.groupby("subject", sort=False)["message"].agg(list).to_dict() if len(result.flags) else {}
     cards = []
     for row in rated.to_dict("records"):
         mine = by_subject.get(row["subject"], [])
@@ -353,7 +344,7 @@ def digest_context(
     cats = category_shares(result)
     rows = result.subjects.to_dict("records")
     subject_names = {r["subject"]: r["name"] for r in rows}
-    kinds = _lists(result.flags["subject"], result.flags["kind"])
+    kinds = result.flags.groupby("subject", sort=False)["kind"].agg(list).to_dict() if len(result.flags) else {}
     for r in rows:
         # The ranking shows what kind of flag a subject has; the messages are in 争议 and on its card.
         mine = kinds.get(r["subject"], [])
