@@ -13,6 +13,7 @@ import zipfile
 from datetime import datetime
 from pathlib import Path
 
+import openpyxl
 import pandas as pd
 import pytest
 
@@ -37,7 +38,7 @@ OUTPUTS = ("summary-community.xlsx", "results-community.csv", "scores-community.
 
 
 def _report(root: Path, parallel_min_scores: int, method: str = "trimmed",
-            generated: datetime = GENERATED) -> dict[str, bytes]:
+            generated: datetime = GENERATED, **options) -> dict[str, bytes]:
     """Report the round with `report.parallel_min_scores` set; the outputs' bytes by name."""
     config = root / "happyhome.toml"
     text = config.read_text(encoding="utf-8")
@@ -46,7 +47,7 @@ def _report(root: Path, parallel_min_scores: int, method: str = "trimmed",
                       encoding="utf-8")
     ws = Workspace.open(root)
     assert reporting.second_process(ws, 100) is (parallel_min_scores == 1 and (os.cpu_count() or 1) > 1)
-    report(ws, "community", PERIOD, method=method, generated=generated)
+    report(ws, "community", PERIOD, method=method, generated=generated, **options)
     out = root / "output" / PERIOD
     leftovers = [p.name for p in out.iterdir() if p.name.startswith(".")]
     assert not leftovers, leftovers  # no temporary file of an atomic write left behind
@@ -108,6 +109,19 @@ def test_report_in_two_processes_writes_the_same_files(workspace, monkeypatch, j
 def test_the_mean_method_too(workspace):
     add_returns(workspace, shares=SHARES, remarks=REMARKS)
     _assert_same(_report(workspace, 0, method="mean"), _report(workspace, 1, method="mean"))
+
+
+def test_calibrated_and_by_province_too(workspace):
+    """The summary started before the intervals keeps every sheet in its place: here 排名变化
+    (calibration) comes between 争议 and 更正记录, and 排名 has its 省份内排名 column."""
+    add_returns(workspace, shares=SHARES, remarks=REMARKS)
+    serial = _report(workspace, 0, calibrate=True, by="省份")
+    apart = _report(workspace, 1, calibrate=True, by="省份")
+    _assert_same(serial, apart)
+    book = openpyxl.load_workbook(io.BytesIO(apart["summary-community.xlsx"]), read_only=True)
+    assert book.sheetnames == ["排名", "图表", "指标明细", "评分明细", "评估人", "争议", "排名变化", "更正记录", "说明"]
+    head = next(book["排名"].iter_rows(max_row=1, values_only=True))
+    assert "省份内排名" in head and "校准排名" in head and "排名（90%区间）" in head
 
 
 def test_a_failing_summary_fails_the_report_and_leaves_nothing_half_written(workspace, monkeypatch):
