@@ -24,6 +24,7 @@ from pipeline.errors import OutputError
 from pipeline.report import csv_fields, report, write_detail_csv, DETAIL_HEAD
 from pipeline.workers import Background
 from test_report import PERIOD, add_returns
+from test_selfassessment import round_with_self  # noqa: F401 - a fixture
 
 GENERATED = datetime(2026, 12, 1, 9, 30)
 # Eight subjects, two to five assessors each (E04 and E05 are not in the roster), totals spread
@@ -286,3 +287,18 @@ def test_the_scores_csv_is_the_detail_table_written_as_csv(workspace, tmp_path):
     bare = scores.drop(columns=["sheet_id"])
     write_scores_csv(tmp_path / "bare.csv", res, bare, roster, fixes)
     assert (tmp_path / "bare.csv").read_bytes() == expected
+
+
+def test_a_round_with_self_assessments_too(round_with_self):
+    """自评对比 (self-assessments in) keeps its place after 指标明细 when the summary starts before
+    the intervals, and the workbook is the one-process one."""
+    from conftest import run
+
+    run(round_with_self, "collect", "--system", "community", "--period", PERIOD)
+    serial = _report(round_with_self, 0)
+    apart = _report(round_with_self, 1)
+    _assert_same(serial, apart)
+    book = openpyxl.load_workbook(io.BytesIO(apart["summary-community.xlsx"]), read_only=True)
+    assert book.sheetnames[:5] == ["排名", "图表", "指标明细", "自评对比", "评分明细"]
+    rows = list(book["自评对比"].iter_rows(min_row=2, values_only=True))
+    assert [r[0] for r in rows] == ["C003", "C001"]  # the largest gap first (18, then 8)
