@@ -179,7 +179,7 @@ def bootstrap(
         for start in range(0, n, step):
             stop = min(n, start + step)
             packed[start:stop] = _pack(rng.integers(0, k, size=(stop - start, len(cols), k)), k)
-        blocks.append((cols, table, int(k), trim, packed))
+        blocks.append((cols, table, int(k), trim, packed, _all_centres(table, int(k), trim)))
     if apart and n > 1:
         # The replicates' draws are all made above; what is left is arithmetic on them, which
         # splits exactly: each process keeps the tails of its half, and the tails merge.
@@ -211,7 +211,12 @@ def _replicate_tails(blocks: list, n: int, q: float, width: int, first: int, las
     for start in range(first, last, step):
         stop = min(last, start + step)
         reps = np.empty((stop - start, width))
-        for cols, table, k, trim, packed in blocks:
+        for cols, table, k, trim, packed, centres in blocks:
+            if centres is not None:  # each packed draw's centre, looked up
+                at = packed[start:stop].astype(np.intp)
+                at += (np.arange(len(cols)) * centres.shape[1])[None, :]
+                reps[:, cols] = np.take(centres.ravel(), at)
+                continue
             # table[column, draw] through flat positions: the same values, gathered faster
             flat = _unpack(packed[start:stop], k)
             flat += (np.arange(len(cols)) * k)[:, None]
@@ -219,6 +224,20 @@ def _replicate_tails(blocks: list, n: int, q: float, width: int, first: int, las
         totals_tails.add(reps)
         ranks_tails.add(_competition_ranks(reps))
     return totals_tails, ranks_tails
+
+
+CENTRES_MAX = 4_000_000  # precomputed centres (8 bytes each) of a block: columns x k**k, at most this many
+
+
+def _all_centres(table: np.ndarray, k: int, trim: bool) -> np.ndarray | None:
+    """The centre of every draw a column can have (columns x k**k, by packed value), when there are
+    few (4 assessors: 256 draws a subject): a replicate's centres are then looked up rather than
+    gathered and averaged. Each is `_centre` of the same values in the same order: the same float."""
+    if k > PACK_MAX or k ** k * len(table) > CENTRES_MAX:
+        return None
+    draws, step = _unpack(np.arange(k ** k), k), max(1, 250_000 // k ** k)  # a few MB at a time
+    return np.concatenate([_centre(table[at:at + step, draws], trim) for at in range(0, len(table), step)]
+                          or [np.empty((0, k ** k))])
 
 
 PACK_MAX = 15  # 15**15 < 2**63: larger panels keep their draws unpacked, one small integer each

@@ -8,7 +8,7 @@ Nothing here reads or writes files, so `report` and `rollup` share the same numb
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
 
 import numpy as np
@@ -177,6 +177,21 @@ def score_round(
     `intervals` adds bootstrap intervals of totals and ranks (settings["calibration"]); `apart`
     works out half of their replicates in a second process (the same numbers, sooner).
     """
+    base = score_base(scores, system, roster, settings, method=method, by=by, calibrate=calibrate)
+    return with_intervals(base, roster, settings, apart=apart) if intervals else base
+
+
+def score_base(
+    scores: pd.DataFrame,
+    system: System,
+    roster: Roster | None,
+    settings: dict,
+    method: str | None = None,
+    by: str | None = None,
+    calibrate: bool = False,
+) -> RoundResult:
+    """`score_round` without the bootstrap intervals (`with_intervals` adds them): everything
+    else is already final, so what needs only that (most of the summary workbook) can start."""
     sc, fl, cal = settings["scoring"], settings["flags"], settings["calibration"]
     method = method or sc["method"]
     if method not in METHODS:
@@ -186,24 +201,39 @@ def score_round(
     trim_min, decimals = int(sc["trim_min"]), int(sc["rank_decimals"])
     min_assessors = int(sc["min_assessors"])
 
-    s = scores.loc[scores["item"].isin(system.codes), ["subject", "assessor", "item", "score"]].copy()
-    s["subject"] = s["subject"].astype(str)
-    s["assessor"] = s["assessor"].astype(str)
-    s["score"] = s["score"].astype(float)
+    s = scores.loc[scores["item"].isin(system.codes), ["subject", "assessor", "item", "score"]]
+    score = s["score"].to_numpy(dtype=float)
+    # Grouped on integer codes rather than on the texts (hashing 760,000 texts again for every
+    # grouping was most of scoring's time at national size). The codes are in text order, so the
+    # groups come out in the order grouping the texts gives, and each group's values are summed in
+    # the same (row) order: the same numbers.
+    subject_code, subject_keys = pd.factorize(s["subject"].astype(str), sort=True)
+    assessor_code, assessor_keys = pd.factorize(s["assessor"].astype(str), sort=True)
+    item_code, item_keys = pd.factorize(s["item"].astype(str), sort=True)
 
     # One total per accepted sheet (subject, assessor).
-    totals = s.groupby(["subject", "assessor"], sort=True)["score"].sum().rename("total").reset_index()
+    n_a, n_i = max(len(assessor_keys), 1), max(len(item_keys), 1)
+    sheet_code, sheet_keys = pd.factorize(subject_code.astype(np.int64) * n_a + assessor_code, sort=True)
+    totals = pd.DataFrame({
+        "subject": subject_keys.take(sheet_keys // n_a),
+        "assessor": assessor_keys.take(sheet_keys % n_a),
+        "total": pd.Series(score, dtype=float).groupby(sheet_code, sort=True).sum().to_numpy(),
+    })
     totals["used"] = _select(totals, method, trim_min)
 
-    info = _roster_frame(roster, system, sorted(totals["subject"].unique()))
+    info = _roster_frame(roster, system, list(subject_keys))
     codes = list(info["subject"])
 
     # Item aggregates over the sheets used; spread over all sheets (disagreement is about everyone).
-    used_keys = totals.loc[totals["used"], ["subject", "assessor"]]
-    s_used = s.merge(used_keys, on=["subject", "assessor"])
-    agg = s_used.groupby(["subject", "item"])["score"].agg(score="mean", n="count")
-    spread = s.groupby(["subject", "item"])["score"].agg(low="min", high="max")
-    items = agg.join(spread, how="outer").reset_index()
+    pair = subject_code.astype(np.int64) * n_i + item_code
+    used_row = totals["used"].to_numpy()[sheet_code]
+    agg = pd.Series(score[used_row]).groupby(pair[used_row], sort=True).agg(score="mean", n="count")
+    spread = pd.Series(score).groupby(pair, sort=True).agg(low="min", high="max")
+    items = agg.join(spread, how="outer")
+    at = items.index.to_numpy()
+    items = items.reset_index(drop=True)
+    items.insert(0, "item", item_keys.take(at % n_i))
+    items.insert(0, "subject", subject_keys.take(at // n_i))
     meta = pd.DataFrame(
         [(i.code, i.level1, i.level2, i.level3, i.max) for i in system.items],
         columns=["item", "level1", "level2", "level3", "max"],
@@ -217,7 +247,11 @@ def score_round(
     items["share"] = items["score"] / items["max"]
     order = {c: n for n, c in enumerate(system.codes)}
     subj_order = {c: n for n, c in enumerate(codes)}
-    items = items.sort_values(["subject", "item"], key=lambda col: col.map(subj_order if col.name == "subject" else order))
+    # Subjects in the roster's order, items in the system's: sorted on the codes' places rather
+    # than by mapping 190,000 texts (the (subject, item) pairs are unique, so the order is the same).
+    where = np.array([subj_order[k] for k in subject_keys], dtype=np.int64)[at // n_i]
+    which = np.array([order[k] for k in item_keys], dtype=np.int64)[at % n_i]
+    items = items.iloc[np.lexsort((which, where))]
     items = items[["subject", "item", "level1", "level2", "level3", "max", "score", "n", "low", "high", "range", "share",
                    "exact"]]
     items = items.reset_index(drop=True)
@@ -253,48 +287,21 @@ def score_round(
                       f"超过满分的 {fl['item_range_share']:.0%}）"))
     by_subject = totals.groupby("subject")["total"]
     spread_t = round_series(by_subject.max() - by_subject.min(), decimals)
+    n_of, spread_of = n_all.to_dict(), spread_t.to_dict()  # looked up 10,000 times: dicts, not Series
     for subject in codes:
-        n = int(n_all.get(subject, 0))
+        n = int(n_of.get(subject, 0))
         if 0 < n < min_assessors:
             flags.append((subject, "", "few_assessors", float(n),
                           f"仅 {n} 名评估人评分（少于 {min_assessors} 名），排名仅供参考"))
-        rng = spread_t.get(subject)
+        rng = spread_of.get(subject)
         if rng is not None and rng > fl["total_range_points"] + 1e-9:
             flags.append((subject, "", "total_range", float(rng),
                           f"评估人总分相差 {rng:.2f} 分（超过 {fl['total_range_points']:g} 分）"))
 
-    # Bootstrap intervals of totals and ranks; decision lines crossed.
     rated_totals = totals[["subject", "assessor", "total"]]
-    if intervals:
-        iv = calibration.bootstrap(rated_totals, n=int(cal["bootstrap"]), seed=int(cal["seed"]),
-                                   level=float(cal["level"]), trim_min=trim_min if method == "trimmed" else None,
-                                   apart=apart)
-        iv["subject"] = iv["subject"].astype(object)
-        subjects = subjects.merge(iv, on="subject", how="left")
-        subjects["rank_label"] = [
-            calibration.rank_label(r, lo, hi) if not math.isnan(r) else NOT_RATED
-            for r, lo, hi in zip(subjects["rank"], subjects["rank_lo"].fillna(0), subjects["rank_hi"].fillna(0))
-        ]
-        rated = subjects[subjects["n_assessors"] > 0]
-        top = int(cal["selection_top"]) or None
-        if top is not None and top >= len(rated):
-            top = None  # everyone is selected: no line to cross
-        dec = calibration.decision_flags(rated[["subject", "rank"]], iv, top_n=top, boundaries=tuple(cal["boundaries"]))
-        for r in dec.itertuples(index=False):
-            flags.append((r.subject, "", "decision", math.nan, r.flag))
-    else:
-        subjects["rank_label"] = [f"第{int(r)}名" if not math.isnan(r) else NOT_RATED for r in subjects["rank"]]
-
-    flag_frame = pd.DataFrame(flags, columns=FLAG_COLUMNS)
-    if not flag_frame.empty:
-        kind_order = {"few_assessors": 0, "total_range": 1, "decision": 2, "item_range": 3}
-        flag_frame["_s"] = flag_frame["subject"].map(subj_order)
-        flag_frame["_k"] = flag_frame["kind"].map(kind_order)
-        flag_frame["_i"] = flag_frame["item"].map(order).fillna(-1)
-        flag_frame = flag_frame.sort_values(["_s", "_k", "_i"]).drop(columns=["_s", "_k", "_i"]).reset_index(drop=True)
-    text = flag_frame.groupby("subject")["message"].agg("；".join) if not flag_frame.empty else pd.Series(dtype=str)
-    subjects["flags"] = subjects["subject"].map(text).astype(object).fillna("")
-    subjects.loc[subjects["n_assessors"] == 0, "flags"] = "未收到有效评分"
+    subjects["rank_label"] = [f"第{int(r)}名" if not math.isnan(r) else NOT_RATED for r in subjects["rank"]]
+    flag_frame = _flag_frame(flags, subj_order, order)
+    subjects["flags"] = _flag_texts(subjects, flag_frame)
 
     # Calibration: assessor effects removed from the totals.
     effects, effects_message, changes = None, "", None
@@ -319,7 +326,7 @@ def score_round(
             "method": method, "trim_min": trim_min, "min_assessors": min_assessors, "rank_decimals": decimals,
             "grades": [dict(b) for b in sc["grades"]], "fail": sc["fail"],
             "item_range_share": fl["item_range_share"], "total_range_points": fl["total_range_points"],
-            "bootstrap": int(cal["bootstrap"]) if intervals else 0, "seed": int(cal["seed"]),
+            "bootstrap": 0, "seed": int(cal["seed"]),
             "level": float(cal["level"]), "selection_top": int(cal["selection_top"]),
             "boundaries": list(cal["boundaries"]), "official": cal["official"], "by": by,
         },
@@ -335,6 +342,66 @@ def score_round(
         effects_message=effects_message,
         rank_changes=changes,
     )
+
+
+def with_intervals(base: RoundResult, roster: Roster | None, settings: dict, apart: bool = False) -> RoundResult:
+    """`base` (`score_base`) with bootstrap intervals of totals and ranks (rank_label shows them)
+    and the flags of decision lines crossed; `apart` works out half of the replicates in a second
+    process. The same result as scoring with intervals at once."""
+    cal, p = settings["calibration"], base.params
+    iv = calibration.bootstrap(base.totals[["subject", "assessor", "total"]], n=int(cal["bootstrap"]),
+                               seed=int(cal["seed"]), level=float(cal["level"]),
+                               trim_min=p["trim_min"] if base.method == "trimmed" else None, apart=apart)
+    iv["subject"] = iv["subject"].astype(object)
+    later = [c for c in ("calibrated_total", "calibrated_rank") if c in base.subjects]  # stay last
+    subjects = base.subjects.drop(columns=["rank_label", "flags", *later]).merge(iv, on="subject", how="left")
+    subjects["rank_label"] = [
+        calibration.rank_label(r, lo, hi) if not math.isnan(r) else NOT_RATED
+        for r, lo, hi in zip(subjects["rank"], subjects["rank_lo"].fillna(0), subjects["rank_hi"].fillna(0))
+    ]
+    rated = subjects[subjects["n_assessors"] > 0]
+    top = int(cal["selection_top"]) or None
+    if top is not None and top >= len(rated):
+        top = None  # everyone is selected: no line to cross
+    dec = calibration.decision_flags(rated[["subject", "rank"]], iv, top_n=top, boundaries=tuple(cal["boundaries"]))
+    # The base's flags are in order already; the decision flags sort in among them as they would
+    # have among the unsorted ones (the sort is stable).
+    flags = list(base.flags.itertuples(index=False, name=None))
+    flags += [(r.subject, "", "decision", math.nan, r.flag) for r in dec.itertuples(index=False)]
+    scored = sorted(base.totals["subject"].unique())
+    subj_order = {c: n for n, c in enumerate(_roster_frame(roster, base.system, scored)["subject"])}
+    flag_frame = _flag_frame(flags, subj_order, {c: n for n, c in enumerate(base.system.codes)})
+    subjects["flags"] = _flag_texts(subjects, flag_frame)
+    for column in later:
+        subjects[column] = base.subjects[column].to_numpy()
+    changes = base.rank_changes  # its codes of the type the merged ones have, as when calibrated after it
+    if changes is not None:
+        changes = changes.astype({"subject": subjects["subject"].dtype})
+    return replace(base, subjects=subjects, flags=flag_frame, params={**p, "bootstrap": int(cal["bootstrap"])},
+                   rank_changes=changes)
+
+
+def _flag_frame(flags: list[tuple], subj_order: dict, item_order: dict) -> pd.DataFrame:
+    """The flags as a frame, by subject (roster order), kind, then item (system order)."""
+    frame = pd.DataFrame(flags, columns=FLAG_COLUMNS)
+    if not frame.empty:
+        kind_order = {"few_assessors": 0, "total_range": 1, "decision": 2, "item_range": 3}
+        frame["_s"] = frame["subject"].map(subj_order)
+        frame["_k"] = frame["kind"].map(kind_order)
+        frame["_i"] = frame["item"].map(item_order).fillna(-1)
+        frame = frame.sort_values(["_s", "_k", "_i"]).drop(columns=["_s", "_k", "_i"]).reset_index(drop=True)
+    return frame
+
+
+def _flag_texts(subjects: pd.DataFrame, flags: pd.DataFrame) -> pd.Series:
+    """Each subject's flag messages joined (in the flags' order); 未收到有效评分 for the unrated."""
+    messages: dict[str, list[str]] = {}  # a subject's messages in order, joined once
+    for subject, message in zip(flags["subject"], flags["message"]):
+        messages.setdefault(subject, []).append(message)
+    text = {subject: "；".join(texts) for subject, texts in messages.items()}
+    shown = subjects["subject"].map(text).astype(object).fillna("")
+    shown[subjects["n_assessors"] == 0] = "未收到有效评分"
+    return shown
 
 
 def _assessor_table(totals: pd.DataFrame, roster: Roster | None, effects: pd.DataFrame | None,

@@ -364,3 +364,20 @@ def test_summary_prints_legibly(workspace):
     about = book["说明"]
     row = next(r[0].row for r in about.iter_rows(max_col=1) if r[0].value == "取整规则")
     assert about.row_dimensions[row].height >= 2 * 14
+
+
+def test_a_roster_that_cannot_be_read_is_the_error_even_while_the_ledger_is_read(workspace):
+    """The roster is read in a thread beside the ledger: its problem is still the one reported,
+    whether the ledger read succeeds or fails too, and nothing is written."""
+    from pipeline.errors import InputError
+
+    add_returns(workspace)
+    roster = workspace / "input" / "roster.xlsx"
+    roster.write_bytes(b"not a workbook")
+    with pytest.raises(InputError, match="roster"):
+        report(Workspace.open(workspace), "community", PERIOD)
+    for ledger in (workspace / "ledger").glob("*.sqlite"):
+        ledger.write_bytes(b"not a database either")
+    with pytest.raises(InputError, match="roster"):
+        report(Workspace.open(workspace), "community", PERIOD)
+    assert not (workspace / "output" / PERIOD / "summary-community.xlsx").exists()

@@ -13,6 +13,7 @@ import zipfile
 from datetime import datetime
 from pathlib import Path
 
+import openpyxl
 import pandas as pd
 import pytest
 
@@ -23,6 +24,7 @@ from pipeline.errors import OutputError
 from pipeline.report import csv_fields, report, write_detail_csv, DETAIL_HEAD
 from pipeline.workers import Background
 from test_report import PERIOD, add_returns
+from test_selfassessment import round_with_self  # noqa: F401 - a fixture
 
 GENERATED = datetime(2026, 12, 1, 9, 30)
 # Eight subjects, two to five assessors each (E04 and E05 are not in the roster), totals spread
@@ -37,7 +39,7 @@ OUTPUTS = ("summary-community.xlsx", "results-community.csv", "scores-community.
 
 
 def _report(root: Path, parallel_min_scores: int, method: str = "trimmed",
-            generated: datetime = GENERATED) -> dict[str, bytes]:
+            generated: datetime = GENERATED, **options) -> dict[str, bytes]:
     """Report the round with `report.parallel_min_scores` set; the outputs' bytes by name."""
     config = root / "happyhome.toml"
     text = config.read_text(encoding="utf-8")
@@ -46,7 +48,7 @@ def _report(root: Path, parallel_min_scores: int, method: str = "trimmed",
                       encoding="utf-8")
     ws = Workspace.open(root)
     assert reporting.second_process(ws, 100) is (parallel_min_scores == 1 and (os.cpu_count() or 1) > 1)
-    report(ws, "community", PERIOD, method=method, generated=generated)
+    report(ws, "community", PERIOD, method=method, generated=generated, **options)
     out = root / "output" / PERIOD
     leftovers = [p.name for p in out.iterdir() if p.name.startswith(".")]
     assert not leftovers, leftovers  # no temporary file of an atomic write left behind
@@ -90,9 +92,10 @@ def test_report_in_two_processes_writes_the_same_files(workspace, monkeypatch, j
     serial = _report(workspace, 0)
     assert [job.ran_apart for job in jobs] == [False]  # the summary, here
     apart = _report(workspace, 1)
-    # half the bootstrap (only under fork: spawning takes longer than it saves), then the summary
-    # workbook: each in a second process
-    assert [job.fn.__name__ for job in jobs[1:]] == ["_replicate_tails"] * (method == "fork") + ["summary_book"]
+    # the summary workbook in a second process; under fork it starts before the bootstrap (on the
+    # sheets that need no interval) and half the bootstrap goes to a third (spawning one takes
+    # longer than that half takes)
+    assert [job.fn.__name__ for job in jobs[1:]] == ["summary_book"] + ["_replicate_tails"] * (method == "fork")
     assert all(job.ran_apart for job in jobs[1:])
     _assert_same(serial, apart)
     # and what was written is the round: 8 subjects ranked, the remarks inert and quoted
@@ -107,6 +110,19 @@ def test_report_in_two_processes_writes_the_same_files(workspace, monkeypatch, j
 def test_the_mean_method_too(workspace):
     add_returns(workspace, shares=SHARES, remarks=REMARKS)
     _assert_same(_report(workspace, 0, method="mean"), _report(workspace, 1, method="mean"))
+
+
+def test_calibrated_and_by_province_too(workspace):
+    """The summary started before the intervals keeps every sheet in its place: here 排名变化
+    (calibration) comes between 争议 and 更正记录, and 排名 has its 省份内排名 column."""
+    add_returns(workspace, shares=SHARES, remarks=REMARKS)
+    serial = _report(workspace, 0, calibrate=True, by="省份")
+    apart = _report(workspace, 1, calibrate=True, by="省份")
+    _assert_same(serial, apart)
+    book = openpyxl.load_workbook(io.BytesIO(apart["summary-community.xlsx"]), read_only=True)
+    assert book.sheetnames == ["排名", "图表", "指标明细", "评分明细", "评估人", "争议", "排名变化", "更正记录", "说明"]
+    head = next(book["排名"].iter_rows(max_row=1, values_only=True))
+    assert "省份内排名" in head and "校准排名" in head and "排名（90%区间）" in head
 
 
 def test_a_failing_summary_fails_the_report_and_leaves_nothing_half_written(workspace, monkeypatch):
@@ -223,3 +239,66 @@ def test_csv_fields_are_what_the_csv_module_writes(tmp_path):
         out.writerow(["%.10g" % v if name in ("得分", "原分") and v == v else "" if v is None or v != v else
                       ("'" + v if v.startswith("=") else v) for name, v in ((n, frame[n].iloc[r]) for n in DETAIL_HEAD)])
     assert (tmp_path / "fast.csv").read_bytes() == b"\xef\xbb\xbf" + expected.getvalue().encode("utf-8")
+
+
+def test_the_scores_csv_is_the_detail_table_written_as_csv(workspace, tmp_path):
+    """`write_scores_csv` (from each column's distinct values, a sheet's columns once per sheet) writes
+    the bytes the csv module gives for `detail_frame`'s table: trimmed sheets, assessors outside the
+    roster (blank names), remarks with formulas, quotes and line breaks, a corrected score."""
+    from pipeline.corrections import amend
+    from pipeline.ledger import Ledger
+    from pipeline.names import inert_csv
+    from pipeline.report import detail_frame, sheet_rows, write_scores_csv
+    from pipeline.roster import read_roster_for
+    from pipeline.scoring import score_round
+    from pipeline.systems import load_system
+
+    add_returns(workspace, shares=SHARES, remarks=REMARKS)
+    ws, system = Workspace.open(workspace), load_system("community")
+    roster = read_roster_for(ws.path("roster"), system)
+    amend(ws, system, PERIOD, roster, subject="C002", assessor="E01", item="C03", score=1.5, reason="抄录错误")
+    with Ledger.open(ws, reading=True) as ledger:
+        scores, fixes = ledger.accepted_scores(PERIOD, "community"), ledger.corrections(PERIOD, "community")
+    res = score_round(scores, system, roster, ws.settings, method="trimmed")
+    assert (~res.totals["used"]).sum() > 0 and scores["correction"].notna().sum() == 1
+
+    def csv_module(frame: pd.DataFrame) -> bytes:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(DETAIL_HEAD)
+        for row in frame.itertuples(index=False):
+            writer.writerow(["" if v is None or v != v else "%.10g" % v if isinstance(v, float) else inert_csv(v)
+                             for v in row])
+        return b"\xef\xbb\xbf" + out.getvalue().encode("utf-8")
+
+    expected = csv_module(detail_frame(res, scores, roster, fixes))
+    assert sheet_rows(scores, ["period", "assessor", "subject", "file", "sheet", "sha256"]) is not None
+    write_scores_csv(tmp_path / "scores.csv", res, scores, roster, fixes)
+    assert (tmp_path / "scores.csv").read_bytes() == expected
+    text = expected.decode("utf-8-sig")
+    assert "'=1+1" in text and '"two\nlines"' in text and "否（截尾去掉）" in text and ",1.5," in text
+    # a frame whose sheets disagree (one score moved to another file) is written score by score
+    odd = scores.copy()
+    odd.loc[3, "file"] = "another.xlsx"
+    assert sheet_rows(odd, ["file"]) is None
+    write_scores_csv(tmp_path / "odd.csv", res, odd, roster, fixes)
+    assert (tmp_path / "odd.csv").read_bytes() == csv_module(detail_frame(res, odd, roster, fixes))
+    # and without sheet ids at all
+    bare = scores.drop(columns=["sheet_id"])
+    write_scores_csv(tmp_path / "bare.csv", res, bare, roster, fixes)
+    assert (tmp_path / "bare.csv").read_bytes() == expected
+
+
+def test_a_round_with_self_assessments_too(round_with_self):
+    """自评对比 (self-assessments in) keeps its place after 指标明细 when the summary starts before
+    the intervals, and the workbook is the one-process one."""
+    from conftest import run
+
+    run(round_with_self, "collect", "--system", "community", "--period", PERIOD)
+    serial = _report(round_with_self, 0)
+    apart = _report(round_with_self, 1)
+    _assert_same(serial, apart)
+    book = openpyxl.load_workbook(io.BytesIO(apart["summary-community.xlsx"]), read_only=True)
+    assert book.sheetnames[:5] == ["排名", "图表", "指标明细", "自评对比", "评分明细"]
+    rows = list(book["自评对比"].iter_rows(min_row=2, values_only=True))
+    assert [r[0] for r in rows] == ["C003", "C001"]  # the largest gap first (18, then 8)
