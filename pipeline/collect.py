@@ -73,7 +73,7 @@ from typing import Callable
 
 from xlsxwriter.utility import xl_rowcol_to_cell
 
-from pipeline.atomic import atomic_path, check_writable, explain
+from pipeline.atomic import atomic_path, check_writable, current_umask, explain, write_bytes
 from pipeline.config import Workspace, is_url
 from pipeline.errors import UsageError
 from pipeline.forms import (BLOCK_LABELS, DECLARE_LABEL, DECLARE_REASON_LABEL, DECLARE_YES, EVIDENCE, EXPERT,
@@ -910,17 +910,18 @@ def _mtime(stat: os.stat_result, utc: bool) -> datetime:
     return datetime.fromtimestamp(stat.st_mtime)
 
 
-def archive_copy(archive: Path, sha: str, suffix: str, data: bytes | None = None, source: Path | None = None) -> Path:
-    """Store the original under its hash (atomically; nothing to do when it is there already)."""
+def archive_copy(archive: Path, sha: str, suffix: str, data: bytes | None = None, source: Path | None = None,
+                 mode: int | None = None) -> Path:
+    """Store the original under its hash (atomically; nothing to do when it is there already).
+    `mode`: the file's mode (0666 less the umask when not given)."""
     suffix = suffix.lower() if re.fullmatch(r"\.[A-Za-z0-9]{1,8}", suffix) else ""
     target = archive / sha[:2] / f"{sha}{suffix}"
     if target.exists():
         return target
+    if data is not None:
+        return write_bytes(target, data, mode)
     with atomic_path(target) as tmp:
-        if data is not None:
-            tmp.write_bytes(data)
-        else:
-            shutil.copyfile(source, tmp)
+        shutil.copyfile(source, tmp)
     return target
 
 
@@ -984,13 +985,14 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
     wait = float(ws["collect"].get("round_lock_wait", 600))
     with Ledger.open(ws) as ledger, ledger.round_lock(f"{period}/{system.id}", wait):
         pool = Workers(examine, ctx, n_workers, ctx.max_memory_mb, ctx.max_seconds)
+        mode = 0o666 & ~current_umask()  # the archived files' mode, read once
         window = n_workers * 4
         pending: deque[_Job] = deque()
         seen_now: dict[str, Path] = {}
         late_aliases: list[tuple[str, Path, datetime]] = []
         try:
             for stat, path in stamped:
-                job = _prepare(path, stat, ledger, archive, ctx, result, seen_now, late_aliases, pool)
+                job = _prepare(path, stat, ledger, archive, ctx, result, seen_now, late_aliases, pool, mode)
                 if job is None:
                     advance(1)
                     continue
@@ -1013,7 +1015,7 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
 
 
 def _prepare(path: Path, stat: os.stat_result, ledger: Ledger, archive: Path, ctx: Context, result: CollectResult,
-             seen_now: dict[str, Path], late_aliases: list, pool: Workers) -> _Job | None:
+             seen_now: dict[str, Path], late_aliases: list, pool: Workers, mode: int | None = None) -> _Job | None:
     """Hash, deduplicate and archive one file, then start judging it; None when it is done already."""
     received = _mtime(stat, utc=False)
     too_large = stat.st_size > ctx.limits.max_file_mb * 1_000_000
@@ -1041,7 +1043,7 @@ def _prepare(path: Path, stat: os.stat_result, ledger: Ledger, archive: Path, ct
             _alias(ledger, sha, path, received, result, known["name"], known["status"])
         return None
     seen_now[sha] = path
-    stored = archive_copy(archive, sha, path.suffix, data=data, source=path)
+    stored = archive_copy(archive, sha, path.suffix, data=data, source=path, mode=mode)
     job = _Job(path, sha, stat.st_size, received, _mtime(stat, utc=True), stored)
     if too_large:
         p = problem("too_large", file=path.name, detail=f"{stat.st_size / 1e6:.1f} MB")

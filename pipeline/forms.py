@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import json
 import math
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -559,6 +558,8 @@ def write_forms(specs: list[FormSpec], *, force: bool = False, update: bool = Fa
                          .format(n=len(existing)) + "\n" + listing)
     paths: list[Path] = []
     if workers > 1 and len(specs) > 1:
+        from concurrent.futures import ProcessPoolExecutor  # only when forms are written in parallel
+
         with ProcessPoolExecutor(workers) as pool:
             for path in pool.map(write_form, specs, chunksize=max(1, len(specs) // (workers * 4))):
                 paths.append(path)
