@@ -619,10 +619,13 @@ def _encodings(name: str) -> tuple[bytes, ...]:
 
 @functools.lru_cache(maxsize=4)
 def _short_refs(limits: Limits) -> re.Pattern | None:
-    """A pattern of the row and cell tags that do not open with a reference below the limits."""
-    if limits.max_columns < 26 or limits.max_rows < 999:
+    """A pattern of the row and cell tags that do not open with a reference below the limits: one
+    column letter (A-Z) and at most as many digits as every row number within max_rows has (3
+    digits up to row 999 for a form's 1,000 rows; 5 for a roster's 200,000)."""
+    digits = len(str(limits.max_rows + 1)) - 1  # 10**digits - 1 <= max_rows
+    if limits.max_columns < 26 or digits < 1:
         return None
-    return re.compile(rb'<(?:c(?! r="[A-Z][0-9]{1,3}")|row(?! r="[0-9]{1,3}"))[\s/>]')
+    return re.compile(rb'<(?:c(?! r="[A-Z][0-9]{1,%d}")|row(?! r="[0-9]{1,%d}"))[\s/>]' % (digits, digits))
 
 
 def _tags(block: bytes, prefix: bytes | None, limits: Limits) -> tuple[int, int, re.Pattern | None]:
