@@ -71,8 +71,6 @@ from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
-from xlsxwriter.utility import xl_rowcol_to_cell
-
 from pipeline.atomic import atomic_path, check_writable, current_umask, explain, write_bytes
 from pipeline.config import Workspace, is_url
 from pipeline.errors import UsageError
@@ -201,7 +199,15 @@ def _fold(text: str) -> str:
 
 
 # A1 references of the cells a form uses, computed once per worker rather than once per score.
-_cell_ref = functools.lru_cache(maxsize=16384)(xl_rowcol_to_cell)
+@functools.lru_cache(maxsize=16384)
+def _cell_ref(row: int, col: int) -> str:
+    """A cell's A1 reference from 0-based row and column (as xlsxwriter's xl_rowcol_to_cell spells
+    it; not imported from there, so that collect and its workers never load xlsxwriter to read)."""
+    letters, n = "", col + 1
+    while n:
+        n, rest = divmod(n - 1, 26)
+        letters = chr(65 + rest) + letters
+    return f"{letters}{row + 1}"
 
 
 # -- what a worker needs and returns ------------------------------------------------------------
@@ -793,7 +799,7 @@ def _plan(system: System, share: float) -> tuple[tuple[Item, str, float, float],
 @functools.lru_cache(maxsize=64)
 def _column_refs(col: int) -> tuple[str, ...]:
     """The A1 references of a column's first 1,024 cells (a form's 得分 column, once per worker)."""
-    return tuple(xl_rowcol_to_cell(r, col) for r in range(1024))
+    return tuple(_cell_ref.__wrapped__(r, col) for r in range(1024))
 
 
 def _raw_number(value: float) -> str:
@@ -952,8 +958,6 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
     in a worker process (pipeline.workers); `workers` overrides ws["collect"]["workers"]
     (0 = one per core), and below collect.pool_min_files files one worker is used.
     """
-    from pipeline.collection import write_collection
-
     check_key(period)
     files = find_files(paths if paths else [ws.returned(period)])
     ctx = Context.build(ws, system, period, roster)
@@ -1008,6 +1012,8 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
         for sha, path, seen_at in late_aliases:
             _alias(ledger, sha, path, seen_at, result)
         result.settled = ledger.settle_conflicts(period, system.id, _still_there)
+        from pipeline.collection import write_collection  # xlsxwriter's import, once the files are in
+
         result.report, result.missing = write_collection(ws, ledger, system, period, roster)
         result.declared = len(ledger.declarations(period, system.id))
     result.superseded = sum(len(f.replaced) for f in result.files)

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import xlsxwriter
-from xlsxwriter.utility import xl_rowcol_to_cell
 
 from pipeline.config import Workspace
 from pipeline.errors import UsageError
@@ -191,6 +189,8 @@ def criterion_height(text: str) -> float:
 
 def write_form(spec: FormSpec) -> Path:
     """Write one assessor's workbook atomically; returns its path."""
+    import xlsxwriter  # here, not at the top: collect imports this module for the form's layout only
+
     with atomic_path(spec.path) as tmp:
         book = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False, "in_memory": True})
         book.set_properties({"title": f"{form_title(spec)} {spec.period}", "author": spec.organiser,
@@ -384,6 +384,8 @@ def _subject_sheet(book, f, spec: FormSpec, subject: Subject, name: str) -> tupl
         })
     last = first + len(system.items) - 1
     total = last + 1
+    from xlsxwriter.utility import xl_rowcol_to_cell
+
     col_max, col_score = xl_rowcol_to_cell(first, 5), xl_rowcol_to_cell(first, SCORE_COL)
     ws.write_string(total, 0, "合计", f["total_label"])
     for c in range(1, 5):

@@ -14,8 +14,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import xlsxwriter
-
 from pipeline.errors import InputError
 from pipeline.i18n import _
 from pipeline.reader import Limits, UnreadableFile, read_workbook
@@ -298,6 +296,8 @@ def write_roster(
     carry 省份, 城市, 区县, of eight also 邮箱; `emails` (编号 -> address) adds the 邮箱 column to rows
     without one; `conflicts`, rows of (评估人编号, 评估对象编号, 原因), adds the 回避 sheet.
     """
+    import xlsxwriter  # here: reading a roster (every collect) never needs it
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     book = xlsxwriter.Workbook(str(path))
