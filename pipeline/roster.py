@@ -146,8 +146,9 @@ def read_roster(path: str | Path, known_types: tuple[str, ...] = TYPES) -> Roste
         header, rows = tables[sheet]
         first_seen: dict[str, int] = {}
         folded: dict[str, tuple[str, int]] = {}  # casefolded 编号 -> (as written, row)
+        where_is = [(c, header.get(c)) for c in columns]  # each column's position, looked up once
         for n, row in rows:
-            values = {c: get(row, header, c) for c in columns}
+            values = {c: row[i] if i is not None and i < len(row) else "" for c, i in where_is}
             code, where = values["编号"], f"工作表“{sheet}”第 {n} 行"
             if not code:
                 problems.append(f"{where}：编号为空")
