@@ -11,10 +11,13 @@ import hashlib
 import hmac
 import json
 import math
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import xlsxwriter
+from xlsxwriter.utility import xl_rowcol_to_cell
 
 from pipeline.config import Workspace
 from pipeline.errors import UsageError
@@ -189,8 +192,6 @@ def criterion_height(text: str) -> float:
 
 def write_form(spec: FormSpec) -> Path:
     """Write one assessor's workbook atomically; returns its path."""
-    import xlsxwriter  # here, not at the top: collect imports this module for the form's layout only
-
     with atomic_path(spec.path) as tmp:
         book = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False, "in_memory": True})
         book.set_properties({"title": f"{form_title(spec)} {spec.period}", "author": spec.organiser,
@@ -384,8 +385,6 @@ def _subject_sheet(book, f, spec: FormSpec, subject: Subject, name: str) -> tupl
         })
     last = first + len(system.items) - 1
     total = last + 1
-    from xlsxwriter.utility import xl_rowcol_to_cell
-
     col_max, col_score = xl_rowcol_to_cell(first, 5), xl_rowcol_to_cell(first, SCORE_COL)
     ws.write_string(total, 0, "合计", f["total_label"])
     for c in range(1, 5):
@@ -560,8 +559,6 @@ def write_forms(specs: list[FormSpec], *, force: bool = False, update: bool = Fa
                          .format(n=len(existing)) + "\n" + listing)
     paths: list[Path] = []
     if workers > 1 and len(specs) > 1:
-        from concurrent.futures import ProcessPoolExecutor  # only when forms are written in parallel
-
         with ProcessPoolExecutor(workers) as pool:
             for path in pool.map(write_form, specs, chunksize=max(1, len(specs) // (workers * 4))):
                 paths.append(path)
