@@ -545,13 +545,16 @@ _FACTS_MAX = 16384  # distinct rows remembered per worker (a month's subject row
 
 
 def _row_facts(row: list) -> _RowFacts:
-    if len(row) > 32:  # wider than any form: not worth remembering
+    # Only rows of text are remembered (1, 1.0 and True would be one key but read differently), and
+    # not rows wider than any form. str.join refuses anything but text, in C.
+    if len(row) > 32:
         return _work_out(row)
     try:
-        key = tuple(row)
-        facts = _FACTS.get(key)
-    except TypeError:  # an unhashable value (not from the reader)
+        "".join(row)
+    except TypeError:
         return _work_out(row)
+    key = tuple(row)
+    facts = _FACTS.get(key)
     if facts is None:
         if len(_FACTS) >= _FACTS_MAX:
             _FACTS.clear()
