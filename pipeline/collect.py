@@ -71,9 +71,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
-from xlsxwriter.utility import xl_rowcol_to_cell
-
-from pipeline.atomic import atomic_path, check_writable, explain
+from pipeline.atomic import atomic_path, check_writable, current_umask, explain, write_bytes
 from pipeline.config import Workspace, is_url
 from pipeline.errors import UsageError
 from pipeline.forms import (BLOCK_LABELS, DECLARE_LABEL, DECLARE_REASON_LABEL, DECLARE_YES, EVIDENCE, EXPERT,
@@ -201,7 +199,15 @@ def _fold(text: str) -> str:
 
 
 # A1 references of the cells a form uses, computed once per worker rather than once per score.
-_cell_ref = functools.lru_cache(maxsize=16384)(xl_rowcol_to_cell)
+@functools.lru_cache(maxsize=16384)
+def _cell_ref(row: int, col: int) -> str:
+    """A cell's A1 reference from 0-based row and column (as xlsxwriter's xl_rowcol_to_cell spells
+    it; not imported from there, so that collect and its workers never load xlsxwriter to read)."""
+    letters, n = "", col + 1
+    while n:
+        n, rest = divmod(n - 1, 26)
+        letters = chr(65 + rest) + letters
+    return f"{letters}{row + 1}"
 
 
 # -- what a worker needs and returns ------------------------------------------------------------
@@ -495,23 +501,13 @@ def find_identity(rows: list[list]) -> Identity:
     non-empty cell to the right."""
     found = Identity()
     for r, row in enumerate(rows[:BLOCK_SEARCH_ROWS]):
-        if "得分" in row:  # the header row: the block is above it
+        facts = _row_facts(row)
+        if facts.score_cell:  # the header row: the block is above it
             break
-        for c, cell in enumerate(row):
-            if not cell or not isinstance(cell, str):
-                continue
-            meaning = BLOCK_LABELS.get(cell)
-            if meaning is None and len(cell) <= 12 and cell.lstrip()[:1] in _LABEL_STARTS:
-                meaning = BLOCK_LABELS.get(_fold(cell))  # _text of a short string, without the call
-            if not meaning or meaning in found.values:
-                continue
-            for c2 in range(c + 1, len(row)):
-                value = _text(row[c2])
-                if value:
-                    if value not in BLOCK_LABELS:  # an empty value followed by the next label
-                        found.values[meaning] = value
-                        found.cells[meaning] = _cell_ref(r, c2)
-                    break
+        for meaning, value, c2 in facts.labels:
+            if meaning not in found.values and value is not None:
+                found.values[meaning] = value
+                found.cells[meaning] = _cell_ref(r, c2)
     return found
 
 
@@ -521,18 +517,91 @@ def find_declared(rows: list[list]) -> tuple[bool, str]:
     before it) is not declared."""
     declared, reason = False, ""
     for row in rows[:BLOCK_SEARCH_ROWS]:
-        if "得分" in row:
+        facts = _row_facts(row)
+        if facts.score_cell:
             break
-        for c, cell in enumerate(row):
-            if not isinstance(cell, str) or len(cell) > 12:
-                continue
-            label = _fold(cell)  # _text of a short string, without the call
-            value = row[c + 1] if c + 1 < len(row) else None
-            if label == DECLARE_LABEL:
-                declared = _text(value) == DECLARE_YES
-            elif label == DECLARE_REASON_LABEL:
-                reason = raw_text(value).strip()
+        if facts.declared is not None:
+            declared = facts.declared
+        if facts.reason is not None:
+            reason = facts.reason
     return declared, reason
+
+
+@dataclass(frozen=True)
+class _RowFacts:
+    """What the top of a subject sheet says in one row, worked out once per distinct row: the
+    40 sheets of a form repeat the same title, assessor, period, 回避 and header rows, so a
+    worker meets most rows hundreds of times."""
+
+    score_cell: bool  # a cell is exactly 得分: the header row, below the identity block
+    labels: tuple[tuple[str, str | None, int], ...]  # (meaning, value or None when it is a label, its column)
+    declared: bool | None  # the row's last 回避 label: whether its value is 是 (None: no such label)
+    reason: str | None  # the row's last 回避原因 label's value
+    columns: dict[str, int] | None  # the header's columns by name, when this row is the header
+
+
+_FACTS: dict[tuple, _RowFacts] = {}
+_FACTS_MAX = 16384  # distinct rows remembered per worker (a month's subject rows are mostly distinct)
+
+
+def _row_facts(row: list) -> _RowFacts:
+    # Only rows of text are remembered (1, 1.0 and True would be one key but read differently), and
+    # not rows wider than any form. str.join refuses anything but text, in C.
+    if len(row) > 32:
+        return _work_out(row)
+    try:
+        "".join(row)
+    except TypeError:
+        return _work_out(row)
+    key = tuple(row)
+    facts = _FACTS.get(key)
+    if facts is None:
+        if len(_FACTS) >= _FACTS_MAX:
+            _FACTS.clear()
+        facts = _FACTS[key] = _work_out(row)
+    return facts
+
+
+def _work_out(row: list) -> _RowFacts:
+    labels: list[tuple[str, str | None, int]] = []
+    declared: bool | None = None
+    reason: str | None = None
+    for c, cell in enumerate(row):
+        if not cell or not isinstance(cell, str):
+            continue
+        meaning = BLOCK_LABELS.get(cell)
+        if meaning is None and len(cell) <= 12 and cell.lstrip()[:1] in _LABEL_STARTS:
+            meaning = BLOCK_LABELS.get(_fold(cell))  # _text of a short string, without the call
+        if meaning and not any(m == meaning and v is not None for m, v, _ in labels):
+            for c2 in range(c + 1, len(row)):
+                value = _text(row[c2])
+                if value:
+                    # an empty value followed by the next label: the meaning stays open
+                    labels.append((meaning, None if value in BLOCK_LABELS else value, c2))
+                    break
+        if len(cell) <= 12:
+            label = _fold(cell)
+            following = row[c + 1] if c + 1 < len(row) else None
+            if label == DECLARE_LABEL:
+                declared = _text(following) == DECLARE_YES
+            elif label == DECLARE_REASON_LABEL:
+                reason = raw_text(following).strip()
+    return _RowFacts("得分" in row, tuple(labels), declared, reason, _header_columns(row))
+
+
+def _header_columns(row: list) -> dict[str, int] | None:
+    """The columns by name when `row` is the header (a cell with 得分, and 编号 and 得分 among its
+    cells' texts), else None."""
+    if not any(isinstance(v, str) and "得分" in v for v in row):
+        return None
+    names = [_text(v) if isinstance(v, str) else "" for v in row]
+    if "编号" not in names or "得分" not in names:
+        return None
+    columns: dict[str, int] = {}
+    for c, n in enumerate(names):
+        if n and n not in columns:
+            columns[n] = c
+    return columns
 
 
 _LABEL_STARTS = {label[0] for label in BLOCK_LABELS} | {unicodedata.normalize("NFKC", label[0]) for label in BLOCK_LABELS}
@@ -588,14 +657,8 @@ def _check_identity(sheet: Sheet, subject: str, assessor: str, block: Identity, 
 def find_header(rows: list[list]) -> tuple[int, dict[str, int]] | None:
     """The header row (the first with 编号 and 得分) and its columns by name."""
     for r, row in enumerate(rows[:HEADER_SEARCH_ROWS]):
-        if not any(isinstance(v, str) and "得分" in v for v in row):
-            continue
-        names = [_text(v) if isinstance(v, str) else "" for v in row]
-        if "编号" in names and "得分" in names:
-            columns: dict[str, int] = {}
-            for c, n in enumerate(names):
-                if n and n not in columns:
-                    columns[n] = c
+        columns = _row_facts(row).columns
+        if columns is not None:
             return r, columns
     return None
 
@@ -618,9 +681,15 @@ def validate_sheet(sheet: Sheet, ctx: Context, name: str, probe: "CellProbe | No
     by_code = ctx.system.by_code
     upper = ctx.system.codes_by_upper
     rows_of: dict[str, int] = {}
-    for r in range(head_row + 1, len(sheet.rows)):
-        row = sheet.rows[r]
+    rows = sheet.rows
+    for r in range(head_row + 1, len(rows)):
+        row = rows[r]
         cell = row[code_col] if code_col < len(row) else None
+        if cell is None or cell == "":  # what _text makes empty without folding
+            continue
+        if isinstance(cell, str) and cell in by_code and cell not in rows_of:  # an item's code as written
+            rows_of[cell] = r
+            continue
         text = cell if isinstance(cell, str) and cell in by_code else _text(cell)
         if not text or text in SUBTOTAL_WORDS:
             continue
@@ -640,17 +709,20 @@ def validate_sheet(sheet: Sheet, ctx: Context, name: str, probe: "CellProbe | No
         for item in ctx.system.items:
             if item.code not in rows_of:
                 found.append(problem("missing_item", file=name, sheet=sheet.name, value=item.code, detail=item.level3))
-    rows, scores = sheet.rows, record.scores
-    for item in ctx.system.items:
-        r = rows_of.get(item.code)
+    scores = record.scores
+    refs = _column_refs(score_col)
+    plain = evidence_col is None
+    for item, code, top, floor in _plan(ctx.system, share):
+        r = rows_of.get(code)
         if r is not None:
             row = rows[r]
             value = row[score_col] if score_col < len(row) else None
             # the common case inline (a number in range, no 备注, no reason needed): _score_of's fast path
-            if (type(value) is float and 0 <= value <= item.max and evidence_col is None
-                    and not value < share * item.max - 1e-9
+            if (value.__class__ is float and 0 <= value <= top and plain and not value < floor
                     and (remark_col is None or remark_col >= len(row) or not row[remark_col])):
-                scores.append((item.code, _raw_number(value), value, "", _cell_ref(r, score_col)))
+                raw = _RAW_NUMBERS.get(value)
+                scores.append((code, raw if raw is not None else _raw_number(value), value, "",
+                               refs[r] if r < len(refs) else _cell_ref(r, score_col)))
                 continue
             score = _score_of(sheet, r, score_col, remark_col, item, ctx, name, found, probe, share)
             if score is not None:
@@ -711,6 +783,26 @@ def _score_of(sheet: Sheet, r: int, score_col: int, remark_col: int | None, item
 
 
 _RAW_NUMBERS: dict[float, str] = {}
+_PLANS: dict[tuple[int, float], tuple[System, tuple]] = {}
+
+
+def _plan(system: System, share: float) -> tuple[tuple[Item, str, float, float], ...]:
+    """(item, code, 满分, the score below which a 备注 is needed) of each item, in order: worked
+    out once per worker rather than once per sheet."""
+    key = (id(system), share)
+    kept = _PLANS.get(key)
+    if kept is None or kept[0] is not system:
+        if len(_PLANS) >= 64:
+            _PLANS.clear()
+        kept = _PLANS[key] = (system, tuple((item, item.code, item.max, share * item.max - 1e-9)
+                                            for item in system.items))
+    return kept[1]
+
+
+@functools.lru_cache(maxsize=64)
+def _column_refs(col: int) -> tuple[str, ...]:
+    """The A1 references of a column's first 1,024 cells (a form's 得分 column, once per worker)."""
+    return tuple(_cell_ref.__wrapped__(r, col) for r in range(1024))
 
 
 def _raw_number(value: float) -> str:
@@ -827,17 +919,18 @@ def _mtime(stat: os.stat_result, utc: bool) -> datetime:
     return datetime.fromtimestamp(stat.st_mtime)
 
 
-def archive_copy(archive: Path, sha: str, suffix: str, data: bytes | None = None, source: Path | None = None) -> Path:
-    """Store the original under its hash (atomically; nothing to do when it is there already)."""
+def archive_copy(archive: Path, sha: str, suffix: str, data: bytes | None = None, source: Path | None = None,
+                 mode: int | None = None) -> Path:
+    """Store the original under its hash (atomically; nothing to do when it is there already).
+    `mode`: the file's mode (0666 less the umask when not given)."""
     suffix = suffix.lower() if re.fullmatch(r"\.[A-Za-z0-9]{1,8}", suffix) else ""
     target = archive / sha[:2] / f"{sha}{suffix}"
     if target.exists():
         return target
+    if data is not None:
+        return write_bytes(target, data, mode)
     with atomic_path(target) as tmp:
-        if data is not None:
-            tmp.write_bytes(data)
-        else:
-            shutil.copyfile(source, tmp)
+        shutil.copyfile(source, tmp)
     return target
 
 
@@ -868,8 +961,6 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
     in a worker process (pipeline.workers); `workers` overrides ws["collect"]["workers"]
     (0 = one per core), and below collect.pool_min_files files one worker is used.
     """
-    from pipeline.collection import write_collection
-
     check_key(period)
     files = find_files(paths if paths else [ws.returned(period)])
     ctx = Context.build(ws, system, period, roster)
@@ -901,13 +992,14 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
     wait = float(ws["collect"].get("round_lock_wait", 600))
     with Ledger.open(ws) as ledger, ledger.round_lock(f"{period}/{system.id}", wait):
         pool = Workers(examine, ctx, n_workers, ctx.max_memory_mb, ctx.max_seconds)
+        mode = 0o666 & ~current_umask()  # the archived files' mode, read once
         window = n_workers * 4
         pending: deque[_Job] = deque()
         seen_now: dict[str, Path] = {}
         late_aliases: list[tuple[str, Path, datetime]] = []
         try:
             for stat, path in stamped:
-                job = _prepare(path, stat, ledger, archive, ctx, result, seen_now, late_aliases, pool)
+                job = _prepare(path, stat, ledger, archive, ctx, result, seen_now, late_aliases, pool, mode)
                 if job is None:
                     advance(1)
                     continue
@@ -923,6 +1015,8 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
         for sha, path, seen_at in late_aliases:
             _alias(ledger, sha, path, seen_at, result)
         result.settled = ledger.settle_conflicts(period, system.id, _still_there)
+        from pipeline.collection import write_collection  # xlsxwriter's import, once the files are in
+
         result.report, result.missing = write_collection(ws, ledger, system, period, roster)
         result.declared = len(ledger.declarations(period, system.id))
     result.superseded = sum(len(f.replaced) for f in result.files)
@@ -930,7 +1024,7 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
 
 
 def _prepare(path: Path, stat: os.stat_result, ledger: Ledger, archive: Path, ctx: Context, result: CollectResult,
-             seen_now: dict[str, Path], late_aliases: list, pool: Workers) -> _Job | None:
+             seen_now: dict[str, Path], late_aliases: list, pool: Workers, mode: int | None = None) -> _Job | None:
     """Hash, deduplicate and archive one file, then start judging it; None when it is done already."""
     received = _mtime(stat, utc=False)
     too_large = stat.st_size > ctx.limits.max_file_mb * 1_000_000
@@ -958,7 +1052,7 @@ def _prepare(path: Path, stat: os.stat_result, ledger: Ledger, archive: Path, ct
             _alias(ledger, sha, path, received, result, known["name"], known["status"])
         return None
     seen_now[sha] = path
-    stored = archive_copy(archive, sha, path.suffix, data=data, source=path)
+    stored = archive_copy(archive, sha, path.suffix, data=data, source=path, mode=mode)
     job = _Job(path, sha, stat.st_size, received, _mtime(stat, utc=True), stored)
     if too_large:
         p = problem("too_large", file=path.name, detail=f"{stat.st_size / 1e6:.1f} MB")

@@ -14,6 +14,7 @@ Calamine's Rust panics (a BaseException) are caught like its other errors.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import io
@@ -304,18 +305,43 @@ def sheet_parts(archive: zipfile.ZipFile, book: str) -> dict[str, str]:
     """Sheet part -> sheet name, from the workbook's XML and its relationships ({} if unreadable)."""
     folder, rels = _rels_of(book)
     try:
-        parts = {}
-        for tag in _REL_TAG.findall(archive.read(rels)):
-            attrs = _attrs(tag)
-            parts[attrs.get(b"Id", "")] = attrs.get(b"Target", "")
+        parts = _relationships(archive.read(rels))
         names = {}
         for tag in _SHEET_TAG.findall(archive.read(book)):
-            attrs = _attrs(tag)
-            target = parts.get(attrs.get(b"r:id") or attrs.get(b"id", ""), "")
-            names[_resolve(folder, target)] = html.unescape(attrs.get(b"name", ""))
+            plain = _PLAIN_SHEET.fullmatch(tag)  # as Excel, WPS and xlsxwriter write it: read at once
+            if plain:
+                name, target = plain.group(1).decode("utf-8", "replace"), parts.get(plain.group(2).decode("utf-8", "replace"), "")
+            else:
+                attrs = _attrs(tag)
+                name, target = attrs.get(b"name", ""), parts.get(attrs.get(b"r:id") or attrs.get(b"id", ""), "")
+            names[_resolved(folder, target)] = html.unescape(name)
     except (KeyError, zipfile.BadZipFile, OSError, RuntimeError, EOFError, ValueError, zlib.error):
         return {}
     return names
+
+
+# A sheet tag with exactly these attributes in this order (what _attrs would read from it).
+_PLAIN_SHEET = re.compile(rb'<sheet name="([^"]*)" sheetId="[0-9]{1,10}"(?: state="[A-Za-z]{1,16}")? r:id="([^"]*)"/>')
+_RELATIONSHIPS: dict[bytes, dict[str, str]] = {}
+
+
+def _relationships(xml: bytes) -> dict[str, str]:
+    """Relationship Id -> Target of a relationships part; the forms of a month share a handful."""
+    parts = _RELATIONSHIPS.get(xml)
+    if parts is None:
+        parts = {}
+        for tag in _REL_TAG.findall(xml):
+            attrs = _attrs(tag)
+            parts[attrs.get(b"Id", "")] = attrs.get(b"Target", "")
+        if len(_RELATIONSHIPS) >= 64:
+            _RELATIONSHIPS.clear()
+        _RELATIONSHIPS[xml] = parts
+    return parts
+
+
+@functools.lru_cache(maxsize=4096)  # the same sheet part names in every form of a month
+def _resolved(folder: str, target: str) -> str:
+    return _resolve(folder, target)
 
 
 def _rels_of(part: str) -> tuple[str, str]:
@@ -351,18 +377,22 @@ def oversize_sheets(opened: Opened, limits: Limits, skip: frozenset[str] = froze
     else:
         names, measure = sheet_parts(archive, opened.book), _xml_size
     found = {}
-    for info in archive.infolist():
-        if not (info.filename in names or info.filename.startswith(folder + "worksheets/")) or info.is_dir():
-            continue
-        if names.get(info.filename) in skip:
-            continue
-        size = _xml_size(archive, info.filename, limits, kept) if measure is _xml_size else \
-            measure(archive, info.filename, limits)
-        if not size.over(limits):
-            continue
-        if info.filename not in names:
-            raise UnreadableFile("too_big", f"工作表有 {size.over(limits)}", info.filename)
-        found[names[info.filename]] = size
+    sheets = folder + "worksheets/"
+    buffer = getattr(archive.fp, "getbuffer", None) if measure is _xml_size else None
+    with buffer() if buffer is not None else contextlib.nullcontext() as view:  # one view for every part
+        for info in archive.infolist():
+            name = info.filename
+            if not (name in names or name.startswith(sheets)) or info.is_dir():
+                continue
+            if names.get(name) in skip:
+                continue
+            size = _xml_size(archive, name, limits, kept, view, info) if measure is _xml_size else \
+                measure(archive, name, limits)
+            if not size.over(limits):
+                continue
+            if name not in names:
+                raise UnreadableFile("too_big", f"工作表有 {size.over(limits)}", name)
+            found[names[name]] = size
     return found
 
 
@@ -394,11 +424,12 @@ def _attr(tag: bytes, key: bytes) -> str:
     return ""
 
 
-def _xml_size(archive: zipfile.ZipFile, part: str, limits: Limits, kept: "Inflated | None" = None) -> Size:
+def _xml_size(archive: zipfile.ZipFile, part: str, limits: Limits, kept: "Inflated | None" = None,
+              view: memoryview | None = None, info: zipfile.ZipInfo | None = None) -> Size:
     """The declared dimension, the furthest row and cell reference, and the number of rows and
     cells of a sheet's XML, read while inflating it 1 MB at a time; it stops as soon as the sheet
     is known to be beyond the limits (the counts are then what was seen so far)."""
-    small = _form_sized(archive, part, limits, kept)
+    small = _form_sized(archive, part, limits, kept, view, info)
     if small is not None:
         return small
     size, tail, prefix, counted = Size(), b"", None, 0  # counted: row elements seen so far
@@ -436,22 +467,23 @@ def _xml_size(archive: zipfile.ZipFile, part: str, limits: Limits, kept: "Inflat
     return size
 
 
-def _form_sized(archive: zipfile.ZipFile, part: str, limits: Limits, kept: "Inflated | None" = None) -> Size | None:
+def _form_sized(archive: zipfile.ZipFile, part: str, limits: Limits, kept: "Inflated | None" = None,
+                view: memoryview | None = None, info: zipfile.ZipInfo | None = None) -> Size | None:
     """The declared dimension of a sheet part shown to be within the limits in one pass, or None
     when that takes the careful count of `_xml_size`. A part small enough to hold no more cells
     than the limits allow, in which every row and cell tag opens with a short reference (`<row
     r="12"`, `<c r="G12"`: at most column Z and row 999), cannot place a cell beyond them: that
     is how Excel, WPS, LibreOffice and xlsxwriter write a form, and one regular-expression search
     in C proves it, where counting every tag costs as much as parsing the sheet."""
-    small_enough = limits.max_rows * MAX_COLUMNS * len(b'<c r="A1"/>')  # fewer bytes, fewer cells
-    short = _short_refs(limits)
-    try:
-        info = archive.getinfo(part)
-    except KeyError:
-        return None
+    small_enough, short = _proof(limits)
+    if info is None:
+        try:
+            info = archive.getinfo(part)
+        except KeyError:
+            return None
     if short is None or info.file_size > small_enough:
         return None
-    xml = _inflate(archive, info, small_enough)
+    xml = _inflate(archive, info, small_enough, view)
     if xml is None:
         return None
     found = _SHEET_DATA.search(xml)
@@ -481,6 +513,7 @@ class Inflated:
 _LOCAL = struct.Struct("<4s5H3L2H")
 _CENTRAL = struct.Struct("<4s6H3L5H2L")
 _END = struct.Struct("<4s4H2LH")
+_LOCAL_HEAD = struct.Struct("<4s22xHH")  # a local header's signature, name length and extra length
 
 
 def stored_package(archive: zipfile.ZipFile, parts: dict[str, bytes]) -> bytes | None:
@@ -526,10 +559,11 @@ def _raw(view: memoryview, info: zipfile.ZipInfo) -> memoryview | None:
     if info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
         return None
     at = info.header_offset
-    head = bytes(view[at:at + 30])
-    if len(head) < 30 or head[:4] != ZIP_MAGIC:
+    if at < 0 or at + 30 > len(view):
         return None
-    name_length, extra_length = struct.unpack_from("<HH", head, 26)
+    magic, name_length, extra_length = _LOCAL_HEAD.unpack_from(view, at)
+    if magic != ZIP_MAGIC:
+        return None
     start = at + 30 + name_length + extra_length
     if bytes(view[at + 30:at + 30 + name_length]) not in _encodings(info.orig_filename):
         return None
@@ -537,28 +571,41 @@ def _raw(view: memoryview, info: zipfile.ZipInfo) -> memoryview | None:
     return raw if len(raw) == info.compress_size else None
 
 
-def _inflate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> bytes | None:
+def _inflate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int, view: memoryview | None = None) -> bytes | None:
     """A part's bytes, at most `cap` + 1 of them, inflated in one call from the zip's buffer; None
     when that is not plain (not in memory, encrypted, neither stored nor deflated, a local header
     that does not match the directory, damage), for the careful path to read it. zipfile's own
-    reader costs as much again as the inflating, for the thousands of small parts of a month."""
-    buffer = getattr(archive.fp, "getbuffer", None)
-    if buffer is None:
-        return None
+    reader costs as much again as the inflating, for the thousands of small parts of a month.
+    `view`: the zip's buffer, when the caller holds it for many parts."""
+    if view is None:
+        buffer = getattr(archive.fp, "getbuffer", None)
+        if buffer is None:
+            return None
+        try:
+            with buffer() as held:
+                return _inflate(archive, info, cap, held)
+        except BufferError:
+            return None
     try:
-        with buffer() as view:
-            raw = _raw(view, info)
-            if raw is None:
-                return None
-            if info.compress_type == zipfile.ZIP_STORED:
-                return bytes(raw[:cap + 1])
-            inflater = zlib.decompressobj(-15)
-            xml = inflater.decompress(raw, cap + 1)
-            del raw
-            # a stream that ends early is damage: the careful path reads it as zipfile sees it
-            return xml if inflater.eof or len(xml) > cap else None
+        raw = _raw(view, info)
+        if raw is None:
+            return None
+        if info.compress_type == zipfile.ZIP_STORED:
+            return bytes(raw[:cap + 1])
+        inflater = zlib.decompressobj(-15)
+        xml = inflater.decompress(raw, cap + 1)
+        del raw
+        # a stream that ends early is damage: the careful path reads it as zipfile sees it
+        return xml if inflater.eof or len(xml) > cap else None
     except (zlib.error, ValueError, struct.error, BufferError):
         return None
+
+
+@functools.lru_cache(maxsize=16)
+def _proof(limits: Limits) -> tuple[int, re.Pattern | None]:
+    """The size below which a sheet part cannot hold more cells than `limits` allow (fewer bytes,
+    fewer cells), and the pattern of the tags without a short reference (`_short_refs`)."""
+    return limits.max_rows * MAX_COLUMNS * len(b'<c r="A1"/>'), _short_refs(limits)
 
 
 @functools.lru_cache(maxsize=4096)  # the same part names in every file of a month
@@ -572,10 +619,13 @@ def _encodings(name: str) -> tuple[bytes, ...]:
 
 @functools.lru_cache(maxsize=4)
 def _short_refs(limits: Limits) -> re.Pattern | None:
-    """A pattern of the row and cell tags that do not open with a reference below the limits."""
-    if limits.max_columns < 26 or limits.max_rows < 999:
+    """A pattern of the row and cell tags that do not open with a reference below the limits: one
+    column letter (A-Z) and at most as many digits as every row number within max_rows has (3
+    digits up to row 999 for a form's 1,000 rows; 5 for a roster's 200,000)."""
+    digits = len(str(limits.max_rows + 1)) - 1  # 10**digits - 1 <= max_rows
+    if limits.max_columns < 26 or digits < 1:
         return None
-    return re.compile(rb'<(?:c(?! r="[A-Z][0-9]{1,3}")|row(?! r="[0-9]{1,3}"))[\s/>]')
+    return re.compile(rb'<(?:c(?! r="[A-Z][0-9]{1,%d}")|row(?! r="[0-9]{1,%d}"))[\s/>]' % (digits, digits))
 
 
 def _tags(block: bytes, prefix: bytes | None, limits: Limits) -> tuple[int, int, re.Pattern | None]:

@@ -14,8 +14,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import xlsxwriter
-
 from pipeline.errors import InputError
 from pipeline.i18n import _
 from pipeline.reader import Limits, UnreadableFile, read_workbook
@@ -106,7 +104,9 @@ def _table(rows: list[list], sheet: str, problems: list[str]) -> tuple[dict[str,
             missing = [c for c in REQUIRED[sheet] if c not in header]
             if missing:
                 problems.append(f"工作表“{sheet}”第 {index + 1} 行：缺少列 {'、'.join(missing)}")
-            data = [(n + 1, [clean(v) for v in r]) for n, r in enumerate(rows) if n > index]
+            # a text cell inline (most of a roster's cells): what clean() does to it
+            data = [(n + 1, [v.strip() if v.__class__ is str else clean(v) for v in r])
+                    for n, r in enumerate(rows) if n > index]
             return header, [(n, r) for n, r in data if any(r)]
     problems.append(f"工作表“{sheet}”：没有表头行")
     return {}, []
@@ -146,8 +146,9 @@ def read_roster(path: str | Path, known_types: tuple[str, ...] = TYPES) -> Roste
         header, rows = tables[sheet]
         first_seen: dict[str, int] = {}
         folded: dict[str, tuple[str, int]] = {}  # casefolded 编号 -> (as written, row)
+        where_is = [(c, header.get(c)) for c in columns]  # each column's position, looked up once
         for n, row in rows:
-            values = {c: get(row, header, c) for c in columns}
+            values = {c: row[i] if i is not None and i < len(row) else "" for c, i in where_is}
             code, where = values["编号"], f"工作表“{sheet}”第 {n} 行"
             if not code:
                 problems.append(f"{where}：编号为空")
@@ -296,6 +297,8 @@ def write_roster(
     carry 省份, 城市, 区县, of eight also 邮箱; `emails` (编号 -> address) adds the 邮箱 column to rows
     without one; `conflicts`, rows of (评估人编号, 评估对象编号, 原因), adds the 回避 sheet.
     """
+    import xlsxwriter  # here: reading a roster (every collect) never needs it
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     book = xlsxwriter.Workbook(str(path))

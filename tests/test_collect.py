@@ -180,6 +180,17 @@ def test_identity_block_and_header_are_found_by_their_text():
     assert find_header(rows) == (6, {"x": 0, "得分": 1, "编号": 2})
 
 
+def test_a_row_met_again_reads_the_same_and_equal_values_of_other_types_read_as_typed():
+    """The top rows are remembered per worker (collect._row_facts): the same row again reads the
+    same, and 1, 1.0 and TRUE, equal as Python values, still read as what was typed."""
+    def block(code) -> dict:
+        return find_identity([["评估对象", "某社区", "对象编号", code], ["评估人编号", "E01"], ["编号", "得分"]]).values
+
+    assert block("C002") == block("C002") == {"subject_name": "某社区", "subject": "C002", "assessor": "E01"}
+    assert [block(v)["subject"] for v in (1, 1.0, True, 1.5, "1")] == ["1", "1", "True", "1.5", "1"]
+    assert [block(v)["subject"] for v in (True, 1.0, 1)] == ["True", "1", "1"]
+
+
 # -- end to end ---------------------------------------------------------------------------------
 def test_filled_forms_are_collected_with_every_score_traceable(workspace):
     forms = make_forms(workspace)

@@ -227,16 +227,29 @@ def test_an_output_folder_that_cannot_be_written_stops_before_the_ledger_changes
 
 
 def test_a_full_disk_while_archiving_gives_a_clear_error_and_keeps_the_ledger_whole(tmp_path, monkeypatch):
-    """ENOSPC on the first write of a returned file's archive copy (simulated in-process)."""
+    """ENOSPC on the first write of a returned file's archive copy (simulated in-process: any write
+    to a file under the archive folder fails, whichever call writes it)."""
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc to tell which file a descriptor writes")
     ws = make_round(tmp_path / "ws", n=3)
-    real = Path.write_bytes
+    real_bytes, real_write = Path.write_bytes, os.write
 
     def full(self, data):
         if "archive" in self.parts:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, data)
+        return real_bytes(self, data)
+
+    def full_fd(fd, data):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            target = ""
+        if "archive" in Path(target).parts:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
 
     monkeypatch.setattr(Path, "write_bytes", full)
+    monkeypatch.setattr(os, "write", full_fd)
     result = run(ws, "collect", "--system", SYSTEM, "--period", PERIOD, expect=4)
     assert "磁盘已满" in result.output
     assert count_files(ws) == 0

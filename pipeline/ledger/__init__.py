@@ -597,10 +597,15 @@ class Ledger:
               "accepted" if sh.accepted else "rejected", saved, sh.kind) for sheet_id, sh in zip(ids, rec.sheets)])
         self._insert_rows("declared", ("sheet_id", "reason"),
                           [(sheet_id, sh.reason) for sheet_id, sh in zip(ids, rec.sheets) if sh.declared])
-        self._insert_rows(
-            "scores", ("sheet_id", "item", "raw", "score", "remark", "cell", "evidence"),
-            [(sheet_id, *score, sh.evidence.get(score[0], "")) for sheet_id, sh in zip(ids, rec.sheets) if sh.accepted
-             for score in sh.scores])
+        rows: list[tuple] = []
+        for sheet_id, sh in zip(ids, rec.sheets):
+            if not sh.accepted:
+                continue
+            if sh.evidence:  # a self form's 佐证材料
+                rows += [(sheet_id, *score, sh.evidence.get(score[0], "")) for score in sh.scores]
+            else:
+                rows += [(sheet_id, *score, "") for score in sh.scores]
+        self._insert_rows("scores", ("sheet_id", "item", "raw", "score", "remark", "cell", "evidence"), rows)
         for sheet_id, sh in zip(ids, rec.sheets):
             if (sh.assessor, sh.subject) not in before and (sh.assessor, sh.subject) not in twice:
                 continue  # the first sheet for this subject: nothing to replace, repeat or fix
