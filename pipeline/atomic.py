@@ -73,8 +73,9 @@ def share_mode(path: Path) -> None:
 
 
 @contextmanager
-def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path; on success it replaces `target`, on failure it is removed."""
+def atomic_path(target: str | Path, suffix: str | None = None, mode: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path; on success it replaces `target` (with `mode`, by default the one
+    `share_mode` gives), on failure it is removed."""
     target = Path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +86,10 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        share_mode(tmp_path)
+        if mode is None:
+            share_mode(tmp_path)
+        else:
+            os.chmod(tmp_path, mode)
         os.replace(tmp_path, target)
     except OSError as err:
         tmp_path.unlink(missing_ok=True)
@@ -102,31 +106,8 @@ def write_text(target: str | Path, text: str, encoding: str = "utf-8") -> Path:
 
 
 def write_bytes(target: str | Path, data: bytes, mode: int | None = None) -> Path:
-    """`data` into `target` atomically, as `atomic_path` writes a file but in one pass over one
-    descriptor (collect archives hundreds of files a run). `mode` is the finished file's mode,
-    0666 less the umask by default; a caller writing many files reads the umask once and passes it."""
-    target = Path(target)
-    try:
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.stem[:40]}.", suffix=target.suffix, dir=target.parent)
-        except FileNotFoundError:  # the folder is new
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.stem[:40]}.", suffix=target.suffix, dir=target.parent)
-    except OSError as err:
-        raise explain(err, target) from err
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        os.chmod(tmp, 0o666 & ~current_umask() if mode is None else mode)
-        os.replace(tmp, target)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise explain(err, target) from err
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    """`data` into `target` atomically. `mode` is the finished file's mode, 0666 less the umask by
+    default; a caller writing many files (collect's archive) reads the umask once and passes it."""
+    with atomic_path(target, mode=mode) as tmp:
+        tmp.write_bytes(data)
+    return Path(target)

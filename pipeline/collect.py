@@ -929,7 +929,7 @@ def archive_copy(archive: Path, sha: str, suffix: str, data: bytes | None = None
         return target
     if data is not None:
         return write_bytes(target, data, mode)
-    with atomic_path(target) as tmp:
+    with atomic_path(target, mode=mode) as tmp:
         shutil.copyfile(source, tmp)
     return target
 

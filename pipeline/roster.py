@@ -88,6 +88,8 @@ class Roster:
 
 def clean(value: object) -> str:
     """A cell as text: numbers that are whole lose their '.0', spaces are trimmed."""
+    if value.__class__ is str:  # most of a roster's cells, first
+        return value.strip()
     if value is None:
         return ""
     if isinstance(value, float) and value.is_integer():
@@ -104,9 +106,7 @@ def _table(rows: list[list], sheet: str, problems: list[str]) -> tuple[dict[str,
             missing = [c for c in REQUIRED[sheet] if c not in header]
             if missing:
                 problems.append(f"工作表“{sheet}”第 {index + 1} 行：缺少列 {'、'.join(missing)}")
-            # a text cell inline (most of a roster's cells): what clean() does to it
-            data = [(n + 1, [v.strip() if v.__class__ is str else clean(v) for v in r])
-                    for n, r in enumerate(rows) if n > index]
+            data = [(n + 1, [clean(v) for v in r]) for n, r in enumerate(rows) if n > index]
             return header, [(n, r) for n, r in data if any(r)]
     problems.append(f"工作表“{sheet}”：没有表头行")
     return {}, []
