@@ -212,12 +212,18 @@ def test_large_ranking_searches_filters_pages_and_prints_whole(tmp_path):
         assert browser.failures() == [] and browser.console_errors() == []
         assert all(url.startswith("file://") for url in browser.requests())
     text = subprocess.run(["pdftotext", "-layout", str(whole_pdf), "-"], capture_output=True, text=True, check=True).stdout
-    ranking = text[:text.index("各类指标得分率")]
+    ranking = ranking_part(text)
     assert re.findall(r"C\d{5}", ranking) == list(subjects["subject"])
     assert "全部 650 个对象。" in ranking and "搜索" not in ranking and "下一页" not in ranking
     text = subprocess.run(["pdftotext", "-layout", str(filtered_pdf), "-"], capture_output=True, text=True, check=True).stdout
-    ranking = text[:text.index("各类指标得分率")]
+    ranking = ranking_part(text)
     assert re.findall(r"C\d{5}", ranking) == sichuan and f"按筛选条件打印 {len(sichuan)} 个对象（共 650 个）" in ranking
+
+
+def ranking_part(text: str) -> str:
+    """The printed ranking: from its heading (after the overview) to the next section's."""
+    start = text.index("排名\n", text.index("各类指标得分率"))
+    return text[start:text.index("评估对象", start)]
 
 
 def test_layout_settings_are_checked(tmp_path):
