@@ -258,8 +258,9 @@ class BlockWorksheet(Worksheet):
         kinds = set(map(type, values))
         if kinds == {int}:
             return [f'{ref}{n}"{s} t="s"><v>{v}</v></c>' for n, v in zip(numbers, values)]
-        if kinds == {float}:
-            return [f'{ref}{n}"{s}><v>{v:.16G}</v></c>' for n, v in zip(numbers, values)]
+        if kinds == {float}:  # each distinct number formatted once (0.0 and -0.0 are one key: not those)
+            shown = {v: f"{v:.16G}" for v in set(values) if v}
+            return [f'{ref}{n}"{s}><v>{shown[v] if v else f"{v:.16G}"}</v></c>' for n, v in zip(numbers, values)]
         return [f'{ref}{n}"{s} t="s"><v>{v}</v></c>' if v.__class__ is int
                 else f'{ref}{n}"{s}><v>{v:.16G}</v></c>' if v.__class__ is float else f'{ref}{n}"{s}/>'
                 for n, v in zip(numbers, values)]
@@ -271,26 +272,29 @@ class BlockWorksheet(Worksheet):
         return ""
 
     def _calculate_spans(self) -> None:
-        """`Worksheet._calculate_spans` (each 16 rows' first and last column), blocks included."""
-        extents = {}
+        """`Worksheet._calculate_spans`: each 16 rows' first and last column with a cell or a
+        comment, blocks included (every cell and comment is inside the dimensions: their writes
+        check them)."""
+        groups: dict[int, list[int]] = {}
+
+        def widen(row: int, low: int, high: int) -> None:
+            group = groups.setdefault(row // 16, [low, high])
+            group[0], group[1] = min(group[0], low), max(group[1], high)
+
+        for cells in (self.table, self.comments):
+            for row, cols in cells.items():
+                if cols:
+                    widen(row, min(cols), max(cols))
         for b in self._blocks:
-            for i in range(b.last - b.first + 1):
-                if ends := b.extent(i):
-                    extents[b.first + i] = ends
-        spans, low, high = {}, None, None
-        for row in range(self.dim_rowmin, self.dim_rowmax + 1):
-            # Every cell and comment is inside the dimensions: their writes check them.
-            ends = [(min(cols), max(cols)) for cols in (self.table.get(row), self.comments.get(row)) if cols]
-            if row in extents:
-                ends.append(extents[row])
-            if ends:
-                low = min([e[0] for e in ends] + ([low] if low is not None else []))
-                high = max([e[1] for e in ends] + ([high] if high is not None else []))
-            if (row + 1) % 16 == 0 or row == self.dim_rowmax:
-                if low is not None:
-                    spans[row // 16] = f"{low + 1}:{high + 1}"
-                low = high = None
-        self.row_spans = spans
+            if not b.holes:
+                for row in range(b.first, b.last + 1, 16):  # one row in each group the block reaches
+                    widen(row, 0, len(b.columns) - 1)
+                widen(b.last, 0, len(b.columns) - 1)
+            else:
+                for i in range(b.last - b.first + 1):
+                    if ends := b.extent(i):
+                        widen(b.first + i, *ends)
+        self.row_spans = {group: f"{low + 1}:{high + 1}" for group, (low, high) in groups.items()}
 
     def _get_range_data(self, row_start, col_start, row_end, col_end):
         """`Worksheet._get_range_data` (a chart's cached values), blocks included."""
