@@ -179,13 +179,12 @@ def write_result_sheet(book, f: dict, acc: "AcceptanceResult") -> None:
 def write_rectification_xlsx(path: Path, items: pd.DataFrame, *, system_name: str, period: str, rules: AcceptanceRules,
                              generated: datetime) -> Path:
     """整改清单-<system>.xlsx: RECTIFY_HEAD; 整改措施 and 完成时限 unlocked and shaded to fill in."""
-    import xlsxwriter
-
+    from pipeline.blocksheet import BlockWorkbook
     from pipeline.report import _formats, _Sheet
 
     period = " ".join(split_key(period) or (period,))  # "2027-03 验收"
     with atomic_path(path) as tmp:
-        book = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False})
+        book = BlockWorkbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False})
         book.set_properties({"title": f"{system_name} {period}整改清单", "author": "happyhome", "created": generated})
         f = _formats(book, rules.decimals)
         fill = book.add_format({"font_name": "Microsoft YaHei", "font_size": 10, "valign": "top", "text_wrap": True,

@@ -25,10 +25,10 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
-import xlsxwriter
 
 from pipeline import corrections as amendments
 from pipeline.atomic import atomic_path
+from pipeline.blocksheet import BlockWorkbook, write_value
 from pipeline.calibration import INTERVAL_NOTE
 from pipeline.config import Workspace
 from pipeline.digest import agreement_note, category_shares, digest_context, flag_counts, write_digest
@@ -217,33 +217,13 @@ class _Sheet:
         self.f = formats
 
     def put(self, row: int, col: int, value, fmt=None) -> None:
-        if _missing(value):
-            self.ws.write_blank(row, col, None, fmt)
-        elif isinstance(value, str):
-            self.ws.write_string(row, col, value, fmt)
-        elif isinstance(value, bool):
-            self.ws.write_string(row, col, "是" if value else "否", fmt)
-        else:
-            self.ws.write_number(row, col, float(value), fmt)
+        write_value(self.ws, row, col, value, fmt)
 
     def rows(self, first: int, rows: list[list], formats: list | None = None) -> None:
-        """`rows` from row `first` down, each cell as `put` writes it, in one tight loop: the
-        writer for the usual kinds of value (text, float, int) is chosen without `put`'s checks
-        (a national month's summary has 515,000 cells)."""
-        ws, put = self.ws, self.put
-        text, number, blank = ws.write_string, ws.write_number, ws.write_blank
-        for r, values in enumerate(rows, start=first):
-            for c, (value, fmt) in enumerate(zip(values, formats or [None] * len(values))):
-                kind = type(value)
-                if kind is str:
-                    text(r, c, value, fmt)
-                elif kind is float:
-                    if value == value:
-                        number(r, c, value, fmt)
-                    else:  # NaN
-                        blank(r, c, None, fmt)
-                else:
-                    put(r, c, value, fmt)
+        """`rows` from row `first` down, each cell as `put` writes it, in one call: the sheet
+        (`blocksheet.BlockWorksheet`) keeps them as a block and writes their XML in bulk (a
+        national month's summary has 515,000 cells)."""
+        self.ws.write_rows(first, rows, formats)
 
     def table(self, header: list[str], rows: list[list], formats: list | None = None, caps: list | None = None,
               freeze_cols: int = 0, first: int = 0) -> int:
@@ -349,7 +329,7 @@ def summary_book(tmp: Path, res: RoundResult, *, period: str, detail: "pd.DataFr
     the first sheets are written: a second process starts on them while the intervals are
     worked out (`report`)."""
     system = res.system
-    book = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False})
+    book = BlockWorkbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False})
     book.set_properties({"title": f"{system.name} {period} 评估汇总", "author": "happyhome", "created": generated})
     f = _formats(book, res.params["rank_decimals"])
     early = selection is None and acceptance is None
