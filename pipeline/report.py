@@ -1006,7 +1006,9 @@ def report(
                                        if steps is not None else nullcontext()) as started:
         if steps is not None:
             steps.started()
-        result = with_intervals(base, roster, settings, apart=forked)
+        # With the summary in a second process, this one works out every replicate: a third
+        # process would only share the two cores with them (and hold its own copy of ~200 MB).
+        result = with_intervals(base, roster, settings, apart=forked and steps is None)
         chosen = selecting.select(result, roster, settings) if stage == "遴选" else None
         accepted = None
         if stage == ACCEPTANCE:
