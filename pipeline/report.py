@@ -1002,6 +1002,9 @@ def report(
     # once the summary is in place, as they always were: a summary that cannot be written (a full
     # disk) leaves them as they were.
     steps = Steps() if forked and stage not in ("遴选", ACCEPTANCE) else None
+    if steps is not None and os.environ.get("RD_TRIM"):
+        import ctypes, time as _t
+        _t0 = _t.perf_counter(); ctypes.CDLL(None).malloc_trim(0); print("trim", _t.perf_counter() - _t0, file=__import__("sys").stderr)
     with atomic_path(summary) as tmp, (Background(summary_book, tmp, base, **book, steps=steps)
                                        if steps is not None else nullcontext()) as started:
         if steps is not None:
