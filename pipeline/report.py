@@ -44,7 +44,7 @@ from pipeline.status import CONFLICT, NOT_RECEIVED, StatusResult, round_status
 from pipeline.scoring import (BY_COLUMNS, FLAG_KINDS, METHODS, RoundResult, half_up, rounding_note, score_base,
                               with_intervals)
 from pipeline.systems import LEVEL1, System, load_system
-from pipeline.workers import Background, start_method
+from pipeline.workers import Background, start_method, trim_heap
 
 ACCEPTANCE = "验收"  # the stage whose report also judges 通过 / 整改后复验 / 不通过 (pipeline.acceptance)
 RANK_HEAD = ["排名", "编号", "名称", "类型", "省份", "城市", "总分", "等级", "评估人数"]
@@ -738,9 +738,23 @@ def detail_texts(res: RoundResult, scores: pd.DataFrame, roster: Roster | None,
         codes, texts = columns[name]
         if joined and joined[-1][0] is codes:  # the same rows: one text for both columns
             joined[-1] = (codes, np.array([a + "," + b for a, b in zip(joined[-1][1], texts)], dtype=object))
+        elif joined and joined[-1][0] is not sheet and codes is not sheet and (pair := _pairs(*joined[-1], codes, texts)):
+            joined[-1] = pair  # few pairs (得分, 填写值, 备注): one text each
         else:
             joined.append((codes, texts))
     return joined
+
+
+def _pairs(codes_a: np.ndarray, texts_a: np.ndarray, codes_b: np.ndarray, texts_b: np.ndarray,
+           most: int = 4096) -> tuple[np.ndarray, np.ndarray] | None:
+    """Two adjacent columns (codes, texts) as one, each distinct pair of texts joined once, when
+    there are at most `most` pairs (each line of the CSV then has one part fewer to join)."""
+    pair = (codes_a % len(texts_a)).astype(np.int64) * len(texts_b) + codes_b % len(texts_b)  # -1: the blank, last
+    codes, distinct = pd.factorize(pair)
+    if len(distinct) > most:
+        return None
+    texts = np.array([texts_a[p // len(texts_b)] + "," + texts_b[p % len(texts_b)] for p in distinct], dtype=object)
+    return codes.astype(np.min_scalar_type(len(texts))), texts
 
 
 def write_scores_csv(path: Path, res: RoundResult, scores: pd.DataFrame, roster: Roster | None,
@@ -750,12 +764,16 @@ def write_scores_csv(path: Path, res: RoundResult, scores: pd.DataFrame, roster:
     # Each distinct text is encoded once, and lines are joined as bytes.
     columns = [(codes, np.array([text.encode("utf-8") for text in texts], dtype=object))
                for codes, texts in detail_texts(res, scores, roster, corrections)]
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(("\ufeff" + ",".join(csv_fields(DETAIL_HEAD)) + "\n").encode("utf-8"))
-            for start in range(0, len(scores), 50_000):  # in slices: ~10 MB at a time
-                fh.write(b"".join(line + b"\n" for line in map(b",".join, zip(*(texts[codes[start:start + 50_000]]
-                                                                                 for codes, texts in columns)))))
+    # A national month's file is ~190 MB: a thread writes each slice (the system call leaves the
+    # interpreter free) while the next is joined, rather than the two taking turns.
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh, ThreadPoolExecutor(1, thread_name_prefix="happyhome-csv") as disk:
+        written = disk.submit(fh.write, ("\ufeff" + ",".join(csv_fields(DETAIL_HEAD)) + "\n").encode("utf-8"))
+        for start in range(0, len(scores), 50_000):  # in slices: ~10 MB at a time
+            part = b"".join(line + b"\n" for line in map(b",".join, zip(*(texts[codes[start:start + 50_000]]
+                                                                          for codes, texts in columns))))
+            written.result()
+            written = disk.submit(fh.write, part)
+        written.result()
     return path
 
 
@@ -1002,9 +1020,8 @@ def report(
     # once the summary is in place, as they always were: a summary that cannot be written (a full
     # disk) leaves them as they were.
     steps = Steps() if forked and stage not in ("遴选", ACCEPTANCE) else None
-    if steps is not None and os.environ.get("RD_TRIM"):
-        import ctypes, time as _t
-        _t0 = _t.perf_counter(); ctypes.CDLL(None).malloc_trim(0); print("trim", _t.perf_counter() - _t0, file=__import__("sys").stderr)
+    if steps is not None:
+        trim_heap()  # what the reads freed goes back to the system, not into both processes' pages
     with atomic_path(summary) as tmp, (Background(summary_book, tmp, base, **book, steps=steps)
                                        if steps is not None else nullcontext()) as started:
         if steps is not None:
