@@ -391,24 +391,54 @@ def summary_book(tmp: Path, res: RoundResult, *, period: str, detail: "pd.DataFr
 
 
 class Steps:
-    """What a summary started on `score_base`'s result (`summary_book(steps=...)`) is told later:
-    the fields the bootstrap intervals change. Sent through a pipe to the second process that
-    writes it, received there in a thread while the first sheets are written; kept here too, for
-    when the summary is written in this process after all (`Background` makes up for a second
-    process that died)."""
+    """What the second process writing a summary (`summary_apart`) is told, through a pipe, by the
+    report's process: first what it starts on (`begin`: the temporary path, `score_base`'s result
+    and `summary_book`'s other inputs; or `skip`: not needed), then the fields the bootstrap
+    intervals change (`send`), received there in a thread while the first sheets are written.
+    Everything sent is kept here too, for when the summary is written in this process after all
+    (`Background` makes up for a second process that died)."""
 
     FIELDS = ("subjects", "flags", "params", "rank_changes")
+    _UNSENT = object()
 
     def __init__(self) -> None:
         import multiprocessing as mp
 
         self._in, self._out = mp.Pipe(duplex=False)
+        self._begun: object = self._UNSENT
         self._fields: dict | None = None
         self._receiving: threading.Thread | None = None
 
     def started(self) -> None:
         """In the report's process, once the second process has its copy of the pipe's end."""
         self._in.close()
+
+    def begin(self, tmp: Path, base: RoundResult, options: dict) -> None:
+        """In the report's process: the summary is to be written to `tmp` from `base` (its
+        intervals follow) and `options` (`summary_book`'s)."""
+        self._begun = (tmp, base, options)
+        self._post(self._begun)
+
+    def skip(self) -> None:
+        """In the report's process: the summary is written here (a round too small to share)."""
+        self._begun = None
+        self._post(None)
+
+    def begun(self) -> "tuple[Path, RoundResult, dict] | None":
+        """What `begin` sent (None: `skip`, or the report's process went away)."""
+        if self._begun is self._UNSENT:  # in the second process: wait for it
+            self._out.close()
+            try:
+                self._begun = self._in.recv()
+            except (EOFError, OSError):
+                self._begun = None
+        return self._begun
+
+    def _post(self, message) -> None:
+        try:
+            self._out.send(message)
+        except OSError:  # the second process is gone: the summary is written here instead
+            pass
 
     def receive(self) -> None:
         """In the process writing the summary: start taking the fields in (a thread), so that the
@@ -427,10 +457,7 @@ class Steps:
     def send(self, result: RoundResult) -> None:
         """In the report's process: the fields of the result with intervals."""
         self._fields = {name: getattr(result, name) for name in self.FIELDS}
-        try:
-            self._out.send(self._fields)
-        except OSError:  # the second process is gone: the summary is written here instead
-            pass
+        self._post(self._fields)
         self._out.close()
 
     def final(self, base: RoundResult) -> RoundResult:
@@ -442,6 +469,15 @@ class Steps:
                 raise self._got
             self._fields = self._got
         return replace(base, **self._fields)
+
+
+def summary_apart(steps: Steps) -> None:
+    """The summary workbook as the second process writes it (`report`): once it is told what to
+    write (`Steps.begun`), the sheets that need no interval, then the others."""
+    begun = steps.begun()
+    if begun is not None:
+        tmp, base, options = begun
+        summary_book(tmp, base, **options, steps=steps)
 
 
 def _rank_sheet(book, f, res: RoundResult) -> None:
@@ -953,12 +989,12 @@ def nothing_collected(ws: Workspace, system: System, period: str, n_files: int) 
                        options=cli_args(period))
 
 
-def second_process(ws: Workspace, n_scores: int) -> bool:
-    """Whether a round is large enough for a second process to share the report's work (half the
-    bootstrap's replicates, then the summary workbook): at least `report.parallel_min_scores`
-    scores (0: never), on a machine with a second core."""
+def second_process(ws: Workspace, n_scores: int | None = None) -> bool:
+    """Whether a round is large enough for a second process to share the report's work (the
+    summary workbook, or half the bootstrap's replicates): at least `report.parallel_min_scores`
+    scores (0: never), on a machine with a second core; without `n_scores`, whether one may be."""
     least = ws["report"]["parallel_min_scores"]
-    return 0 < least <= n_scores and (os.cpu_count() or 1) > 1
+    return 0 < least <= (least if n_scores is None else n_scores) and (os.cpu_count() or 1) > 1
 
 
 def report(
@@ -984,75 +1020,84 @@ def report(
     system = system if isinstance(system, System) else load_system(system)
     # When the config makes the calibrated ranking official, it is always computed.
     calibrate = calibrate or ws["calibration"]["official"] == "calibrated"
-    roster, scores, file_rows, status, fixes, own = read_inputs(ws, period, system)
-    if not len(scores):
-        raise InputError(nothing_collected(ws, system, period, len(file_rows)))
-    settings = ws.settings
-    if split_key(period)[1] == "遴选":
-        # The 临界 flags of a 遴选 round are about its own line: the places, not calibration.selection_top.
-        settings = {**settings, "calibration": {**settings["calibration"],
-                                                "selection_top": selecting.places_for(settings, system)}}
-    apart = second_process(ws, len(scores))
-    # Half the bootstrap goes apart only where a process starts at once (fork): a spawned one
-    # (Windows) takes longer to import pandas than that half takes (about 1 s at national size).
-    forked = apart and start_method() == "fork"
     stage = split_key(period)[1]
-    base = score_base(scores, system, roster, settings, method=method, by=by, calibrate=calibrate)
-    chase, assigned, received = chase_list(status), status.assigned, status.received
-    files = _files(scores, file_rows)
-    generated = generated or datetime.now().replace(microsecond=0)
-    out = ws.period_output(period)
-    comparison = selfcheck.compare(base, own, ws["scoring"]["self_gap_points"])  # needs no interval
-    # Too long for the sheet, the table is only in the CSV, which is written from the scores
-    # (`write_scores_csv`): 760,000 rows x 17 columns as a frame would be another 100 MB at the peak.
-    big = len(scores) > ws["report"]["detail_max_rows"]
-    detail = len(scores) if big else detail_frame(base, scores, roster, fixes)
-    detail_csv = out / f"scores-{system.id}.csv"
-    book = dict(period=period, detail=detail, files=files, generated=generated,
-                detail_max_rows=ws["report"]["detail_max_rows"], detail_csv=detail_csv.name,
-                register=amendments.register(fixes, roster, system), comparison=comparison,
-                declared=status.declarations)
-    summary = out / f"summary-{system.id}.xlsx"
     # A large round's summary workbook is written by a second process. In a round without 遴选 or
-    # 验收 it starts now, on the sheets that need no bootstrap interval, while this process works out
-    # the intervals (with a third for half of them); then it finishes the workbook while this one
-    # writes the CSVs and works out the digest. The digest, the 公示 and the 验收 documents are written
-    # once the summary is in place, as they always were: a summary that cannot be written (a full
-    # disk) leaves them as they were.
-    steps = Steps() if forked and stage not in ("遴选", ACCEPTANCE) else None
-    if steps is not None:
-        trim_heap()  # what the reads freed goes back to the system, not into both processes' pages
-    with atomic_path(summary) as tmp, (Background(summary_book, tmp, base, **book, steps=steps)
-                                       if steps is not None else nullcontext()) as started:
+    # 验收 it is forked now, before anything is read, so that it shares only the loaded modules
+    # with this one (forked after the reads, each process would copy the pages of the other's data
+    # it writes to: ~70 MB more in all); it is handed its inputs once the round is scored without
+    # the intervals (`Steps.begin`), writes the sheets that need no interval while this process
+    # works out the intervals, then finishes the workbook while this one writes the CSVs and works
+    # out the digest. The digest, the 公示 and the 验收 documents are written once the summary is
+    # in place, as they always were: a summary that cannot be written (a full disk) leaves them
+    # as they were.
+    steps = Steps() if stage not in ("遴选", ACCEPTANCE) and second_process(ws) and start_method() == "fork" else None
+    with Background(summary_apart, steps) if steps is not None else nullcontext() as started:
         if steps is not None:
             steps.started()
-        # With the summary in a second process, this one works out every replicate: a third
-        # process would only share the two cores with them (and hold its own copy of ~200 MB).
-        result = with_intervals(base, roster, settings, apart=forked and steps is None)
-        chosen = selecting.select(result, roster, settings) if stage == "遴选" else None
-        accepted = None
-        if stage == ACCEPTANCE:
-            from pipeline import acceptance
+        roster, scores, file_rows, status, fixes, own = read_inputs(ws, period, system)
+        if not len(scores):
+            raise InputError(nothing_collected(ws, system, period, len(file_rows)))
+        settings = ws.settings
+        if stage == "遴选":
+            # The 临界 flags of a 遴选 round are about its own line: the places, not calibration.selection_top.
+            settings = {**settings, "calibration": {**settings["calibration"],
+                                                    "selection_top": selecting.places_for(settings, system)}}
+        apart = second_process(ws, len(scores))
+        if steps is not None and not apart:
+            steps.skip()
+            started.result()
+            steps = None
+        base = score_base(scores, system, roster, settings, method=method, by=by, calibrate=calibrate)
+        chase, assigned, received = chase_list(status), status.assigned, status.received
+        files = _files(scores, file_rows)
+        generated = generated or datetime.now().replace(microsecond=0)
+        out = ws.period_output(period)
+        comparison = selfcheck.compare(base, own, ws["scoring"]["self_gap_points"])  # needs no interval
+        # Too long for the sheet, the table is only in the CSV, which is written from the scores
+        # (`write_scores_csv`): 760,000 rows x 17 columns as a frame would be another 100 MB at the peak.
+        big = len(scores) > ws["report"]["detail_max_rows"]
+        detail = len(scores) if big else detail_frame(base, scores, roster, fixes)
+        detail_csv = out / f"scores-{system.id}.csv"
+        book = dict(period=period, detail=detail, files=files, generated=generated,
+                    detail_max_rows=ws["report"]["detail_max_rows"], detail_csv=detail_csv.name,
+                    register=amendments.register(fixes, roster, system), comparison=comparison,
+                    declared=status.declarations)
+        summary = out / f"summary-{system.id}.xlsx"
+        trim_heap()  # what reading and scoring freed
+        # (the second process is ended before a summary not written is removed)
+        with atomic_path(summary) as tmp, started if steps is not None else nullcontext():
+            if steps is not None:
+                steps.begin(tmp, base, book)
+            # With the summary in a second process, this one works out every replicate: a third
+            # process would only share the two cores with them. Otherwise half of them go apart
+            # where a process starts at once (fork): a spawned one (Windows) takes longer to import
+            # pandas than that half takes (about 1 s at national size).
+            result = with_intervals(base, roster, settings, apart=steps is None and apart and start_method() == "fork")
+            trim_heap()  # what the bootstrap freed
+            chosen = selecting.select(result, roster, settings) if stage == "遴选" else None
+            accepted = None
+            if stage == ACCEPTANCE:
+                from pipeline import acceptance
 
-            people = {code: a.name for code, a in roster.assessors.items()} if roster else {}
-            accepted = acceptance.judge(result, scores, people, ws.settings)
-        if steps is not None:
-            steps.send(result)
-            writing = started
-        else:
-            writing = Background(summary_book, tmp, result, **book, selection=chosen, acceptance=accepted,
-                                 enabled=apart)
-        with writing:
-            write_scores_csv(detail_csv, result, scores, roster, fixes)
-            results = write_results_csv(out / f"results-{system.id}.csv", result,
-                                        comparison.totals if comparison is not None else None)
-            context = digest_context(result, period=period, scores=scores, roster=roster, chase=chase,
-                                     assigned=assigned, received=received, files=files,
-                                     organiser=ws["round"]["organiser"], generated=generated,
-                                     files_received=len(file_rows),
-                                     corrections=amendments.subject_notes(fixes, roster, system),
-                                     layout=ws["report"])
-            writing.result()
+                people = {code: a.name for code, a in roster.assessors.items()} if roster else {}
+                accepted = acceptance.judge(result, scores, people, ws.settings)
+            if steps is not None:
+                steps.send(result)
+                writing = started
+            else:
+                writing = Background(summary_book, tmp, result, **book, selection=chosen, acceptance=accepted,
+                                     enabled=apart)
+            with writing:
+                write_scores_csv(detail_csv, result, scores, roster, fixes)
+                results = write_results_csv(out / f"results-{system.id}.csv", result,
+                                            comparison.totals if comparison is not None else None)
+                context = digest_context(result, period=period, scores=scores, roster=roster, chase=chase,
+                                         assigned=assigned, received=received, files=files,
+                                         organiser=ws["round"]["organiser"], generated=generated,
+                                         files_received=len(file_rows),
+                                         corrections=amendments.subject_notes(fixes, roster, system),
+                                         layout=ws["report"])
+                writing.result()
     context["method"]["declared"] = status.declared
     notice, publicity = (selecting.write_outputs(out, chosen, ws.settings, generated.date(), generated)
                          if chosen is not None else (None, []))

@@ -369,10 +369,10 @@ def _thaw() -> None:
 
 
 def trim_heap() -> None:
-    """Give the C heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing),
-    before forking a process that shares them: a national report's reads free ~50 MB of
-    temporaries under what they keep, and pages the report's process reuses after the fork are
-    copied, one copy each. A few milliseconds."""
+    """Give the C heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing).
+    glibc keeps what a program frees for its next allocations, and pandas' and numpy's large
+    temporaries leave tens of MB free between the arrays kept: `report` gives them back after
+    reading and scoring a round (a national month: ~50 MB) and after the bootstrap. A few ms."""
     if not sys.platform.startswith("linux"):
         return
     try:
