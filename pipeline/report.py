@@ -336,7 +336,7 @@ def summary_book(tmp: Path, res: RoundResult, *, period: str, detail: "pd.DataFr
                  generated: datetime, detail_max_rows: int = 100_000, detail_csv: str = "",
                  selection: "selecting.Selection | None" = None, register: list[list] | None = None,
                  acceptance=None, comparison: "selfcheck.SelfComparison | None" = None,
-                 declared: list | None = None, steps: "Steps | None" = None) -> None:
+                 declared: list | None = None) -> None:
     """The summary workbook (xlsxwriter), written to `tmp` (`write_summary` makes it atomic); a
     遴选 round's starts with 遴选结果, and `acceptance` (a 验收 round's `acceptance.AcceptanceResult`) adds 验收结果 after 排名.
     `detail` is the 评分明细 table, or only its number of rows when that is above `detail_max_rows`
@@ -344,17 +344,13 @@ def summary_book(tmp: Path, res: RoundResult, *, period: str, detail: "pd.DataFr
     `StatusResult.declarations`) is counted per assessor in the 评估人 sheet's 声明回避 column.
 
     In a round without 遴选 or 验收, the sheets that need no bootstrap interval (指标明细, 评分明细,
-    评估人, 更正记录) are written first, into their places, and the others after. With `steps`,
-    `res` is `scoring.score_base`'s result and the one with intervals comes from `steps` once
-    the first sheets are written: a second process starts on them while the intervals are
-    worked out (`report`)."""
+    评估人, 更正记录) are written first, into their places, and the others after (the order the
+    workbook has been written in since a second process began them before the intervals)."""
     system = res.system
     book = xlsxwriter.Workbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False})
     book.set_properties({"title": f"{system.name} {period} 评估汇总", "author": "happyhome", "created": generated})
     f = _formats(book, res.params["rank_decimals"])
     early = selection is None and acceptance is None
-    if steps is not None:
-        steps.receive()
     if early:
         # Every sheet in its place first (a sheet's place is the order it was added in).
         for name in ["排名", "图表", "指标明细", *(["自评对比"] if comparison is not None else []), "评分明细", "评估人",
@@ -364,8 +360,6 @@ def summary_book(tmp: Path, res: RoundResult, *, period: str, detail: "pd.DataFr
         _scores_sheet(book, f, detail, detail_max_rows, detail_csv)
         _assessor_sheet(book, f, res, files, declared)
         _corrections_sheet(book, f, register or [])
-    if steps is not None:
-        res = steps.final(res)
     if selection is not None:
         selecting.write_result_sheet(book, f, selection)
     _rank_sheet(book, f, res)
@@ -391,12 +385,13 @@ def summary_book(tmp: Path, res: RoundResult, *, period: str, detail: "pd.DataFr
 
 
 class Steps:
-    """What the second process writing a summary (`summary_apart`) is told, through a pipe, by the
-    report's process: first what it starts on (`begin`: the temporary path, `score_base`'s result
-    and `summary_book`'s other inputs; or `skip`: not needed), then the fields the bootstrap
-    intervals change (`send`), received there in a thread while the first sheets are written.
-    Everything sent is kept here too, for when the summary is written in this process after all
-    (`Background` makes up for a second process that died)."""
+    """The report's second process (`summary_apart`) and what passes between it and the report's
+    process, through two pipes: first what it starts on (`begin`: the summary's temporary path,
+    `score_base`'s result, `summary_book`'s other inputs, the roster and settings; or `skip`: not
+    needed); then it works out the bootstrap intervals and sends back the fields they change
+    (`FIELDS`), while the report's process writes the scores CSV, which needs none. Everything
+    is kept on the side that has it, so that the report's process can do the second one's part
+    when that one went away (`result`, and `Background` running `summary_apart` here)."""
 
     FIELDS = ("subjects", "flags", "params", "rank_changes")
     _UNSENT = object()
@@ -404,19 +399,22 @@ class Steps:
     def __init__(self) -> None:
         import multiprocessing as mp
 
-        self._in, self._out = mp.Pipe(duplex=False)
+        self._in, self._out = mp.Pipe(duplex=False)  # to the second process
+        self._back_in, self._back_out = mp.Pipe(duplex=False)  # from it
         self._begun: object = self._UNSENT
-        self._fields: dict | None = None
-        self._receiving: threading.Thread | None = None
+        self._result: RoundResult | None = None
+        self._here = False  # the report's process
 
     def started(self) -> None:
-        """In the report's process, once the second process has its copy of the pipe's end."""
+        """In the report's process, once the second process has its copies of the pipes' ends."""
+        self._here = True
         self._in.close()
+        self._back_out.close()
 
-    def begin(self, tmp: Path, base: RoundResult, options: dict) -> None:
-        """In the report's process: the summary is to be written to `tmp` from `base` (its
-        intervals follow) and `options` (`summary_book`'s)."""
-        self._begun = (tmp, base, options)
+    def begin(self, tmp: Path, base: RoundResult, options: dict, roster: Roster | None, settings: dict) -> None:
+        """In the report's process: the summary is to be written to `tmp` from `base` with its
+        intervals, and `options` (`summary_book`'s)."""
+        self._begun = (tmp, base, options, roster, settings)
         self._post(self._begun)
 
     def skip(self) -> None:
@@ -424,60 +422,54 @@ class Steps:
         self._begun = None
         self._post(None)
 
-    def begun(self) -> "tuple[Path, RoundResult, dict] | None":
+    def begun(self) -> "tuple | None":
         """What `begin` sent (None: `skip`, or the report's process went away)."""
         if self._begun is self._UNSENT:  # in the second process: wait for it
             self._out.close()
+            self._back_in.close()
             try:
                 self._begun = self._in.recv()
             except (EOFError, OSError):
                 self._begun = None
         return self._begun
 
+    def result(self) -> RoundResult:
+        """The result with intervals (`scoring.with_intervals`). In the second process: worked out
+        and its fields sent back; in the report's process: those fields, or, when the second
+        process went away without them, worked out here."""
+        if self._result is None:
+            _, base, _, roster, settings = self._begun
+            fields = None
+            if self._here:
+                try:
+                    fields = self._back_in.recv()
+                except (EOFError, OSError):
+                    pass
+            if fields is not None:
+                self._result = replace(base, **fields)
+            else:
+                self._result = with_intervals(base, roster, settings)
+                if not self._here:
+                    try:
+                        self._back_out.send({name: getattr(self._result, name) for name in self.FIELDS})
+                    except OSError:  # the report's process is gone
+                        pass
+        return self._result
+
     def _post(self, message) -> None:
         try:
             self._out.send(message)
-        except OSError:  # the second process is gone: the summary is written here instead
+        except OSError:  # the second process is gone: its part is done here instead
             pass
-
-    def receive(self) -> None:
-        """In the process writing the summary: start taking the fields in (a thread), so that the
-        report's process never waits to hand them over."""
-        if self._fields is None and self._receiving is None:
-            self._out.close()
-            self._receiving = threading.Thread(target=self._take, daemon=True, name="happyhome-steps")
-            self._receiving.start()
-
-    def _take(self) -> None:
-        try:
-            self._got: "dict | BaseException" = self._in.recv()
-        except (EOFError, OSError) as err:  # the report's process went away without them
-            self._got = err
-
-    def send(self, result: RoundResult) -> None:
-        """In the report's process: the fields of the result with intervals."""
-        self._fields = {name: getattr(result, name) for name in self.FIELDS}
-        self._post(self._fields)
-        self._out.close()
-
-    def final(self, base: RoundResult) -> RoundResult:
-        """`base` with the fields the intervals changed: the result the summary is written from."""
-        if self._fields is None:
-            self.receive()
-            self._receiving.join()
-            if isinstance(self._got, BaseException):
-                raise self._got
-            self._fields = self._got
-        return replace(base, **self._fields)
 
 
 def summary_apart(steps: Steps) -> None:
-    """The summary workbook as the second process writes it (`report`): once it is told what to
-    write (`Steps.begun`), the sheets that need no interval, then the others."""
+    """The report's second process (`report`): once it is told what the round is (`Steps.begun`),
+    the bootstrap intervals (sent back at once), then the summary workbook."""
     begun = steps.begun()
     if begun is not None:
-        tmp, base, options = begun
-        summary_book(tmp, base, **options, steps=steps)
+        tmp, _, options, _, _ = begun
+        summary_book(tmp, steps.result(), **options)
 
 
 def _rank_sheet(book, f, res: RoundResult) -> None:
@@ -1024,12 +1016,13 @@ def report(
     # A large round's summary workbook is written by a second process. In a round without 遴选 or
     # 验收 it is forked now, before anything is read, so that it shares only the loaded modules
     # with this one (forked after the reads, each process would copy the pages of the other's data
-    # it writes to: ~70 MB more in all); it is handed its inputs once the round is scored without
-    # the intervals (`Steps.begin`), writes the sheets that need no interval while this process
-    # works out the intervals, then finishes the workbook while this one writes the CSVs and works
-    # out the digest. The digest, the 公示 and the 验收 documents are written once the summary is
-    # in place, as they always were: a summary that cannot be written (a full disk) leaves them
-    # as they were.
+    # it writes to: ~70 MB more in all). Once the round is scored without the intervals it is
+    # handed what it needs (`Steps.begin`), works out the bootstrap intervals and sends them back,
+    # then writes the workbook; this process writes the scores CSV meanwhile (it needs no
+    # interval), then the results CSV and the digest. Elsewhere the summary is written by a second
+    # process once the intervals are worked out (half of their replicates in one where a process
+    # forks). The digest, the 公示 and the 验收 documents are written once the summary is in place,
+    # as they always were: a summary that cannot be written (a full disk) leaves them as they were.
     steps = Steps() if stage not in ("遴选", ACCEPTANCE) and second_process(ws) and start_method() == "fork" else None
     with Background(summary_apart, steps) if steps is not None else nullcontext() as started:
         if steps is not None:
@@ -1064,31 +1057,30 @@ def report(
                     declared=status.declarations)
         summary = out / f"summary-{system.id}.xlsx"
         trim_heap()  # what reading and scoring freed
+        chosen = accepted = None
         # (the second process is ended before a summary not written is removed)
         with atomic_path(summary) as tmp, started if steps is not None else nullcontext():
             if steps is not None:
-                steps.begin(tmp, base, book)
-            # With the summary in a second process, this one works out every replicate: a third
-            # process would only share the two cores with them. Otherwise half of them go apart
-            # where a process starts at once (fork): a spawned one (Windows) takes longer to import
-            # pandas than that half takes (about 1 s at national size).
-            result = with_intervals(base, roster, settings, apart=steps is None and apart and start_method() == "fork")
-            trim_heap()  # what the bootstrap freed
-            chosen = selecting.select(result, roster, settings) if stage == "遴选" else None
-            accepted = None
-            if stage == ACCEPTANCE:
-                from pipeline import acceptance
-
-                people = {code: a.name for code, a in roster.assessors.items()} if roster else {}
-                accepted = acceptance.judge(result, scores, people, ws.settings)
-            if steps is not None:
-                steps.send(result)
+                steps.begin(tmp, base, book, roster, settings)
+                write_scores_csv(detail_csv, base, scores, roster, fixes)  # meanwhile: it needs no interval
+                result = steps.result()
                 writing = started
             else:
+                # Half the replicates go apart where a process starts at once (fork): a spawned one
+                # (Windows) takes longer to import pandas than that half takes (about 1 s here).
+                result = with_intervals(base, roster, settings, apart=apart and start_method() == "fork")
+                chosen = selecting.select(result, roster, settings) if stage == "遴选" else None
+                if stage == ACCEPTANCE:
+                    from pipeline import acceptance
+
+                    people = {code: a.name for code, a in roster.assessors.items()} if roster else {}
+                    accepted = acceptance.judge(result, scores, people, ws.settings)
                 writing = Background(summary_book, tmp, result, **book, selection=chosen, acceptance=accepted,
                                      enabled=apart)
+            trim_heap()  # what the bootstrap and the CSV freed
             with writing:
-                write_scores_csv(detail_csv, result, scores, roster, fixes)
+                if steps is None:
+                    write_scores_csv(detail_csv, result, scores, roster, fixes)
                 results = write_results_csv(out / f"results-{system.id}.csv", result,
                                             comparison.totals if comparison is not None else None)
                 context = digest_context(result, period=period, scores=scores, roster=roster, chase=chase,

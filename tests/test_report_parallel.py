@@ -159,24 +159,27 @@ def test_a_second_process_that_dies_is_made_up_for(workspace, monkeypatch):
     _assert_same(serial, _report(workspace, 1))
 
 
-def test_a_second_process_that_dies_before_it_is_given_the_round_is_made_up_for(workspace, monkeypatch, jobs):
-    """Under fork the summary's process starts before the round is read: killed while it waits
-    (out of memory, a user), the summary is written in the report's process, the same."""
+@pytest.mark.parametrize("when", ["summary_apart", "with_intervals"])
+def test_a_second_process_that_dies_before_it_sends_the_intervals_is_made_up_for(workspace, monkeypatch, jobs, when):
+    """Under fork the report's second process starts before the round is read, then works out the
+    intervals: killed while it waits, or while it works them out (out of memory, a user), the
+    intervals and the summary are worked out and written in the report's process, the same."""
     if "fork" not in __import__("multiprocessing").get_all_start_methods():
         pytest.skip("no fork here")
     monkeypatch.setenv("HAPPYHOME_START_METHOD", "fork")
     add_returns(workspace, shares=SHARES, remarks=REMARKS)
     serial = _report(workspace, 0)
-    main, real = os.getpid(), reporting.summary_apart
+    main, real = os.getpid(), getattr(reporting, when)
 
-    def dies_at_once(steps):
+    def dies_apart(*args, **kwargs):
         if os.getpid() != main:
             os._exit(9)
-        return real(steps)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(reporting, "summary_apart", dies_at_once)
+    monkeypatch.setattr(reporting, when, dies_apart)
     _assert_same(serial, _report(workspace, 1))
-    assert [job.fn.__name__ for job in jobs] == ["summary_book", "dies_at_once"] and not jobs[-1].ran_apart
+    assert [job.fn.__name__ for job in jobs] == ["summary_book", "dies_apart" if when == "summary_apart" else "summary_apart"]
+    assert not jobs[-1].ran_apart
 
 
 def test_a_round_too_small_to_share_is_written_in_one_process(workspace, monkeypatch, jobs):
