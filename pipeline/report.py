@@ -796,8 +796,8 @@ def write_scores_csv(path: Path, res: RoundResult, scores: pd.DataFrame, roster:
     # interpreter free) while the next is joined, rather than the two taking turns.
     with atomic_path(path) as tmp, open(tmp, "wb") as fh, ThreadPoolExecutor(1, thread_name_prefix="happyhome-csv") as disk:
         written = disk.submit(fh.write, ("\ufeff" + ",".join(csv_fields(DETAIL_HEAD)) + "\n").encode("utf-8"))
-        for start in range(0, len(scores), 50_000):  # in slices: ~10 MB at a time
-            part = b"".join(line + b"\n" for line in map(b",".join, zip(*(texts[codes[start:start + 50_000]]
+        for start in range(0, len(scores), 10_000):  # in slices: ~2.5 MB at a time
+            part = b"".join(line + b"\n" for line in map(b",".join, zip(*(texts[codes[start:start + 10_000]]
                                                                           for codes, texts in columns))))
             written.result()
             written = disk.submit(fh.write, part)
@@ -1056,12 +1056,12 @@ def report(
                     register=amendments.register(fixes, roster, system), comparison=comparison,
                     declared=status.declarations)
         summary = out / f"summary-{system.id}.xlsx"
-        trim_heap()  # what reading and scoring freed
         chosen = accepted = None
         # (the second process is ended before a summary not written is removed)
         with atomic_path(summary) as tmp, started if steps is not None else nullcontext():
             if steps is not None:
                 steps.begin(tmp, base, book, roster, settings)
+                trim_heap()  # what reading and scoring freed, and the pickled round
                 write_scores_csv(detail_csv, base, scores, roster, fixes)  # meanwhile: it needs no interval
                 result = steps.result()
                 writing = started
