@@ -258,7 +258,7 @@ def _replicate_tails(blocks: list, n: int, q: float, width: int, first: int, las
             counts.reshape(centres.shape)[part] += np.bincount(
                 (packed[first:last, part] + offsets).ravel(), minlength=len(cols[part]) * centres.shape[1]
             ).reshape(-1, centres.shape[1]).astype(counts.dtype)
-    step = max(1, 500_000 // max(width, 1))  # replicates at a time: a few MB of each temporary
+    step = max(1, 250_000 // max(width, 1))  # replicates at a time: ~2 MB of each temporary
     for start in range(first, last, step):
         stop = min(last, start + step)
         reps = np.empty((stop - start, width))
@@ -288,8 +288,10 @@ def _all_centres(table: np.ndarray, k: int, trim: bool) -> np.ndarray | None:
     if k > PACK_MAX or k ** k * len(table) > CENTRES_MAX:
         return None
     draws, step = _unpack(np.arange(k ** k), k), max(1, 250_000 // k ** k)  # a few MB at a time
-    return np.concatenate([_centre(table[at:at + step, draws], trim) for at in range(0, len(table), step)]
-                          or [np.empty((0, k ** k))])
+    centres = np.empty((len(table), k ** k))  # filled in place: not the parts and their concatenation at once
+    for at in range(0, len(table), step):
+        centres[at:at + step] = _centre(table[at:at + step, draws], trim)
+    return centres
 
 
 PACK_MAX = 15  # 15**15 < 2**63: larger panels keep their draws unpacked, one small integer each

@@ -741,7 +741,11 @@ def detail_texts(res: RoundResult, scores: pd.DataFrame, roster: Roster | None,
         used = pd.MultiIndex.from_frame(per_sheet[["subject", "assessor"]]).isin(kept)
     item_codes, item_texts = _field_texts(scores["item"])
     level3_texts = _field_texts(pd.Series(pd.unique(scores["item"])), names=level3)[1]  # in the same order
-    corrected = _corrected(scores, corrections)
+    if "correction" in scores and scores["correction"].notna().any():
+        corrected = {name: _field_texts(values, number=name == "原分")
+                     for name, values in _corrected(scores, corrections).items()}
+    else:  # no correction in force (as in most rounds): 原分 and 更正 blank on every line
+        corrected = dict.fromkeys(["原分", "更正"], (np.zeros(len(scores), dtype=np.int8), np.array([""], dtype=object)))
     columns = {
         "期次": (sheet, sheet_texts(per_sheet["period"])),
         "评估人编号": (sheet, sheet_texts(per_sheet["assessor"])),
@@ -758,8 +762,8 @@ def detail_texts(res: RoundResult, scores: pd.DataFrame, roster: Roster | None,
         "工作表": (sheet, sheet_texts(per_sheet["sheet"])),
         "单元格": _field_texts(scores["cell"]),
         "sha256": (sheet, sheet_texts(per_sheet["sha256"])),
-        "原分": _field_texts(corrected["原分"], number=True),
-        "更正": _field_texts(corrected["更正"]),
+        "原分": corrected["原分"],
+        "更正": corrected["更正"],
     }
     joined: list[tuple[np.ndarray, np.ndarray]] = []
     for name in DETAIL_HEAD:
