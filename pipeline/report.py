@@ -13,7 +13,6 @@ import io
 import math
 import os
 import re
-import threading
 import unicodedata
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor

@@ -10,7 +10,8 @@ against the engine's connection (`_db`: `execute(sql, params)` returning a curso
 placeholders, `ON CONFLICT DO NOTHING` and `RETURNING id`, which both engines understand (the
 PostgreSQL engine turns `?` into `%s`). An engine overrides only: connecting, beginning and
 ending a transaction (`_begin`, `_commit`, `_rollback`), reading and setting the schema version,
-allocating sheet ids, the round lock and its own migration list.
+allocating sheet ids, the round lock, its own migration list, and how a column of the round's
+scores is joined into one text (`_joined`, `_score_text`).
 
 One file is ingested in one transaction (`Ledger.add_file`), so a crash leaves the ledger as
 it was before that file. Writers take turns: SQLite's BEGIN IMMEDIATE, PostgreSQL's
