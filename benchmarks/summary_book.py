@@ -28,7 +28,7 @@ def summary_inputs(root: Path, system: str, period: str) -> tuple:
         kept.update(res=res, options={k: v for k, v in options.items() if k != "steps"})
         return real(tmp, res, **options)
 
-    reporting.summary_book, reporting.second_process = keep, lambda ws, n: False
+    reporting.summary_book, reporting.second_process = keep, lambda ws, n=None: False
     try:
         reporting.report(Workspace.open(root), system, period)
     finally:

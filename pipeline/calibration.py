@@ -151,8 +151,9 @@ def bootstrap(
     At national size (2,000 replicates x 10,000 subjects) the replicates are not kept as
     floats: each replicate's draw of a subject's assessors is kept as one small integer
     (`_pack`), 1 byte a cell for up to 4 assessors, and turned back into totals a few
-    replicates at a time; the interval ends are order statistics, kept as they stream by
-    (`_Tails`). The random draws, and so every number, are those of drawing everything at once.
+    replicates at a time; the interval ends of the ranks are order statistics, kept as they stream
+    by (`_Tails`), and those of the totals are read from how often each possible draw came up
+    (`_ReplicateTails`). The random draws, and so every number, are those of drawing everything at once.
     """
     if not 0 < level < 1 or n < 1:
         raise ValueError("level must be in (0, 1) and n >= 1")
@@ -186,14 +187,12 @@ def bootstrap(
         from pipeline.workers import Background
 
         with Background(_replicate_tails, blocks, n, q, len(values), n // 2, n) as other:
-            totals_tails, ranks_tails = _replicate_tails(blocks, n, q, len(values), 0, n // 2)
-            theirs = other.result()
-        totals_tails.merge(theirs[0])
-        ranks_tails.merge(theirs[1])
+            tails = _replicate_tails(blocks, n, q, len(values), 0, n // 2)
+            tails.merge(other.result())
     else:
-        totals_tails, ranks_tails = _replicate_tails(blocks, n, q, len(values), 0, n)
-    total_lo, total_hi = totals_tails.ends()
-    rank_lo, rank_hi = ranks_tails.ends()
+        tails = _replicate_tails(blocks, n, q, len(values), 0, n)
+    total_lo, total_hi = tails.total_ends(blocks)
+    rank_lo, rank_hi = tails.ranks.ends()
     return pd.DataFrame({
         "subject": subjects,
         "total_lo": total_lo,
@@ -203,11 +202,63 @@ def bootstrap(
     })
 
 
-def _replicate_tails(blocks: list, n: int, q: float, width: int, first: int, last: int) -> tuple["_Tails", "_Tails"]:
-    """The tails (`_Tails`) of the totals and of the ranks of replicates first..last-1 of `n`."""
-    totals_tails = _Tails(n, q, width, float)
-    ranks_tails = _Tails(n, q, width, np.int32)
-    step = max(1, 500_000 // max(width, 1))  # replicates at a time: a few MB of each temporary
+class _ReplicateTails:
+    """What the replicates leave for the intervals: the tails of the ranks (`_Tails`); for the
+    columns whose draws all have a centre (`_all_centres`), how often each draw came up (`counts`,
+    by block), from which the ends of the totals are read exactly (`total_ends`) without keeping
+    or partitioning any total; the tails of the other columns' totals (`totals`, `streamed`)."""
+
+    def __init__(self, blocks: list, n: int, q: float, width: int):
+        self.streamed = np.concatenate([cols for cols, *_, centres in blocks if centres is None] or [np.empty(0, int)])
+        self.totals = _Tails(n, q, len(self.streamed), float)
+        self.ranks = _Tails(n, q, width, np.int32)
+        self.counts = [None if centres is None else np.zeros(centres.size, dtype=np.int32) for *_, centres in blocks]
+
+    def merge(self, other: "_ReplicateTails") -> None:
+        """Take in another process's share of the replicates."""
+        self.totals.merge(other.totals)
+        self.ranks.merge(other.ranks)
+        for mine, theirs in zip(self.counts, other.counts):
+            if mine is not None:
+                mine += theirs
+
+    def total_ends(self, blocks: list) -> tuple[np.ndarray, np.ndarray]:
+        """The interval ends of every column's total: the same order statistics `_Tails` takes."""
+        lo, hi = np.empty(self.ranks.small.shape[0]), np.empty(self.ranks.small.shape[0])
+        if len(self.streamed):
+            lo[self.streamed], hi[self.streamed] = self.totals.ends()
+        for (cols, *_, centres), counts in zip(blocks, self.counts):
+            if centres is None:
+                continue
+            counts = counts.reshape(centres.shape)
+            for at in range(0, len(cols), 1024):  # a few MB at a time
+                part = slice(at, at + 1024)
+                # Each column's possible totals in order, and how many replicates had each or less:
+                # the m-th smallest total is the first whose running count passes m.
+                order = np.argsort(centres[part], axis=1, kind="stable")
+                values = np.take_along_axis(centres[part], order, axis=1)
+                seen = np.cumsum(np.take_along_axis(counts[part], order, axis=1), axis=1)
+                rows = np.arange(len(values))
+                lo[cols[part]] = values[rows, (seen > self.ranks.lo_at).argmax(axis=1)]
+                hi[cols[part]] = values[rows, (seen > self.ranks.hi_at).argmax(axis=1)]
+        return lo, hi
+
+
+def _replicate_tails(blocks: list, n: int, q: float, width: int, first: int, last: int) -> _ReplicateTails:
+    """The tails (`_ReplicateTails`) of the totals and of the ranks of replicates first..last-1 of `n`."""
+    tails = _ReplicateTails(blocks, n, q, width)
+    for (cols, *_, packed, centres), counts in zip(blocks, tails.counts):
+        if centres is None:
+            continue
+        # How often each draw came up, column by column: ~1M draws and a count of ~1 MB at a time.
+        width_at = max(1, 1_000_000 // max(last - first, 1))
+        for at in range(0, len(cols), width_at):
+            part = slice(at, at + width_at)
+            offsets = (np.arange(len(cols[part]), dtype=np.intp) * centres.shape[1])[None, :]
+            counts.reshape(centres.shape)[part] += np.bincount(
+                (packed[first:last, part] + offsets).ravel(), minlength=len(cols[part]) * centres.shape[1]
+            ).reshape(-1, centres.shape[1]).astype(counts.dtype)
+    step = max(1, 250_000 // max(width, 1))  # replicates at a time: ~2 MB of each temporary
     for start in range(first, last, step):
         stop = min(last, start + step)
         reps = np.empty((stop - start, width))
@@ -221,9 +272,10 @@ def _replicate_tails(blocks: list, n: int, q: float, width: int, first: int, las
             flat = _unpack(packed[start:stop], k)
             flat += (np.arange(len(cols)) * k)[:, None]
             reps[:, cols] = _centre(np.take(table.ravel(), flat), trim)
-        totals_tails.add(reps)
-        ranks_tails.add(_competition_ranks(reps))
-    return totals_tails, ranks_tails
+        if len(tails.streamed):
+            tails.totals.add(reps[:, tails.streamed])
+        tails.ranks.add(_competition_ranks(reps))
+    return tails
 
 
 CENTRES_MAX = 4_000_000  # precomputed centres (8 bytes each) of a block: columns x k**k, at most this many
@@ -236,8 +288,10 @@ def _all_centres(table: np.ndarray, k: int, trim: bool) -> np.ndarray | None:
     if k > PACK_MAX or k ** k * len(table) > CENTRES_MAX:
         return None
     draws, step = _unpack(np.arange(k ** k), k), max(1, 250_000 // k ** k)  # a few MB at a time
-    return np.concatenate([_centre(table[at:at + step, draws], trim) for at in range(0, len(table), step)]
-                          or [np.empty((0, k ** k))])
+    centres = np.empty((len(table), k ** k))  # filled in place: not the parts and their concatenation at once
+    for at in range(0, len(table), step):
+        centres[at:at + step] = _centre(table[at:at + step, draws], trim)
+    return centres
 
 
 PACK_MAX = 15  # 15**15 < 2**63: larger panels keep their draws unpacked, one small integer each

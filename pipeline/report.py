@@ -13,7 +13,6 @@ import io
 import math
 import os
 import re
-import threading
 import unicodedata
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,7 +43,7 @@ from pipeline.status import CONFLICT, NOT_RECEIVED, StatusResult, round_status
 from pipeline.scoring import (BY_COLUMNS, FLAG_KINDS, METHODS, RoundResult, half_up, rounding_note, score_base,
                               with_intervals)
 from pipeline.systems import LEVEL1, System, load_system
-from pipeline.workers import Background, start_method
+from pipeline.workers import Background, start_method, trim_heap
 
 ACCEPTANCE = "验收"  # the stage whose report also judges 通过 / 整改后复验 / 不通过 (pipeline.acceptance)
 RANK_HEAD = ["排名", "编号", "名称", "类型", "省份", "城市", "总分", "等级", "评估人数"]
@@ -316,7 +315,7 @@ def summary_book(tmp: Path, res: RoundResult, *, period: str, detail: "pd.DataFr
                  generated: datetime, detail_max_rows: int = 100_000, detail_csv: str = "",
                  selection: "selecting.Selection | None" = None, register: list[list] | None = None,
                  acceptance=None, comparison: "selfcheck.SelfComparison | None" = None,
-                 declared: list | None = None, steps: "Steps | None" = None) -> None:
+                 declared: list | None = None) -> None:
     """The summary workbook (xlsxwriter), written to `tmp` (`write_summary` makes it atomic); a
     遴选 round's starts with 遴选结果, and `acceptance` (a 验收 round's `acceptance.AcceptanceResult`) adds 验收结果 after 排名.
     `detail` is the 评分明细 table, or only its number of rows when that is above `detail_max_rows`
@@ -324,17 +323,13 @@ def summary_book(tmp: Path, res: RoundResult, *, period: str, detail: "pd.DataFr
     `StatusResult.declarations`) is counted per assessor in the 评估人 sheet's 声明回避 column.
 
     In a round without 遴选 or 验收, the sheets that need no bootstrap interval (指标明细, 评分明细,
-    评估人, 更正记录) are written first, into their places, and the others after. With `steps`,
-    `res` is `scoring.score_base`'s result and the one with intervals comes from `steps` once
-    the first sheets are written: a second process starts on them while the intervals are
-    worked out (`report`)."""
+    评估人, 更正记录) are written first, into their places, and the others after (the order the
+    workbook has been written in since a second process began them before the intervals)."""
     system = res.system
     book = BlockWorkbook(str(tmp), {"strings_to_formulas": False, "strings_to_urls": False})
     book.set_properties({"title": f"{system.name} {period} 评估汇总", "author": "happyhome", "created": generated})
     f = _formats(book, res.params["rank_decimals"])
     early = selection is None and acceptance is None
-    if steps is not None:
-        steps.receive()
     if early:
         # Every sheet in its place first (a sheet's place is the order it was added in).
         for name in ["排名", "图表", "指标明细", *(["自评对比"] if comparison is not None else []), "评分明细", "评估人",
@@ -344,8 +339,6 @@ def summary_book(tmp: Path, res: RoundResult, *, period: str, detail: "pd.DataFr
         _scores_sheet(book, f, detail, detail_max_rows, detail_csv)
         _assessor_sheet(book, f, res, files, declared)
         _corrections_sheet(book, f, register or [])
-    if steps is not None:
-        res = steps.final(res)
     if selection is not None:
         selecting.write_result_sheet(book, f, selection)
     _rank_sheet(book, f, res)
@@ -371,57 +364,91 @@ def summary_book(tmp: Path, res: RoundResult, *, period: str, detail: "pd.DataFr
 
 
 class Steps:
-    """What a summary started on `score_base`'s result (`summary_book(steps=...)`) is told later:
-    the fields the bootstrap intervals change. Sent through a pipe to the second process that
-    writes it, received there in a thread while the first sheets are written; kept here too, for
-    when the summary is written in this process after all (`Background` makes up for a second
-    process that died)."""
+    """The report's second process (`summary_apart`) and what passes between it and the report's
+    process, through two pipes: first what it starts on (`begin`: the summary's temporary path,
+    `score_base`'s result, `summary_book`'s other inputs, the roster and settings; or `skip`: not
+    needed); then it works out the bootstrap intervals and sends back the fields they change
+    (`FIELDS`), while the report's process writes the scores CSV, which needs none. Everything
+    is kept on the side that has it, so that the report's process can do the second one's part
+    when that one went away (`result`, and `Background` running `summary_apart` here)."""
 
     FIELDS = ("subjects", "flags", "params", "rank_changes")
+    _UNSENT = object()
 
     def __init__(self) -> None:
         import multiprocessing as mp
 
-        self._in, self._out = mp.Pipe(duplex=False)
-        self._fields: dict | None = None
-        self._receiving: threading.Thread | None = None
+        self._in, self._out = mp.Pipe(duplex=False)  # to the second process
+        self._back_in, self._back_out = mp.Pipe(duplex=False)  # from it
+        self._begun: object = self._UNSENT
+        self._result: RoundResult | None = None
+        self._here = False  # the report's process
 
     def started(self) -> None:
-        """In the report's process, once the second process has its copy of the pipe's end."""
+        """In the report's process, once the second process has its copies of the pipes' ends."""
+        self._here = True
         self._in.close()
+        self._back_out.close()
 
-    def receive(self) -> None:
-        """In the process writing the summary: start taking the fields in (a thread), so that the
-        report's process never waits to hand them over."""
-        if self._fields is None and self._receiving is None:
+    def begin(self, tmp: Path, base: RoundResult, options: dict, roster: Roster | None, settings: dict) -> None:
+        """In the report's process: the summary is to be written to `tmp` from `base` with its
+        intervals, and `options` (`summary_book`'s)."""
+        self._begun = (tmp, base, options, roster, settings)
+        self._post(self._begun)
+
+    def skip(self) -> None:
+        """In the report's process: the summary is written here (a round too small to share)."""
+        self._begun = None
+        self._post(None)
+
+    def begun(self) -> "tuple | None":
+        """What `begin` sent (None: `skip`, or the report's process went away)."""
+        if self._begun is self._UNSENT:  # in the second process: wait for it
             self._out.close()
-            self._receiving = threading.Thread(target=self._take, daemon=True, name="happyhome-steps")
-            self._receiving.start()
+            self._back_in.close()
+            try:
+                self._begun = self._in.recv()
+            except (EOFError, OSError):
+                self._begun = None
+        return self._begun
 
-    def _take(self) -> None:
-        try:
-            self._got: "dict | BaseException" = self._in.recv()
-        except (EOFError, OSError) as err:  # the report's process went away without them
-            self._got = err
+    def result(self) -> RoundResult:
+        """The result with intervals (`scoring.with_intervals`). In the second process: worked out
+        and its fields sent back; in the report's process: those fields, or, when the second
+        process went away without them, worked out here."""
+        if self._result is None:
+            _, base, _, roster, settings = self._begun
+            fields = None
+            if self._here:
+                try:
+                    fields = self._back_in.recv()
+                except (EOFError, OSError):
+                    pass
+            if fields is not None:
+                self._result = replace(base, **fields)
+            else:
+                self._result = with_intervals(base, roster, settings)
+                if not self._here:
+                    try:
+                        self._back_out.send({name: getattr(self._result, name) for name in self.FIELDS})
+                    except OSError:  # the report's process is gone
+                        pass
+        return self._result
 
-    def send(self, result: RoundResult) -> None:
-        """In the report's process: the fields of the result with intervals."""
-        self._fields = {name: getattr(result, name) for name in self.FIELDS}
+    def _post(self, message) -> None:
         try:
-            self._out.send(self._fields)
-        except OSError:  # the second process is gone: the summary is written here instead
+            self._out.send(message)
+        except OSError:  # the second process is gone: its part is done here instead
             pass
-        self._out.close()
 
-    def final(self, base: RoundResult) -> RoundResult:
-        """`base` with the fields the intervals changed: the result the summary is written from."""
-        if self._fields is None:
-            self.receive()
-            self._receiving.join()
-            if isinstance(self._got, BaseException):
-                raise self._got
-            self._fields = self._got
-        return replace(base, **self._fields)
+
+def summary_apart(steps: Steps) -> None:
+    """The report's second process (`report`): once it is told what the round is (`Steps.begun`),
+    the bootstrap intervals (sent back at once), then the summary workbook."""
+    begun = steps.begun()
+    if begun is not None:
+        tmp, _, options, _, _ = begun
+        summary_book(tmp, steps.result(), **options)
 
 
 def _rank_sheet(book, f, res: RoundResult) -> None:
@@ -693,7 +720,11 @@ def detail_texts(res: RoundResult, scores: pd.DataFrame, roster: Roster | None,
         used = pd.MultiIndex.from_frame(per_sheet[["subject", "assessor"]]).isin(kept)
     item_codes, item_texts = _field_texts(scores["item"])
     level3_texts = _field_texts(pd.Series(pd.unique(scores["item"])), names=level3)[1]  # in the same order
-    corrected = _corrected(scores, corrections)
+    if "correction" in scores and scores["correction"].notna().any():
+        corrected = {name: _field_texts(values, number=name == "原分")
+                     for name, values in _corrected(scores, corrections).items()}
+    else:  # no correction in force (as in most rounds): 原分 and 更正 blank on every line
+        corrected = dict.fromkeys(["原分", "更正"], (np.zeros(len(scores), dtype=np.int8), np.array([""], dtype=object)))
     columns = {
         "期次": (sheet, sheet_texts(per_sheet["period"])),
         "评估人编号": (sheet, sheet_texts(per_sheet["assessor"])),
@@ -710,17 +741,31 @@ def detail_texts(res: RoundResult, scores: pd.DataFrame, roster: Roster | None,
         "工作表": (sheet, sheet_texts(per_sheet["sheet"])),
         "单元格": _field_texts(scores["cell"]),
         "sha256": (sheet, sheet_texts(per_sheet["sha256"])),
-        "原分": _field_texts(corrected["原分"], number=True),
-        "更正": _field_texts(corrected["更正"]),
+        "原分": corrected["原分"],
+        "更正": corrected["更正"],
     }
     joined: list[tuple[np.ndarray, np.ndarray]] = []
     for name in DETAIL_HEAD:
         codes, texts = columns[name]
         if joined and joined[-1][0] is codes:  # the same rows: one text for both columns
             joined[-1] = (codes, np.array([a + "," + b for a, b in zip(joined[-1][1], texts)], dtype=object))
+        elif joined and joined[-1][0] is not sheet and codes is not sheet and (pair := _pairs(*joined[-1], codes, texts)):
+            joined[-1] = pair  # few pairs (得分, 填写值, 备注): one text each
         else:
             joined.append((codes, texts))
     return joined
+
+
+def _pairs(codes_a: np.ndarray, texts_a: np.ndarray, codes_b: np.ndarray, texts_b: np.ndarray,
+           most: int = 4096) -> tuple[np.ndarray, np.ndarray] | None:
+    """Two adjacent columns (codes, texts) as one, each distinct pair of texts joined once, when
+    there are at most `most` pairs (each line of the CSV then has one part fewer to join)."""
+    pair = (codes_a % len(texts_a)).astype(np.int64) * len(texts_b) + codes_b % len(texts_b)  # -1: the blank, last
+    codes, distinct = pd.factorize(pair)
+    if len(distinct) > most:
+        return None
+    texts = np.array([texts_a[p // len(texts_b)] + "," + texts_b[p % len(texts_b)] for p in distinct], dtype=object)
+    return codes.astype(np.min_scalar_type(len(texts))), texts
 
 
 def write_scores_csv(path: Path, res: RoundResult, scores: pd.DataFrame, roster: Roster | None,
@@ -730,12 +775,16 @@ def write_scores_csv(path: Path, res: RoundResult, scores: pd.DataFrame, roster:
     # Each distinct text is encoded once, and lines are joined as bytes.
     columns = [(codes, np.array([text.encode("utf-8") for text in texts], dtype=object))
                for codes, texts in detail_texts(res, scores, roster, corrections)]
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(("\ufeff" + ",".join(csv_fields(DETAIL_HEAD)) + "\n").encode("utf-8"))
-            for start in range(0, len(scores), 50_000):  # in slices: ~10 MB at a time
-                fh.write(b"".join(line + b"\n" for line in map(b",".join, zip(*(texts[codes[start:start + 50_000]]
-                                                                                 for codes, texts in columns)))))
+    # A national month's file is ~190 MB: a thread writes each slice (the system call leaves the
+    # interpreter free) while the next is joined, rather than the two taking turns.
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh, ThreadPoolExecutor(1, thread_name_prefix="happyhome-csv") as disk:
+        written = disk.submit(fh.write, ("\ufeff" + ",".join(csv_fields(DETAIL_HEAD)) + "\n").encode("utf-8"))
+        for start in range(0, len(scores), 10_000):  # in slices: ~2.5 MB at a time
+            part = b"".join(line + b"\n" for line in map(b",".join, zip(*(texts[codes[start:start + 10_000]]
+                                                                          for codes, texts in columns))))
+            written.result()
+            written = disk.submit(fh.write, part)
+        written.result()
     return path
 
 
@@ -915,12 +964,12 @@ def nothing_collected(ws: Workspace, system: System, period: str, n_files: int) 
                        options=cli_args(period))
 
 
-def second_process(ws: Workspace, n_scores: int) -> bool:
-    """Whether a round is large enough for a second process to share the report's work (half the
-    bootstrap's replicates, then the summary workbook): at least `report.parallel_min_scores`
-    scores (0: never), on a machine with a second core."""
+def second_process(ws: Workspace, n_scores: int | None = None) -> bool:
+    """Whether a round is large enough for a second process to share the report's work (the
+    summary workbook, or half the bootstrap's replicates): at least `report.parallel_min_scores`
+    scores (0: never), on a machine with a second core; without `n_scores`, whether one may be."""
     least = ws["report"]["parallel_min_scores"]
-    return 0 < least <= n_scores and (os.cpu_count() or 1) > 1
+    return 0 < least <= (least if n_scores is None else n_scores) and (os.cpu_count() or 1) > 1
 
 
 def report(
@@ -946,71 +995,84 @@ def report(
     system = system if isinstance(system, System) else load_system(system)
     # When the config makes the calibrated ranking official, it is always computed.
     calibrate = calibrate or ws["calibration"]["official"] == "calibrated"
-    roster, scores, file_rows, status, fixes, own = read_inputs(ws, period, system)
-    if not len(scores):
-        raise InputError(nothing_collected(ws, system, period, len(file_rows)))
-    settings = ws.settings
-    if split_key(period)[1] == "遴选":
-        # The 临界 flags of a 遴选 round are about its own line: the places, not calibration.selection_top.
-        settings = {**settings, "calibration": {**settings["calibration"],
-                                                "selection_top": selecting.places_for(settings, system)}}
-    apart = second_process(ws, len(scores))
-    # Half the bootstrap goes apart only where a process starts at once (fork): a spawned one
-    # (Windows) takes longer to import pandas than that half takes (about 1 s at national size).
-    forked = apart and start_method() == "fork"
     stage = split_key(period)[1]
-    base = score_base(scores, system, roster, settings, method=method, by=by, calibrate=calibrate)
-    chase, assigned, received = chase_list(status), status.assigned, status.received
-    files = _files(scores, file_rows)
-    generated = generated or datetime.now().replace(microsecond=0)
-    out = ws.period_output(period)
-    comparison = selfcheck.compare(base, own, ws["scoring"]["self_gap_points"])  # needs no interval
-    # Too long for the sheet, the table is only in the CSV, which is written from the scores
-    # (`write_scores_csv`): 760,000 rows x 17 columns as a frame would be another 100 MB at the peak.
-    big = len(scores) > ws["report"]["detail_max_rows"]
-    detail = len(scores) if big else detail_frame(base, scores, roster, fixes)
-    detail_csv = out / f"scores-{system.id}.csv"
-    book = dict(period=period, detail=detail, files=files, generated=generated,
-                detail_max_rows=ws["report"]["detail_max_rows"], detail_csv=detail_csv.name,
-                register=amendments.register(fixes, roster, system), comparison=comparison,
-                declared=status.declarations)
-    summary = out / f"summary-{system.id}.xlsx"
     # A large round's summary workbook is written by a second process. In a round without 遴选 or
-    # 验收 it starts now, on the sheets that need no bootstrap interval, while this process works out
-    # the intervals (with a third for half of them); then it finishes the workbook while this one
-    # writes the CSVs and works out the digest. The digest, the 公示 and the 验收 documents are written
-    # once the summary is in place, as they always were: a summary that cannot be written (a full
-    # disk) leaves them as they were.
-    steps = Steps() if forked and stage not in ("遴选", ACCEPTANCE) else None
-    with atomic_path(summary) as tmp, (Background(summary_book, tmp, base, **book, steps=steps)
-                                       if steps is not None else nullcontext()) as started:
+    # 验收 it is forked now, before anything is read, so that it shares only the loaded modules
+    # with this one (forked after the reads, each process would copy the pages of the other's data
+    # it writes to: ~70 MB more in all). Once the round is scored without the intervals it is
+    # handed what it needs (`Steps.begin`), works out the bootstrap intervals and sends them back,
+    # then writes the workbook; this process writes the scores CSV meanwhile (it needs no
+    # interval), then the results CSV and the digest. Elsewhere the summary is written by a second
+    # process once the intervals are worked out (half of their replicates in one where a process
+    # forks). The digest, the 公示 and the 验收 documents are written once the summary is in place,
+    # as they always were: a summary that cannot be written (a full disk) leaves them as they were.
+    steps = Steps() if stage not in ("遴选", ACCEPTANCE) and second_process(ws) and start_method() == "fork" else None
+    with Background(summary_apart, steps) if steps is not None else nullcontext() as started:
         if steps is not None:
             steps.started()
-        result = with_intervals(base, roster, settings, apart=forked)
-        chosen = selecting.select(result, roster, settings) if stage == "遴选" else None
-        accepted = None
-        if stage == ACCEPTANCE:
-            from pipeline import acceptance
+        roster, scores, file_rows, status, fixes, own = read_inputs(ws, period, system)
+        if not len(scores):
+            raise InputError(nothing_collected(ws, system, period, len(file_rows)))
+        settings = ws.settings
+        if stage == "遴选":
+            # The 临界 flags of a 遴选 round are about its own line: the places, not calibration.selection_top.
+            settings = {**settings, "calibration": {**settings["calibration"],
+                                                    "selection_top": selecting.places_for(settings, system)}}
+        apart = second_process(ws, len(scores))
+        if steps is not None and not apart:
+            steps.skip()
+            started.result()
+            steps = None
+        base = score_base(scores, system, roster, settings, method=method, by=by, calibrate=calibrate)
+        chase, assigned, received = chase_list(status), status.assigned, status.received
+        files = _files(scores, file_rows)
+        generated = generated or datetime.now().replace(microsecond=0)
+        out = ws.period_output(period)
+        comparison = selfcheck.compare(base, own, ws["scoring"]["self_gap_points"])  # needs no interval
+        # Too long for the sheet, the table is only in the CSV, which is written from the scores
+        # (`write_scores_csv`): 760,000 rows x 17 columns as a frame would be another 100 MB at the peak.
+        big = len(scores) > ws["report"]["detail_max_rows"]
+        detail = len(scores) if big else detail_frame(base, scores, roster, fixes)
+        detail_csv = out / f"scores-{system.id}.csv"
+        book = dict(period=period, detail=detail, files=files, generated=generated,
+                    detail_max_rows=ws["report"]["detail_max_rows"], detail_csv=detail_csv.name,
+                    register=amendments.register(fixes, roster, system), comparison=comparison,
+                    declared=status.declarations)
+        summary = out / f"summary-{system.id}.xlsx"
+        chosen = accepted = None
+        # (the second process is ended before a summary not written is removed)
+        with atomic_path(summary) as tmp, started if steps is not None else nullcontext():
+            if steps is not None:
+                steps.begin(tmp, base, book, roster, settings)
+                trim_heap()  # what reading and scoring freed, and the pickled round
+                write_scores_csv(detail_csv, base, scores, roster, fixes)  # meanwhile: it needs no interval
+                result = steps.result()
+                writing = started
+            else:
+                # Half the replicates go apart where a process starts at once (fork): a spawned one
+                # (Windows) takes longer to import pandas than that half takes (about 1 s here).
+                result = with_intervals(base, roster, settings, apart=apart and start_method() == "fork")
+                chosen = selecting.select(result, roster, settings) if stage == "遴选" else None
+                if stage == ACCEPTANCE:
+                    from pipeline import acceptance
 
-            people = {code: a.name for code, a in roster.assessors.items()} if roster else {}
-            accepted = acceptance.judge(result, scores, people, ws.settings)
-        if steps is not None:
-            steps.send(result)
-            writing = started
-        else:
-            writing = Background(summary_book, tmp, result, **book, selection=chosen, acceptance=accepted,
-                                 enabled=apart)
-        with writing:
-            write_scores_csv(detail_csv, result, scores, roster, fixes)
-            results = write_results_csv(out / f"results-{system.id}.csv", result,
-                                        comparison.totals if comparison is not None else None)
-            context = digest_context(result, period=period, scores=scores, roster=roster, chase=chase,
-                                     assigned=assigned, received=received, files=files,
-                                     organiser=ws["round"]["organiser"], generated=generated,
-                                     files_received=len(file_rows),
-                                     corrections=amendments.subject_notes(fixes, roster, system),
-                                     layout=ws["report"])
-            writing.result()
+                    people = {code: a.name for code, a in roster.assessors.items()} if roster else {}
+                    accepted = acceptance.judge(result, scores, people, ws.settings)
+                writing = Background(summary_book, tmp, result, **book, selection=chosen, acceptance=accepted,
+                                     enabled=apart)
+            trim_heap()  # what the bootstrap and the CSV freed
+            with writing:
+                if steps is None:
+                    write_scores_csv(detail_csv, result, scores, roster, fixes)
+                results = write_results_csv(out / f"results-{system.id}.csv", result,
+                                            comparison.totals if comparison is not None else None)
+                context = digest_context(result, period=period, scores=scores, roster=roster, chase=chase,
+                                         assigned=assigned, received=received, files=files,
+                                         organiser=ws["round"]["organiser"], generated=generated,
+                                         files_received=len(file_rows),
+                                         corrections=amendments.subject_notes(fixes, roster, system),
+                                         layout=ws["report"])
+                writing.result()
     context["method"]["declared"] = status.declared
     notice, publicity = (selecting.write_outputs(out, chosen, ws.settings, generated.date(), generated)
                          if chosen is not None else (None, []))

@@ -329,8 +329,9 @@ def _bootstrap_reference(totals, *, n, seed, level=0.90, trim_min=None):
                                                   (0.90, None, 85), (0.90, 5, 85)])
 def test_streaming_bootstrap_equals_keeping_every_replicate(level, trim_min, low):
     """Mixed panel sizes (1 to 8 assessors: 1 to 8 bytes a packed draw), half-point totals with
-    many ties, several chunks of replicates: the numbers are exactly those of the first version.
-    Totals from 40 are ranked by searching, from 85 (a narrow range) by counting."""
+    many ties, several chunks of replicates: the numbers are exactly those of the first version,
+    whether a panel's totals are counted per possible draw (small panels) or streamed through tails
+    (large ones), in one process or two. Totals from 40 are ranked by searching, from 85 (a narrow range) by counting."""
     rng = np.random.default_rng(11)
     rows = []
     for s in range(700):
@@ -339,7 +340,10 @@ def test_streaming_bootstrap_equals_keeping_every_replicate(level, trim_min, low
     totals = frame(rows)
     got = bootstrap(totals, n=3001, seed=5, level=level, trim_min=trim_min)  # 3,001: chunks end unevenly
     want = _bootstrap_reference(totals, n=3001, seed=5, level=level, trim_min=trim_min)
-    pd.testing.assert_frame_equal(got, want)
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+    # Half the replicates in a second process: the counts of the looked-up totals and the tails merge.
+    pd.testing.assert_frame_equal(bootstrap(totals, n=3001, seed=5, level=level, trim_min=trim_min, apart=True), want,
+                                  check_exact=True)
     assert (got["rank_lo"] < got["rank_hi"]).any() and (got["total_lo"] < got["total_hi"]).any()
 
 

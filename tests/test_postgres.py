@@ -316,8 +316,9 @@ def _hostile_round() -> list:
 
 
 def test_postgres_reads_the_same_accepted_scores_as_sqlite_from_hostile_text(tmp_path, pg_url):
-    """The PostgreSQL engine reads a round's scores by COPY and a CSV parser: the frame is equal to
-    SQLite's in columns, dtypes, order and every value, to the last bit of every score."""
+    """The PostgreSQL engine reads a round's scores as one text per column (string_agg) and SQLite
+    this round row by row (its scores have no exact text in millionths): the frames are equal in
+    columns, dtypes, order and every value, to the last bit of every score."""
     import numpy as np
     import pandas as pd
 
@@ -383,7 +384,7 @@ def test_postgres_keeps_texts_that_look_like_numbers_or_booleans_as_written(tmp_
 
 
 def test_a_failed_score_read_on_postgres_is_a_plain_error(pg_url):
-    """A role that may read sheets but not scores (a misconfigured office): the COPY of the scores
+    """A role that may read sheets but not scores (a misconfigured office): the read of the scores
     fails inside the report's snapshot, and the office gets one plain sentence, not a traceback."""
     import psycopg
 
@@ -406,3 +407,70 @@ def test_a_failed_score_read_on_postgres_is_a_plain_error(pg_url):
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}")
             conn.execute(f"DROP ROLE {role}")
+
+
+def _decimal_round(texts: list[str], scores: list[float]) -> list:
+    """Three assessors' files of three subjects each, every item, raw entry, remark and cell one of
+    `texts`, every score one of `scores`, entered in an order that is not the items' order; one
+    assessor's second return supersedes its first sheet of C02."""
+    from datetime import datetime
+
+    from pipeline.ledger import FileRecord, SheetRecord
+
+    files = []
+    for n, assessor in enumerate(["E02", "e01", "专家"]):
+        when = datetime(2026, 11, 20, 9 + n)
+        sheets = [SheetRecord(f"{subject} 表", assessor, subject, True,
+                              [(texts[(j + k) % len(texts)] + str(j), texts[(j * 5 + n) % len(texts)],
+                                scores[(j + n + k) % len(scores)], texts[(j * 7 + k) % len(texts)],
+                                texts[(j * 3 + n) % len(texts)]) for j in reversed(range(len(texts)))])
+                  for k, subject in enumerate(["社区", "C02", "C 1"])]
+        files.append(FileRecord(sha256=f"s{n}", name=f"{assessor}.xlsx", original_path=f"/in/{n}", size=1,
+                                received_at=when, saved_at=when, archive_path=f"/a/{n}", period=PERIOD,
+                                system="community", assessor=assessor, format="xlsx", status="accepted", sheets=sheets))
+    later = datetime(2026, 11, 22, 9)
+    files.append(FileRecord(sha256="again", name="again.xlsx", original_path="/in/again", size=1, received_at=later,
+                            saved_at=later, archive_path="/a/again", period=PERIOD, system="community", assessor="e01",
+                            format="xlsx", status="accepted",
+                            sheets=[SheetRecord("C02 表", "e01", "C02", True, [("C01", texts[0], scores[-1], "", "G7")])]))
+    return files
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+@pytest.mark.parametrize("case", ["decimal", "separator", "inexact"])
+def test_the_round_read_as_one_text_per_column_gives_the_rows_frame(tmp_path, engine, case, request, monkeypatch):
+    """`accepted_scores` reads each score column as one text (`Ledger._round_scores`): the frame is
+    the row-by-row read's (`_score_rows`, sorted by the database) to the last bit, hostile texts and
+    all. A round it cannot read back exactly — a text holding the separator, or (SQLite) a score
+    without an exact text in millionths — is read row by row, with the same result."""
+    import pandas as pd
+
+    from pipeline.ledger import JOINED
+
+    where = request.getfixturevalue("pg_url") if engine == "postgres" else tmp_path / "l.sqlite"
+    texts = HOSTILE + ([JOINED + "x", "a" + JOINED] if case == "separator" else [])
+    scores = [0.5, 2.675, 123456.789, 7.0, 0.0, -1.25, 1e-6, 3.1] + ([0.1 + 0.2, 1 / 3] if case == "inexact" else [])
+    with Ledger(where) as ledger:
+        for record in _decimal_round(texts, scores):
+            ledger.add_file(record)
+        rows = []
+        monkeypatch.setattr(type(ledger), "_score_rows", lambda self, *a: rows.append(1) or Ledger._score_rows(self, *a))
+        with ledger.snapshot():
+            frame = ledger.accepted_scores(PERIOD, "community")
+        by_rows = "separator" == case or (case == "inexact" and engine == "sqlite")
+        assert rows == ([1] if by_rows else [])
+        monkeypatch.setattr(type(ledger), "_round_scores", Ledger._score_rows)
+        with ledger.snapshot():
+            pd.testing.assert_frame_equal(frame, ledger.accepted_scores(PERIOD, "community"), check_exact=True)
+    assert len(frame) == 3 * 3 * len(texts) - len(texts) + 1
+    assert (frame["score"].to_numpy().view("int64") == frame["original"].to_numpy().view("int64")).all()
+    pairs = list(dict.fromkeys(zip(frame["subject"], frame["assessor"])))
+    assert pairs == [("C 1", "E02"), ("C 1", "e01"), ("C 1", "专家"), ("C02", "E02"), ("C02", "e01"), ("C02", "专家"),
+                     ("社区", "E02"), ("社区", "e01"), ("社区", "专家")]
+    first = frame[(frame.subject == "社区") & (frame.assessor == "E02")]  # in the order entered, not sorted
+    n = len(texts)
+    assert first["item"].tolist() == [texts[j % n] + str(j) for j in reversed(range(n))]
+    assert first["remark"].tolist() == [texts[(j * 7) % n] for j in reversed(range(n))]
+    assert first["score"].tolist() == [scores[j % len(scores)] for j in reversed(range(n))]
+    assert frame[(frame.subject == "C02") & (frame.assessor == "e01")][["item", "file"]].values.tolist() == [
+        ["C01", "again.xlsx"]]

@@ -47,7 +47,7 @@ def _report(root: Path, parallel_min_scores: int, method: str = "trimmed",
     config.write_text(text.replace("[report]\n", f"[report]\nparallel_min_scores = {parallel_min_scores}\n", 1),
                       encoding="utf-8")
     ws = Workspace.open(root)
-    assert reporting.second_process(ws, 100) is (parallel_min_scores == 1 and (os.cpu_count() or 1) > 1)
+    assert reporting.second_process(ws, 100) is (0 < parallel_min_scores <= 100 and (os.cpu_count() or 1) > 1)
     report(ws, "community", PERIOD, method=method, generated=generated, **options)
     out = root / "output" / PERIOD
     leftovers = [p.name for p in out.iterdir() if p.name.startswith(".")]
@@ -92,10 +92,10 @@ def test_report_in_two_processes_writes_the_same_files(workspace, monkeypatch, j
     serial = _report(workspace, 0)
     assert [job.ran_apart for job in jobs] == [False]  # the summary, here
     apart = _report(workspace, 1)
-    # the summary workbook in a second process; under fork it starts before the bootstrap (on the
-    # sheets that need no interval) and half the bootstrap goes to a third (spawning one takes
-    # longer than that half takes)
-    assert [job.fn.__name__ for job in jobs[1:]] == ["summary_book"] + ["_replicate_tails"] * (method == "fork")
+    # the summary workbook in a second process; under fork it is forked before the round is read
+    # and starts before the bootstrap (on the sheets that need no interval), and the bootstrap
+    # stays in this one: no third process
+    assert [job.fn.__name__ for job in jobs[1:]] == ["summary_apart" if method == "fork" else "summary_book"]
     assert all(job.ran_apart for job in jobs[1:])
     _assert_same(serial, apart)
     # and what was written is the round: 8 subjects ranked, the remarks inert and quoted
@@ -157,6 +157,42 @@ def test_a_second_process_that_dies_is_made_up_for(workspace, monkeypatch):
 
     monkeypatch.setattr(reporting, "summary_book", dies_apart)
     _assert_same(serial, _report(workspace, 1))
+
+
+@pytest.mark.parametrize("when", ["summary_apart", "with_intervals"])
+def test_a_second_process_that_dies_before_it_sends_the_intervals_is_made_up_for(workspace, monkeypatch, jobs, when):
+    """Under fork the report's second process starts before the round is read, then works out the
+    intervals: killed while it waits, or while it works them out (out of memory, a user), the
+    intervals and the summary are worked out and written in the report's process, the same."""
+    if "fork" not in __import__("multiprocessing").get_all_start_methods():
+        pytest.skip("no fork here")
+    monkeypatch.setenv("HAPPYHOME_START_METHOD", "fork")
+    add_returns(workspace, shares=SHARES, remarks=REMARKS)
+    serial = _report(workspace, 0)
+    main, real = os.getpid(), getattr(reporting, when)
+
+    def dies_apart(*args, **kwargs):
+        if os.getpid() != main:
+            os._exit(9)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reporting, when, dies_apart)
+    _assert_same(serial, _report(workspace, 1))
+    assert [job.fn.__name__ for job in jobs] == ["summary_book", "dies_apart" if when == "summary_apart" else "summary_apart"]
+    assert not jobs[-1].ran_apart
+
+
+def test_a_round_too_small_to_share_is_written_in_one_process(workspace, monkeypatch, jobs):
+    """Forked before the round is read, the summary's process is told it is not needed when the
+    round has fewer scores than report.parallel_min_scores: everything is written here, the same."""
+    if "fork" not in __import__("multiprocessing").get_all_start_methods():
+        pytest.skip("no fork here")
+    monkeypatch.setenv("HAPPYHOME_START_METHOD", "fork")
+    add_returns(workspace, shares=SHARES, remarks=REMARKS)
+    serial = _report(workspace, 0)
+    _assert_same(serial, _report(workspace, 10 ** 9))
+    assert [(job.fn.__name__, job.ran_apart) for job in jobs] == [("summary_book", False), ("summary_apart", True),
+                                                                  ("summary_book", False)]
 
 
 # -- Background itself ----------------------------------------------------------------------------

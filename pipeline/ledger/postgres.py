@@ -14,10 +14,10 @@ Differences from SQLite, each kept to this module:
   collections commit.
 - Text columns use the "C" collation, so ORDER BY sorts as SQLite does (by code point) and every
   output is the same on both engines.
-- A round's score rows (`_round_scores`, the bulk of every report and roll-up) come by
-  `COPY ... TO STDOUT` in CSV, parsed by pandas' C reader, and are put in order on the client:
-  the driver making 760,000 rows of Python objects, and the server sorting them on disk, were
-  what made a national report slower here than on SQLite.
+- A round's score rows (`Ledger._round_scores`, the bulk of every report and roll-up) come as
+  one text per column (`string_agg`) and are put in order on the client: the driver making
+  760,000 rows of Python objects (or COPY's 760,000 messages), and the server sorting them on
+  disk, were what made a national report slow.
 - The schema version is a row in `schema_version`. A PostgreSQL ledger is new: it is created at
   the current version in one step; later versions are appended to `MIGRATIONS` as
   `(number, (statements...))`.
@@ -25,7 +25,6 @@ Differences from SQLite, each kept to this module:
 
 from __future__ import annotations
 
-import io
 import time
 import zlib
 from contextlib import contextmanager
@@ -318,62 +317,22 @@ class PostgresLedger(Ledger):
             yield cur
 
     def _round_scores(self, where: str, params: tuple) -> "pd.DataFrame":
-        """The shared rule's rows and order, read by COPY in CSV: pandas' C parser makes the frame
-        (each text column as categories, so a repeated text is one string object and no object
-        is made per row), and the rows are put in order here by (subject, assessor) rank and
-        score id, exactly as the shared `ORDER BY s.subject, s.assessor, c.id` sorts them (the
-        "C" collation is code-point order), without the server's on-disk sort of 760,000 rows.
-        Every column read is NOT NULL, so CSV's one weakness (a NULL and an empty text look
-        alike) cannot arise; nothing is read as NA ("NA", "null" stay text) and no text is
-        converted ("007" and "3.0" stay as they were written)."""
-        import numpy as np
-        import pandas as pd
-
+        """The shared read (each column as one text), the ranks and the rows from one snapshot; a
+        failure (e.g. a role that may not read scores) is one plain sentence."""
         if self._db.raw.info.transaction_status == self._psycopg.pq.TransactionStatus.IDLE:
-            with self.snapshot():  # the ranks and the rows from one snapshot
+            with self.snapshot():
                 return self._round_scores(where, params)
-        texts = ("item", "raw", "score", "remark", "cell")
-        columns = ["sheet_id", "item", "raw", "score", "remark", "cell"]
         try:
-            ranks = self._db.execute(
-                f"SELECT s.id, DENSE_RANK() OVER (ORDER BY s.subject, s.assessor) FROM sheets s WHERE {where}",
-                params).fetchall()
-            data = io.BytesIO()
-            with self._db.raw.cursor() as cur:
-                # Every text behind a "~", so that no text is read as a number or a boolean (read_csv
-                # infers the type of a column of categories); the "~" is taken off each distinct text.
-                marked = ", ".join(f"'~' || c.{name}" for name in texts)
-                with cur.copy(f"COPY (SELECT c.sheet_id, c.id, {marked} "
-                              f"FROM scores c JOIN sheets s ON s.id = c.sheet_id WHERE {_pg(where)}) "
-                              "TO STDOUT (FORMAT csv, ENCODING 'UTF8')", params) as copy:
-                    for block in copy:
-                        data.write(block)
-                copied = cur.rowcount
+            return super()._round_scores(where, params)
         except self._psycopg.Error as err:
             raise OutputError(_("Cannot read the ledger {path}: {error}").format(
                 path=self.path, error=str(err).strip())) from err
-        if not copied:
-            return pd.DataFrame(columns=columns)
-        data.seek(0)
-        # Categories: the C parser makes one string object per distinct text, none per row.
-        frame = pd.read_csv(data, header=None, names=["sheet_id", "id", *texts], encoding="utf-8", na_filter=False,
-                            dtype={"sheet_id": "int64", "id": "int64", **{n: "category" for n in texts}})
-        del data
-        if len(frame) != copied:  # a parser that split or merged rows must never go unnoticed
-            raise OutputError(_("Cannot read the ledger {path}: the server sent {sent} score rows, {read} were read.").format(
-                path=self.path, sent=copied, read=len(frame)))
-        order = np.lexsort((frame["id"].to_numpy(), frame["sheet_id"].map(dict(ranks)).to_numpy(dtype="int64")))
-        text = pd.Series([""]).dtype  # what the shared path's text columns are
-        out = {"sheet_id": frame["sheet_id"].to_numpy()[order]}
-        for name in texts:
-            values = frame[name].cat
-            distinct = [v[1:] for v in values.categories]
-            codes = values.codes.to_numpy()[order]
-            if name == "score":  # Python's float() reads each distinct text to the double the driver would
-                out[name] = np.array([float(v) for v in distinct], dtype="float64")[codes]
-            else:
-                out[name] = pd.Series(pd.Categorical.from_codes(codes, distinct)).astype(text)
-        return pd.DataFrame(out)[columns]
+
+    def _joined(self, expression: str) -> str:
+        return f"string_agg(({expression})::text, ?)"
+
+    def _score_text(self) -> str:
+        return "c.score"  # float8's text with extra_float_digits = 3 reads back to the same double
 
     def _insert_rows(self, table: str, columns: tuple[str, ...] | list[str], rows: list[tuple]) -> None:
         """COPY: a file's 400 scores in one stream, several times faster than pipelined INSERTs."""
