@@ -410,18 +410,19 @@ class Background:
         parent, child = ctx.Pipe(duplex=False)
         process = ctx.Process(target=_run_apart, daemon=True, name="happyhome-background",
                               args=(child, self.fn, self.args, self.kwargs, os.getpid(), method, language()))
-        if method == "fork":
+        frozen = method == "fork"
+        if frozen:
             _freeze()
         try:
             process.start()
         except Exception:  # noqa: BLE001 - e.g. an argument that does not pickle under spawn: run here
             parent.close()
-            _thaw()
+            if frozen:  # only what was frozen here is thawed: under spawn nothing was
+                _thaw()
             return
         finally:
             child.close()
-        self.process, self.conn = process, parent
-        self._frozen = method == "fork"
+        self.process, self.conn, self._frozen = process, parent, frozen
 
     def result(self) -> Any:
         answer = None
