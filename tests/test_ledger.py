@@ -292,3 +292,26 @@ def test_a_later_passing_sheet_marks_the_rejected_ones_problems_fixed(tmp_path):
         # a rejected sheet arriving after a later-saved good one is fixed at once
         ledger.add_file(_file("r2", T2, {}, accepted=False, problems=[bad[0]]))
         assert ledger.problems(PERIOD, "community").resolved_by_file.tolist() == ["late.xlsx", "late.xlsx"]
+
+
+# -- many rows in few statements ------------------------------------------------------------------
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize("variables", [32766, 999, 14, 7])
+def test_rows_go_in_whole_however_many_values_a_statement_may_hold(tmp_path, variables):
+    # SQLite takes a file's rows a few hundred to a statement (INSERT ... VALUES (...), (...));
+    # older SQLite allows 999 values a statement, and the last statement takes the rest. Every
+    # sheet and score lands, in order, with its exact value, whatever the split.
+    sheets = [SheetRecord(f"S{n}", "E01", f"C{n:03d}", True,
+                          [(item, f"{n}.{k}", n + k / 8 + 1e-9 * n, f"备注{k}" if k % 3 else "", f"G{7 + k}")
+                           for k, item in enumerate(ITEMS)]) for n in range(1, 12)]
+    record = _file("many", T1, {})
+    record.sheets = sheets
+    with Ledger(tmp_path / "l.sqlite") as ledger:
+        ledger._variables = variables  # what this SQLite would allow
+        ledger.add_file(record)
+        got = ledger._db.execute("SELECT s.sheet, c.item, c.raw, c.score, c.remark, c.cell FROM scores c "
+                                 "JOIN sheets s ON s.id = c.sheet_id ORDER BY c.id").fetchall()
+        order = [r[0] for r in ledger._db.execute("SELECT sheet FROM sheets ORDER BY id")]
+    assert order == [s.sheet for s in sheets]
+    assert got == [(s.sheet, *score) for s in sheets for score in s.scores]
+    assert len(got) == 11 * len(ITEMS) > 200  # more than one statement's worth at every limit

@@ -10,6 +10,7 @@ pipeline/ledger/__init__.py).
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from pathlib import Path
 
@@ -221,6 +222,9 @@ SCHEMA_V7 = (
     "CREATE INDEX mail_fetched_sha ON mail_fetched (period, sha256)",
 )
 
+# Rows per INSERT statement (`SqliteLedger._insert_rows`); fewer where a statement may hold fewer `?`.
+ROWS_PER_INSERT = 200
+
 MIGRATIONS: list[tuple[str, ...]] = [tuple(_statements(SCHEMA_V1)), SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5,
                                      SCHEMA_V6, SCHEMA_V7]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -288,6 +292,31 @@ class SqliteLedger(Ledger):
             raise OutputError(_("Cannot upgrade the ledger {path} to schema version {version}: "
                                 "a reference in table {table} would break.").format(
                 path=self.path, version=number, table=broken[0]))
+
+    def _insert_rows(self, table: str, columns: tuple[str, ...] | list[str], rows: list[tuple]) -> None:
+        """Many rows into one table, inside the open transaction, up to `ROWS_PER_INSERT` rows per
+        statement (`INSERT … VALUES (…), (…), …`): a form's 800 scores cost 4 statements, not 800
+        steps of one (SQLite runs a multi-row VALUES ~40 % faster than executemany). The last
+        statement takes the rest; its text is cached like any other."""
+        if not rows:
+            return
+        width = len(columns)
+        per = max(1, min(ROWS_PER_INSERT, self._variables // width))
+        head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+        one = "(" + ", ".join("?" * width) + ")"
+        full = head + ", ".join([one] * per) if len(rows) >= per else ""
+        for start in range(0, len(rows), per):
+            chunk = rows[start:start + per]
+            sql = full if len(chunk) == per else head + ", ".join([one] * len(chunk))
+            self._db.execute(sql, [value for row in chunk for value in row])
+
+    @functools.cached_property
+    def _variables(self) -> int:
+        """How many `?` one statement may hold (999 before SQLite 3.32, 32,766 since)."""
+        try:
+            return self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        except (AttributeError, sqlite3.Error):  # pragma: no cover - Python before 3.11
+            return 999
 
     def _new_sheet_ids(self, n: int) -> range:
         first = self._db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM sheets").fetchone()[0]
