@@ -11,7 +11,9 @@ formula; every HTML page is parsed: no element, attribute or script came from th
 from __future__ import annotations
 
 import csv
+import os
 import re
+import stat
 from pathlib import Path
 
 import openpyxl
@@ -246,3 +248,22 @@ def test_written_files_get_the_users_umask_not_0600(tmp_path, umask):
     modes = {str(p.relative_to(ws)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
     assert modes.pop("ledger/office.key") == "0o600"  # the office key alone is the owner's only
     assert {m for m in modes.values()} == {"0o640"}, modes
+
+
+def test_write_bytes_makes_its_folder_and_steps_round_a_leftover_temporary(tmp_path, umask, monkeypatch):
+    # collect's archive writes each original through write_bytes: the folder is made when missing,
+    # and a temporary file left by an earlier process with the same pid does not stop the write.
+    import itertools
+
+    import pipeline.atomic as atomic
+
+    umask(0o027)
+    target = tmp_path / "archive" / "ab" / "ab12.xlsx"
+    assert atomic.write_bytes(target, b"one") == target and target.read_bytes() == b"one"
+    monkeypatch.setattr(atomic, "_serial", itertools.count(7))
+    leftover = target.with_name(f".{target.stem}.{os.getpid()}.7{target.suffix}")
+    leftover.write_bytes(b"stale")
+    atomic.write_bytes(target, b"two")
+    assert target.read_bytes() == b"two" and leftover.read_bytes() == b"stale"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert sorted(p.name for p in target.parent.iterdir()) == sorted([target.name, leftover.name])
