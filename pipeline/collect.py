@@ -901,16 +901,21 @@ def find_files(paths: list[Path]) -> list[Path]:
     for path in paths:
         path = Path(path)
         if path.is_file():
-            out.append(path)
+            out.append(path.resolve())
             continue
         if not path.is_dir():
             continue
-        for root, dirs, files in os.walk(path):
+        for root, dirs, files in os.walk(path):  # never into a linked folder (followlinks=False)
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for f in sorted(files):
-                if not f.startswith((".", "~$")) and not (Path(root) / f).is_symlink():
-                    out.append(Path(root) / f)
-    return list(dict.fromkeys(p.resolve() for p in out))
+            wanted = [f for f in sorted(files) if not f.startswith((".", "~$"))]
+            if not wanted:
+                continue
+            # A folder is resolved once: a name listed in it that is no link resolves to folder/name.
+            folder = Path(root).resolve()
+            with os.scandir(root) as entries:
+                links = {e.name for e in entries if e.is_symlink()}
+            out += [folder / f for f in wanted if f not in links]
+    return list(dict.fromkeys(out))
 
 
 def _mtime(stat: os.stat_result, utc: bool) -> datetime:

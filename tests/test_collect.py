@@ -882,3 +882,21 @@ def test_a_partly_rejected_file_repeating_the_rest_is_still_partly_rejected(work
     assert rows["v2.xlsx"]["状态"] == "部分接收" and rows["v2.xlsx"]["待处理问题数"] == 1
     assert "C002、C003 与文件 v1.xlsx 的评分相同" in rows["v2.xlsx"]["说明"]
     assert ledger_scores(workspace) == expected_scores("E01")  # v1 still counts for all three
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symbolic links need privileges on Windows")
+def test_find_files_lists_real_files_once_by_their_real_paths(tmp_path):
+    from pipeline.collect import find_files
+
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    (real / ".hidden").mkdir()
+    for name in ("b.xlsx", "a.xlsx", ".a.xlsx", "~$a.xlsx", "sub/c.ods", ".hidden/d.xlsx"):
+        (real / name).write_bytes(b"x")
+    (real / "link.xlsx").symlink_to("/etc/passwd")  # a link in the folder: never taken
+    (real / "linked").symlink_to(real / "sub", target_is_directory=True)  # a linked folder: not entered
+    alias = tmp_path / "alias"
+    alias.symlink_to(real, target_is_directory=True)  # the folder named through a link: its real paths
+    found = find_files([alias, real / "a.xlsx", real])
+    assert found == [real / "a.xlsx", real / "b.xlsx", real / "sub" / "c.ods"]
+    assert find_files([tmp_path / "missing"]) == []
