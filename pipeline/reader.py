@@ -487,7 +487,12 @@ def _form_sized(archive: zipfile.ZipFile, part: str, limits: Limits, kept: "Infl
     if xml is None:
         return None
     found = _SHEET_DATA.search(xml)
-    if len(xml) > small_enough or b"\0" in xml[:256] or (found and found.group(1)) or short.search(xml):
+    # calamine reads cells only between the sheetData tags: the first and the last mention of
+    # sheetData (in whatever tag or comment) enclose them, and half a form's part lies outside
+    start, end = xml.find(b"sheetData"), xml.rfind(b"sheetData")
+    start, end = (0, len(xml)) if start < 0 else (start, end + len(b"sheetData"))
+    if (len(xml) > small_enough or b"\0" in xml[:256] or (found and found.group(1)) or short.search(xml, start, end)
+            or _PREFIXED.search(xml, start, end)):  # <x:c r="XFD1048576"> is a cell to calamine too
         return None
     dimension = _DIMENSION.search(xml, 0, found.start() if found else len(xml))
     if kept is not None and len(xml) == info.file_size:  # proven, and as long as the directory says
@@ -637,9 +642,29 @@ def _tags(block: bytes, prefix: bytes | None, limits: Limits) -> tuple[int, int,
     row, cell, far = _fast_refs(prefix or b"", limits)
     row_open, row_bare = block.count(row + b" "), block.count(row + b">")
     cell_open, cell_bare = block.count(cell + b" "), block.count(cell + b">") + block.count(cell + b"/>")
+    rows, cells = row_open + row_bare, cell_open + cell_bare
+    if _odd_tags(block):  # calamine reads <x:c> in any sheetData, and <c\nr="…">, as cells too: count them all
+        tags = _ANY_CELL_OR_ROW.findall(block)
+        rows = tags.count(b"row")
+        return rows, len(tags) - rows, None
     plain = (prefix is not None and far is not None and not row_bare and not cell_bare and b'r="$' not in block
              and block.count(row + b' r="') == row_open and block.count(cell + b' r="') == cell_open)
-    return row_open + row_bare, cell_open + cell_bare, far if plain else None
+    return rows, cells, far if plain else None
+
+
+# A row or cell tag of any namespace prefix, followed by any XML white space, / or >: what
+# calamine reads as a row or cell (it matches tags by their local name, in any sheetData).
+_ANY_CELL_OR_ROW = re.compile(rb"<(?:[^\s<>/!?:\"']+:)?(c|row)[ \t\r\n/>]")
+# What the plain counts and patterns would miss: a prefixed row or cell tag (<x:c>; found from
+# its colon, which a form's part holds only in spans="1:8"), or a tab or line break after the
+# name (<c\nr="XFD1048576">). Anything else that matches (text) only costs the careful count.
+_PREFIXED = re.compile(rb":(?:c|row)[\s/>]")
+_SPACED = re.compile(rb"<(?:c|row)[\t\r\n]")
+
+
+def _odd_tags(block: bytes) -> bool:
+    """Whether `block` holds a row or cell tag that the plain counts and patterns would miss."""
+    return _PREFIXED.search(block) is not None or _SPACED.search(block) is not None
 
 
 def _grow_refs(size: Size, block: bytes, far: re.Pattern | None = None) -> None:

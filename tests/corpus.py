@@ -772,6 +772,31 @@ def wide_sheet(out, base):
     return _add_cell(base, out / "wide_sheet.xlsx", "XFD40")
 
 
+def prefixed_far_cell(out, base):
+    """One more cell at XFD1048576 written <x:c> (the main namespace under a prefix) in the plain
+    sheetData: calamine takes any tag named c as a cell, so it would ask for ~550 GB."""
+    part = sheet_part(base, SHEET1)
+    main = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+
+    def change(xml: str) -> str:
+        xml = xml.replace("<worksheet ", f'<worksheet xmlns:x="{main}" ', 1)
+        # in a row of a short number: the cell's own reference is all that places it
+        return xml.replace("</sheetData>", '<row r="99"><x:c r="XFD1048576"><x:v>1</x:v></x:c></row></sheetData>', 1)
+
+    return _rewrite(base, out / "prefixed_far_cell.xlsx", {part: change})
+
+
+def spaced_far_cell(out, base):
+    """One more cell at XFD1048576 with a line break before its reference (<c\nr="XFD1048576">),
+    which XML allows and calamine reads."""
+    part = sheet_part(base, SHEET1)
+
+    def change(xml: str) -> str:
+        return xml.replace("</sheetData>", '<row r="99"><c\nr="XFD1048576"><v>1</v></c></row></sheetData>', 1)
+
+    return _rewrite(base, out / "spaced_far_cell.xlsx", {part: change})
+
+
 def make_abort_xlsx(path: Path) -> Path:
     """A 1.5 KB workbook with one cell at A1 and one at XFD1048576. Opened by calamine directly
     (python_calamine.CalamineWorkbook.from_path(path).get_sheet_by_index(0)), the process asks
@@ -995,6 +1020,10 @@ CASES: list[Case] = [
          Expect("sheet", "sheet_too_long", SHEET1), hostile=True),
     Case("wide_sheet", "one more cell at XFD40: 40 rows but 16,384 columns", wide_sheet,
          Expect("sheet", "sheet_unreadable", SHEET1), hostile=True),
+    Case("prefixed_far_cell", "one more cell at XFD1048576 in a prefixed tag, x:c (calamine reads any tag named c)",
+         prefixed_far_cell, Expect("sheet", "sheet_too_long", SHEET1), hostile=True),
+    Case("spaced_far_cell", "one more cell at XFD1048576 with a line break between its tag name and r=",
+         spaced_far_cell, Expect("sheet", "sheet_too_long", SHEET1), hostile=True),
     Case("abort_xlsx", "a 1.5 KB workbook with cells at A1 and XFD1048576 (aborts calamine)", abort_xlsx,
          Expect("file", "no_identity"), hostile=True),
     Case("shared_strings_count", "a shared-string table declaring 4,000,000,000 strings (aborts calamine)",

@@ -338,6 +338,14 @@ def test_a_form_sized_sheet_is_measured_in_one_pass_and_anything_else_is_counted
     # what the careful count finds for the far ones, the one-pass check never hides
     assert _xml_size(_sheet_zip('<row r="1"><c r="XFD1048576"/></row>'), part, limits).over(limits)
     assert _xml_size(_sheet_zip('<row r="1"><c/></row>' * 1001), part, limits).over(limits)
+    # calamine reads any tag named c as a cell, whatever its prefix or the white space after its
+    # name: a far one in a row of a short number is found by both passes
+    for odd in ('<row r="1"><x:c r="XFD1048576"><x:v>1</x:v></x:c></row>',
+                '<row r="1"><c\nr="XFD1048576"><v>1</v></c></row>',
+                '<row r="1"><c\r\nr="XFD1048576"><v>1</v></c></row>',
+                '<x:row r="1"><c r="A1"/></x:row><x:row\tr="1048576"><c r="A1"/></x:row>'):
+        assert _form_sized(_sheet_zip(FORM_ROWS + odd), part, limits) is None, odd
+        assert _xml_size(_sheet_zip(FORM_ROWS + odd), part, limits).over(limits), odd
 
 
 def _patched(archive: zipfile.ZipFile, at: int, value: bytes, central: bool = True) -> zipfile.ZipFile:
