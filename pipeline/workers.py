@@ -35,9 +35,10 @@ import sys
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from pipeline.errors import ConfigError
 from pipeline.i18n import _, language, set_language
@@ -271,6 +272,7 @@ def _serve(conn: Connection, target: Callable, context: Any, max_memory_mb: floa
     # An orphan (its collect was killed) must not wait forever holding the workspace lock's file.
     threading.Thread(target=_exit_with_parent, args=(parent, method), daemon=True).start()
     _cap_memory(max_memory_mb)
+    _calm_collector()
     resident = 0
     if report_size:
         import psutil
@@ -366,6 +368,34 @@ def _thaw() -> None:
     _forked -= 1
     if not _forked:
         gc.unfreeze()
+
+
+# Reading a file makes tens of thousands of short-lived lists (calamine's rows), which the
+# refcounts free; at Python's default threshold (700) the cyclic collector runs every second
+# sheet and re-examines whatever is alive. A thousandfold threshold keeps cycles collected
+# (bounded: ~10 MB of garbage at most) at a tenth of the cost: 0.2 s of CPU per worker on a
+# 360-file collect.
+COLLECT_EVERY = 50_000
+
+
+def _calm_collector() -> None:
+    """In a worker: leave what it inherited out of collections (under fork, examining those
+    objects would also copy their pages), and collect young objects every COLLECT_EVERY."""
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(COLLECT_EVERY, middle, old)
+
+
+@contextmanager
+def calm_collector() -> Iterator[None]:
+    """For a loop that makes and frees many objects (collect's main process, taking in the
+    workers' verdicts): collect young objects every COLLECT_EVERY, as before afterwards."""
+    before = gc.get_threshold()
+    gc.set_threshold(COLLECT_EVERY, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def trim_heap() -> None:

@@ -87,6 +87,37 @@ def worded(data: bytes, name: str, context: object) -> str:
     return _("the disk is full")
 
 
+def cyclic(data: bytes, name: str, context: object) -> tuple:
+    """Make `data`'s length in cyclic garbage; say how the collector is set and how often it ran."""
+    import gc
+
+    before = sum(stat["collections"] for stat in gc.get_stats())
+    for _ in range(len(data)):
+        pair: list = []
+        pair.append([pair])  # freed by the cyclic collector only
+    return gc.get_threshold()[0], gc.get_freeze_count(), sum(s["collections"] for s in gc.get_stats()) - before
+
+
+def test_a_worker_collects_cycles_but_seldom_and_leaves_what_it_inherited_alone():
+    # A worker reading files makes tens of thousands of short-lived lists: its collector runs
+    # every COLLECT_EVERY net new objects, not Python's default 700, and never looks at what it
+    # inherited (frozen). Cyclic garbage is still collected.
+    from pipeline.workers import COLLECT_EVERY, calm_collector
+
+    with Workers(cyclic, None, n=1) as workers:
+        threshold, frozen, runs = workers.result(workers.submit(b"x" * 10, "few"))
+        assert threshold == COLLECT_EVERY and runs == 0
+        assert frozen > 0  # under fork what the main process had, under spawn the worker's imports
+        _, _, runs = workers.result(workers.submit(b"x" * 4 * COLLECT_EVERY, "many"))
+        assert runs >= 4  # 8 * COLLECT_EVERY lists in cycles: collected along the way
+    import gc
+
+    default = gc.get_threshold()
+    with calm_collector():
+        assert gc.get_threshold()[0] == COLLECT_EVERY
+    assert gc.get_threshold() == default
+
+
 # -- the worker processes on their own -----------------------------------------------------------
 @pytest.mark.parametrize("bad, code", [("panic", CRASHED), ("abort", CRASHED), ("native-abort", CRASHED),
                                        ("hang", TIMED_OUT), ("memory", NO_MEMORY)])
