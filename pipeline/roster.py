@@ -106,7 +106,9 @@ def _table(rows: list[list], sheet: str, problems: list[str]) -> tuple[dict[str,
             missing = [c for c in REQUIRED[sheet] if c not in header]
             if missing:
                 problems.append(f"工作表“{sheet}”第 {index + 1} 行：缺少列 {'、'.join(missing)}")
-            data = [(n + 1, [clean(v) for v in r]) for n, r in enumerate(rows) if n > index]
+            # clean() inline for text, most of a roster's cells
+            data = [(n + 1, [v.strip() if v.__class__ is str else clean(v) for v in r])
+                    for n, r in enumerate(rows) if n > index]
             return header, [(n, r) for n, r in data if any(r)]
     problems.append(f"工作表“{sheet}”：没有表头行")
     return {}, []
@@ -182,20 +184,26 @@ def read_roster(path: str | Path, known_types: tuple[str, ...] = TYPES) -> Roste
     if ASSIGNMENTS in tables:
         header, rows = tables[ASSIGNMENTS]
         seen_pairs: dict[tuple[str, str, bool], int] = {}
+        # A province's roster has tens of thousands of these rows: the columns are looked up once,
+        # and a row's place is spelled out only for a problem.
+        a_col, s_col, state_col = (header.get(c) for c in ("评估人编号", "评估对象编号", ASSIGNMENT_STATE))
         for n, row in rows:
-            assessor, subject = get(row, header, "评估人编号"), get(row, header, "评估对象编号")
-            state = get(row, header, ASSIGNMENT_STATE)
-            where = f"工作表“{ASSIGNMENTS}”第 {n} 行"
-            if assessor not in assessors:
-                problems.append(f"{where}：评估人编号“{assessor}”不在工作表“{ASSESSORS}”中")
-            if subject not in subjects:
-                problems.append(f"{where}：评估对象编号“{subject}”不在工作表“{SUBJECTS}”中")
-            if state not in ("", RELEASED):
-                problems.append(f"{where}：{ASSIGNMENT_STATE}应为空或“{RELEASED}”，实际为“{state}”")
+            width = len(row)
+            assessor = row[a_col] if a_col is not None and a_col < width else ""
+            subject = row[s_col] if s_col is not None and s_col < width else ""
+            state = row[state_col] if state_col is not None and state_col < width else ""
             key = (assessor, subject, state == RELEASED)
-            if key in seen_pairs:
-                problems.append(f"{where}：同一分配重复列出（第一次出现在第 {seen_pairs[key]} 行）")
-                continue
+            if assessor not in assessors or subject not in subjects or state not in ("", RELEASED) or key in seen_pairs:
+                where = f"工作表“{ASSIGNMENTS}”第 {n} 行"
+                if assessor not in assessors:
+                    problems.append(f"{where}：评估人编号“{assessor}”不在工作表“{ASSESSORS}”中")
+                if subject not in subjects:
+                    problems.append(f"{where}：评估对象编号“{subject}”不在工作表“{SUBJECTS}”中")
+                if state not in ("", RELEASED):
+                    problems.append(f"{where}：{ASSIGNMENT_STATE}应为空或“{RELEASED}”，实际为“{state}”")
+                if key in seen_pairs:
+                    problems.append(f"{where}：同一分配重复列出（第一次出现在第 {seen_pairs[key]} 行）")
+                    continue
             seen_pairs[key] = n
             (released if state == RELEASED else pairs).append((assessor, subject))
         released = [p for p in released if p not in set(pairs)]  # given back to the assessor later
