@@ -340,6 +340,7 @@ def examine_workbook(book: Workbook, name: str, ctx: Context, probe: "CellProbe 
         out.verified = UNVERIFIED  # identity from the visible block, which anyone can type
 
     candidates: list[tuple[Sheet, str, str, Identity]] = []  # sheet, subject, assessor, block
+    tops: dict[str, list[_RowFacts]] = {}  # sheet name -> its top rows' facts (top_facts)
     kind = meta.kind if meta is not None else EXPERT
     for sheet in book.sheets:
         if sheet.name in IGNORED_SHEETS:
@@ -354,7 +355,8 @@ def examine_workbook(book: Workbook, name: str, ctx: Context, probe: "CellProbe 
                 out.problems.append(problem("sheet_unreadable", file=name, sheet=sheet.name, detail=sheet.error,
                                             technical=sheet.technical))
             continue
-        block = find_identity(sheet.rows)
+        top = tops[sheet.name] = top_facts(sheet.rows)
+        block = find_identity(sheet.rows, top)
         if meta is not None:
             subject = block.values.get("subject") or meta_subject
             if not subject:
@@ -389,12 +391,12 @@ def examine_workbook(book: Workbook, name: str, ctx: Context, probe: "CellProbe 
             out.sheets.append(SheetRecord(sheet.name, assessor, subject, False, kind=kind))
             continue
         if kind == EXPERT:
-            declared, reason = find_declared(sheet.rows)
+            declared, reason = find_declared(sheet.rows, tops[sheet.name])
             if declared:  # 回避 = 是: not an error, not scored (the scores, if any, are not read)
                 out.sheets.append(SheetRecord(sheet.name, assessor, subject, True, kind=kind, declared=True,
                                               reason=reason[: ctx.max_remark_chars]))
                 continue
-        record, found = validate_sheet(sheet, ctx, name, probe, kind)
+        record, found = validate_sheet(sheet, ctx, name, probe, kind, tops[sheet.name])
         record.assessor, record.subject, record.kind = assessor, subject, kind
         out.problems += found
         out.sheets.append(record)
@@ -496,12 +498,29 @@ def _belongs(ctx: Context, period: str, stage: str | None = None) -> str:
     return PHRASES["put_in_folder"].format(folder=os.path.join(ctx.returned, round_key(period, stage or ctx.stage), ""))
 
 
-def find_identity(rows: list[list]) -> Identity:
-    """The identity block: labels found by their text near the top; each value is the next
-    non-empty cell to the right."""
-    found = Identity()
-    for r, row in enumerate(rows[:BLOCK_SEARCH_ROWS]):
+def top_facts(rows: list[list]) -> list["_RowFacts"]:
+    """The facts of a sheet's top rows, each worked out once for the three readers of the top
+    (find_identity, find_declared, find_header): as far down as each of them looks."""
+    out: list[_RowFacts] = []
+    block_done = False
+    for r, row in enumerate(rows[:HEADER_SEARCH_ROWS]):
         facts = _row_facts(row)
+        out.append(facts)
+        block_done = block_done or facts.score_cell or r + 1 >= BLOCK_SEARCH_ROWS
+        if block_done and facts.columns is not None:
+            break
+    return out
+
+
+def _facts(rows: list[list], top: list["_RowFacts"] | None, limit: int):
+    return top[:limit] if top is not None else map(_row_facts, rows[:limit])
+
+
+def find_identity(rows: list[list], top: list["_RowFacts"] | None = None) -> Identity:
+    """The identity block: labels found by their text near the top; each value is the next
+    non-empty cell to the right. `top`: the sheet's `top_facts`, when worked out already."""
+    found = Identity()
+    for r, facts in enumerate(_facts(rows, top, BLOCK_SEARCH_ROWS)):
         if facts.score_cell:  # the header row: the block is above it
             break
         for meaning, value, c2 in facts.labels:
@@ -511,13 +530,12 @@ def find_identity(rows: list[list]) -> Identity:
     return found
 
 
-def find_declared(rows: list[list]) -> tuple[bool, str]:
+def find_declared(rows: list[list], top: list["_RowFacts"] | None = None) -> tuple[bool, str]:
     """(declared, 回避原因) of a subject sheet: 回避 = 是 in the cell right of the label 回避 (forms.
     DECLARE_LABEL), the reason in the cell right of 回避原因. A sheet without the label (a form made
     before it) is not declared."""
     declared, reason = False, ""
-    for row in rows[:BLOCK_SEARCH_ROWS]:
-        facts = _row_facts(row)
+    for facts in _facts(rows, top, BLOCK_SEARCH_ROWS):
         if facts.score_cell:
             break
         if facts.declared is not None:
@@ -654,23 +672,23 @@ def _check_identity(sheet: Sheet, subject: str, assessor: str, block: Identity, 
     return errors
 
 
-def find_header(rows: list[list]) -> tuple[int, dict[str, int]] | None:
+def find_header(rows: list[list], top: list["_RowFacts"] | None = None) -> tuple[int, dict[str, int]] | None:
     """The header row (the first with 编号 and 得分) and its columns by name."""
-    for r, row in enumerate(rows[:HEADER_SEARCH_ROWS]):
-        columns = _row_facts(row).columns
+    for r, facts in enumerate(_facts(rows, top, HEADER_SEARCH_ROWS)):
+        columns = facts.columns
         if columns is not None:
             return r, columns
     return None
 
 
 def validate_sheet(sheet: Sheet, ctx: Context, name: str, probe: "CellProbe | None" = None,
-                   kind: str = EXPERT) -> tuple[SheetRecord, list[Problem]]:
+                   kind: str = EXPERT, top: list["_RowFacts"] | None = None) -> tuple[SheetRecord, list[Problem]]:
     """Check one identified subject sheet; the record is accepted only if nothing is wrong.
     An expert sheet's deductions need a reason (Context.reason_share); a self sheet's 佐证材料
     are kept with its scores."""
     found: list[Problem] = []
     record = SheetRecord(sheet.name, "", "", False, kind=kind)
-    header = find_header(sheet.rows)
+    header = find_header(sheet.rows, top)
     if header is None:
         found.append(problem("no_header", file=name, sheet=sheet.name))
         return record, found

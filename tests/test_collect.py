@@ -180,6 +180,27 @@ def test_identity_block_and_header_are_found_by_their_text():
     assert find_header(rows) == (6, {"x": 0, "得分": 1, "编号": 2})
 
 
+@pytest.mark.parametrize("layout", ["form", "header_text_spaced", "score_cell_without_code", "no_header", "late_header",
+                                    "declared_below_header"])
+def test_the_top_rows_worked_out_once_read_as_each_reader_alone(layout):
+    # examine works out a sheet's top rows once (top_facts) for the identity block, 回避 and the
+    # header; each reader must find what it finds reading the rows itself, whatever the layout.
+    from pipeline.collect import find_declared, top_facts
+
+    block = [["评估对象", "某社区", "对象编号", "C002"], ["评估人", "张敏", "评估人编号", "E01"], ["回避", "是"],
+             ["回避原因", "亲属"]]
+    rows = {"form": [*block, ["编号", "得分", "备注"], ["C01", 3, ""]],
+            "header_text_spaced": [*block, ["编号", " 得分 "], ["期次", "2026-11"], ["C01", 3]],
+            "score_cell_without_code": [block[0], ["x", "得分"], *block[1:], ["编号", "得分"], ["C01", 3]],
+            "no_header": [*block, ["C01", 3]] * 12,
+            "late_header": [*block, *[["说明"]] * 20, ["编号", "得分"]],
+            "declared_below_header": [block[0], ["编号", "得分"], ["回避", "是"]]}[layout]
+    top = top_facts(rows)
+    assert find_identity(rows, top) == find_identity(rows)
+    assert find_declared(rows, top) == find_declared(rows)
+    assert find_header(rows, top) == find_header(rows)
+
+
 def test_a_row_met_again_reads_the_same_and_equal_values_of_other_types_read_as_typed():
     """The top rows are remembered per worker (collect._row_facts): the same row again reads the
     same, and 1, 1.0 and TRUE, equal as Python values, still read as what was typed."""
