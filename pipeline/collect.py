@@ -83,7 +83,7 @@ from pipeline.reader import Limits, Sheet, UnreadableFile, Workbook, read_workbo
 from pipeline.roster import Roster
 from pipeline.rounds import SUPERVISION, check_key, check_stage, round_key, split_key
 from pipeline.systems import Item, System
-from pipeline.workers import NO_MEMORY, TIMED_OUT, WorkerFailed, Workers, calm_collector
+from pipeline.workers import NO_MEMORY, TIMED_OUT, WorkerFailed, Workers
 
 SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods")
 IGNORED_SHEETS = {GUIDE_SHEET, SUMMARY_SHEET, META_SHEET}
@@ -1021,19 +1021,18 @@ def collect(ws: Workspace, system: System, period: str, paths: list[Path] | None
         seen_now: dict[str, Path] = {}
         late_aliases: list[tuple[str, Path, datetime]] = []
         try:
-            with calm_collector():  # each verdict is thousands of objects, freed once it is in the ledger
-                for stat, path in stamped:
-                    job = _prepare(path, stat, ledger, archive, ctx, result, seen_now, late_aliases, pool, mode)
-                    if job is None:
-                        advance(1)
-                        continue
-                    pending.append(job)
-                    while len(pending) > window:
-                        _finish(pending.popleft(), ledger, ctx, result, pool)
-                        advance(1)
-                while pending:
+            for stat, path in stamped:
+                job = _prepare(path, stat, ledger, archive, ctx, result, seen_now, late_aliases, pool, mode)
+                if job is None:
+                    advance(1)
+                    continue
+                pending.append(job)
+                while len(pending) > window:
                     _finish(pending.popleft(), ledger, ctx, result, pool)
                     advance(1)
+            while pending:
+                _finish(pending.popleft(), ledger, ctx, result, pool)
+                advance(1)
         finally:
             pool.close()
         for sha, path, seen_at in late_aliases:

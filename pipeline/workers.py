@@ -35,10 +35,9 @@ import sys
 import threading
 import time
 from collections import deque
-from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from pipeline.errors import ConfigError
 from pipeline.i18n import _, language, set_language
@@ -384,18 +383,6 @@ def _calm_collector() -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(COLLECT_EVERY, middle, old)
-
-
-@contextmanager
-def calm_collector() -> Iterator[None]:
-    """For a loop that makes and frees many objects (collect's main process, taking in the
-    workers' verdicts): collect young objects every COLLECT_EVERY, as before afterwards."""
-    before = gc.get_threshold()
-    gc.set_threshold(COLLECT_EVERY, *before[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
 
 
 def trim_heap() -> None:
