@@ -373,6 +373,32 @@ def test_a_form_sized_sheet_is_measured_in_one_pass_and_anything_else_is_counted
         assert _xml_size(_sheet_zip(FORM_ROWS + odd), part, limits).over(limits), odd
 
 
+@pytest.mark.parametrize("where", ["before", "after", "second"])
+def test_calamine_reads_cells_only_inside_the_first_sheetData(tmp_path, where):
+    # The one-pass size proof searches only between the first and the last mention of sheetData,
+    # because calamine reads cells nowhere else. Should a calamine read a cell placed outside (in
+    # front of the sheetData, after it, or in a second one), this fails and the proof must widen.
+    import xlsxwriter as xw
+
+    book = tmp_path / "plain.xlsx"
+    wb = xw.Workbook(str(book))
+    wb.add_worksheet("S").write(0, 0, 1)
+    wb.close()
+    stray = '<c r="E9"><v>7</v></c>'
+    change = {"before": lambda x: x.replace("<sheetData>", stray + "<sheetData>", 1),
+              "after": lambda x: x.replace("</sheetData>", "</sheetData>" + stray, 1),
+              "second": lambda x: x.replace("</sheetData>", f'</sheetData><sheetData><row r="9">{stray}</row></sheetData>', 1)}
+    out = tmp_path / f"{where}.xlsx"
+    with zipfile.ZipFile(book) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                data = change[where](data.decode()).encode()
+            zout.writestr(info.filename, data)
+    sheet = pc.CalamineWorkbook.from_path(str(out)).get_sheet_by_name("S")
+    assert sheet.end == (0, 0) and sheet.to_python() == [[1.0]]
+
+
 def _patched(archive: zipfile.ZipFile, at: int, value: bytes, central: bool = True) -> zipfile.ZipFile:
     """The same zip with `value` written `at` bytes into its (first) central directory or local header."""
     data = bytearray(archive.fp.getvalue())
