@@ -78,13 +78,7 @@ def atomic_path(target: str | Path, suffix: str | None = None, mode: int | None 
     """Yield a temporary path; on success it replaces `target` (with `mode`, by default the one
     `share_mode` gives), on failure it is removed."""
     target = Path(target)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.stem[:40]}.", suffix=suffix or target.suffix, dir=target.parent)
-        os.close(fd)
-    except OSError as err:
-        raise explain(err, target) from err
-    tmp_path = Path(tmp)
+    tmp_path = _temporary(target, suffix or target.suffix)
     try:
         yield tmp_path
         if mode is None:
@@ -100,44 +94,42 @@ def atomic_path(target: str | Path, suffix: str | None = None, mode: int | None 
         raise
 
 
+def _temporary(target: Path, suffix: str) -> Path:
+    """A new, empty, private file beside `target`, named by this process and a counter: no random
+    name to draw and no folder to check when it exists (collect's archive writes hundreds a run).
+    Where that name is taken (a leftover of an earlier process with this pid), mkstemp's."""
+    tmp = target.with_name(f".{target.stem[:40]}.{os.getpid()}.{next(_serial)}{suffix}")
+    try:
+        try:
+            fd = os.open(tmp, _NEW_FILE, 0o600)
+        except FileNotFoundError:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, _NEW_FILE, 0o600)
+    except FileExistsError:
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{target.stem[:40]}.", suffix=suffix, dir=target.parent)
+        except OSError as err:
+            raise explain(err, target) from err
+        tmp = Path(name)
+    except OSError as err:
+        raise explain(err, target) from err
+    os.close(fd)
+    return tmp
+
+
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOINHERIT", 0)
+_serial = itertools.count()
+
+
 def write_text(target: str | Path, text: str, encoding: str = "utf-8") -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding=encoding)
     return Path(target)
 
 
-def write_bytes(target: str | Path, data: bytes) -> Path:
-    """`data` into `target` atomically, with the mode a plain `open()` gives (0666 less the umask,
-    applied by the system as the file is created: no chmod). Lean, as collect's archive writes
-    hundreds of files a run: one create, one write, one rename; the folder is made only when
-    missing."""
-    target = Path(target)
-    tmp = target.with_name(f".{target.stem[:40]}.{os.getpid()}.{next(_serial)}{target.suffix}")
-    try:
-        try:
-            fd = os.open(tmp, _NEW_FILE, 0o666)
-        except FileNotFoundError:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, _NEW_FILE, 0o666)
-    except FileExistsError:  # a leftover of an earlier process with this pid: the careful way
-        with atomic_path(target) as careful:
-            careful.write_bytes(data)
-        return target
-    except OSError as err:
-        raise explain(err, target) from err
-    try:
-        try:
-            with open(fd, "wb", closefd=True) as fh:
-                fh.write(data)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, target)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise explain(err, target) from err
-    return target
-
-
-_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOINHERIT", 0)
-_serial = itertools.count()
+def write_bytes(target: str | Path, data: bytes, mode: int | None = None) -> Path:
+    """`data` into `target` atomically. `mode` is the finished file's mode, 0666 less the umask by
+    default; a caller writing many files (collect's archive) reads the umask once and passes it."""
+    with atomic_path(target, mode=mode) as tmp:
+        tmp.write_bytes(data)
+    return Path(target)

@@ -944,14 +944,14 @@ def _mtime(stat: os.stat_result, utc: bool) -> datetime:
 
 def archive_copy(archive: Path, sha: str, suffix: str, data: bytes | None = None, source: Path | None = None,
                  mode: int | None = None) -> Path:
-    """Store the original under its hash (atomically; nothing to do when it is there already),
-    with the mode 0666 less the umask (`mode`: that mode, read once by the caller, for a copy)."""
+    """Store the original under its hash (atomically; nothing to do when it is there already).
+    `mode`: the file's mode (0666 less the umask when not given)."""
     suffix = suffix.lower() if re.fullmatch(r"\.[A-Za-z0-9]{1,8}", suffix) else ""
     target = archive / sha[:2] / f"{sha}{suffix}"
     if target.exists():
         return target
     if data is not None:
-        return write_bytes(target, data)
+        return write_bytes(target, data, mode)
     with atomic_path(target, mode=mode) as tmp:
         shutil.copyfile(source, tmp)
     return target
