@@ -12,7 +12,9 @@ Collect and its bare-read baseline run interleaved (bare, collect, bare, collect
 a busy neighbour slows both alike; their CPU time (user + system of the process and all its
 children, the pool workers included) is shown beside the wall time, being far less noisy. The
 package is byte-compiled before the collect rounds, as an installed happyhome is, and the
-collect/bare ratio is printed against issue 11 part 7's goal (1.2x).
+collect/bare ratio is printed against issue 11 part 7's goal (1.2x). happyhome's reader alone (one
+process, what collect's workers read, the size proof included) runs in the same rounds, to show
+what part 1's bounds cost apart from the rest of collect.
 """
 
 from __future__ import annotations
@@ -195,6 +197,20 @@ for path in sorted(Path(sys.argv[1]).glob("*.xlsx")):
     book.close()
 """
 
+# What collect's workers read, in one process and nothing else of collect: happyhome's reader
+# (pipeline.reader.read_workbook) over every file, each sheet part's size proven before calamine
+# parses it (part 1), the rows handed to Python, the sheets collect never reads left out as there.
+# Its import is setup: pipeline.collect (for that list) is most of happyhome's import.
+READER_ALONE = """
+from pathlib import Path
+from pipeline.collect import UNREAD_SHEETS
+from pipeline.reader import Limits, read_workbook
+limits = Limits()
+# -- timed --
+for path in sorted(Path(sys.argv[1]).glob("*.xlsx")):
+    read_workbook(path, limits, skip=UNREAD_SHEETS)
+"""
+
 OPENPYXL_LOOP = """
 from pathlib import Path
 import openpyxl
@@ -287,7 +303,7 @@ def bench_ledgers(args, month: Path) -> list[dict]:
 def bench_collect(args, month: Path) -> list[dict]:
     returned = str(month / "input" / "returned" / PERIOD)
     label = f"collect: {args.files} workbooks x {args.subjects_per_file} subjects"
-    bare, runs, older = [], [], []
+    bare, reader, runs, older = [], [], [], []
     # Bytecode first, as an installed happyhome has it (pip compiles it; a checkout caches it on its
     # first run): where PYTHONDONTWRITEBYTECODE is set, every timed run would compile the package again.
     for tree in (ROOT, *([args.against] if args.against else [])):
@@ -301,6 +317,7 @@ def bench_collect(args, month: Path) -> list[dict]:
     fresh = month / f"runs-{os.getpid()}"
     for i in range(args.repeat):  # interleaved: a busy neighbour slows both alike
         bare.append(child(BARE_CALAMINE, returned))
+        reader.append(child(READER_ALONE, returned))
         runs.append(child(COLLECT, str(month), str(fresh / f"ws{i}")))
         if args.against:  # another checkout's collect, in the same rounds
             older.append(child(COLLECT, str(month), str(fresh / f"ws-against{i}"), root=args.against))
@@ -321,13 +338,20 @@ def bench_collect(args, month: Path) -> list[dict]:
     if older:
         rows.append(row(f"{label}, collect of {args.against}", [r["seconds"] for r in older], bare_t,
                         peak_mb=max(r["peak_mb"] for r in older), cpu=[r["cpu"] for r in older], cpu_baseline=bare_cpu))
+    reader_t = [r["seconds"] for r in reader]
+    rows.append(row(f"{label}, happyhome's reader alone, one process (as collect reads)", reader_t, bare_t,
+                    peak_mb=max(r["peak_mb"] for r in reader), cpu=[r["cpu"] for r in reader], cpu_baseline=bare_cpu))
     # issue 11 part 7's goal: collect within 1.2x the bare read of the same files (wall, medians)
     ratio = rows[1]["ratio"]
     print(f"collect / bare read: {ratio:.2f}x wall, {rows[1]['cpu_ratio']:.2f}x CPU (goal: <= {COLLECT_GOAL:g}x wall: "
           f"{'met' if ratio <= COLLECT_GOAL else 'not met'})")
+    # What part 1's bounds cost alone (the reader in one process against the bare read), and what the
+    # rest of collect (validation, ledger, archive, report) adds on top once it has both cores.
+    collect_med, reader_med = statistics.median(r["seconds"] for r in runs), statistics.median(reader_t)
+    print(f"reader alone / bare read: {reader_med / statistics.median(bare_t):.2f}x wall; "
+          f"collect / reader alone: {collect_med / reader_med:.2f}x wall")
     note = "" if n_open == args.files else f" ({n_open} files, scaled x{scale:g})"
     rows.append(row(f"{label}, openpyxl read-only loop{note}", opx_scaled, bare_t, peak_mb=max(r["peak_mb"] for r in opx)))
-    collect_med = statistics.median(r["seconds"] for r in runs)
     rows.append({"stage": f"{label}: openpyxl loop / happyhome collect", "median_s": statistics.median(opx_scaled) / collect_med,
                  "runs": len(opx), "ratio": None, "peak_mb": 0, "is_ratio": True})
     return rows
