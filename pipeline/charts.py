@@ -32,6 +32,9 @@ def _style(colors=(BLUE,)) -> Style:
         foreground_strong="#1a202c", foreground_subtle="#a0aec0", colors=tuple(colors),
         title_font_size=16, label_font_size=13, major_label_font_size=13, value_font_size=12,
         value_label_font_size=12, tooltip_font_size=12, legend_font_size=13,
+        # light, solid guides: pygal's black dashes ran through the printed values
+        guide_stroke_color="#e2e8f0", major_guide_stroke_color="#cbd5e0",
+        guide_stroke_dasharray="none", major_guide_stroke_dasharray="none",
     )
 
 
@@ -59,7 +62,22 @@ def share_bars(labels: list[str], shares: list[float | None], chart_id: str, tit
     # pygal's horizontal bars list the first label at the bottom; reverse so it reads top-down.
     chart.x_labels = list(reversed(labels))
     chart.add("得分率", [None if v is None else round(float(v), 1) for v in reversed(shares)])
-    return _finish(chart, chart_id)
+    return _VALUE.sub(_beside_bar_end, _finish(chart, chart_id))
+
+
+# A printed value of a horizontal bar, which pygal centres on the bar's end (half on the bar).
+_VALUE = re.compile(r'<text text-anchor="middle" x="([0-9.]+)" y="([0-9.]+)" class="value">([0-9.]+)%</text>')
+
+
+def _beside_bar_end(match: re.Match) -> str:
+    """The value just past the bar's end, on a white halo that the guides do not cross; on a
+    bar too long to leave room for it (90 % and more), just inside the end, in white."""
+    x, y, value = float(match.group(1)), match.group(2), match.group(3)
+    if float(value) >= 90:
+        return (f'<text text-anchor="end" x="{x - 6:.2f}" y="{y}" class="value" '
+                f'style="fill:#fff">{value}%</text>')
+    return (f'<text text-anchor="start" x="{x + 6:.2f}" y="{y}" class="value" '
+            f'style="paint-order:stroke;stroke:#fff;stroke-width:4px;stroke-linejoin:round">{value}%</text>')
 
 
 def count_bars(labels: list[str], counts: list[int], chart_id: str, colors=(GREEN, BLUE, AMBER, RED, GREY)) -> str:

@@ -232,6 +232,11 @@ def test_charts_are_offline_reproducible_svg():
         assert "<script" not in svg and "<!--" not in svg
         assert set(re.findall(r"https?://[^\s\"'<>)]+", svg)) == {"http://www.w3.org/2000/svg"}
     assert "治理体系" in one and "85.0%" in one and 'id="chart-cats"' in one
+    # A value is printed beside its bar's end, not centred on it (half on the bar, crossed by the
+    # guides); a bar too long to leave room (90 % and more) has it just inside, in white.
+    values = dict((text, anchor) for anchor, text in re.findall(
+        r'<text text-anchor="(\w+)"[^>]*class="value"[^>]*>([^<]*)</text>', share_bars(["甲", "乙"], [85.0, 95.0], "two")))
+    assert values == {"85.0%": "start", "95.0%": "end"}, values
 
 
 @pytest.mark.browser
