@@ -319,6 +319,7 @@ def digest_context(
     organiser: str = "",
     generated: datetime | None = None,
     files_received: int | None = None,
+    self_files: int = 0,
     selection: dict | None = None,
     corrections: dict[str, list[str]] | None = None,
     layout: dict | None = None,
@@ -330,8 +331,9 @@ def digest_context(
     inline script from embedded data, printed whole; cards only for the subjects `card_choice`
     picks; the 临界 flags counted rather than listed).
 
-    `received` and `assigned` count subject sheets; `files_received` counts the workbooks that
-    came in (accepted or not), `files` those whose scores were counted. `selection` is a 遴选
+    `received` and `assigned` count subject sheets; `files_received` counts the assessors'
+    workbooks that came in (accepted or not), `files` those whose scores were counted, and
+    `self_files` the subjects' own self-assessment workbooks, told apart (they are never scored). `selection` is a 遴选
     round's outcome (`pipeline.selection.digest_part`), shown with its selection line. `corrections`
     are the lines of the corrections in force per subject (`corrections.subject_notes`).
     """
@@ -378,6 +380,7 @@ def digest_context(
             "assigned": assigned,
             "files_received": len(files) if files_received is None else files_received,
             "files_counted": len(files),
+            "self_files": self_files,
             "mean_total": half_up(float(rated["total"].mean()), decimals) if len(rated) else math.nan,
             "grades": dist + ([(NOT_RATED, unrated)] if unrated else []),
         },

@@ -137,6 +137,15 @@ def sheet_rows(scores: pd.DataFrame, columns) -> tuple[np.ndarray, np.ndarray] |
     return sheet, first
 
 
+def _self_files(files: pd.DataFrame, roster: Roster) -> int:
+    """How many of the round's files are subjects' own self-assessment forms (a self form's
+    assessor is its subject's code); a code that is an assessor's too counts as an assessor's."""
+    if not len(files):
+        return 0
+    who = files["assessor"]
+    return int((who.isin(list(roster.subjects)) & ~who.isin(list(roster.assessors))).sum())
+
+
 def _files(scores: pd.DataFrame, files: pd.DataFrame) -> list[dict]:
     """The files that went into the scores: name, sha256, assessor, received, scores counted, and
     whether the form was verified as this office's (files.verified: signed, unsigned, unverified)."""
@@ -1025,7 +1034,7 @@ def report(
             steps = None
         base = score_base(scores, system, roster, settings, method=method, by=by, calibrate=calibrate)
         chase, assigned, received = chase_list(status), status.assigned, status.received
-        files = _files(scores, file_rows)
+        files, own_files = _files(scores, file_rows), _self_files(file_rows, roster)
         generated = generated or datetime.now().replace(microsecond=0)
         out = ws.period_output(period)
         comparison = selfcheck.compare(base, own, ws["scoring"]["self_gap_points"])  # needs no interval
@@ -1069,7 +1078,7 @@ def report(
                 context = digest_context(result, period=period, scores=scores, roster=roster, chase=chase,
                                          assigned=assigned, received=received, files=files,
                                          organiser=ws["round"]["organiser"], generated=generated,
-                                         files_received=len(file_rows),
+                                         files_received=len(file_rows) - own_files, self_files=own_files,
                                          corrections=amendments.subject_notes(fixes, roster, system),
                                          layout=ws["report"])
                 writing.result()

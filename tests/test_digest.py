@@ -263,7 +263,7 @@ def test_ranking_fits_a_1400_pixel_window(workspace, tmp_path):
 def test_files_received_and_counted_are_told_apart(workspace):
     from datetime import datetime
 
-    from pipeline.ledger import FileRecord, Ledger
+    from pipeline.ledger import FileRecord, Ledger, SheetRecord
 
     add_returns(workspace)
     with Ledger(Workspace.open(workspace).path("ledger")) as ledger:  # a file that was not a workbook
@@ -274,4 +274,16 @@ def test_files_received_and_counted_are_told_apart(workspace):
     tiles = {t.select_one(".label").get_text(strip=True): t.select_one(".value").get_text(" ", strip=True)
              for t in page.select("#headline .tile")}
     assert tiles["收到文件"] == "4 份，计入 3 份" and tiles["已收工作表 / 应收"] == "8 / 9"
-    assert page.select_one("#sources").get_text().startswith("计入评分的 3 个文件（本期共收到 4 个")
+    assert page.select_one("#sources").get_text().startswith("计入评分的 3 个文件（本期共收到 4 个；")
+    # A subject's own self-assessment form is told apart: never scored, it is no file left out
+    with Ledger(Workspace.open(workspace).path("ledger")) as ledger:
+        ledger.add_file(FileRecord("s" * 64, "自评_C002.xlsx", f"input/returned/{PERIOD}/自评_C002.xlsx", 10,
+                                   datetime(2026, 11, 22), datetime(2026, 11, 22), "ledger/archive/s", PERIOD,
+                                   "community", "C002", "xlsx", "accepted",
+                                   sheets=[SheetRecord("C002", "C002", "C002", True, [], kind="self")]))
+    page = soup(report(Workspace.open(workspace), "community", PERIOD).digest)
+    tiles = {t.select_one(".label").get_text(strip=True): t.select_one(".value").get_text(" ", strip=True)
+             for t in page.select("#headline .tile")}
+    assert tiles["收到文件"] == "4 份，计入 3 份 另有自评表 1 份", tiles["收到文件"]
+    assert page.select_one("#sources").get_text().startswith(
+        "计入评分的 3 个文件（本期共收到 4 个，另有评估对象的自评表 1 个，不计入评分；")
