@@ -64,9 +64,9 @@ def write_collection(ws: Workspace, ledger: Ledger, system: System, period: str,
     def who(code) -> str:
         if not isinstance(code, str) or not code:
             return ""
-        person = roster.assessors.get(code)
-        if person is None and code in roster.subjects:  # a self-assessment: the subject is its own assessor
+        if roster.is_self(code):
             return f"自评（{code}）"
+        person = roster.assessors.get(code)
         return f"{person.name}（{code}）" if person else code
 
     def state(p) -> str:

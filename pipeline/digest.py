@@ -333,9 +333,10 @@ def digest_context(
 
     `received` and `assigned` count subject sheets; `files_received` counts the assessors'
     workbooks that came in (accepted or not), `files` those whose scores were counted, and
-    `self_files` the subjects' own self-assessment workbooks, told apart (they are never scored). `selection` is a 遴选
-    round's outcome (`pipeline.selection.digest_part`), shown with its selection line. `corrections`
-    are the lines of the corrections in force per subject (`corrections.subject_notes`).
+    `self_files` the subjects' own self-assessment workbooks, told apart (they are never scored).
+    `selection` is a 遴选 round's outcome (`pipeline.selection.digest_part`), shown with its
+    selection line. `corrections` are the lines of the corrections in force per subject
+    (`corrections.subject_notes`).
     """
     system = result.system
     decimals = result.params["rank_decimals"]

@@ -138,12 +138,8 @@ def sheet_rows(scores: pd.DataFrame, columns) -> tuple[np.ndarray, np.ndarray] |
 
 
 def _self_files(files: pd.DataFrame, roster: Roster) -> int:
-    """How many of the round's files are subjects' own self-assessment forms (a self form's
-    assessor is its subject's code); a code that is an assessor's too counts as an assessor's."""
-    if not len(files):
-        return 0
-    who = files["assessor"]
-    return int((who.isin(list(roster.subjects)) & ~who.isin(list(roster.assessors))).sum())
+    """How many of the round's files are subjects' own self-assessment forms (`Roster.is_self`)."""
+    return sum(map(roster.is_self, files["assessor"])) if len(files) else 0
 
 
 def _files(scores: pd.DataFrame, files: pd.DataFrame) -> list[dict]:

@@ -85,6 +85,11 @@ class Roster:
                 out.setdefault(assessor, []).append(subject)
         return {a: out[a] for a in self.assessors if a in out}
 
+    def is_self(self, code: object) -> bool:
+        """Whether a file's or sheet's assessor code is a subject's own, i.e. a self-assessment
+        (the subject is its own assessor): a subject's code that is no assessor's."""
+        return code in self.subjects and code not in self.assessors
+
 
 def clean(value: object) -> str:
     """A cell as text: numbers that are whole lose their '.0', spaces are trimmed."""
