@@ -249,12 +249,9 @@ class BlockWorksheet(Worksheet):
     def _column_xml(self, col: int, values: list, fmt, rows: range) -> list[str]:
         ref = f'<c r="{xl_col_to_name(col)}'
         numbers = range(rows.start + 1, rows.stop + 1)
-        if fmt is None:  # the column's format, if any (numbered with the <cols> before)
-            s = self._implicit_style(col)
-            return [f'{ref}{n}"{s} t="s"><v>{v}</v></c>' if v.__class__ is int
-                    else f'{ref}{n}"{s}><v>{v:.16G}</v></c>' if v.__class__ is float else ""
-                    for n, v in zip(numbers, values)]
-        s = f' s="{fmt._get_xf_index()}"'
+        # without a format, the column's, if any (numbered with the <cols> before); such a column
+        # holds no blank, only `_NO_CELL` (`_column`), written as nothing
+        s = self._implicit_style(col) if fmt is None else f' s="{fmt._get_xf_index()}"'
         kinds = set(map(type, values))
         if kinds == {int}:
             return [f'{ref}{n}"{s} t="s"><v>{v}</v></c>' for n, v in zip(numbers, values)]
@@ -262,7 +259,8 @@ class BlockWorksheet(Worksheet):
             shown = {v: f"{v:.16G}" for v in set(values) if v}
             return [f'{ref}{n}"{s}><v>{shown[v] if v else f"{v:.16G}"}</v></c>' for n, v in zip(numbers, values)]
         return [f'{ref}{n}"{s} t="s"><v>{v}</v></c>' if v.__class__ is int
-                else f'{ref}{n}"{s}><v>{v:.16G}</v></c>' if v.__class__ is float else f'{ref}{n}"{s}/>'
+                else f'{ref}{n}"{s}><v>{v:.16G}</v></c>' if v.__class__ is float
+                else "" if v is _NO_CELL else f'{ref}{n}"{s}/>'
                 for n, v in zip(numbers, values)]
 
     def _implicit_style(self, col: int) -> str:
